@@ -1,0 +1,263 @@
+//! Configuration: one TOML file, overridden by `DYNAMO_CACHE_*` environment variables and flags
+//! (see [`crate::cli`]). [`Config::load`] reads, parses and validates; unknown keys are errors so
+//! a typo never silently falls back to a default.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Where clients connect by default: loopback, so only the local host acts with our IAM identity.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8000";
+/// Metrics, health and cache administration, also loopback by default.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9464";
+/// DynamoDB accepts request bodies up to 16 MiB; a little slack keeps us from refusing one it
+/// would accept.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 16 * 1024 * 1024 + 64 * 1024;
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+pub const DEFAULT_HEADER_READ_TIMEOUT_MS: u64 = 10_000;
+pub const DEFAULT_UPSTREAM_TIMEOUT_MS: u64 = 10_000;
+pub const DEFAULT_DRAIN_TIMEOUT_MS: u64 = 20_000;
+/// Used when neither config nor the AWS region chain names a region.
+pub const FALLBACK_REGION: &str = "us-east-1";
+
+/// The whole configuration of one proxy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Data listener: where SDK clients send DynamoDB requests.
+    pub listen: SocketAddr,
+    /// Admin listener: `/metrics`, `/healthz`, `/readyz`.
+    pub admin_listen: SocketAddr,
+    /// Upstream DynamoDB URL; `None` means `https://dynamodb.<region>.amazonaws.com`.
+    pub upstream: Option<String>,
+    /// Signing region; `None` means the AWS region chain, then [`FALLBACK_REGION`].
+    pub region: Option<String>,
+    /// Bounds that protect the proxy from its callers and from a slow upstream.
+    pub limits: Limits,
+}
+
+/// Every bound the proxy enforces.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Open client connections at once; past it a client gets a 503 and the connection closes.
+    pub max_connections: usize,
+    /// Largest request body accepted.
+    pub max_body_bytes: usize,
+    /// How long a client may take to send its request headers (slow clients hold a slot).
+    pub header_read_timeout_ms: u64,
+    /// How long one upstream exchange may take, from sending to the last body byte.
+    pub upstream_timeout_ms: u64,
+    /// On SIGTERM, how long in-flight requests get to finish before the proxy exits anyway.
+    pub drain_timeout_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: DEFAULT_LISTEN.parse().expect("valid default"),
+            admin_listen: DEFAULT_ADMIN_LISTEN.parse().expect("valid default"),
+            upstream: None,
+            region: None,
+            limits: Limits::default(),
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            header_read_timeout_ms: DEFAULT_HEADER_READ_TIMEOUT_MS,
+            upstream_timeout_ms: DEFAULT_UPSTREAM_TIMEOUT_MS,
+            drain_timeout_ms: DEFAULT_DRAIN_TIMEOUT_MS,
+        }
+    }
+}
+
+/// A configuration that cannot be used, with the reason.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("invalid config {path}: {source}")]
+    Parse {
+        path: String,
+        source: Box<toml::de::Error>,
+    },
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Reads, parses and validates a TOML file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let config = Config::parse(&text).map_err(|source| ConfigError::Parse {
+            path: path.display().to_string(),
+            source: Box::new(source),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses TOML text without validating it.
+    pub fn parse(text: &str) -> Result<Config, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    /// Checks what serde cannot: values in range, and an upstream that is not ourselves.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |msg: String| Err(ConfigError::Invalid(msg));
+        let l = &self.limits;
+        for (name, value) in [
+            ("limits.max_connections", l.max_connections as u64),
+            ("limits.max_body_bytes", l.max_body_bytes as u64),
+            ("limits.header_read_timeout_ms", l.header_read_timeout_ms),
+            ("limits.upstream_timeout_ms", l.upstream_timeout_ms),
+            ("limits.drain_timeout_ms", l.drain_timeout_ms),
+        ] {
+            if value == 0 {
+                return invalid(format!("{name} must be greater than 0"));
+            }
+        }
+        if let Some(upstream) = &self.upstream {
+            let uri: http::Uri = match upstream.parse() {
+                Ok(uri) => uri,
+                Err(e) => return invalid(format!("upstream {upstream:?} is not a URL: {e}")),
+            };
+            if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
+                return invalid(format!(
+                    "upstream {upstream:?} must be an http:// or https:// URL with a host"
+                ));
+            }
+            if self.points_at_own_listener(&uri) {
+                return invalid(format!(
+                    "upstream {upstream} is this proxy's own listener {}; requests would loop \
+                     (is AWS_ENDPOINT_URL_DYNAMODB meant for clients set for the proxy too?)",
+                    self.listen
+                ));
+            }
+        }
+        if self.listen == self.admin_listen {
+            return invalid(format!(
+                "listen and admin_listen are both {}; they must differ",
+                self.listen
+            ));
+        }
+        Ok(())
+    }
+
+    fn points_at_own_listener(&self, uri: &http::Uri) -> bool {
+        let port = uri
+            .port_u16()
+            .unwrap_or(if uri.scheme_str() == Some("https") {
+                443
+            } else {
+                80
+            });
+        if port != self.listen.port() {
+            return false;
+        }
+        let host = uri.host().unwrap_or_default().trim_matches(['[', ']']);
+        let local = host.eq_ignore_ascii_case("localhost")
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback() || ip == self.listen.ip());
+        local && (self.listen.ip().is_loopback() || self.listen.ip().is_unspecified())
+    }
+
+    /// The upstream URL, given the region the proxy resolved.
+    pub fn upstream_url(&self, region: &str) -> String {
+        match &self.upstream {
+            Some(url) => url.trim_end_matches('/').to_string(),
+            None => format!("https://dynamodb.{region}.amazonaws.com"),
+        }
+    }
+
+    pub fn upstream_timeout(&self) -> Duration {
+        Duration::from_millis(self.limits.upstream_timeout_ms)
+    }
+
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.limits.header_read_timeout_ms)
+    }
+
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_millis(self.limits.drain_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_the_defaults() {
+        assert_eq!(Config::parse("").unwrap(), Config::default());
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let err = Config::parse("listen = \"127.0.0.1:1\"\nlisten_adress = \"x\"\n").unwrap_err();
+        assert!(err.to_string().contains("listen_adress"), "{err}");
+        let err = Config::parse("[limits]\nmax_conections = 3\n").unwrap_err();
+        assert!(err.to_string().contains("max_conections"), "{err}");
+    }
+
+    #[test]
+    fn refuses_an_upstream_that_is_the_proxy_itself() {
+        for upstream in [
+            "http://127.0.0.1:8000",
+            "http://localhost:8000/",
+            "http://[::1]:8000",
+        ] {
+            let config = Config {
+                upstream: Some(upstream.into()),
+                ..Config::default()
+            };
+            let err = config.validate().unwrap_err().to_string();
+            assert!(err.contains("loop"), "{upstream}: {err}");
+        }
+        let elsewhere = Config {
+            upstream: Some("http://127.0.0.1:8001".into()),
+            ..Config::default()
+        };
+        elsewhere.validate().unwrap();
+    }
+
+    #[test]
+    fn refuses_bad_urls_and_zero_limits() {
+        let bad_url = Config {
+            upstream: Some("dynamodb.us-east-1.amazonaws.com".into()),
+            ..Config::default()
+        };
+        assert!(bad_url.validate().is_err());
+        let mut zero = Config::default();
+        zero.limits.upstream_timeout_ms = 0;
+        assert!(
+            zero.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("upstream_timeout_ms")
+        );
+    }
+
+    #[test]
+    fn default_upstream_follows_the_region() {
+        assert_eq!(
+            Config::default().upstream_url("eu-west-1"),
+            "https://dynamodb.eu-west-1.amazonaws.com"
+        );
+    }
+}

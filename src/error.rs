@@ -1,0 +1,144 @@
+//! What the proxy itself can get wrong, and the one place that renders it as DynamoDB error JSON.
+//!
+//! Errors from DynamoDB are never represented here: they pass through untouched. These are the
+//! proxy's own refusals (bad input it can recognise) and failures (upstream unreachable), shaped
+//! the way DynamoDB shapes errors so SDK retry logic treats them correctly: 4xx for the caller's
+//! fault, 5xx (retried by every SDK) for ours or the upstream's.
+
+use bytes::Bytes;
+use http::StatusCode;
+
+use crate::response::{self, CacheStatus, ProxyResponse};
+
+/// An error raised by the proxy, not by DynamoDB.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// No `X-Amz-Target`, or one naming neither DynamoDB API.
+    #[error("unknown operation")]
+    UnknownOperation,
+    /// A method or path no DynamoDB client sends.
+    #[error("{0} {1} is not a DynamoDB request")]
+    NotDynamoDb(http::Method, String),
+    /// The body of an operation the proxy reads is not a JSON object.
+    #[error("request body is not a JSON object")]
+    Serialization,
+    /// The request is well-formed JSON but cannot be valid (the proxy can tell before DynamoDB).
+    #[error("{0}")]
+    Validation(String),
+    /// The body is larger than the proxy accepts.
+    #[error("request body exceeds the limit of {limit} bytes")]
+    BodyTooLarge { limit: usize },
+    /// Every connection slot is taken.
+    #[error("the proxy is at its connection limit of {0}")]
+    TooManyConnections(usize),
+    /// The upstream could not be reached (connect failure, reset, TLS failure).
+    #[error("upstream unavailable: {0}")]
+    UpstreamUnavailable(String),
+    /// The upstream did not answer within the configured timeout.
+    #[error("upstream did not answer within {0} ms")]
+    UpstreamTimeout(u64),
+    /// No usable AWS credentials to sign the upstream request with.
+    #[error("no AWS credentials: {0}")]
+    Credentials(String),
+}
+
+impl ProxyError {
+    /// HTTP status and DynamoDB `__type` for this error.
+    fn status_and_type(&self) -> (StatusCode, &'static str) {
+        match self {
+            ProxyError::UnknownOperation | ProxyError::NotDynamoDb(..) => (
+                StatusCode::BAD_REQUEST,
+                "com.amazon.coral.service#UnknownOperationException",
+            ),
+            ProxyError::Serialization => (
+                StatusCode::BAD_REQUEST,
+                "com.amazon.coral.service#SerializationException",
+            ),
+            ProxyError::Validation(_) => (
+                StatusCode::BAD_REQUEST,
+                "com.amazon.coral.validate#ValidationException",
+            ),
+            ProxyError::BodyTooLarge { .. } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "com.amazon.coral.validate#ValidationException",
+            ),
+            ProxyError::TooManyConnections(_) | ProxyError::UpstreamUnavailable(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "com.amazonaws.dynamodb.v20120810#ServiceUnavailableException",
+            ),
+            ProxyError::UpstreamTimeout(_) | ProxyError::Credentials(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "com.amazonaws.dynamodb.v20120810#InternalServerError",
+            ),
+        }
+    }
+
+    /// Renders the error as the DynamoDB error envelope, with a correct `x-amz-crc32`.
+    pub fn to_response(&self) -> ProxyResponse {
+        let (status, kind) = self.status_and_type();
+        let body = serde_json::json!({ "__type": kind, "message": self.to_string() });
+        let body = Bytes::from(body.to_string());
+        response::generated(status, body, CacheStatus::Error)
+    }
+
+    /// Whether the error counts against the upstream (for metrics and logs) rather than the
+    /// caller.
+    pub fn is_upstream(&self) -> bool {
+        matches!(
+            self,
+            ProxyError::UpstreamUnavailable(_)
+                | ProxyError::UpstreamTimeout(_)
+                | ProxyError::Credentials(_)
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rendered(err: ProxyError) -> (u16, serde_json::Value, String) {
+        let resp = err.to_response();
+        let crc = resp.headers()["x-amz-crc32"].to_str().unwrap().to_string();
+        let body = resp.body().clone();
+        assert_eq!(crc, crc32fast::hash(&body).to_string());
+        (
+            resp.status().as_u16(),
+            serde_json::from_slice(&body).unwrap(),
+            crc,
+        )
+    }
+
+    #[test]
+    fn caller_faults_are_400_with_dynamodb_types() {
+        let (status, body, _) = rendered(ProxyError::Serialization);
+        assert_eq!(status, 400);
+        assert_eq!(
+            body["__type"],
+            "com.amazon.coral.service#SerializationException"
+        );
+        let (status, body, _) = rendered(ProxyError::Validation("bad key".into()));
+        assert_eq!(status, 400);
+        assert_eq!(
+            body["__type"],
+            "com.amazon.coral.validate#ValidationException"
+        );
+        assert_eq!(body["message"], "bad key");
+    }
+
+    #[test]
+    fn upstream_failures_are_retryable_5xx() {
+        let (status, body, _) = rendered(ProxyError::UpstreamUnavailable("refused".into()));
+        assert_eq!(status, 503);
+        assert_eq!(
+            body["__type"],
+            "com.amazonaws.dynamodb.v20120810#ServiceUnavailableException"
+        );
+        let (status, body, _) = rendered(ProxyError::UpstreamTimeout(5000));
+        assert_eq!(status, 500);
+        assert_eq!(
+            body["__type"],
+            "com.amazonaws.dynamodb.v20120810#InternalServerError"
+        );
+    }
+}

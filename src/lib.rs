@@ -1,0 +1,114 @@
+//! dynamo-cache: a read-through, write-through caching proxy for Amazon DynamoDB, in the style
+//! of DynamoDB Accelerator (DAX). Applications keep their AWS SDK and point its endpoint URL at
+//! the proxy.
+//!
+//! # Layout
+//!
+//! - [`cli`]: command line and environment variables.
+//! - [`config`]: the TOML configuration, its defaults and validation.
+//! - [`server`]: accepting connections, limits, graceful drain (both listeners).
+//! - [`proxy`]: **the request path**, read top to bottom: check the request -> classify the
+//!   operation ([`operation`]) -> read the body -> go upstream ([`upstream`]) -> respond
+//!   ([`response`]).
+//! - [`upstream`]: the pooled, SigV4-signing client to DynamoDB; [`credentials`] keeps its
+//!   identity fresh.
+//! - [`schema`]: table key schemas from DescribeTable.
+//! - [`error`]: what the proxy itself gets wrong, rendered as DynamoDB error JSON.
+//! - [`metrics`] and [`admin`]: Prometheus metrics, health and readiness on the admin listener.
+//! - [`state`]: the shared state every request sees.
+//! - `embedded` (feature `embedded`): a local DynamoDB emulator inside the binary.
+//!
+//! [`run`] serves already-bound listeners until a shutdown future resolves; `main` binds them
+//! and passes Ctrl-C/SIGTERM, tests pass port 0 and a channel.
+
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod cli;
+pub mod config;
+pub mod credentials;
+#[cfg(feature = "embedded")]
+pub mod embedded;
+pub mod error;
+pub mod metrics;
+pub mod operation;
+pub mod proxy;
+pub mod response;
+pub mod schema;
+pub mod server;
+pub mod state;
+pub mod upstream;
+
+use std::future::Future;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use config::Config;
+pub use state::State;
+
+/// Admin connections are few (probes, scrapers); this bounds them separately.
+const ADMIN_MAX_CONNECTIONS: usize = 64;
+
+/// Serves the data and admin listeners until `shutdown` resolves, then drains: readiness turns
+/// 503, the data listener stops accepting and finishes in-flight requests (up to the drain
+/// deadline), and only then does the admin listener stop.
+pub async fn run(
+    state: State,
+    data: TcpListener,
+    admin: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) {
+    let config = &state.config;
+    let data_limits = server::ListenerLimits {
+        max_connections: config.limits.max_connections,
+        header_read_timeout: config.header_read_timeout(),
+        drain_timeout: config.drain_timeout(),
+    };
+    let admin_limits = server::ListenerLimits {
+        max_connections: ADMIN_MAX_CONNECTIONS,
+        ..data_limits
+    };
+    let stop_data = CancellationToken::new();
+    let stop_admin = CancellationToken::new();
+
+    // Load credentials before the first request needs them (a failure is retried per request).
+    let warm = state.clone();
+    tokio::spawn(async move {
+        if let Err(err) = warm.upstream.load_credentials().await {
+            tracing::warn!(error = %err, "no AWS credentials yet");
+        }
+    });
+
+    let admin_state = state.clone();
+    let admin_task = tokio::spawn(server::serve(
+        admin,
+        admin_limits,
+        state.metrics.clone(),
+        stop_admin.clone(),
+        move |request| {
+            let state = admin_state.clone();
+            async move { admin::handle(&state, request).await }
+        },
+    ));
+    let data_state = state.clone();
+    let data_task = tokio::spawn(server::serve(
+        data,
+        data_limits,
+        state.metrics.clone(),
+        stop_data.clone(),
+        move |request| {
+            let state = data_state.clone();
+            async move { proxy::handle(&state, request).await }
+        },
+    ));
+
+    shutdown.await;
+    tracing::info!("shutting down: draining in-flight requests");
+    state.start_draining();
+    stop_data.cancel();
+    let _ = data_task.await;
+    stop_admin.cancel();
+    let _ = admin_task.await;
+    tracing::info!("stopped");
+}

@@ -1,0 +1,160 @@
+//! The `dynamo-cache` binary: parse the command line, load config, set up logging, resolve the
+//! AWS region and credentials, bind, and hand over to [`dynamo_cache::run`].
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use aws_credential_types::Credentials;
+use aws_credential_types::provider::SharedCredentialsProvider;
+use clap::Parser;
+use dynamo_cache::cli::{Cli, Command, LogFormat, ServeArgs};
+use dynamo_cache::{Config, State};
+use tokio::net::TcpListener;
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::CheckConfig { file }) => {
+            let config = Config::load(&file)?;
+            print!("{}", toml::to_string_pretty(&config)?);
+            eprintln!("{}: ok", file.display());
+            Ok(())
+        }
+        Some(Command::Serve(args)) => serve(args),
+        None => serve(cli.serve),
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    init_logging(args.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(serve_async(args))
+}
+
+async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
+    let mut config = args.config()?;
+
+    #[cfg(feature = "embedded")]
+    let embedded = if args.embedded {
+        let embedded = dynamo_cache::embedded::Embedded::start(args.embedded_db.as_deref())
+            .await
+            .map_err(anyhow::Error::msg)?;
+        config.upstream = Some(embedded.url.clone());
+        Some(embedded)
+    } else {
+        None
+    };
+    #[cfg(not(feature = "embedded"))]
+    if args.embedded {
+        bail!("this build has no embedded DynamoDB (built without the `embedded` feature)");
+    }
+
+    let (region, credentials) = if args.embedded {
+        // The emulator checks that requests are signed, not by whom.
+        let region = config
+            .region
+            .clone()
+            .unwrap_or_else(|| dynamo_cache::config::FALLBACK_REGION.into());
+        let creds = Credentials::new("embedded", "embedded", None, None, "embedded");
+        (region, SharedCredentialsProvider::new(creds))
+    } else {
+        aws_identity(&config).await
+    };
+
+    let data = bind(config.listen, "data").await?;
+    let admin = bind(config.admin_listen, "admin").await?;
+    let listen = data.local_addr()?;
+    let admin_addr = admin.local_addr()?;
+    let state = State::new(config, &region, credentials).map_err(anyhow::Error::msg)?;
+    tracing::info!(
+        listen = %listen,
+        admin = %admin_addr,
+        upstream = state.upstream.url(),
+        region = %region,
+        max_connections = state.config.limits.max_connections,
+        "dynamo-cache started"
+    );
+    if args.embedded {
+        println!("dynamo-cache is serving an embedded local DynamoDB at http://{listen}");
+        println!("  metrics and health: http://{admin_addr}/metrics");
+        println!("  try it:");
+        println!(
+            "    AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local aws dynamodb list-tables \
+             --endpoint-url http://{listen} --region {region}"
+        );
+        println!("  or point any AWS SDK's endpoint_url at http://{listen}; Ctrl-C stops it.");
+    }
+
+    dynamo_cache::run(state, data, admin, shutdown_signal()).await;
+
+    #[cfg(feature = "embedded")]
+    if let Some(embedded) = embedded {
+        embedded.stop().await;
+    }
+    Ok(())
+}
+
+/// Region and credentials from the standard AWS chains (env, profile, web identity, ECS, IMDS).
+async fn aws_identity(config: &Config) -> (String, SharedCredentialsProvider) {
+    use aws_config::default_provider::{credentials, region};
+    let region = match &config.region {
+        Some(region) => region.clone(),
+        None => region::DefaultRegionChain::builder()
+            .build()
+            .region()
+            .await
+            .map(|r| r.to_string())
+            .unwrap_or_else(|| dynamo_cache::config::FALLBACK_REGION.into()),
+    };
+    let chain = credentials::DefaultCredentialsChain::builder()
+        .region(aws_config::Region::new(region.clone()))
+        .build()
+        .await;
+    (region, SharedCredentialsProvider::new(chain))
+}
+
+async fn bind(addr: std::net::SocketAddr, which: &str) -> anyhow::Result<TcpListener> {
+    match TcpListener::bind(addr).await {
+        Ok(listener) => Ok(listener),
+        Err(err) if err.kind() == std::io::ErrorKind::AddrInUse => {
+            bail!("cannot listen on {addr} ({which}): the address is already in use")
+        }
+        Err(err) => Err(err).with_context(|| format!("cannot listen on {addr} ({which})")),
+    }
+}
+
+/// Resolves on the first SIGTERM or Ctrl-C; a second one exits at once.
+async fn shutdown_signal() {
+    wait_for_signal().await;
+    tokio::spawn(async {
+        wait_for_signal().await;
+        eprintln!("second signal: exiting without draining");
+        std::process::exit(130);
+    });
+    // Give the runtime a moment to register the second handler.
+    tokio::time::sleep(Duration::from_millis(1)).await;
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

@@ -1,0 +1,149 @@
+//! Prometheus metrics, in a registry this proxy owns (so each test gets a fresh one).
+//!
+//! Labels come from the classified operation and fixed result names, never from raw input.
+//! Latency buckets start at 10 µs because a cache hit takes tens of microseconds.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+/// From 10 µs to 10 s: resolves a hit, a DynamoDB round trip and a stuck upstream.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01,
+    0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Every metric the proxy exports.
+pub struct Metrics {
+    /// The registry `/metrics` renders.
+    registry: Registry,
+    /// Requests answered, by operation and result (hit, miss, bypass, error).
+    pub requests: IntCounterVec,
+    /// Time from request headers read to response ready, by operation and result.
+    pub request_duration: HistogramVec,
+    /// Upstream exchanges that got an HTTP answer, by operation and status code.
+    pub upstream_requests: IntCounterVec,
+    /// Upstream exchanges that got no HTTP answer, by operation and kind.
+    pub upstream_errors: IntCounterVec,
+    /// Upstream round-trip time, by operation.
+    pub upstream_duration: HistogramVec,
+    /// Requests being handled now.
+    pub inflight: IntGauge,
+    /// Client connections open now.
+    pub connections: IntGauge,
+    /// Connections refused at the connection limit.
+    pub rejected_connections: IntCounter,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "dynamo_cache_requests_total",
+                "Requests answered, by operation and result (hit, miss, bypass, error).",
+            ),
+            &["op", "result"],
+        )
+        .expect("valid metric");
+        let request_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "dynamo_cache_request_duration_seconds",
+                "Time to answer a request, by operation and result.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["op", "result"],
+        )
+        .expect("valid metric");
+        let upstream_requests = IntCounterVec::new(
+            Opts::new(
+                "dynamo_cache_upstream_requests_total",
+                "Upstream requests that got an HTTP answer, by operation and status code.",
+            ),
+            &["op", "status"],
+        )
+        .expect("valid metric");
+        let upstream_errors = IntCounterVec::new(
+            Opts::new(
+                "dynamo_cache_upstream_errors_total",
+                "Upstream requests that got no HTTP answer, by operation and kind \
+                 (unavailable, timeout, credentials).",
+            ),
+            &["op", "kind"],
+        )
+        .expect("valid metric");
+        let upstream_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "dynamo_cache_upstream_duration_seconds",
+                "Upstream round-trip time, by operation.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["op"],
+        )
+        .expect("valid metric");
+        let inflight = IntGauge::new(
+            "dynamo_cache_inflight_requests",
+            "Requests being handled now.",
+        )
+        .expect("valid metric");
+        let connections = IntGauge::new(
+            "dynamo_cache_open_connections",
+            "Client connections open now.",
+        )
+        .expect("valid metric");
+        let rejected_connections = IntCounter::new(
+            "dynamo_cache_rejected_connections_total",
+            "Client connections refused at the connection limit.",
+        )
+        .expect("valid metric");
+        let build_info = IntGaugeVec::new(
+            Opts::new("dynamo_cache_build_info", "Build information; always 1."),
+            &["version"],
+        )
+        .expect("valid metric");
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+
+        for collector in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(request_duration.clone()),
+            Box::new(upstream_requests.clone()),
+            Box::new(upstream_errors.clone()),
+            Box::new(upstream_duration.clone()),
+            Box::new(inflight.clone()),
+            Box::new(connections.clone()),
+            Box::new(rejected_connections.clone()),
+            Box::new(build_info),
+        ] {
+            registry.register(collector).expect("names are unique");
+        }
+        Metrics {
+            registry,
+            requests,
+            request_duration,
+            upstream_requests,
+            upstream_errors,
+            upstream_duration,
+            inflight,
+            connections,
+            rejected_connections,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("encoding into a Vec cannot fail");
+        String::from_utf8(out).expect("the text format is UTF-8")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}

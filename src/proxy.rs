@@ -1,0 +1,204 @@
+//! The request path, top to bottom: check the request is DynamoDB's -> classify the operation ->
+//! read the body -> go upstream -> respond, counting what happened.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+
+use crate::error::ProxyError;
+use crate::operation::{Operation, Target};
+use crate::response::{self, CacheStatus, ProxyResponse};
+use crate::state::State;
+
+const TARGET: &str = "x-amz-target";
+
+/// Answers one client request. Never fails: the proxy's own errors become DynamoDB-shaped
+/// error responses.
+pub async fn handle(state: &State, request: Request<Incoming>) -> ProxyResponse {
+    let started = Instant::now();
+    let metrics = &state.metrics;
+    metrics.inflight.inc();
+    let (op, response, result) = match serve(state, request).await {
+        Ok(answer) => {
+            // A 5xx is an error whoever raised it; 4xx answers are the caller's to handle.
+            let result = if answer.response.status().is_server_error() {
+                CacheStatus::Error
+            } else {
+                answer.cache
+            };
+            (answer.op, answer.response, result)
+        }
+        Err((op, err)) => {
+            if err.is_upstream() {
+                tracing::warn!(op = op.name(), error = %err, "request failed");
+            } else {
+                tracing::debug!(op = op.name(), error = %err, "request refused");
+            }
+            (op, err.to_response(), CacheStatus::Error)
+        }
+    };
+    let elapsed = started.elapsed();
+    metrics
+        .requests
+        .with_label_values(&[op.name(), result.as_str()])
+        .inc();
+    metrics
+        .request_duration
+        .with_label_values(&[op.name(), result.as_str()])
+        .observe(elapsed.as_secs_f64());
+    metrics.inflight.dec();
+    tracing::debug!(
+        op = op.name(),
+        cache = result.as_str(),
+        status = response.status().as_u16(),
+        micros = elapsed.as_micros() as u64,
+        "request"
+    );
+    response
+}
+
+/// What the path produced for a request it could classify.
+struct Answer {
+    op: Operation,
+    response: ProxyResponse,
+    cache: CacheStatus,
+}
+
+async fn serve(
+    state: &State,
+    request: Request<Incoming>,
+) -> Result<Answer, (Operation, ProxyError)> {
+    let unclassified = |err| (Operation::Other, err);
+    let (parts, body) = request.into_parts();
+    if parts.uri.path() != "/" {
+        return Err(unclassified(ProxyError::NotDynamoDb(
+            parts.method,
+            parts.uri.path().to_string(),
+        )));
+    }
+    match parts.method {
+        Method::POST => {}
+        // The SDKs' health check.
+        Method::GET => {
+            return Ok(Answer {
+                op: Operation::Other,
+                response: health_response(),
+                cache: CacheStatus::Bypass,
+            });
+        }
+        method => return Err(unclassified(ProxyError::NotDynamoDb(method, "/".into()))),
+    }
+
+    // 1. Classify.
+    let raw_target = parts
+        .headers
+        .get(TARGET)
+        .ok_or(ProxyError::UnknownOperation)
+        .map_err(unclassified)?;
+    let target = raw_target
+        .to_str()
+        .ok()
+        .and_then(Target::parse)
+        .ok_or(ProxyError::UnknownOperation)
+        .map_err(unclassified)?;
+    let op = target.op;
+    let fail = |err| (op, err);
+
+    // 2. Read the body, bounded.
+    let limit = state.config.limits.max_body_bytes;
+    let declared = parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(fail(ProxyError::BodyTooLarge { limit }));
+    }
+    let body = Limited::new(body, limit)
+        .collect()
+        .await
+        .map_err(|_| fail(ProxyError::BodyTooLarge { limit }))?
+        .to_bytes();
+    if op.proxy_reads_body() && !is_json_object(&body) {
+        return Err(fail(ProxyError::Serialization));
+    }
+
+    // 3. Forward.
+    let upstream = forward(state, op, raw_target, body).await.map_err(fail)?;
+    Ok(Answer {
+        op,
+        response: response::relayed(
+            upstream.status,
+            &upstream.headers,
+            upstream.body,
+            CacheStatus::Bypass,
+        ),
+        cache: CacheStatus::Bypass,
+    })
+}
+
+/// Sends a request upstream, recording the exchange in metrics.
+async fn forward(
+    state: &State,
+    op: Operation,
+    target: &http::HeaderValue,
+    body: Bytes,
+) -> Result<crate::upstream::UpstreamResponse, ProxyError> {
+    let started = Instant::now();
+    let result = state.upstream.call(target, body).await;
+    let metrics = &state.metrics;
+    metrics
+        .upstream_duration
+        .with_label_values(&[op.name()])
+        .observe(started.elapsed().as_secs_f64());
+    match &result {
+        Ok(answer) => metrics
+            .upstream_requests
+            .with_label_values(&[op.name(), answer.status.as_str()])
+            .inc(),
+        Err(err) => {
+            let kind = match err {
+                ProxyError::UpstreamTimeout(_) => "timeout",
+                ProxyError::Credentials(_) => "credentials",
+                _ => "unavailable",
+            };
+            metrics
+                .upstream_errors
+                .with_label_values(&[op.name(), kind])
+                .inc();
+        }
+    }
+    result
+}
+
+/// Whether `body` is one JSON object: a cheap structural check that builds nothing.
+fn is_json_object(body: &[u8]) -> bool {
+    body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
+        && serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok()
+}
+
+fn health_response() -> ProxyResponse {
+    let mut resp = http::Response::new(Bytes::from_static(b"healthy: dynamo-cache"));
+    *resp.status_mut() = StatusCode::OK;
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain"),
+    );
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_object_check() {
+        assert!(is_json_object(br#" {"TableName":"t"}"#));
+        assert!(is_json_object(b"{}"));
+        for bad in [&b""[..], b"[]", b"\"x\"", b"{", b"{\"a\":}", b"null", b"{} {}"] {
+            assert!(!is_json_object(bad), "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! Accepting connections: HTTP/1.1 with keep-alive, a cap on open connections, a header read
+//! timeout, and a graceful drain when told to stop.
+//!
+//! Both listeners (data and admin) use [`serve`]; they differ only in the handler.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::ProxyError;
+use crate::metrics::Metrics;
+use crate::response::ProxyResponse;
+
+/// Bounds for one listener.
+#[derive(Debug, Clone, Copy)]
+pub struct ListenerLimits {
+    pub max_connections: usize,
+    pub header_read_timeout: Duration,
+    pub drain_timeout: Duration,
+}
+
+/// Serves `listener` with `handler` until `stop` is cancelled, then stops accepting, lets
+/// in-flight requests finish (closing idle keep-alive connections), and returns once all
+/// connections are done or `drain_timeout` has passed.
+pub async fn serve<H, F>(
+    listener: TcpListener,
+    limits: ListenerLimits,
+    metrics: Arc<Metrics>,
+    stop: CancellationToken,
+    handler: H,
+) where
+    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = ProxyResponse> + Send + 'static,
+{
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let graceful = GracefulShutdown::new();
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .keep_alive(true)
+        .header_read_timeout(limits.header_read_timeout);
+
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = stop.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            metrics.rejected_connections.inc();
+            tokio::spawn(refuse(stream, limits.max_connections));
+            continue;
+        };
+        let handler = handler.clone();
+        let service = service_fn(move |request| {
+            let response = handler(request);
+            async move { Ok::<_, Infallible>(response.await.map(Full::new)) }
+        });
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        let metrics = metrics.clone();
+        metrics.connections.inc();
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                tracing::debug!(%peer, error = %err, "connection ended with an error");
+            }
+            metrics.connections.dec();
+            drop(slot);
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(limits.drain_timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            timeout_ms = limits.drain_timeout.as_millis() as u64,
+            "drain deadline passed with requests still in flight"
+        );
+    }
+}
+
+/// Tells a client over the connection limit why, then closes: a 503 the SDKs retry.
+async fn refuse(mut stream: TcpStream, limit: usize) {
+    let response: Response<Bytes> = ProxyError::TooManyConnections(limit).to_response();
+    let mut head = format!(
+        "HTTP/1.1 {} {}\r\n",
+        response.status().as_u16(),
+        response.status().canonical_reason().unwrap_or("")
+    );
+    for (name, value) in response.headers() {
+        head.push_str(name.as_str());
+        head.push_str(": ");
+        head.push_str(value.to_str().unwrap_or(""));
+        head.push_str("\r\n");
+    }
+    head.push_str(&format!(
+        "content-length: {}\r\nconnection: close\r\n\r\n",
+        response.body().len()
+    ));
+    let _ = stream.write_all(head.as_bytes()).await;
+    let _ = stream.write_all(response.body()).await;
+    let _ = stream.shutdown().await;
+}

@@ -1,0 +1,61 @@
+//! The state every request shares: one cheap-to-clone struct of `Arc`s.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use aws_credential_types::provider::SharedCredentialsProvider;
+
+use crate::config::Config;
+use crate::credentials::CredentialCache;
+use crate::metrics::Metrics;
+use crate::schema::Schemas;
+use crate::upstream::Upstream;
+
+/// Everything the data and admin listeners need.
+#[derive(Clone)]
+pub struct State {
+    /// The effective configuration (bounds, TTLs).
+    pub config: Arc<Config>,
+    /// The signed connection to DynamoDB.
+    pub upstream: Arc<Upstream>,
+    /// Table key schemas, for deriving item keys.
+    pub schemas: Arc<Schemas>,
+    /// What `/metrics` exports.
+    pub metrics: Arc<Metrics>,
+    /// Set when shutdown begins, so readiness turns 503 before connections close.
+    draining: Arc<AtomicBool>,
+}
+
+impl State {
+    /// Builds the state for `config`, signing for `region` with `credentials`.
+    ///
+    /// The caller resolves region and credentials (the binary from the AWS chain, tests with
+    /// static keys) so that this never reaches for the environment itself.
+    pub fn new(
+        config: Config,
+        region: &str,
+        credentials: SharedCredentialsProvider,
+    ) -> Result<State, String> {
+        config.validate().map_err(|e| e.to_string())?;
+        let cache = Arc::new(CredentialCache::new(credentials.clone()));
+        let url = config.upstream_url(region);
+        let upstream = Upstream::new(&url, region, cache, config.upstream_timeout())?;
+        let schemas = Schemas::new(&url, region, credentials, config.upstream_timeout());
+        Ok(State {
+            config: Arc::new(config),
+            upstream: Arc::new(upstream),
+            schemas: Arc::new(schemas),
+            metrics: Arc::new(Metrics::new()),
+            draining: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    /// Marks the proxy as shutting down (readiness turns 503).
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+}
