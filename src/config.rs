@@ -148,7 +148,8 @@ impl Config {
                 ));
             }
         }
-        if self.listen == self.admin_listen {
+        // Port 0 means "any free port": two of those never collide.
+        if self.listen == self.admin_listen && self.listen.port() != 0 {
             return invalid(format!(
                 "listen and admin_listen are both {}; they must differ",
                 self.listen

@@ -197,7 +197,15 @@ mod tests {
     fn json_object_check() {
         assert!(is_json_object(br#" {"TableName":"t"}"#));
         assert!(is_json_object(b"{}"));
-        for bad in [&b""[..], b"[]", b"\"x\"", b"{", b"{\"a\":}", b"null", b"{} {}"] {
+        for bad in [
+            &b""[..],
+            b"[]",
+            b"\"x\"",
+            b"{",
+            b"{\"a\":}",
+            b"null",
+            b"{} {}",
+        ] {
             assert!(!is_json_object(bad), "{:?}", String::from_utf8_lossy(bad));
         }
     }

@@ -118,7 +118,10 @@ mod tests {
         assert_eq!(resp.headers()["content-type"], "application/x-amz-json-1.0");
         let id = resp.headers()["x-amzn-requestid"].to_str().unwrap();
         assert_eq!(id.len(), 52);
-        assert!(id.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()));
+        assert!(
+            id.bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+        );
     }
 
     #[test]

@@ -116,7 +116,11 @@ impl Schemas {
 
     /// The schema if already known, without asking upstream.
     pub fn cached(&self, table: &str) -> Option<Arc<TableSchema>> {
-        self.known.read().expect("lock poisoned").get(table).cloned()
+        self.known
+            .read()
+            .expect("lock poisoned")
+            .get(table)
+            .cloned()
     }
 
     /// Drops what is known of `table` (it was deleted, or its indexes changed).

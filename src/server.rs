@@ -16,7 +16,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -101,7 +101,23 @@ pub async fn serve<H, F>(
 }
 
 /// Tells a client over the connection limit why, then closes: a 503 the SDKs retry.
+///
+/// The request is read (briefly, boundedly) before answering and the socket is drained after:
+/// closing with unread bytes makes the kernel send a reset, which can destroy the answer
+/// before the client reads it.
 async fn refuse(mut stream: TcpStream, limit: usize) {
+    const LINGER: Duration = Duration::from_millis(500);
+    let mut scratch = [0u8; 4096];
+    let _ = tokio::time::timeout(LINGER, async {
+        let mut seen = 0usize;
+        while let Ok(n) = stream.read(&mut scratch).await {
+            seen += n;
+            if n == 0 || scratch[..n].windows(4).any(|w| w == b"\r\n\r\n") || seen > 64 * 1024 {
+                break;
+            }
+        }
+    })
+    .await;
     let response: Response<Bytes> = ProxyError::TooManyConnections(limit).to_response();
     let mut head = format!(
         "HTTP/1.1 {} {}\r\n",
@@ -121,4 +137,8 @@ async fn refuse(mut stream: TcpStream, limit: usize) {
     let _ = stream.write_all(head.as_bytes()).await;
     let _ = stream.write_all(response.body()).await;
     let _ = stream.shutdown().await;
+    let _ = tokio::time::timeout(LINGER, async {
+        while matches!(stream.read(&mut scratch).await, Ok(n) if n > 0) {}
+    })
+    .await;
 }

@@ -1,0 +1,305 @@
+//! Shared test set-up: a real DynamoDB emulator (dynoxide) on a free loopback port, the proxy
+//! (the library's `run`) on port 0 in front of it, SDK clients and a raw HTTP client.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use aws_credential_types::Credentials;
+use aws_credential_types::provider::SharedCredentialsProvider;
+use aws_sdk_dynamodb::config::{BehaviorVersion, Region};
+use bytes::Bytes;
+use dynamo_cache::{Config, State};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub mod shim;
+
+pub const REGION: &str = "us-east-1";
+
+/// A dynoxide server on loopback.
+pub struct Upstream {
+    pub url: String,
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Upstream {
+    pub async fn start() -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let db = dynoxide::Database::memory().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stopped.await;
+            };
+            dynoxide::server::serve_with_shutdown(listener, db, shutdown)
+                .await
+                .unwrap();
+        });
+        Upstream {
+            url: format!("http://{addr}"),
+            addr,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// Stops the emulator; later requests to its port are refused.
+    pub async fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+/// The proxy, served by the library's `run` on port 0.
+pub struct Proxy {
+    pub url: String,
+    pub admin_url: String,
+    pub state: State,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Proxy {
+    /// A proxy in front of `upstream_url` with the default configuration.
+    pub async fn start(upstream_url: &str) -> Proxy {
+        Proxy::start_with(upstream_url, |_| {}).await
+    }
+
+    /// A proxy with `adjust` applied to its configuration.
+    pub async fn start_with(upstream_url: &str, adjust: impl FnOnce(&mut Config)) -> Proxy {
+        let data = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut config = Config {
+            listen: data.local_addr().unwrap(),
+            admin_listen: admin.local_addr().unwrap(),
+            upstream: Some(upstream_url.to_string()),
+            region: Some(REGION.into()),
+            ..Config::default()
+        };
+        adjust(&mut config);
+        let state = State::new(config, REGION, test_credentials()).unwrap();
+        let url = format!("http://{}", data.local_addr().unwrap());
+        let admin_url = format!("http://{}", admin.local_addr().unwrap());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let run_state = state.clone();
+        let task = tokio::spawn(async move {
+            dynamo_cache::run(run_state, data, admin, async move {
+                let _ = stopped.await;
+            })
+            .await;
+        });
+        let proxy = Proxy {
+            url,
+            admin_url,
+            state,
+            stop: Some(stop),
+            task: Some(task),
+        };
+        proxy.wait_healthy().await;
+        proxy
+    }
+
+    async fn wait_healthy(&self) {
+        for _ in 0..500 {
+            if let Ok(resp) = http_get(&format!("{}/healthz", self.admin_url)).await
+                && resp.status == 200
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("proxy never became healthy");
+    }
+
+    /// Signals shutdown and waits for the drain to finish.
+    pub async fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap();
+        }
+    }
+
+    /// The Prometheus exposition.
+    pub async fn metrics(&self) -> String {
+        let resp = http_get(&format!("{}/metrics", self.admin_url))
+            .await
+            .unwrap();
+        String::from_utf8(resp.body.to_vec()).unwrap()
+    }
+
+    /// The value of one sample (`name{labels}` exactly as exposed), 0 when absent.
+    pub async fn metric(&self, sample: &str) -> f64 {
+        metric_value(&self.metrics().await, sample)
+    }
+}
+
+/// The value of `sample` in a Prometheus text exposition, 0 when absent.
+pub fn metric_value(exposition: &str, sample: &str) -> f64 {
+    exposition
+        .lines()
+        .find_map(|line| {
+            let (name, value) = line.rsplit_once(' ')?;
+            (name == sample).then(|| value.parse().unwrap())
+        })
+        .unwrap_or(0.0)
+}
+
+pub fn test_credentials() -> SharedCredentialsProvider {
+    SharedCredentialsProvider::new(Credentials::new(
+        "AKIDTEST",
+        "test-secret",
+        None,
+        None,
+        "tests",
+    ))
+}
+
+/// An SDK client whose endpoint is `url`, as an application would configure it.
+pub fn sdk(url: &str) -> aws_sdk_dynamodb::Client {
+    let config = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(REGION))
+        .endpoint_url(url)
+        .credentials_provider(test_credentials())
+        .build();
+    aws_sdk_dynamodb::Client::from_conf(config)
+}
+
+/// An HTTP answer, fully read.
+#[derive(Debug, Clone)]
+pub struct Raw {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Raw {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(|v| v.to_str().unwrap())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap()
+    }
+
+    /// `__type` of a DynamoDB error body, without its namespace.
+    pub fn error_type(&self) -> String {
+        let kind = self.json()["__type"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        kind.rsplit('#').next().unwrap().to_string()
+    }
+
+    /// Asserts `x-amz-crc32` is the CRC32 of the exact body received.
+    pub fn assert_crc(&self) {
+        let crc = self.header("x-amz-crc32").expect("x-amz-crc32 present");
+        assert_eq!(
+            crc,
+            crc32fast::hash(&self.body).to_string(),
+            "x-amz-crc32 does not match the body {:?}",
+            String::from_utf8_lossy(&self.body)
+        );
+    }
+}
+
+fn raw_client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// A DynamoDB request as an SDK would send it (the proxy re-signs, so the signature is a
+/// well-formed placeholder that the emulator accepts).
+pub async fn dynamo(url: &str, op: &str, body: &str) -> Raw {
+    let request = http::Request::post(format!("{url}/"))
+        .header("content-type", "application/x-amz-json-1.0")
+        .header("x-amz-target", format!("DynamoDB_20120810.{op}"))
+        .header("x-amz-date", "20260101T000000Z")
+        .header(
+            "authorization",
+            "AWS4-HMAC-SHA256 Credential=AKIDTEST/20260101/us-east-1/dynamodb/aws4_request, \
+             SignedHeaders=content-type;host;x-amz-date;x-amz-target, Signature=00",
+        )
+        .body(Full::new(Bytes::copy_from_slice(body.as_bytes())))
+        .unwrap();
+    send(request).await.unwrap()
+}
+
+pub async fn send(request: http::Request<Full<Bytes>>) -> Result<Raw, String> {
+    let response = raw_client()
+        .request(request)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+    Ok(Raw {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body,
+    })
+}
+
+pub async fn http_get(url: &str) -> Result<Raw, String> {
+    let request = http::Request::get(url)
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    send(request).await
+}
+
+/// Creates a table with a string partition key `pk`, a number sort key `sk`, and a GSI `by_g`
+/// on `g`, through whichever client is given.
+pub async fn create_table(client: &aws_sdk_dynamodb::Client, name: &str) {
+    use aws_sdk_dynamodb::types::*;
+    let attr = |n: &str, t: ScalarAttributeType| {
+        AttributeDefinition::builder()
+            .attribute_name(n)
+            .attribute_type(t)
+            .build()
+            .unwrap()
+    };
+    let key = |n: &str, t: KeyType| {
+        KeySchemaElement::builder()
+            .attribute_name(n)
+            .key_type(t)
+            .build()
+            .unwrap()
+    };
+    client
+        .create_table()
+        .table_name(name)
+        .attribute_definitions(attr("pk", ScalarAttributeType::S))
+        .attribute_definitions(attr("sk", ScalarAttributeType::N))
+        .attribute_definitions(attr("g", ScalarAttributeType::S))
+        .key_schema(key("pk", KeyType::Hash))
+        .key_schema(key("sk", KeyType::Range))
+        .global_secondary_indexes(
+            GlobalSecondaryIndex::builder()
+                .index_name("by_g")
+                .key_schema(key("g", KeyType::Hash))
+                .projection(
+                    Projection::builder()
+                        .projection_type(ProjectionType::All)
+                        .build(),
+                )
+                .build()
+                .unwrap(),
+        )
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .unwrap();
+}

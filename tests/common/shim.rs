@@ -1,0 +1,110 @@
+//! A scripted HTTP upstream for cases a real emulator cannot show: it records every request
+//! exactly as received and answers with fixed bytes, or misbehaves (hangs) on demand.
+
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+/// One request as the shim received it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: http::Method,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+/// What the shim answers.
+#[derive(Debug, Clone)]
+pub enum Reply {
+    /// Status, headers and body, sent as given.
+    Fixed {
+        status: u16,
+        headers: Vec<(&'static str, String)>,
+        body: Bytes,
+    },
+    /// Never answers.
+    Hang,
+}
+
+pub struct Shim {
+    pub url: String,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+    reply: Arc<Mutex<Reply>>,
+}
+
+impl Shim {
+    pub async fn start(reply: Reply) -> Shim {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let reply = Arc::new(Mutex::new(reply));
+        let (seen2, reply2) = (seen.clone(), reply.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let (seen, reply) = (seen2.clone(), reply2.clone());
+                let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let (seen, reply) = (seen.clone(), reply.clone());
+                    async move {
+                        let (parts, body) = req.into_parts();
+                        let body = body.collect().await.unwrap().to_bytes();
+                        seen.lock().unwrap().push(Seen {
+                            method: parts.method,
+                            headers: parts.headers,
+                            body,
+                        });
+                        let reply = reply.lock().unwrap().clone();
+                        match reply {
+                            Reply::Fixed {
+                                status,
+                                headers,
+                                body,
+                            } => {
+                                let mut resp = http::Response::new(Full::new(body));
+                                *resp.status_mut() = http::StatusCode::from_u16(status).unwrap();
+                                for (name, value) in headers {
+                                    resp.headers_mut().append(name, value.parse().unwrap());
+                                }
+                                Ok::<_, Infallible>(resp)
+                            }
+                            Reply::Hang => {
+                                tokio::time::sleep(Duration::from_secs(3600)).await;
+                                unreachable!()
+                            }
+                        }
+                    }
+                });
+                tokio::spawn(async move {
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Shim { url, seen, reply }
+    }
+
+    pub fn set_reply(&self, reply: Reply) {
+        *self.reply.lock().unwrap() = reply;
+    }
+
+    /// Requests that reached the shim (the SDK health check `GET /` excluded).
+    pub fn requests(&self) -> Vec<Seen> {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.method == http::Method::POST)
+            .cloned()
+            .collect()
+    }
+}
