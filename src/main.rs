@@ -77,10 +77,13 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
         max_connections = state.config.limits.max_connections,
         "dynamo-cache started"
     );
+    // One line on stdout with the real addresses (port 0 resolved), for people and harnesses.
+    println!(
+        "dynamo-cache listening on http://{listen} (admin http://{admin_addr}), upstream {}",
+        state.upstream.url()
+    );
     if args.embedded {
-        println!("dynamo-cache is serving an embedded local DynamoDB at http://{listen}");
-        println!("  metrics and health: http://{admin_addr}/metrics");
-        println!("  try it:");
+        println!("  the upstream is an embedded local DynamoDB; try it:");
         println!(
             "    AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local aws dynamodb list-tables \
              --endpoint-url http://{listen} --region {region}"

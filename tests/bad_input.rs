@@ -35,7 +35,9 @@ async fn malformed_requests_are_refused_before_the_upstream() {
     let shim = Shim::start(ok_reply()).await;
     let proxy = Proxy::start(&shim.url).await;
     let get = Some("DynamoDB_20120810.GetItem");
-    let cases: Vec<(&str, Option<&str>, &'static [u8], u16, &str)> = vec![
+    // (method, target, body, expected status, expected error type)
+    type Case = (&'static str, Option<&'static str>, &'static [u8], u16, &'static str);
+    let cases: Vec<Case> = vec![
         ("PUT", get, b"{}", 400, "UnknownOperationException"),
         ("DELETE", get, b"{}", 400, "UnknownOperationException"),
         ("POST", None, b"{}", 400, "UnknownOperationException"),

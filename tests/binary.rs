@@ -33,7 +33,7 @@ async fn serve_embedded_works_and_stops_cleanly_on_sigterm() {
         .unwrap_or_else(|| panic!("no URL in {first:?}"))
         .to_string();
     let mut printed = vec![first];
-    printed.extend(lines.by_ref().take(4).map(|l| l.unwrap()));
+    printed.extend(lines.by_ref().take(3).map(|l| l.unwrap()));
     assert!(
         printed
             .iter()

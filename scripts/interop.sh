@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The interop suite: boto3 (which checks x-amz-crc32) and the AWS CLI through the real
+# dynamo-cache binary, against moto as an independent upstream.
+#
+# Creates a project-local virtualenv (.venv) with the pinned packages of
+# scripts/interop-requirements.txt on first use; later runs reuse it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+venv=.venv
+if [ ! -x "$venv/bin/python" ]; then
+    python3 -m venv "$venv"
+fi
+"$venv/bin/pip" install --quiet --disable-pip-version-check -r scripts/interop-requirements.txt
+
+cargo build --quiet --bin dynamo-cache
+export DYNAMO_CACHE_BIN="$PWD/target/debug/dynamo-cache"
+# The suite runs the AWS CLI from the virtualenv, not any other on the machine.
+export PATH="$PWD/$venv/bin:$PATH"
+# Keep the suite hermetic: no endpoint or profile from the caller's environment.
+unset AWS_ENDPOINT_URL AWS_ENDPOINT_URL_DYNAMODB AWS_PROFILE
+exec "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/interop "$@"
