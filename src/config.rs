@@ -2,6 +2,7 @@
 //! (see [`crate::cli`]). [`Config::load`] reads, parses and validates; unknown keys are errors so
 //! a typo never silently falls back to a default.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -36,6 +37,70 @@ pub struct Config {
     pub region: Option<String>,
     /// Bounds that protect the proxy from its callers and from a slow upstream.
     pub limits: Limits,
+    /// What is cached and for how long.
+    pub cache: CacheConfig,
+}
+
+/// DAX's defaults: 5 minutes for items; 0 means no time-based expiry (only writes and size).
+pub const DEFAULT_ITEM_TTL_MS: u64 = 5 * 60 * 1000;
+pub const DEFAULT_ITEM_MAX_BYTES: u64 = 256 * 1024 * 1024;
+
+/// The item cache's budget and lifetimes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// Memory for cached items: keys, bodies and bookkeeping, counted in bytes.
+    pub item_max_bytes: u64,
+    /// How long an item stays cached; 0 = until written, evicted or flushed (as in DAX).
+    pub item_ttl_ms: u64,
+    /// Per-table overrides, by table name.
+    pub tables: BTreeMap<String, TableCacheConfig>,
+}
+
+/// One table's overrides.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TableCacheConfig {
+    /// `false` forwards every request for this table uncached.
+    pub enabled: bool,
+    /// Item TTL for this table; unset = the global `item_ttl_ms`.
+    pub item_ttl_ms: Option<u64>,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            item_max_bytes: DEFAULT_ITEM_MAX_BYTES,
+            item_ttl_ms: DEFAULT_ITEM_TTL_MS,
+            tables: BTreeMap::new(),
+        }
+    }
+}
+
+impl Default for TableCacheConfig {
+    fn default() -> Self {
+        TableCacheConfig {
+            enabled: true,
+            item_ttl_ms: None,
+        }
+    }
+}
+
+impl CacheConfig {
+    /// Whether items of `table` are cached at all.
+    pub fn caches(&self, table: &str) -> bool {
+        self.tables.get(table).is_none_or(|t| t.enabled)
+    }
+
+    /// How long an item of `table` lives; `None` = no time-based expiry.
+    pub fn item_ttl(&self, table: &str) -> Option<Duration> {
+        let ms = self
+            .tables
+            .get(table)
+            .and_then(|t| t.item_ttl_ms)
+            .unwrap_or(self.item_ttl_ms);
+        (ms > 0).then(|| Duration::from_millis(ms))
+    }
 }
 
 /// Every bound the proxy enforces.
@@ -62,6 +127,7 @@ impl Default for Config {
             upstream: None,
             region: None,
             limits: Limits::default(),
+            cache: CacheConfig::default(),
         }
     }
 }
@@ -125,6 +191,7 @@ impl Config {
             ("limits.header_read_timeout_ms", l.header_read_timeout_ms),
             ("limits.upstream_timeout_ms", l.upstream_timeout_ms),
             ("limits.drain_timeout_ms", l.drain_timeout_ms),
+            ("cache.item_max_bytes", self.cache.item_max_bytes),
         ] {
             if value == 0 {
                 return invalid(format!("{name} must be greater than 0"));
@@ -252,6 +319,19 @@ mod tests {
                 .to_string()
                 .contains("upstream_timeout_ms")
         );
+    }
+
+    #[test]
+    fn per_table_cache_overrides() {
+        let config = Config::parse(
+            "[cache]\nitem_ttl_ms = 1000\n[cache.tables.hot]\nitem_ttl_ms = 0\n\
+             [cache.tables.secret]\nenabled = false\n",
+        )
+        .unwrap();
+        assert_eq!(config.cache.item_ttl("cold"), Some(Duration::from_secs(1)));
+        assert_eq!(config.cache.item_ttl("hot"), None);
+        assert!(config.cache.caches("hot"));
+        assert!(!config.cache.caches("secret"));
     }
 
     #[test]

@@ -8,8 +8,10 @@
 //! - [`config`]: the TOML configuration, its defaults and validation.
 //! - [`server`]: accepting connections, limits, graceful drain (both listeners).
 //! - [`proxy`]: **the request path**, read top to bottom: check the request -> classify the
-//!   operation ([`operation`]) -> read the body -> go upstream ([`upstream`]) -> respond
-//!   ([`response`]).
+//!   operation ([`operation`]) -> read the body -> answer from memory or go upstream and keep
+//!   the cache in step ([`items`]) -> respond ([`response`]).
+//! - [`keys`]: canonical item keys; [`cache`]: the item cache and its freshness rules;
+//!   [`flight`]: concurrent misses share one upstream read.
 //! - [`upstream`]: the pooled, SigV4-signing client to DynamoDB; [`credentials`] keeps its
 //!   identity fresh.
 //! - [`schema`]: table key schemas from DescribeTable.
@@ -24,12 +26,16 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod credentials;
 #[cfg(feature = "embedded")]
 pub mod embedded;
 pub mod error;
+pub mod flight;
+pub mod items;
+pub mod keys;
 pub mod metrics;
 pub mod operation;
 pub mod proxy;

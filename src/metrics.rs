@@ -34,6 +34,8 @@ pub struct Metrics {
     pub connections: IntGauge,
     /// Connections refused at the connection limit.
     pub rejected_connections: IntCounter,
+    /// Misses that shared another request's upstream read instead of making their own.
+    pub coalesced_misses: IntCounter,
 }
 
 impl Metrics {
@@ -97,6 +99,11 @@ impl Metrics {
             "Client connections refused at the connection limit.",
         )
         .expect("valid metric");
+        let coalesced_misses = IntCounter::new(
+            "dynamo_cache_coalesced_misses_total",
+            "Misses answered by another request's upstream read (single flight).",
+        )
+        .expect("valid metric");
         let build_info = IntGaugeVec::new(
             Opts::new("dynamo_cache_build_info", "Build information; always 1."),
             &["version"],
@@ -115,6 +122,7 @@ impl Metrics {
             Box::new(inflight.clone()),
             Box::new(connections.clone()),
             Box::new(rejected_connections.clone()),
+            Box::new(coalesced_misses.clone()),
             Box::new(build_info),
         ] {
             registry.register(collector).expect("names are unique");
@@ -129,6 +137,7 @@ impl Metrics {
             inflight,
             connections,
             rejected_connections,
+            coalesced_misses,
         }
     }
 

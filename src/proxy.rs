@@ -9,8 +9,9 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
 use crate::error::ProxyError;
+use crate::items;
 use crate::operation::{Operation, Target};
-use crate::response::{self, CacheStatus, ProxyResponse};
+use crate::response::{CacheStatus, ProxyResponse};
 use crate::state::State;
 
 const TARGET: &str = "x-amz-target";
@@ -125,22 +126,33 @@ async fn serve(
         return Err(fail(ProxyError::Serialization));
     }
 
-    // 3. Forward.
-    let upstream = forward(state, op, raw_target, body).await.map_err(fail)?;
+    // 3. Answer from memory, or go upstream and keep the cache in step.
+    let (response, cache) = match op {
+        Operation::GetItem => items::get_item(state, raw_target, body).await,
+        Operation::BatchGetItem => items::batch_get_item(state, raw_target, body).await,
+        Operation::PutItem => items::put_item(state, raw_target, body).await,
+        Operation::DeleteItem => items::delete_item(state, raw_target, body).await,
+        Operation::UpdateItem => items::update_item(state, raw_target, body).await,
+        Operation::BatchWriteItem => items::batch_write_item(state, raw_target, body).await,
+        Operation::TransactWriteItems => items::transact_write_items(state, raw_target, body).await,
+        Operation::CreateTable | Operation::UpdateTable | Operation::DeleteTable => {
+            items::table_change(state, op, raw_target, body).await
+        }
+        Operation::ExecuteStatement
+        | Operation::BatchExecuteStatement
+        | Operation::ExecuteTransaction => items::partiql(state, op, raw_target, body).await,
+        _ => items::bypass(state, op, raw_target, body).await,
+    }
+    .map_err(fail)?;
     Ok(Answer {
         op,
-        response: response::relayed(
-            upstream.status,
-            &upstream.headers,
-            upstream.body,
-            CacheStatus::Bypass,
-        ),
-        cache: CacheStatus::Bypass,
+        response,
+        cache,
     })
 }
 
 /// Sends a request upstream, recording the exchange in metrics.
-async fn forward(
+pub(crate) async fn forward(
     state: &State,
     op: Operation,
     target: &http::HeaderValue,

@@ -78,6 +78,20 @@ pub fn relayed(
     resp
 }
 
+/// A relayed response whose body the proxy had to change (an answer trimmed to what the
+/// caller asked for): the upstream's headers, the new body, and a CRC of the new body.
+pub fn relayed_with_body(
+    status: StatusCode,
+    upstream_headers: &HeaderMap,
+    body: Bytes,
+    cache: CacheStatus,
+) -> ProxyResponse {
+    let crc = HeaderValue::from(crc32fast::hash(&body));
+    let mut resp = relayed(status, upstream_headers, body, cache);
+    resp.headers_mut().insert(CRC32, crc);
+    resp
+}
+
 /// Headers that describe one connection, not the message (RFC 9110 section 7.6.1), plus the
 /// length, which hyper sets from the body it actually sends.
 fn is_hop_by_hop(name: &HeaderName) -> bool {

@@ -5,8 +5,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use aws_credential_types::provider::SharedCredentialsProvider;
 
+use crate::cache::ItemCache;
 use crate::config::Config;
 use crate::credentials::CredentialCache;
+use crate::flight::Flights;
+use crate::items::{Fetched, FlightKey};
 use crate::metrics::Metrics;
 use crate::schema::Schemas;
 use crate::upstream::Upstream;
@@ -22,6 +25,10 @@ pub struct State {
     pub schemas: Arc<Schemas>,
     /// What `/metrics` exports.
     pub metrics: Arc<Metrics>,
+    /// Items, by canonical key.
+    pub items: Arc<ItemCache>,
+    /// Item reads in flight, so concurrent misses share one.
+    pub flights: Arc<Flights<FlightKey, Fetched>>,
     /// Set when shutdown begins, so readiness turns 503 before connections close.
     draining: Arc<AtomicBool>,
 }
@@ -42,11 +49,13 @@ impl State {
         let upstream = Upstream::new(&url, region, cache, config.upstream_timeout())?;
         let schemas = Schemas::new(&url, region, credentials, config.upstream_timeout());
         Ok(State {
-            config: Arc::new(config),
             upstream: Arc::new(upstream),
             schemas: Arc::new(schemas),
             metrics: Arc::new(Metrics::new()),
+            items: Arc::new(ItemCache::new(&config.cache, config.upstream_timeout())),
+            flights: Arc::new(Flights::new()),
             draining: Arc::new(AtomicBool::new(false)),
+            config: Arc::new(config),
         })
     }
 

@@ -36,7 +36,13 @@ async fn malformed_requests_are_refused_before_the_upstream() {
     let proxy = Proxy::start(&shim.url).await;
     let get = Some("DynamoDB_20120810.GetItem");
     // (method, target, body, expected status, expected error type)
-    type Case = (&'static str, Option<&'static str>, &'static [u8], u16, &'static str);
+    type Case = (
+        &'static str,
+        Option<&'static str>,
+        &'static [u8],
+        u16,
+        &'static str,
+    );
     let cases: Vec<Case> = vec![
         ("PUT", get, b"{}", 400, "UnknownOperationException"),
         ("DELETE", get, b"{}", 400, "UnknownOperationException"),

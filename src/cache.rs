@@ -1,0 +1,481 @@
+//! The item cache: what is stored, for how long, and the rules that keep it from ever serving a
+//! value older than a write the proxy acknowledged.
+//!
+//! Storage is a moka cache bounded by bytes with a per-entry TTL. Freshness rests on three
+//! mechanisms:
+//!
+//! - **Write tracking.** Every write to a key stamps it (from one logical clock) when it starts
+//!   and when it ends, and counts itself in flight meanwhile. A miss fill takes a stamp before
+//!   asking upstream and may store its answer only if no write to the key started, finished or
+//!   is still running since then: a slow fill loses to any overlapping write. A write stores its
+//!   own result only if no other write to the key overlapped it; otherwise it invalidates.
+//!   Decisions and the store happen under the key's shard lock, so they cannot interleave.
+//! - **Generations.** Whole-table events (DeleteTable, PartiQL writes, flush) bump a table or
+//!   global generation; entries and fills from an older generation are ignored.
+//! - **TTL**, for writes that bypass the proxy.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use moka::sync::Cache;
+
+use crate::config::CacheConfig;
+use crate::keys::ItemKey;
+
+/// Fixed per-entry overhead counted by the weigher (moka's node, our struct, the Arcs).
+const ENTRY_OVERHEAD: usize = 96;
+const SHARDS: usize = 64;
+/// A shard first prunes finished write stamps once it holds this many; after a prune, the next
+/// waits until the shard has doubled, so pruning costs O(1) per write amortised.
+const PRUNE_AT: usize = 256;
+
+/// What the cache knows about one item.
+#[derive(Debug, Clone)]
+pub struct Cached {
+    /// The whole item: `Some(None)` = known not to exist, `Some(Some(json))` = its attribute
+    /// map exactly as DynamoDB returned it (or as written, when that is byte-equivalent),
+    /// `None` = only projections of it are known.
+    pub full: Option<Option<Bytes>>,
+    /// Answers to projected reads of this item, by projection; `None` = no such item.
+    pub projections: Arc<[(Arc<str>, Option<Bytes>)]>,
+    /// Lifetime of this entry (`None` = no time-based expiry).
+    ttl: Option<Duration>,
+    /// Generations current when the data was read; stale if either has moved on.
+    generations: (u64, u64),
+}
+
+impl Cached {
+    /// The answer for `projection` (`None` = the whole item), if known.
+    /// The outer `Option` is "known?", the inner is "exists?".
+    pub fn answer(&self, projection: Option<&str>) -> Option<Option<&Bytes>> {
+        match projection {
+            None => self.full.as_ref().map(Option::as_ref),
+            Some(p) => {
+                if let Some(None) = self.full {
+                    return Some(None); // no item: every projection of it is empty
+                }
+                self.projections
+                    .iter()
+                    .find(|(q, _)| &**q == p)
+                    .map(|(_, body)| body.as_ref())
+            }
+        }
+    }
+
+    fn weight(&self, key: &ItemKey) -> u32 {
+        let full = self
+            .full
+            .as_ref()
+            .and_then(|f| f.as_ref())
+            .map_or(0, Bytes::len);
+        let projections: usize = self
+            .projections
+            .iter()
+            .map(|(p, b)| p.len() + b.as_ref().map_or(0, Bytes::len) + 32)
+            .sum();
+        (key.weight() + full + projections + ENTRY_OVERHEAD).min(u32::MAX as usize) as u32
+    }
+}
+
+/// What a write found out about its item.
+#[derive(Debug)]
+pub enum WriteOutcome {
+    /// The item is now exactly this (`None` = deleted).
+    Item(Option<Bytes>),
+    /// The item's state is unknown (failed write, unknowable result): drop it.
+    Unknown,
+}
+
+/// Proof that a fill began at a point in time; see [`ItemCache::begin_fill`].
+#[derive(Debug, Clone, Copy)]
+pub struct FillTicket {
+    started: u64,
+    generations: (u64, u64),
+}
+
+/// A write in progress; see [`ItemCache::begin_write`].
+#[derive(Debug)]
+#[must_use = "a write must be ended, or the key stays unfillable"]
+pub struct WriteTicket {
+    started: u64,
+    generations: (u64, u64),
+}
+
+/// The write history of one key hash.
+#[derive(Debug, Clone, Copy)]
+struct Stamp {
+    /// Clock value of the last write start or end.
+    last: u64,
+    /// Writes running now.
+    in_flight: u32,
+    /// When `last` was taken, for pruning.
+    at: Instant,
+}
+
+/// One shard of write stamps.
+#[derive(Default)]
+struct StampShard {
+    stamps: HashMap<u64, Stamp>,
+    /// Size at which the next prune runs.
+    prune_at: usize,
+}
+
+/// The item cache.
+pub struct ItemCache {
+    /// The entries, weighed in bytes.
+    entries: Cache<ItemKey, Cached>,
+    /// Budget and TTLs, per table.
+    config: CacheConfig,
+    /// The logical clock that orders fills and writes.
+    clock: AtomicU64,
+    /// Write stamps by key hash, sharded; a hash collision only costs a skipped fill.
+    stamps: Box<[Mutex<StampShard>]>,
+    hasher: RandomState,
+    /// Bumped to invalidate everything at once.
+    global_generation: AtomicU64,
+    /// Bumped to invalidate one table.
+    table_generations: RwLock<HashMap<String, u64>>,
+    /// Stamps older than this, with no write running, can no longer stop a fill (fills are
+    /// bounded by the upstream timeout).
+    stamp_lifetime: Duration,
+}
+
+struct PerEntryTtl;
+
+impl moka::Expiry<ItemKey, Cached> for PerEntryTtl {
+    fn expire_after_create(&self, _: &ItemKey, value: &Cached, _: Instant) -> Option<Duration> {
+        value.ttl
+    }
+
+    fn expire_after_update(
+        &self,
+        _: &ItemKey,
+        value: &Cached,
+        _: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        value.ttl
+    }
+}
+
+impl ItemCache {
+    /// A cache sized and timed by `config`; `upstream_timeout` bounds how long a fill can take.
+    pub fn new(config: &CacheConfig, upstream_timeout: Duration) -> ItemCache {
+        let entries = Cache::builder()
+            .max_capacity(config.item_max_bytes)
+            .weigher(|key: &ItemKey, value: &Cached| value.weight(key))
+            .expire_after(PerEntryTtl)
+            .build();
+        ItemCache {
+            entries,
+            config: config.clone(),
+            clock: AtomicU64::new(1),
+            stamps: (0..SHARDS)
+                .map(|_| {
+                    Mutex::new(StampShard {
+                        stamps: HashMap::new(),
+                        prune_at: PRUNE_AT,
+                    })
+                })
+                .collect(),
+            hasher: RandomState::new(),
+            global_generation: AtomicU64::new(0),
+            table_generations: RwLock::new(HashMap::new()),
+            stamp_lifetime: upstream_timeout * 2 + Duration::from_secs(1),
+        }
+    }
+
+    /// Whether `table`'s items are cached at all.
+    pub fn caches(&self, table: &str) -> bool {
+        self.config.caches(table)
+    }
+
+    /// The current entry for `key`, if it is not from an older generation.
+    pub fn get(&self, key: &ItemKey) -> Option<Cached> {
+        let cached = self.entries.get(key)?;
+        (cached.generations == self.generations(key.table())).then_some(cached)
+    }
+
+    /// Marks the start of an upstream read whose answer may fill `key`.
+    pub fn begin_fill(&self, key: &ItemKey) -> FillTicket {
+        FillTicket {
+            started: self.tick(),
+            generations: self.generations(key.table()),
+        }
+    }
+
+    /// Stores what a read learned, unless a write to `key` overlapped the read or the table's
+    /// generation moved on. `merge` gets the current entry (if valid) and returns the new one.
+    /// Returns whether anything was stored.
+    pub fn fill(
+        &self,
+        key: &ItemKey,
+        ticket: FillTicket,
+        merge: impl FnOnce(Option<Cached>) -> Cached,
+    ) -> bool {
+        let hash = self.hasher.hash_one(key);
+        let shard = self.shard(hash).lock().expect("lock poisoned");
+        let overlapped = shard
+            .stamps
+            .get(&hash)
+            .is_some_and(|s| s.in_flight > 0 || s.last >= ticket.started);
+        if overlapped || ticket.generations != self.generations(key.table()) {
+            return false;
+        }
+        let mut cached = merge(self.get(key));
+        cached.generations = ticket.generations;
+        cached.ttl = self.config.item_ttl(key.table());
+        self.entries.insert(key.clone(), cached);
+        drop(shard);
+        true
+    }
+
+    /// An entry holding the whole item (`None` = not found).
+    pub fn whole(item: Option<Bytes>) -> Cached {
+        Cached {
+            full: Some(item),
+            projections: Arc::new([]),
+            ttl: None,
+            generations: (0, 0),
+        }
+    }
+
+    /// `existing` (if any) with the answer to one more projection added.
+    pub fn with_projection(
+        existing: Option<Cached>,
+        projection: Arc<str>,
+        answer: Option<Bytes>,
+    ) -> Cached {
+        let (full, mut projections) = match existing {
+            Some(c) => (c.full, c.projections.to_vec()),
+            None => (None, Vec::new()),
+        };
+        projections.retain(|(p, _)| *p != projection);
+        projections.push((projection, answer));
+        Cached {
+            full,
+            projections: projections.into(),
+            ttl: None,
+            generations: (0, 0),
+        }
+    }
+
+    /// Marks the start of a write to `key`: from now until [`ItemCache::end_write`], no fill
+    /// that started earlier can store.
+    pub fn begin_write(&self, key: &ItemKey) -> WriteTicket {
+        let hash = self.hasher.hash_one(key);
+        let mut shard = self.shard(hash).lock().expect("lock poisoned");
+        let started = self.tick();
+        let now = Instant::now();
+        if shard.stamps.len() >= shard.prune_at {
+            let lifetime = self.stamp_lifetime;
+            shard
+                .stamps
+                .retain(|_, s| s.in_flight > 0 || now.duration_since(s.at) < lifetime);
+            shard.prune_at = (shard.stamps.len() * 2).max(PRUNE_AT);
+        }
+        let stamp = shard.stamps.entry(hash).or_insert(Stamp {
+            last: 0,
+            in_flight: 0,
+            at: now,
+        });
+        stamp.last = started;
+        stamp.in_flight += 1;
+        stamp.at = now;
+        WriteTicket {
+            started,
+            generations: self.generations(key.table()),
+        }
+    }
+
+    /// Ends a write: stores its outcome if no other write to `key` overlapped it and the
+    /// table's generation held; otherwise (or for an unknown outcome) drops the entry.
+    pub fn end_write(&self, key: &ItemKey, ticket: WriteTicket, outcome: WriteOutcome) {
+        let hash = self.hasher.hash_one(key);
+        let mut shard = self.shard(hash).lock().expect("lock poisoned");
+        let stamp = shard
+            .stamps
+            .get_mut(&hash)
+            .expect("begin_write left a stamp that only pruning of idle stamps removes");
+        let alone = stamp.in_flight == 1 && stamp.last == ticket.started;
+        let generations_held = ticket.generations == self.generations(key.table());
+        match outcome {
+            WriteOutcome::Item(item) if alone && generations_held => {
+                let mut cached = Self::whole(item);
+                cached.generations = ticket.generations;
+                cached.ttl = self.config.item_ttl(key.table());
+                self.entries.insert(key.clone(), cached);
+            }
+            _ => self.entries.invalidate(key),
+        }
+        stamp.last = self.tick();
+        stamp.in_flight -= 1;
+        stamp.at = Instant::now();
+    }
+
+    /// Drops every entry of `table` (lazily, by generation).
+    pub fn invalidate_table(&self, table: &str) {
+        let mut generations = self.table_generations.write().expect("lock poisoned");
+        *generations.entry(table.to_string()).or_insert(0) += 1;
+    }
+
+    /// Drops every entry (lazily, by generation).
+    pub fn invalidate_all(&self) {
+        self.global_generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Entries and weighted bytes now (approximate until moka's housekeeping runs).
+    pub fn usage(&self) -> (u64, u64) {
+        self.entries.run_pending_tasks();
+        (self.entries.entry_count(), self.entries.weighted_size())
+    }
+
+    fn generations(&self, table: &str) -> (u64, u64) {
+        let table_generation = self
+            .table_generations
+            .read()
+            .expect("lock poisoned")
+            .get(table)
+            .copied()
+            .unwrap_or(0);
+        (
+            self.global_generation.load(Ordering::SeqCst),
+            table_generation,
+        )
+    }
+
+    fn tick(&self) -> u64 {
+        self.clock.fetch_add(1, Ordering::SeqCst)
+    }
+
+    fn shard(&self, hash: u64) -> &Mutex<StampShard> {
+        &self.stamps[(hash as usize) % SHARDS]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::{KeyValue, WireKey};
+
+    fn key(pk: &str) -> ItemKey {
+        let wire: WireKey = [("pk".to_string(), KeyValue::S(pk.into()))].into();
+        ItemKey::new("t", &wire).unwrap()
+    }
+
+    fn cache() -> ItemCache {
+        ItemCache::new(&CacheConfig::default(), Duration::from_secs(1))
+    }
+
+    fn body(s: &'static str) -> Option<Bytes> {
+        Some(Bytes::from_static(s.as_bytes()))
+    }
+
+    fn full(cache: &ItemCache, k: &ItemKey) -> Option<Option<Bytes>> {
+        cache.get(k).and_then(|c| c.full)
+    }
+
+    #[test]
+    fn a_fill_that_started_before_a_write_loses() {
+        let cache = cache();
+        let k = key("a");
+        let fill = cache.begin_fill(&k); // read of the old value starts
+        let write = cache.begin_write(&k);
+        cache.end_write(&k, write, WriteOutcome::Item(body("new")));
+        // The slow read arrives with the old value: refused.
+        assert!(!cache.fill(&k, fill, |_| ItemCache::whole(body("old"))));
+        assert_eq!(full(&cache, &k), Some(body("new")));
+    }
+
+    #[test]
+    fn a_fill_during_a_running_write_loses() {
+        let cache = cache();
+        let k = key("a");
+        let write = cache.begin_write(&k);
+        let fill = cache.begin_fill(&k); // started after the write began, before it ended
+        assert!(!cache.fill(&k, fill, |_| ItemCache::whole(body("old"))));
+        cache.end_write(&k, write, WriteOutcome::Item(body("new")));
+        assert!(!cache.fill(&k, fill, |_| ItemCache::whole(body("old"))));
+        assert_eq!(full(&cache, &k), Some(body("new")));
+    }
+
+    #[test]
+    fn a_fill_after_writes_settle_stores() {
+        let cache = cache();
+        let k = key("a");
+        let write = cache.begin_write(&k);
+        cache.end_write(&k, write, WriteOutcome::Unknown);
+        let fill = cache.begin_fill(&k);
+        assert!(cache.fill(&k, fill, |_| ItemCache::whole(None)));
+        assert_eq!(full(&cache, &k), Some(None));
+    }
+
+    #[test]
+    fn overlapping_writes_invalidate_instead_of_guessing_the_winner() {
+        let cache = cache();
+        let k = key("a");
+        let w1 = cache.begin_write(&k);
+        let w2 = cache.begin_write(&k);
+        cache.end_write(&k, w2, WriteOutcome::Item(body("two")));
+        cache.end_write(&k, w1, WriteOutcome::Item(body("one")));
+        assert_eq!(full(&cache, &k), None);
+    }
+
+    #[test]
+    fn table_and_global_generations_drop_entries_and_fills() {
+        let cache = cache();
+        let k = key("a");
+        let fill = cache.begin_fill(&k);
+        assert!(cache.fill(&k, fill, |_| ItemCache::whole(body("x"))));
+        cache.invalidate_table("t");
+        assert!(cache.get(&k).is_none());
+        let fill = cache.begin_fill(&k);
+        cache.invalidate_all();
+        assert!(!cache.fill(&k, fill, |_| ItemCache::whole(body("x"))));
+    }
+
+    #[test]
+    fn projections_live_under_their_item_and_die_with_it() {
+        let cache = cache();
+        let k = key("a");
+        let p: Arc<str> = "v".into();
+        let fill = cache.begin_fill(&k);
+        assert!(cache.fill(&k, fill, |e| ItemCache::with_projection(
+            e,
+            p.clone(),
+            body("{\"v\":1}")
+        )));
+        let cached = cache.get(&k).unwrap();
+        assert_eq!(cached.answer(Some("v")), Some(body("{\"v\":1}").as_ref()));
+        assert_eq!(cached.answer(None), None);
+        let write = cache.begin_write(&k);
+        cache.end_write(&k, write, WriteOutcome::Item(body("new")));
+        let cached = cache.get(&k).unwrap();
+        assert_eq!(
+            cached.answer(Some("v")),
+            None,
+            "a write dropped the variant"
+        );
+    }
+
+    #[test]
+    fn stamps_are_pruned_once_idle() {
+        let mut cache = ItemCache::new(&CacheConfig::default(), Duration::ZERO);
+        cache.stamp_lifetime = Duration::ZERO;
+        for i in 0..50_000 {
+            let k = key(&i.to_string());
+            let w = cache.begin_write(&k);
+            cache.end_write(&k, w, WriteOutcome::Unknown);
+        }
+        let held: usize = cache
+            .stamps
+            .iter()
+            .map(|s| s.lock().unwrap().stamps.len())
+            .sum();
+        assert!(held <= SHARDS * PRUNE_AT, "{held} stamps kept");
+    }
+}

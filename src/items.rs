@@ -1,0 +1,998 @@
+//! The item cache on the request path: GetItem and BatchGetItem answered from memory, and every
+//! write kept in step with it (write-through, or invalidation where the result is unknowable).
+//!
+//! Each handler reads only the fields it needs; a body it cannot interpret (a shape DynamoDB
+//! will refuse) is forwarded uncached, so DynamoDB words the error and nothing is stored.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderValue, StatusCode};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+
+use crate::cache::{FillTicket, ItemCache, WriteOutcome, WriteTicket};
+use crate::error::ProxyError;
+use crate::keys::{ItemKey, WireKey, is_wire_canonical_number};
+use crate::operation::Operation;
+use crate::proxy::forward;
+use crate::response::{self, CacheStatus, ProxyResponse};
+use crate::schema::SchemaError;
+use crate::state::State;
+use crate::upstream::UpstreamResponse;
+
+/// How a handler answered.
+pub type Handled = Result<(ProxyResponse, CacheStatus), ProxyError>;
+
+/// The shared result of one upstream read for a single-flight group.
+pub type Fetched = Arc<Result<UpstreamResponse, ProxyError>>;
+
+/// Key of a single-flight group: the item, the projection, and whether capacity is reported
+/// (requests that differ in what the answer contains never share one).
+pub type FlightKey = (ItemKey, Option<Arc<str>>, bool);
+
+// ---------------------------------------------------------------------------------------------
+// Reads
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct GetItemInput {
+    table_name: String,
+    key: WireKey,
+    #[serde(default)]
+    consistent_read: bool,
+    #[serde(flatten)]
+    projection: ProjectionInput,
+    return_consumed_capacity: Option<String>,
+}
+
+/// The parameters that select which attributes a read returns.
+#[derive(Deserialize, Default, Clone)]
+#[serde(rename_all = "PascalCase")]
+struct ProjectionInput {
+    projection_expression: Option<String>,
+    expression_attribute_names: Option<BTreeMap<String, String>>,
+    attributes_to_get: Option<Vec<String>>,
+}
+
+impl ProjectionInput {
+    /// A canonical name for the projection; `None` when the whole item is read.
+    /// Names are substituted so `#a` and `a` spellings of one projection are one entry.
+    fn variant(&self) -> Option<Arc<str>> {
+        if let Some(expr) = &self.projection_expression {
+            let mut canonical = String::with_capacity(expr.len() + 2);
+            canonical.push('P');
+            let mut token = String::new();
+            let flush = |token: &mut String, out: &mut String| {
+                match self
+                    .expression_attribute_names
+                    .as_ref()
+                    .and_then(|n| n.get(token.as_str()))
+                {
+                    // Escaped so a substituted name can never read as expression syntax.
+                    Some(name) => {
+                        out.push('`');
+                        out.push_str(&name.replace('`', "``"));
+                        out.push('`');
+                    }
+                    None => out.push_str(token),
+                }
+                token.clear();
+            };
+            for c in expr.chars() {
+                if c.is_alphanumeric() || c == '#' || c == '_' {
+                    token.push(c);
+                } else {
+                    flush(&mut token, &mut canonical);
+                    if !c.is_whitespace() {
+                        canonical.push(c);
+                    }
+                }
+            }
+            flush(&mut token, &mut canonical);
+            return Some(canonical.into());
+        }
+        self.attributes_to_get
+            .as_ref()
+            .map(|names| format!("A{}", names.join("\u{0}")).into())
+    }
+}
+
+fn wants_capacity(rcc: &Option<String>) -> bool {
+    rcc.as_deref().is_some_and(|v| v != "NONE")
+}
+
+/// GetItem: from memory when possible; otherwise one shared upstream read that fills the cache.
+pub async fn get_item(state: &State, target: &HeaderValue, body: Bytes) -> Handled {
+    let Some(input) = parse::<GetItemInput>(&body) else {
+        return bypass(state, Operation::GetItem, target, body).await;
+    };
+    let cache = &state.items;
+    if input.consistent_read || !cache.caches(&input.table_name) {
+        return bypass(state, Operation::GetItem, target, body).await;
+    }
+    let Some(key) = ItemKey::new(&input.table_name, &input.key) else {
+        return bypass(state, Operation::GetItem, target, body).await;
+    };
+    let variant = input.projection.variant();
+    let capacity = wants_capacity(&input.return_consumed_capacity);
+    if let Some(cached) = cache.get(&key)
+        && let Some(item) = cached.answer(variant.as_deref())
+    {
+        return Ok((
+            get_item_answer(item, &input.table_name, capacity, CacheStatus::Hit),
+            CacheStatus::Hit,
+        ));
+    }
+
+    let flight: FlightKey = (key.clone(), variant.clone(), capacity);
+    let (fetched, coalesced) = state
+        .flights
+        .run(&flight, || async {
+            let ticket = cache.begin_fill(&key);
+            let result = forward(state, Operation::GetItem, target, body).await;
+            if let Ok(answer) = &result
+                && answer.status == StatusCode::OK
+            {
+                fill_get_item(cache, &key, ticket, variant.clone(), &answer.body);
+            }
+            Arc::new(result)
+        })
+        .await;
+    if coalesced {
+        state.metrics.coalesced_misses.inc();
+    }
+    match &*fetched {
+        Ok(answer) => Ok((relay(answer, CacheStatus::Miss), CacheStatus::Miss)),
+        Err(err) => Err(clone_error(err)),
+    }
+}
+
+#[derive(Deserialize)]
+struct ItemOutput<'a> {
+    #[serde(rename = "Item", borrow)]
+    item: Option<&'a RawValue>,
+}
+
+fn fill_get_item(
+    cache: &ItemCache,
+    key: &ItemKey,
+    ticket: FillTicket,
+    variant: Option<Arc<str>>,
+    body: &Bytes,
+) {
+    let Ok(output) = serde_json::from_slice::<ItemOutput>(body) else {
+        return; // not what DynamoDB sends: never cache what we cannot read
+    };
+    let item = output.item.map(|raw| body.slice_ref(raw.get().as_bytes()));
+    cache.fill(key, ticket, |existing| match variant {
+        None => {
+            let mut entry = ItemCache::whole(item);
+            if let Some(existing) = existing {
+                entry.projections = existing.projections;
+            }
+            entry
+        }
+        Some(projection) => ItemCache::with_projection(existing, projection, item),
+    });
+}
+
+/// A GetItem answer built from a cached item, as DynamoDB shapes it.
+fn get_item_answer(
+    item: Option<&Bytes>,
+    table: &str,
+    capacity: bool,
+    status: CacheStatus,
+) -> ProxyResponse {
+    let mut body = Vec::with_capacity(item.map_or(2, |i| i.len() + 10) + 64);
+    body.push(b'{');
+    if let Some(item) = item {
+        body.extend_from_slice(b"\"Item\":");
+        body.extend_from_slice(item);
+    }
+    if capacity {
+        if item.is_some() {
+            body.push(b',');
+        }
+        push_zero_capacity(&mut body, table);
+    }
+    body.push(b'}');
+    response::generated(StatusCode::OK, Bytes::from(body), status)
+}
+
+/// `"ConsumedCapacity":{"TableName":T,"CapacityUnits":0.0}`: a hit costs the table nothing.
+fn push_zero_capacity(body: &mut Vec<u8>, table: &str) {
+    body.extend_from_slice(b"\"ConsumedCapacity\":");
+    body.extend_from_slice(zero_capacity(table).to_string().as_bytes());
+}
+
+fn zero_capacity(table: &str) -> Value {
+    serde_json::json!({ "TableName": table, "CapacityUnits": 0.0 })
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct BatchGetInput {
+    request_items: BTreeMap<String, Map<String, Value>>,
+    return_consumed_capacity: Option<String>,
+}
+
+/// One table's part of a BatchGetItem.
+struct BatchTable {
+    name: String,
+    /// Every other parameter of the table's request, kept for the smaller upstream request.
+    params: Map<String, Value>,
+    variant: Option<Arc<str>>,
+    /// Attribute names of the table's key, from the requested keys.
+    key_names: Vec<String>,
+    hits: Vec<Bytes>,
+    misses: Vec<(Value, ItemKey)>,
+}
+
+/// BatchGetItem: hits from memory, only the misses upstream in one smaller BatchGetItem, and
+/// the two merged into one answer. `UnprocessedKeys` come back as DynamoDB returned them.
+pub async fn batch_get_item(state: &State, target: &HeaderValue, body: Bytes) -> Handled {
+    let op = Operation::BatchGetItem;
+    let Some(input) = parse::<BatchGetInput>(&body) else {
+        return bypass(state, op, target, body).await;
+    };
+    let cache = &state.items;
+    let mut tables = Vec::new();
+    for (name, mut params) in input.request_items {
+        let consistent = params.get("ConsistentRead") == Some(&Value::Bool(true));
+        let Some(Value::Array(keys)) = params.remove("Keys") else {
+            return bypass(state, op, target, body).await;
+        };
+        let projection: ProjectionInput =
+            match serde_json::from_value(Value::Object(params.clone())) {
+                Ok(p) => p,
+                Err(_) => return bypass(state, op, target, body).await,
+            };
+        let mut table = BatchTable {
+            variant: projection.variant(),
+            key_names: Vec::new(),
+            hits: Vec::new(),
+            misses: Vec::new(),
+            params,
+            name,
+        };
+        for raw in keys {
+            let Ok(wire) = serde_json::from_value::<WireKey>(raw.clone()) else {
+                return bypass(state, op, target, body).await;
+            };
+            let Some(key) = ItemKey::new(&table.name, &wire) else {
+                return bypass(state, op, target, body).await;
+            };
+            table.key_names = wire.keys().cloned().collect();
+            let cached = (!consistent && cache.caches(&table.name))
+                .then(|| cache.get(&key))
+                .flatten();
+            match cached
+                .as_ref()
+                .and_then(|c| c.answer(table.variant.as_deref()))
+            {
+                Some(Some(item)) => table.hits.push(item.clone()),
+                Some(None) => {} // known not to exist: contributes nothing
+                None => table.misses.push((raw, key)),
+            }
+        }
+        // A strongly consistent table never fills: its reads are not ours to remember.
+        if consistent || !cache.caches(&table.name) {
+            table.variant = Some("uncached".into());
+            table.key_names.clear();
+        }
+        tables.push(table);
+    }
+    let capacity = wants_capacity(&input.return_consumed_capacity);
+
+    if tables.iter().all(|t| t.misses.is_empty()) {
+        let answer = merge_batch(&tables, None, capacity);
+        return Ok((
+            response::generated(StatusCode::OK, answer, CacheStatus::Hit),
+            CacheStatus::Hit,
+        ));
+    }
+
+    // The smaller request: only the misses, every other parameter as the caller sent it.
+    let mut request_items = Map::new();
+    for table in tables.iter().filter(|t| !t.misses.is_empty()) {
+        let mut params = table.params.clone();
+        let keys = table.misses.iter().map(|(raw, _)| raw.clone()).collect();
+        params.insert("Keys".into(), Value::Array(keys));
+        request_items.insert(table.name.clone(), Value::Object(params));
+    }
+    let mut request = Map::new();
+    request.insert("RequestItems".into(), Value::Object(request_items));
+    if let Some(rcc) = &input.return_consumed_capacity {
+        request.insert("ReturnConsumedCapacity".into(), Value::String(rcc.clone()));
+    }
+    let tickets: Vec<Vec<FillTicket>> = tables
+        .iter()
+        .map(|t| t.misses.iter().map(|(_, k)| cache.begin_fill(k)).collect())
+        .collect();
+    let request = Bytes::from(Value::Object(request).to_string());
+    let answer = forward(state, op, target, request).await?;
+    if answer.status != StatusCode::OK {
+        return Ok((relay(&answer, CacheStatus::Miss), CacheStatus::Miss));
+    }
+    let Ok(output) = serde_json::from_slice::<Value>(&answer.body) else {
+        return Ok((relay(&answer, CacheStatus::Miss), CacheStatus::Miss));
+    };
+    for (table, tickets) in tables.iter().zip(tickets) {
+        fill_batch_table(cache, table, tickets, &output);
+    }
+    let merged = merge_batch(&tables, Some(&output), capacity);
+    Ok((
+        response::relayed_with_body(StatusCode::OK, &answer.headers, merged, CacheStatus::Miss),
+        CacheStatus::Miss,
+    ))
+}
+
+/// Caches what the upstream returned for one table's misses: found items, and keys that are
+/// neither returned nor unprocessed (they do not exist).
+fn fill_batch_table(
+    cache: &ItemCache,
+    table: &BatchTable,
+    tickets: Vec<FillTicket>,
+    output: &Value,
+) {
+    if table.key_names.is_empty() || table.misses.is_empty() {
+        return;
+    }
+    let returned = output["Responses"][&table.name].as_array();
+    let mut found: HashMap<ItemKey, Bytes> = HashMap::new();
+    for item in returned.into_iter().flatten() {
+        // The item's own key attributes say which request it answers; a projection that
+        // leaves them out makes the answer unattributable, so nothing is cached.
+        let mut wire = Map::new();
+        for name in &table.key_names {
+            match item.get(name) {
+                Some(v) => wire.insert(name.clone(), v.clone()),
+                None => return,
+            };
+        }
+        let Ok(wire) = serde_json::from_value::<WireKey>(Value::Object(wire)) else {
+            return;
+        };
+        if let Some(key) = ItemKey::new(&table.name, &wire) {
+            found.insert(key, Bytes::from(item.to_string()));
+        }
+    }
+    let unprocessed: HashSet<ItemKey> = output["UnprocessedKeys"][&table.name]["Keys"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|k| serde_json::from_value::<WireKey>(k.clone()).ok())
+        .filter_map(|wire| ItemKey::new(&table.name, &wire))
+        .collect();
+    for ((_, key), ticket) in table.misses.iter().zip(tickets) {
+        if unprocessed.contains(key) {
+            continue;
+        }
+        let item = found.remove(key);
+        let variant = table.variant.clone();
+        cache.fill(key, ticket, |existing| match variant {
+            None => {
+                let mut entry = ItemCache::whole(item);
+                if let Some(existing) = existing {
+                    entry.projections = existing.projections;
+                }
+                entry
+            }
+            Some(projection) => ItemCache::with_projection(existing, projection, item),
+        });
+    }
+}
+
+/// One BatchGetItem answer from the hits and (if asked) the upstream's answer for the misses.
+fn merge_batch(tables: &[BatchTable], upstream: Option<&Value>, capacity: bool) -> Bytes {
+    let mut responses = Map::new();
+    for table in tables {
+        let mut items: Vec<Value> = table
+            .hits
+            .iter()
+            .filter_map(|raw| serde_json::from_slice(raw).ok())
+            .collect();
+        if let Some(Value::Array(fetched)) = upstream.and_then(|u| u["Responses"].get(&table.name))
+        {
+            items.extend(fetched.iter().cloned());
+        }
+        responses.insert(table.name.clone(), Value::Array(items));
+    }
+    let mut out = Map::new();
+    out.insert("Responses".into(), Value::Object(responses));
+    let unprocessed = upstream
+        .and_then(|u| u.get("UnprocessedKeys").cloned())
+        .unwrap_or_else(|| Value::Object(Map::new()));
+    out.insert("UnprocessedKeys".into(), unprocessed);
+    if capacity {
+        let consumed = match upstream.and_then(|u| u.get("ConsumedCapacity")) {
+            Some(Value::Array(c)) => {
+                let mut c = c.clone();
+                for table in tables {
+                    if !c.iter().any(|e| e["TableName"] == table.name.as_str()) {
+                        c.push(zero_capacity(&table.name));
+                    }
+                }
+                c
+            }
+            _ => tables.iter().map(|t| zero_capacity(&t.name)).collect(),
+        };
+        out.insert("ConsumedCapacity".into(), Value::Array(consumed));
+    }
+    Bytes::from(Value::Object(out).to_string())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writes
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct PutItemInput<'a> {
+    table_name: String,
+    #[serde(borrow)]
+    item: &'a RawValue,
+}
+
+/// PutItem: on success the cache holds the new item (when it is byte-equivalent to what
+/// DynamoDB will return); on any failure the key is dropped.
+pub async fn put_item(state: &State, target: &HeaderValue, body: Bytes) -> Handled {
+    let op = Operation::PutItem;
+    let Some(input) = parse::<PutItemInput>(&body) else {
+        return bypass(state, op, target, body).await;
+    };
+    let key = match item_key_of(state, &input.table_name, input.item).await {
+        Ok(Some(key)) => key,
+        Ok(None) => return bypass(state, op, target, body).await,
+        Err(()) => {
+            let table = input.table_name.clone();
+            return write_invalidating_table(state, op, target, body.clone(), &table).await;
+        }
+    };
+    let item = body.slice_ref(input.item.get().as_bytes());
+    let storable = is_storable(&item);
+    write_through(state, op, target, body, vec![key], move |answer| {
+        if answer.status == StatusCode::OK && storable {
+            vec![WriteOutcome::Item(Some(item))]
+        } else {
+            vec![WriteOutcome::Unknown]
+        }
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct KeyedInput {
+    table_name: String,
+    key: WireKey,
+    return_values: Option<String>,
+}
+
+/// DeleteItem: on success the cache remembers the item does not exist.
+pub async fn delete_item(state: &State, target: &HeaderValue, body: Bytes) -> Handled {
+    let op = Operation::DeleteItem;
+    let Some(key) = parse::<KeyedInput>(&body).and_then(|i| ItemKey::new(&i.table_name, &i.key))
+    else {
+        return bypass(state, op, target, body).await;
+    };
+    write_through(state, op, target, body, vec![key], |answer| {
+        vec![if answer.status == StatusCode::OK {
+            WriteOutcome::Item(None)
+        } else {
+            WriteOutcome::Unknown
+        }]
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+struct AttributesOutput<'a> {
+    #[serde(rename = "Attributes", borrow)]
+    attributes: Option<&'a RawValue>,
+}
+
+/// UpdateItem: the new item is only known if DynamoDB returns it, so a caller that wants no
+/// return values gets `ALL_NEW` asked on its behalf, cached, and trimmed from its answer.
+pub async fn update_item(state: &State, target: &HeaderValue, body: Bytes) -> Handled {
+    let op = Operation::UpdateItem;
+    let Some(input) = parse::<KeyedInput>(&body) else {
+        return bypass(state, op, target, body).await;
+    };
+    let Some(key) = ItemKey::new(&input.table_name, &input.key) else {
+        return bypass(state, op, target, body).await;
+    };
+    if !state.items.caches(&input.table_name) {
+        return bypass(state, op, target, body).await;
+    }
+    let asked = input.return_values.as_deref().unwrap_or("NONE");
+    let (request, trim) = match asked {
+        "NONE" => {
+            let Ok(mut fields) = serde_json::from_slice::<Map<String, Value>>(&body) else {
+                return bypass(state, op, target, body).await;
+            };
+            fields.insert("ReturnValues".into(), Value::String("ALL_NEW".into()));
+            (Bytes::from(Value::Object(fields).to_string()), true)
+        }
+        _ => (body, false),
+    };
+    let learns_item = asked == "NONE" || asked == "ALL_NEW";
+    let ticket = state.items.begin_write(&key);
+    let result = forward(state, op, target, request).await;
+    let mut outcome = WriteOutcome::Unknown;
+    let mut trimmed = None;
+    if let Ok(answer) = &result
+        && answer.status == StatusCode::OK
+        && learns_item
+        && let Ok(output) = serde_json::from_slice::<AttributesOutput>(&answer.body)
+        && let Some(attributes) = output.attributes
+    {
+        outcome = WriteOutcome::Item(Some(answer.body.slice_ref(attributes.get().as_bytes())));
+        if trim {
+            trimmed = without_attributes(&answer.body);
+        }
+    }
+    if trim && trimmed.is_none() && matches!(&result, Ok(a) if a.status == StatusCode::OK) {
+        // Could not trim the answer to what was asked: the caller must not see Attributes.
+        state.items.end_write(&key, ticket, WriteOutcome::Unknown);
+        return Err(ProxyError::UpstreamUnavailable(
+            "unreadable UpdateItem answer".into(),
+        ));
+    }
+    state.items.end_write(&key, ticket, outcome);
+    let answer = result?;
+    let response = match trimmed {
+        Some(body) => {
+            response::relayed_with_body(answer.status, &answer.headers, body, CacheStatus::Bypass)
+        }
+        None => relay(&answer, CacheStatus::Bypass),
+    };
+    Ok((response, CacheStatus::Bypass))
+}
+
+/// The answer without `Attributes`, as DynamoDB answers `ReturnValues: NONE`.
+fn without_attributes(body: &[u8]) -> Option<Bytes> {
+    let mut fields = serde_json::from_slice::<Map<String, Value>>(body).ok()?;
+    fields.remove("Attributes");
+    Some(Bytes::from(Value::Object(fields).to_string()))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct BatchWriteInput<'a> {
+    #[serde(borrow)]
+    request_items: BTreeMap<String, Vec<WriteRequestInput<'a>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct WriteRequestInput<'a> {
+    #[serde(borrow)]
+    put_request: Option<PutRequestInput<'a>>,
+    delete_request: Option<DeleteRequestInput>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct PutRequestInput<'a> {
+    #[serde(borrow)]
+    item: &'a RawValue,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct DeleteRequestInput {
+    key: WireKey,
+}
+
+/// BatchWriteItem: processed puts and deletes update the cache, `UnprocessedItems` are dropped.
+pub async fn batch_write_item(state: &State, target: &HeaderValue, body: Bytes) -> Handled {
+    let op = Operation::BatchWriteItem;
+    let Some(input) = parse::<BatchWriteInput>(&body) else {
+        return bypass(state, op, target, body).await;
+    };
+    // (key, what it becomes if processed)
+    let mut writes: Vec<(ItemKey, Option<Option<Bytes>>)> = Vec::new();
+    for (table, requests) in &input.request_items {
+        for request in requests {
+            let (key, item) = match (&request.put_request, &request.delete_request) {
+                (Some(put), None) => match item_key_of(state, table, put.item).await {
+                    Ok(Some(key)) => {
+                        let item = body.slice_ref(put.item.get().as_bytes());
+                        let storable = is_storable(&item);
+                        (key, storable.then_some(Some(item)))
+                    }
+                    Ok(None) => return bypass(state, op, target, body).await,
+                    Err(()) => {
+                        let table = table.clone();
+                        return write_invalidating_table(state, op, target, body.clone(), &table)
+                            .await;
+                    }
+                },
+                (None, Some(delete)) => match ItemKey::new(table, &delete.key) {
+                    Some(key) => (key, Some(None)),
+                    None => return bypass(state, op, target, body).await,
+                },
+                _ => return bypass(state, op, target, body).await,
+            };
+            writes.push((key, item));
+        }
+    }
+    let keys = writes.iter().map(|(k, _)| k.clone()).collect();
+    write_through(state, op, target, body, keys, move |answer| {
+        let unprocessed = unprocessed_keys(state, &answer.body);
+        writes
+            .into_iter()
+            .map(|(key, item)| match item {
+                Some(item) if answer.status == StatusCode::OK && !unprocessed.contains(&key) => {
+                    WriteOutcome::Item(item)
+                }
+                _ => WriteOutcome::Unknown,
+            })
+            .collect()
+    })
+    .await
+}
+
+/// Keys left in a BatchWriteItem's `UnprocessedItems` (puts resolved by schema when known).
+fn unprocessed_keys(state: &State, body: &[u8]) -> HashSet<ItemKey> {
+    let Ok(output) = serde_json::from_slice::<Value>(body) else {
+        return HashSet::new();
+    };
+    let mut keys = HashSet::new();
+    let Some(tables) = output["UnprocessedItems"].as_object() else {
+        return keys;
+    };
+    for (table, requests) in tables {
+        for request in requests.as_array().into_iter().flatten() {
+            let wire = if let Some(key) = request.pointer("/DeleteRequest/Key") {
+                serde_json::from_value::<WireKey>(key.clone()).ok()
+            } else if let Some(item) = request.pointer("/PutRequest/Item") {
+                state
+                    .schemas
+                    .cached(table)
+                    .and_then(|schema| key_from_item_value(&schema.key, item))
+            } else {
+                None
+            };
+            if let Some(key) = wire.and_then(|w| ItemKey::new(table, &w)) {
+                keys.insert(key);
+            }
+        }
+    }
+    keys
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct TransactWriteInput<'a> {
+    #[serde(borrow)]
+    transact_items: Vec<TransactItemInput<'a>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct TransactItemInput<'a> {
+    #[serde(borrow)]
+    put: Option<TransactPut<'a>>,
+    update: Option<TransactKeyed>,
+    delete: Option<TransactKeyed>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct TransactPut<'a> {
+    table_name: String,
+    #[serde(borrow)]
+    item: &'a RawValue,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct TransactKeyed {
+    table_name: String,
+    key: WireKey,
+}
+
+/// TransactWriteItems: every key it touches is dropped (no extra read cost, unlike DAX's
+/// background refill).
+pub async fn transact_write_items(state: &State, target: &HeaderValue, body: Bytes) -> Handled {
+    let op = Operation::TransactWriteItems;
+    let Some(input) = parse::<TransactWriteInput>(&body) else {
+        return bypass(state, op, target, body).await;
+    };
+    let mut keys = Vec::new();
+    for item in &input.transact_items {
+        let key = if let Some(put) = &item.put {
+            match item_key_of(state, &put.table_name, put.item).await {
+                Ok(Some(key)) => key,
+                Ok(None) => return bypass(state, op, target, body).await,
+                Err(()) => {
+                    let table = put.table_name.clone();
+                    return write_invalidating_table(state, op, target, body.clone(), &table).await;
+                }
+            }
+        } else if let Some(keyed) = item.update.as_ref().or(item.delete.as_ref()) {
+            match ItemKey::new(&keyed.table_name, &keyed.key) {
+                Some(key) => key,
+                None => return bypass(state, op, target, body).await,
+            }
+        } else {
+            continue; // ConditionCheck: reads, writes nothing
+        };
+        keys.push(key);
+    }
+    let count = keys.len();
+    write_through(state, op, target, body, keys, move |_| {
+        (0..count).map(|_| WriteOutcome::Unknown).collect()
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct TableInput {
+    table_name: String,
+}
+
+/// CreateTable, UpdateTable, DeleteTable: the table's entries and schema are dropped.
+pub async fn table_change(
+    state: &State,
+    op: Operation,
+    target: &HeaderValue,
+    body: Bytes,
+) -> Handled {
+    let table = parse::<TableInput>(&body).map(|t| t.table_name);
+    let result = bypass(state, op, target, body).await;
+    match table {
+        Some(table) => {
+            state.items.invalidate_table(&table);
+            state.schemas.forget(&table);
+        }
+        None => state.items.invalidate_all(),
+    }
+    result
+}
+
+/// PartiQL: reads pass through uncached; a statement that writes drops its table's entries
+/// (or everything, when the table cannot be told).
+pub async fn partiql(state: &State, op: Operation, target: &HeaderValue, body: Bytes) -> Handled {
+    let statements = partiql_statements(&body);
+    let writes: Vec<Option<String>> = statements
+        .iter()
+        .filter_map(|s| partiql_write_target(s))
+        .collect();
+    let result = bypass(state, op, target, body).await;
+    for table in writes {
+        match table {
+            Some(table) => state.items.invalidate_table(&table),
+            None => state.items.invalidate_all(),
+        }
+    }
+    result
+}
+
+fn partiql_statements(body: &[u8]) -> Vec<String> {
+    let Ok(value) = serde_json::from_slice::<Value>(body) else {
+        return vec![String::new()]; // unreadable: treated as a write to an unknown table
+    };
+    let mut statements: Vec<String> = Vec::new();
+    if let Some(s) = value["Statement"].as_str() {
+        statements.push(s.into());
+    }
+    for list in ["Statements", "TransactStatements"] {
+        for entry in value[list].as_array().into_iter().flatten() {
+            statements.push(entry["Statement"].as_str().unwrap_or("").into());
+        }
+    }
+    statements
+}
+
+/// `None` for a read; `Some(table)` for a write, with the table when it can be told.
+fn partiql_write_target(statement: &str) -> Option<Option<String>> {
+    let trimmed = statement.trim_start();
+    let upper: String = trimmed
+        .chars()
+        .take(12)
+        .collect::<String>()
+        .to_ascii_uppercase();
+    if upper.starts_with("SELECT") {
+        return None;
+    }
+    let rest = if upper.starts_with("INSERT") || upper.starts_with("DELETE") {
+        // INSERT INTO t / DELETE FROM t
+        let mut words = trimmed.splitn(3, char::is_whitespace);
+        words.next();
+        words.next();
+        words.next()
+    } else if upper.starts_with("UPDATE") {
+        trimmed.split_once(char::is_whitespace).map(|(_, r)| r)
+    } else {
+        return Some(None);
+    };
+    let rest = rest.map(str::trim_start).unwrap_or("");
+    let table = if let Some(quoted) = rest.strip_prefix('"') {
+        quoted.split_once('"').map(|(name, _)| name.to_string())
+    } else {
+        let name: String = rest
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.'))
+            .collect();
+        (!name.is_empty()).then_some(name)
+    };
+    Some(table)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shared steps
+
+/// Forwards `body` uncached.
+pub async fn bypass(state: &State, op: Operation, target: &HeaderValue, body: Bytes) -> Handled {
+    let answer = forward(state, op, target, body).await?;
+    Ok((relay(&answer, CacheStatus::Bypass), CacheStatus::Bypass))
+}
+
+/// Brackets a write to `keys` with the cache's write tracking, and records what `decide` says
+/// each key became (in order). A failed exchange leaves every key unknown.
+async fn write_through(
+    state: &State,
+    op: Operation,
+    target: &HeaderValue,
+    body: Bytes,
+    keys: Vec<ItemKey>,
+    decide: impl FnOnce(&UpstreamResponse) -> Vec<WriteOutcome>,
+) -> Handled {
+    let tickets: Vec<WriteTicket> = keys.iter().map(|k| state.items.begin_write(k)).collect();
+    let result = forward(state, op, target, body).await;
+    let outcomes = match &result {
+        Ok(answer) => decide(answer),
+        Err(_) => Vec::new(),
+    };
+    let mut outcomes = outcomes.into_iter();
+    for (key, ticket) in keys.iter().zip(tickets) {
+        let outcome = outcomes.next().unwrap_or(WriteOutcome::Unknown);
+        state.items.end_write(key, ticket, outcome);
+    }
+    let answer = result?;
+    Ok((relay(&answer, CacheStatus::Bypass), CacheStatus::Bypass))
+}
+
+/// A write whose keys the proxy could not derive (no schema): the whole table is dropped after.
+async fn write_invalidating_table(
+    state: &State,
+    op: Operation,
+    target: &HeaderValue,
+    body: Bytes,
+    table: &str,
+) -> Handled {
+    let result = bypass(state, op, target, body).await;
+    state.items.invalidate_table(table);
+    result
+}
+
+/// The cache key of an item about to be written. `Ok(None)`: the write will be refused by
+/// DynamoDB (no such table, or the item lacks its key), so nothing changes. `Err`: the schema
+/// could not be had; the caller must assume anything in the table may change.
+async fn item_key_of(state: &State, table: &str, item: &RawValue) -> Result<Option<ItemKey>, ()> {
+    let schema = match state.schemas.get(table).await {
+        Ok(schema) => schema,
+        Err(SchemaError::NotFound(_)) => return Ok(None),
+        Err(err) => {
+            tracing::warn!(table, error = %err, "no key schema; writes drop the whole table");
+            return Err(());
+        }
+    };
+    let Ok(item) = serde_json::from_str::<Value>(item.get()) else {
+        return Ok(None);
+    };
+    Ok(key_from_item_value(&schema.key, &item).and_then(|wire| ItemKey::new(table, &wire)))
+}
+
+fn key_from_item_value(schema: &crate::schema::KeySchema, item: &Value) -> Option<WireKey> {
+    let mut wire = Map::new();
+    for name in std::iter::once(&schema.partition).chain(schema.sort.as_ref()) {
+        wire.insert(name.clone(), item.get(name)?.clone());
+    }
+    serde_json::from_value(Value::Object(wire)).ok()
+}
+
+/// Whether an item written by a client can be cached as written: every number already in the
+/// form DynamoDB answers with (otherwise a later read would see different text).
+fn is_storable(item: &[u8]) -> bool {
+    fn canonical(value: &Value) -> bool {
+        match value {
+            Value::Object(typed) => typed.iter().all(|(kind, inner)| match kind.as_str() {
+                "N" => inner.as_str().is_some_and(is_wire_canonical_number),
+                "NS" => inner.as_array().is_some_and(|ns| {
+                    ns.iter()
+                        .all(|n| n.as_str().is_some_and(is_wire_canonical_number))
+                }),
+                "M" => inner.as_object().is_some_and(|m| m.values().all(canonical)),
+                "L" => inner.as_array().is_some_and(|l| l.iter().all(canonical)),
+                _ => true,
+            }),
+            _ => false,
+        }
+    }
+    serde_json::from_slice::<Map<String, Value>>(item)
+        .is_ok_and(|attributes| attributes.values().all(canonical))
+}
+
+fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Option<T> {
+    serde_json::from_slice(body).ok()
+}
+
+fn relay(answer: &UpstreamResponse, cache: CacheStatus) -> ProxyResponse {
+    response::relayed(answer.status, &answer.headers, answer.body.clone(), cache)
+}
+
+/// Waiters of a failed single-flight read each get the same error.
+fn clone_error(err: &ProxyError) -> ProxyError {
+    match err {
+        ProxyError::UpstreamTimeout(ms) => ProxyError::UpstreamTimeout(*ms),
+        ProxyError::Credentials(m) => ProxyError::Credentials(m.clone()),
+        other => ProxyError::UpstreamUnavailable(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn projection_variants_substitute_names() {
+        let a = ProjectionInput {
+            projection_expression: Some("#a, b.c[1]".into()),
+            expression_attribute_names: Some([("#a".to_string(), "x".to_string())].into()),
+            attributes_to_get: None,
+        };
+        let b = ProjectionInput {
+            projection_expression: Some("x,b.c[1]".into()),
+            ..Default::default()
+        };
+        // `#a`->x is escaped, so it is not the same text as a bare x (which could also be a
+        // reserved-word clash DynamoDB refuses); both are stable.
+        assert_eq!(a.variant(), a.clone().variant());
+        assert_ne!(a.variant(), None);
+        assert_ne!(b.variant(), None);
+        let atg = ProjectionInput {
+            attributes_to_get: Some(vec!["x".into(), "y".into()]),
+            ..Default::default()
+        };
+        assert_ne!(atg.variant(), b.variant());
+        assert_eq!(ProjectionInput::default().variant(), None);
+    }
+
+    #[test]
+    fn storable_items_have_wire_canonical_numbers() {
+        assert!(is_storable(
+            br#"{"pk":{"S":"a"},"n":{"N":"1.5"},"m":{"M":{"x":{"NS":["1","2"]}}}}"#
+        ));
+        assert!(!is_storable(br#"{"pk":{"S":"a"},"n":{"N":"1.50"}}"#));
+        assert!(!is_storable(br#"{"pk":{"S":"a"},"l":{"L":[{"N":"1e3"}]}}"#));
+        assert!(!is_storable(br#"{"pk":{"S":"a"},"s":{"NS":["01"]}}"#));
+        assert!(!is_storable(b"not json"));
+    }
+
+    #[test]
+    fn partiql_writes_name_their_table() {
+        assert_eq!(partiql_write_target("SELECT * FROM t"), None);
+        assert_eq!(partiql_write_target("  select * from t"), None);
+        assert_eq!(
+            partiql_write_target("INSERT INTO \"orders\" VALUE {'pk':'a'}"),
+            Some(Some("orders".into()))
+        );
+        assert_eq!(
+            partiql_write_target("UPDATE orders SET v = 1 WHERE pk = 'a'"),
+            Some(Some("orders".into()))
+        );
+        assert_eq!(
+            partiql_write_target("delete from \"my-table\" where pk = 'a'"),
+            Some(Some("my-table".into()))
+        );
+        assert_eq!(partiql_write_target("EXISTS(...)"), Some(None));
+        assert_eq!(partiql_write_target(""), Some(None));
+    }
+}

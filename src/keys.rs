@@ -1,0 +1,270 @@
+//! Canonical item keys: two requests name the same item exactly when DynamoDB would say so.
+//!
+//! A key is the table name plus the key attributes in name order, each value canonical: numbers
+//! as DynamoDB compares them (`1`, `1.0`, `1E0`, `01` are one number), binary as its decoded
+//! bytes, strings as their characters. A type tag keeps `S "1"` and `N "1"` apart.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use base64::Engine;
+use serde::Deserialize;
+
+/// A key attribute value as it appears on the wire (`{"S": "..."}` and so on). Any other type
+/// cannot be part of a key: DynamoDB refuses it, so the proxy does not cache the request.
+#[derive(Debug, Clone, Deserialize)]
+pub enum KeyValue {
+    S(String),
+    N(String),
+    B(String),
+}
+
+/// A wire key: attribute name -> value, ordered by name.
+pub type WireKey = BTreeMap<String, KeyValue>;
+
+/// An item's identity in the cache: table and canonical primary key, as one byte string.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ItemKey(Arc<[u8]>);
+
+impl ItemKey {
+    /// The key of the item named by `key` in `table`; `None` if a value is not a valid key
+    /// value (DynamoDB will refuse the request, so nothing is cached).
+    pub fn new(table: &str, key: &WireKey) -> Option<ItemKey> {
+        if key.is_empty() {
+            return None;
+        }
+        let mut out = Vec::with_capacity(table.len() + 32);
+        push_field(&mut out, table.as_bytes());
+        for (name, value) in key {
+            push_field(&mut out, name.as_bytes());
+            match value {
+                KeyValue::S(s) => {
+                    out.push(b'S');
+                    push_field(&mut out, s.as_bytes());
+                }
+                KeyValue::N(n) => {
+                    out.push(b'N');
+                    push_field(&mut out, canonical_number(n)?.as_bytes());
+                }
+                KeyValue::B(b) => {
+                    out.push(b'B');
+                    let bytes = base64::engine::general_purpose::STANDARD.decode(b).ok()?;
+                    push_field(&mut out, &bytes);
+                }
+            }
+        }
+        Some(ItemKey(out.into()))
+    }
+
+    /// The table this key belongs to.
+    pub fn table(&self) -> &str {
+        let len = u32::from_le_bytes(self.0[..4].try_into().expect("length prefix")) as usize;
+        std::str::from_utf8(&self.0[4..4 + len]).expect("built from a str")
+    }
+
+    /// Bytes this key takes in memory (for the cache's weigher).
+    pub fn weight(&self) -> usize {
+        self.0.len()
+    }
+}
+
+/// Length-prefixed, so that no two different keys encode to the same bytes.
+fn push_field(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+    out.extend_from_slice(bytes);
+}
+
+/// A DynamoDB number in a form where equal numbers are equal strings:
+/// `[-]DIGITS e EXPONENT`, digits without leading or trailing zeros, value `0.DIGITS x 10^EXP`.
+/// `None` if `n` is not a number DynamoDB would accept.
+pub fn canonical_number(n: &str) -> Option<String> {
+    let n = n.trim();
+    let (negative, rest) = match n.as_bytes().first()? {
+        b'-' => (true, &n[1..]),
+        b'+' => (false, &n[1..]),
+        _ => (false, n),
+    };
+    let (mantissa, exponent) = match rest.find(['e', 'E']) {
+        Some(at) => (&rest[..at], rest[at + 1..].parse::<i64>().ok()?),
+        None => (rest, 0),
+    };
+    let (int, frac) = match mantissa.split_once('.') {
+        Some((int, frac)) => (int, frac),
+        None => (mantissa, ""),
+    };
+    if (int.is_empty() && frac.is_empty())
+        || !int.bytes().all(|b| b.is_ascii_digit())
+        || !frac.bytes().all(|b| b.is_ascii_digit())
+        || exponent.unsigned_abs() > 1_000
+    {
+        return None;
+    }
+    let digits: Vec<u8> = int.bytes().chain(frac.bytes()).collect();
+    let Some(first) = digits.iter().position(|&d| d != b'0') else {
+        return Some("0".into());
+    };
+    let last = digits
+        .iter()
+        .rposition(|&d| d != b'0')
+        .expect("a non-zero digit");
+    // Value = 0.int_frac x 10^(int.len()), so the leading zeros we drop move the exponent.
+    let exp = exponent + int.len() as i64 - first as i64;
+    let significant = std::str::from_utf8(&digits[first..=last]).expect("ASCII digits");
+    if significant.len() > 38 {
+        return None; // beyond DynamoDB's precision: it refuses the number
+    }
+    Some(format!(
+        "{}{significant}e{exp}",
+        if negative { "-" } else { "" }
+    ))
+}
+
+/// Whether `n` is written exactly as DynamoDB writes numbers in its answers (plain decimal,
+/// no redundant zeros, no exponent, no `+`, no `-0`). Items whose numbers are all in this form
+/// can be cached from a request body without changing what a later read returns.
+pub fn is_wire_canonical_number(n: &str) -> bool {
+    let body = n.strip_prefix('-').unwrap_or(n);
+    let (int, frac) = match body.split_once('.') {
+        Some((int, frac)) => (int, Some(frac)),
+        None => (body, None),
+    };
+    let int_ok = int == "0"
+        || (!int.is_empty() && !int.starts_with('0') && int.bytes().all(|b| b.is_ascii_digit()));
+    let frac_ok = frac.is_none_or(|f| {
+        !f.is_empty() && !f.ends_with('0') && f.bytes().all(|b| b.is_ascii_digit())
+    });
+    int_ok && frac_ok && n != "-0" && canonical_number(n).is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn key(pairs: &[(&str, KeyValue)]) -> WireKey {
+        pairs
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn equal_numbers_are_one_key() {
+        let forms = ["1", "1.0", "1E0", "01", "10e-1", "0.1E1", "+1", "1.000"];
+        let keys: Vec<_> = forms
+            .iter()
+            .map(|n| ItemKey::new("t", &key(&[("pk", KeyValue::N(n.to_string()))])).unwrap())
+            .collect();
+        assert!(keys.windows(2).all(|w| w[0] == w[1]), "{forms:?}");
+        for zero in ["0", "-0", "0.000", "0e5", "00"] {
+            assert_eq!(canonical_number(zero).unwrap(), "0", "{zero}");
+        }
+        assert_ne!(canonical_number("1"), canonical_number("-1"));
+        assert_ne!(canonical_number("10"), canonical_number("1"));
+        assert_eq!(canonical_number("123.45").unwrap(), "12345e3");
+        assert_eq!(canonical_number("0.00012").unwrap(), "12e-3");
+    }
+
+    #[test]
+    fn invalid_numbers_are_not_keys() {
+        for bad in [
+            "", "-", ".", "1e", "e1", "1.2.3", "abc", "1e99999", "0x10", " ",
+        ] {
+            assert_eq!(canonical_number(bad), None, "{bad:?}");
+        }
+        // 39 significant digits: more than DynamoDB keeps.
+        assert_eq!(canonical_number(&"1".repeat(39)), None);
+    }
+
+    #[test]
+    fn types_names_and_tables_separate_keys() {
+        let s1 = ItemKey::new("t", &key(&[("pk", KeyValue::S("1".into()))])).unwrap();
+        let n1 = ItemKey::new("t", &key(&[("pk", KeyValue::N("1".into()))])).unwrap();
+        let other_table = ItemKey::new("u", &key(&[("pk", KeyValue::S("1".into()))])).unwrap();
+        let other_name = ItemKey::new("t", &key(&[("id", KeyValue::S("1".into()))])).unwrap();
+        assert_ne!(s1, n1);
+        assert_ne!(s1, other_table);
+        assert_ne!(s1, other_name);
+        assert_eq!(s1.table(), "t");
+        // Length prefixes: ("ab","c") and ("a","bc") differ.
+        let a = ItemKey::new(
+            "t",
+            &key(&[
+                ("h", KeyValue::S("ab".into())),
+                ("r", KeyValue::S("c".into())),
+            ]),
+        );
+        let b = ItemKey::new(
+            "t",
+            &key(&[
+                ("h", KeyValue::S("a".into())),
+                ("r", KeyValue::S("bc".into())),
+            ]),
+        );
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn binary_keys_compare_as_bytes() {
+        let a = ItemKey::new("t", &key(&[("pk", KeyValue::B("AQID".into()))])).unwrap();
+        let b = ItemKey::new("t", &key(&[("pk", KeyValue::B("AQIE".into()))])).unwrap();
+        assert_ne!(a, b);
+        assert!(ItemKey::new("t", &key(&[("pk", KeyValue::B("not base64!".into()))])).is_none());
+    }
+
+    #[test]
+    fn wire_canonical_numbers() {
+        for good in [
+            "0",
+            "1",
+            "-1",
+            "10",
+            "1.5",
+            "-0.25",
+            "123456789012345678901234567890",
+        ] {
+            assert!(is_wire_canonical_number(good), "{good}");
+        }
+        for bad in [
+            "01", "1.0", "1.50", "1e3", "+1", "-0", ".5", "5.", "", "1E0",
+        ] {
+            assert!(!is_wire_canonical_number(bad), "{bad}");
+        }
+    }
+
+    proptest! {
+        /// Any decimal written with extra zeros or an exponent is the same key as itself.
+        #[test]
+        fn rescaling_never_changes_the_key(
+            negative in any::<bool>(),
+            int in 0u64..1_000_000,
+            frac in 0u32..1000,
+            pad in 0usize..4,
+            shift in -5i64..5,
+        ) {
+            let sign = if negative { "-" } else { "" };
+            let plain = format!("{sign}{int}.{frac:03}");
+            let padded = format!("{sign}{}{int}.{frac:03}{}", "0".repeat(pad), "0".repeat(pad));
+            // Move the decimal point by `shift` and compensate in the exponent.
+            let digits = format!("{int}{frac:03}");
+            let point = digits.len() as i64 - 3 - shift;
+            let shifted = if point <= 0 {
+                format!("{sign}0.{}{digits}e{shift}", "0".repeat((-point) as usize))
+            } else if point as usize >= digits.len() {
+                format!("{sign}{digits}{}e{shift}", "0".repeat(point as usize - digits.len()))
+            } else {
+                format!("{sign}{}.{}e{shift}", &digits[..point as usize], &digits[point as usize..])
+            };
+            let canonical = canonical_number(&plain).unwrap();
+            prop_assert_eq!(canonical_number(&padded).unwrap(), canonical.clone());
+            prop_assert_eq!(canonical_number(&shifted).unwrap(), canonical);
+        }
+
+        /// Arbitrary input never panics.
+        #[test]
+        fn never_panics(s in ".{0,40}") {
+            let _ = canonical_number(&s);
+            let _ = is_wire_canonical_number(&s);
+        }
+    }
+}
