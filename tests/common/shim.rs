@@ -31,6 +31,8 @@ pub enum Reply {
     },
     /// Never answers.
     Hang,
+    /// Relays to a real upstream at this URL, after a random delay of up to `jitter_ms`.
+    Relay { to: String, jitter_ms: u64 },
 }
 
 pub struct Shim {
@@ -80,6 +82,32 @@ impl Shim {
                                 tokio::time::sleep(Duration::from_secs(3600)).await;
                                 unreachable!()
                             }
+                            Reply::Relay { to, jitter_ms } => {
+                                let request = seen.lock().unwrap().last().cloned().unwrap();
+                                let mut out = http::Request::builder()
+                                    .method(request.method)
+                                    .uri(format!("{to}/"));
+                                for (name, value) in &request.headers {
+                                    if name != "host" {
+                                        out = out.header(name, value);
+                                    }
+                                }
+                                let out = out.body(Full::new(request.body)).unwrap();
+                                let client = hyper_util::client::legacy::Client::builder(
+                                    hyper_util::rt::TokioExecutor::new(),
+                                )
+                                .build_http();
+                                let answer = client.request(out).await.unwrap();
+                                let (parts, body) = answer.into_parts();
+                                let body = body.collect().await.unwrap().to_bytes();
+                                if jitter_ms > 0 {
+                                    let pause = fastrand::u64(0..=jitter_ms);
+                                    tokio::time::sleep(Duration::from_millis(pause)).await;
+                                }
+                                let mut resp = http::Response::from_parts(parts, Full::new(body));
+                                resp.headers_mut().remove("transfer-encoding");
+                                Ok(resp)
+                            }
                         }
                     }
                 });
@@ -95,6 +123,28 @@ impl Shim {
 
     pub fn set_reply(&self, reply: Reply) {
         *self.reply.lock().unwrap() = reply;
+    }
+
+    /// A relay in front of the real upstream at `to`.
+    pub async fn relay(to: &str, jitter_ms: u64) -> Shim {
+        Shim::start(Reply::Relay {
+            to: to.to_string(),
+            jitter_ms,
+        })
+        .await
+    }
+
+    /// How many requests of operation `op` reached the shim.
+    pub fn count(&self, op: &str) -> usize {
+        let target = format!("DynamoDB_20120810.{op}");
+        self.requests()
+            .iter()
+            .filter(|s| {
+                s.headers
+                    .get("x-amz-target")
+                    .is_some_and(|t| t == target.as_str())
+            })
+            .count()
     }
 
     /// Requests that reached the shim (the SDK health check `GET /` excluded).
