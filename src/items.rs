@@ -407,19 +407,24 @@ fn merge_batch(tables: &[BatchTable], upstream: Option<&Value>, capacity: bool) 
         .and_then(|u| u.get("UnprocessedKeys").cloned())
         .unwrap_or_else(|| Value::Object(Map::new()));
     out.insert("UnprocessedKeys".into(), unprocessed);
-    if capacity {
-        let consumed = match upstream.and_then(|u| u.get("ConsumedCapacity")) {
-            Some(Value::Array(c)) => {
-                let mut c = c.clone();
-                for table in tables {
-                    if !c.iter().any(|e| e["TableName"] == table.name.as_str()) {
-                        c.push(zero_capacity(&table.name));
-                    }
-                }
-                c
+    // The upstream's capacity report is relayed as it came (some upstreams send one unasked);
+    // tables answered only from memory add a zero entry when the caller asked for capacity.
+    let mut consumed = match upstream.and_then(|u| u.get("ConsumedCapacity")) {
+        Some(Value::Array(reported)) => Some(reported.clone()),
+        _ if capacity => Some(Vec::new()),
+        _ => None,
+    };
+    if capacity && let Some(consumed) = &mut consumed {
+        for table in tables {
+            if !consumed
+                .iter()
+                .any(|e| e["TableName"] == table.name.as_str())
+            {
+                consumed.push(zero_capacity(&table.name));
             }
-            _ => tables.iter().map(|t| zero_capacity(&t.name)).collect(),
-        };
+        }
+    }
+    if let Some(consumed) = consumed {
         out.insert("ConsumedCapacity".into(), Value::Array(consumed));
     }
     Bytes::from(Value::Object(out).to_string())

@@ -1,0 +1,74 @@
+"""The item cache seen by boto3 against moto. boto3 verifies x-amz-crc32 on every DynamoDB
+response, so each hit and each trimmed answer here also proves the proxy's CRC is right."""
+
+import pytest
+
+from conftest import Moto, Proxy, client
+
+TABLE = "cached"
+
+
+def cache_of(response):
+    return response["ResponseMetadata"]["HTTPHeaders"].get("x-dynamo-cache")
+
+
+@pytest.fixture()
+def cache_env():
+    moto = Moto()
+    proxy = Proxy(moto.url)
+    c = client(proxy.url)
+    c.create_table(TableName=TABLE,
+                   AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
+                                         {"AttributeName": "n", "AttributeType": "N"}],
+                   KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"},
+                              {"AttributeName": "n", "KeyType": "RANGE"}],
+                   BillingMode="PAY_PER_REQUEST")
+    try:
+        yield moto, proxy, c
+    finally:
+        proxy.stop()
+        moto.stop()
+
+
+def key(pk, n="1"):
+    return {"pk": {"S": pk}, "n": {"N": n}}
+
+
+def test_hits_misses_and_write_through(cache_env):
+    moto, proxy, c = cache_env
+    c.put_item(TableName=TABLE, Item={**key("a"), "v": {"S": "one"}})
+    c.get_item(TableName=TABLE, Key=key("missing"))  # cache "not found"
+
+    updated = c.update_item(TableName=TABLE, Key=key("b"), UpdateExpression="SET v = :v",
+                            ExpressionAttributeValues={":v": {"S": "two"}})
+    assert "Attributes" not in updated  # ReturnValues NONE, though ALL_NEW was asked upstream
+
+    moto.stop()  # from here on, only memory can answer
+
+    hit = c.get_item(TableName=TABLE, Key=key("a", "1.0"))  # 1.0 and 1 are one key
+    assert cache_of(hit) == "hit"
+    assert hit["Item"]["v"] == {"S": "one"}
+
+    gone = c.get_item(TableName=TABLE, Key=key("missing"))
+    assert cache_of(gone) == "hit" and "Item" not in gone
+
+    b = c.get_item(TableName=TABLE, Key=key("b"), ReturnConsumedCapacity="TOTAL")
+    assert cache_of(b) == "hit" and b["Item"]["v"] == {"S": "two"}
+    assert b["ConsumedCapacity"] == {"TableName": TABLE, "CapacityUnits": 0.0}
+
+    both = c.batch_get_item(RequestItems={TABLE: {"Keys": [key("a"), key("b"), key("missing")]}})
+    assert cache_of(both) == "hit"
+    assert sorted(i["pk"]["S"] for i in both["Responses"][TABLE]) == ["a", "b"]
+
+
+def test_batch_get_merges_hits_and_misses(cache_env):
+    moto, proxy, c = cache_env
+    for pk in ("a", "b"):
+        c.put_item(TableName=TABLE, Item={**key(pk), "v": {"S": pk}})
+    direct = client(moto.url)
+    direct.put_item(TableName=TABLE, Item={**key("c"), "v": {"S": "c"}})  # unknown to the proxy
+    answer = c.batch_get_item(RequestItems={TABLE: {"Keys": [key("a"), key("c")]}})
+    assert cache_of(answer) == "miss"
+    assert sorted(i["v"]["S"] for i in answer["Responses"][TABLE]) == ["a", "c"]
+    assert answer["UnprocessedKeys"] == {}
+    assert 'result="miss"' in proxy.metrics()
