@@ -142,7 +142,13 @@ pub struct ItemCache {
     /// Stamps older than this, with no write running, can no longer stop a fill (fills are
     /// bounded by the upstream timeout).
     stamp_lifetime: Duration,
+    /// `table NUL projection` for projections DynamoDB has accepted, so only those are
+    /// evaluated from cached items (DynamoDB alone decides what is a valid expression).
+    known_projections: Cache<Arc<str>, ()>,
 }
+
+/// How many accepted projections are remembered (least used forgotten first).
+const KNOWN_PROJECTIONS: u64 = 10_000;
 
 struct PerEntryTtl;
 
@@ -186,6 +192,7 @@ impl ItemCache {
             global_generation: AtomicU64::new(0),
             table_generations: RwLock::new(HashMap::new()),
             stamp_lifetime: upstream_timeout * 2 + Duration::from_secs(1),
+            known_projections: Cache::new(KNOWN_PROJECTIONS),
         }
     }
 
@@ -317,6 +324,18 @@ impl ItemCache {
         stamp.at = Instant::now();
     }
 
+    /// Remembers that DynamoDB answered `projection` on `table` without error.
+    pub fn learn_projection(&self, table: &str, projection: &str) {
+        self.known_projections
+            .insert(projection_id(table, projection), ());
+    }
+
+    /// Whether DynamoDB has accepted `projection` on `table`.
+    pub fn knows_projection(&self, table: &str, projection: &str) -> bool {
+        self.known_projections
+            .contains_key(&projection_id(table, projection))
+    }
+
     /// Drops every entry of `table` (lazily, by generation).
     pub fn invalidate_table(&self, table: &str) {
         let mut generations = self.table_generations.write().expect("lock poisoned");
@@ -355,6 +374,10 @@ impl ItemCache {
     fn shard(&self, hash: u64) -> &Mutex<StampShard> {
         &self.stamps[(hash as usize) % SHARDS]
     }
+}
+
+fn projection_id(table: &str, projection: &str) -> Arc<str> {
+    format!("{table}\u{0}{projection}").into()
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ use crate::cache::{FillTicket, ItemCache, WriteOutcome, WriteTicket};
 use crate::error::ProxyError;
 use crate::keys::{ItemKey, WireKey, is_wire_canonical_number};
 use crate::operation::Operation;
+use crate::projection::Projection;
 use crate::proxy::forward;
 use crate::response::{self, CacheStatus, ProxyResponse};
 use crate::schema::SchemaError;
@@ -100,6 +101,21 @@ impl ProjectionInput {
     }
 }
 
+impl ProjectionInput {
+    /// The projection evaluated on a cached whole item (its JSON attribute map); `None` when
+    /// it cannot be evaluated here with certainty.
+    fn apply(&self, item: &[u8]) -> Option<Bytes> {
+        let projection = match (&self.projection_expression, &self.attributes_to_get) {
+            (Some(expr), _) => Projection::parse(expr, self.expression_attribute_names.as_ref())?,
+            (None, Some(names)) => Projection::attributes(names)?,
+            (None, None) => return None,
+        };
+        let item: Map<String, Value> = serde_json::from_slice(item).ok()?;
+        let projected = projection.apply(&item)?;
+        Some(Bytes::from(Value::Object(projected).to_string()))
+    }
+}
+
 fn wants_capacity(rcc: &Option<String>) -> bool {
     rcc.as_deref().is_some_and(|v| v != "NONE")
 }
@@ -118,13 +134,29 @@ pub async fn get_item(state: &State, target: &HeaderValue, body: Bytes) -> Handl
     };
     let variant = input.projection.variant();
     let capacity = wants_capacity(&input.return_consumed_capacity);
-    if let Some(cached) = cache.get(&key)
-        && let Some(item) = cached.answer(variant.as_deref())
-    {
-        return Ok((
-            get_item_answer(item, &input.table_name, capacity, CacheStatus::Hit),
-            CacheStatus::Hit,
-        ));
+    if let Some(cached) = cache.get(&key) {
+        if let Some(item) = cached.answer(variant.as_deref()) {
+            return Ok((
+                get_item_answer(item, &input.table_name, capacity, CacheStatus::Hit),
+                CacheStatus::Hit,
+            ));
+        }
+        // Going further than DAX: a projection DynamoDB has accepted before, of an item whose
+        // whole is cached, is evaluated here.
+        if let (Some(projection), Some(Some(whole))) = (&variant, &cached.full)
+            && cache.knows_projection(&input.table_name, projection)
+            && let Some(projected) = input.projection.apply(whole)
+        {
+            return Ok((
+                get_item_answer(
+                    Some(&projected),
+                    &input.table_name,
+                    capacity,
+                    CacheStatus::Hit,
+                ),
+                CacheStatus::Hit,
+            ));
+        }
     }
 
     let flight: FlightKey = (key.clone(), variant.clone(), capacity);
@@ -136,6 +168,9 @@ pub async fn get_item(state: &State, target: &HeaderValue, body: Bytes) -> Handl
             if let Ok(answer) = &result
                 && answer.status == StatusCode::OK
             {
+                if let Some(projection) = &variant {
+                    cache.learn_projection(&input.table_name, projection);
+                }
                 fill_get_item(cache, &key, ticket, variant.clone(), &answer.body);
             }
             Arc::new(result)

@@ -11,7 +11,8 @@
 //!   operation ([`operation`]) -> read the body -> answer from memory or go upstream and keep
 //!   the cache in step ([`items`]) -> respond ([`response`]).
 //! - [`keys`]: canonical item keys; [`cache`]: the item cache and its freshness rules;
-//!   [`flight`]: concurrent misses share one upstream read.
+//!   [`flight`]: concurrent misses share one upstream read; [`projection`]: projections
+//!   evaluated from cached items.
 //! - [`upstream`]: the pooled, SigV4-signing client to DynamoDB; [`credentials`] keeps its
 //!   identity fresh.
 //! - [`schema`]: table key schemas from DescribeTable.
@@ -38,6 +39,7 @@ pub mod items;
 pub mod keys;
 pub mod metrics;
 pub mod operation;
+pub mod projection;
 pub mod proxy;
 pub mod response;
 pub mod schema;

@@ -445,3 +445,43 @@ async fn concurrent_misses_share_one_upstream_read() {
     assert_eq!(upstream_reads as f64 + coalesced, 8.0);
     assert!(upstream_reads < 8, "no miss was coalesced");
 }
+
+#[tokio::test]
+async fn known_projections_are_answered_from_the_cached_item() {
+    let env = env().await;
+    let item = |v: &str| {
+        json!({"TableName": "orders", "Item": {"pk": {"S": "a"}, "sk": {"N": "1"},
+            "v": {"S": v}, "tags": {"L": [{"S": "t0"}, {"M": {"deep": {"S": v}, "x": {"N": "2"}}}]},
+            "addr": {"M": {"city": {"S": "Oslo"}, "zip": {"S": "0150"}}}}})
+        .to_string()
+    };
+    let projections = [
+        json!({"ProjectionExpression": "v, addr.city"}),
+        json!({"ProjectionExpression": "tags[1].deep, #a.zip", "ExpressionAttributeNames": {"#a": "addr"}}),
+        json!({"AttributesToGet": ["v", "pk"]}),
+    ];
+    let request = |p: &Value| {
+        let mut body = json!({"TableName": "orders", "Key": {"pk": {"S": "a"}, "sk": {"N": "1"}}});
+        body.as_object_mut()
+            .unwrap()
+            .extend(p.as_object().unwrap().clone());
+        body.to_string()
+    };
+    call(&env, "PutItem", &item("one")).await;
+    for p in &projections {
+        // First sight of each projection: DynamoDB answers (and so vouches for it).
+        assert_eq!(
+            cache_header(&call(&env, "GetItem", &request(p)).await),
+            "miss"
+        );
+    }
+    call(&env, "PutItem", &item("two")).await; // replaces the item, dropping cached variants
+    let reads_before = env.relay.count("GetItem");
+    for p in &projections {
+        let local = call(&env, "GetItem", &request(p)).await;
+        assert_eq!(cache_header(&local), "hit", "{p}");
+        let direct = dynamo(&env.upstream.url, "GetItem", &request(p)).await;
+        assert_eq!(local.json(), direct.json(), "{p}");
+    }
+    assert_eq!(env.relay.count("GetItem"), reads_before);
+}
