@@ -33,13 +33,53 @@ const SHARDS: usize = 64;
 /// waits until the shard has doubled, so pruning costs O(1) per write amortised.
 const PRUNE_AT: usize = 256;
 
+/// The whole item, kept as the exact GetItem answer a hit sends (`{"Item":{...}}`, or `{}` when
+/// the item does not exist) with that answer's CRC32: a plain hit copies and computes nothing,
+/// and the item itself is a zero-copy slice of the answer.
+#[derive(Debug, Clone)]
+pub struct Whole {
+    answer: Bytes,
+    crc: u32,
+}
+
+const ITEM_PREFIX: &[u8] = b"{\"Item\":";
+
+impl Whole {
+    /// `item` is the attribute map as DynamoDB returned it (or as written, when that is
+    /// byte-equivalent); `None` = the item does not exist.
+    pub fn new(item: Option<&[u8]>) -> Whole {
+        let answer = match item {
+            Some(item) => {
+                let mut answer = Vec::with_capacity(ITEM_PREFIX.len() + item.len() + 1);
+                answer.extend_from_slice(ITEM_PREFIX);
+                answer.extend_from_slice(item);
+                answer.push(b'}');
+                Bytes::from(answer)
+            }
+            None => Bytes::from_static(b"{}"),
+        };
+        Whole {
+            crc: crc32fast::hash(&answer),
+            answer,
+        }
+    }
+
+    /// The GetItem answer body and its CRC32.
+    pub fn answer(&self) -> (&Bytes, u32) {
+        (&self.answer, self.crc)
+    }
+
+    /// The item's attribute map, or `None` if it does not exist.
+    pub fn item(&self) -> Option<Bytes> {
+        (self.answer.len() > 2).then(|| self.answer.slice(ITEM_PREFIX.len()..self.answer.len() - 1))
+    }
+}
+
 /// What the cache knows about one item.
 #[derive(Debug, Clone)]
 pub struct Cached {
-    /// The whole item: `Some(None)` = known not to exist, `Some(Some(json))` = its attribute
-    /// map exactly as DynamoDB returned it (or as written, when that is byte-equivalent),
-    /// `None` = only projections of it are known.
-    pub full: Option<Option<Bytes>>,
+    /// The whole item, if known (`None` = only projections of it are known).
+    pub whole: Option<Whole>,
     /// Answers to projected reads of this item, by projection; `None` = no such item.
     pub projections: Arc<[(Arc<str>, Option<Bytes>)]>,
     /// Lifetime of this entry (`None` = no time-based expiry).
@@ -51,27 +91,23 @@ pub struct Cached {
 impl Cached {
     /// The answer for `projection` (`None` = the whole item), if known.
     /// The outer `Option` is "known?", the inner is "exists?".
-    pub fn answer(&self, projection: Option<&str>) -> Option<Option<&Bytes>> {
+    pub fn answer(&self, projection: Option<&str>) -> Option<Option<Bytes>> {
         match projection {
-            None => self.full.as_ref().map(Option::as_ref),
+            None => self.whole.as_ref().map(Whole::item),
             Some(p) => {
-                if let Some(None) = self.full {
+                if self.whole.as_ref().is_some_and(|w| w.item().is_none()) {
                     return Some(None); // no item: every projection of it is empty
                 }
                 self.projections
                     .iter()
                     .find(|(q, _)| &**q == p)
-                    .map(|(_, body)| body.as_ref())
+                    .map(|(_, body)| body.clone())
             }
         }
     }
 
     fn weight(&self, key: &ItemKey) -> u32 {
-        let full = self
-            .full
-            .as_ref()
-            .and_then(|f| f.as_ref())
-            .map_or(0, Bytes::len);
+        let full = self.whole.as_ref().map_or(0, |w| w.answer.len());
         let projections: usize = self
             .projections
             .iter()
@@ -242,9 +278,9 @@ impl ItemCache {
     }
 
     /// An entry holding the whole item (`None` = not found).
-    pub fn whole(item: Option<Bytes>) -> Cached {
+    pub fn whole(item: Option<&[u8]>) -> Cached {
         Cached {
-            full: Some(item),
+            whole: Some(Whole::new(item)),
             projections: Arc::new([]),
             ttl: None,
             generations: (0, 0),
@@ -258,13 +294,13 @@ impl ItemCache {
         answer: Option<Bytes>,
     ) -> Cached {
         let (full, mut projections) = match existing {
-            Some(c) => (c.full, c.projections.to_vec()),
+            Some(c) => (c.whole, c.projections.to_vec()),
             None => (None, Vec::new()),
         };
         projections.retain(|(p, _)| *p != projection);
         projections.push((projection, answer));
         Cached {
-            full,
+            whole: full,
             projections: projections.into(),
             ttl: None,
             generations: (0, 0),
@@ -312,7 +348,7 @@ impl ItemCache {
         let generations_held = ticket.generations == self.generations(key.table());
         match outcome {
             WriteOutcome::Item(item) if alone && generations_held => {
-                let mut cached = Self::whole(item);
+                let mut cached = Self::whole(item.as_deref());
                 cached.generations = ticket.generations;
                 cached.ttl = self.config.item_ttl(key.table());
                 self.entries.insert(key.clone(), cached);
@@ -399,7 +435,7 @@ mod tests {
     }
 
     fn full(cache: &ItemCache, k: &ItemKey) -> Option<Option<Bytes>> {
-        cache.get(k).and_then(|c| c.full)
+        cache.get(k).and_then(|c| c.whole).map(|w| w.item())
     }
 
     #[test]
@@ -410,7 +446,7 @@ mod tests {
         let write = cache.begin_write(&k);
         cache.end_write(&k, write, WriteOutcome::Item(body("new")));
         // The slow read arrives with the old value: refused.
-        assert!(!cache.fill(&k, fill, |_| ItemCache::whole(body("old"))));
+        assert!(!cache.fill(&k, fill, |_| ItemCache::whole(Some(b"old"))));
         assert_eq!(full(&cache, &k), Some(body("new")));
     }
 
@@ -420,9 +456,9 @@ mod tests {
         let k = key("a");
         let write = cache.begin_write(&k);
         let fill = cache.begin_fill(&k); // started after the write began, before it ended
-        assert!(!cache.fill(&k, fill, |_| ItemCache::whole(body("old"))));
+        assert!(!cache.fill(&k, fill, |_| ItemCache::whole(Some(b"old"))));
         cache.end_write(&k, write, WriteOutcome::Item(body("new")));
-        assert!(!cache.fill(&k, fill, |_| ItemCache::whole(body("old"))));
+        assert!(!cache.fill(&k, fill, |_| ItemCache::whole(Some(b"old"))));
         assert_eq!(full(&cache, &k), Some(body("new")));
     }
 
@@ -453,12 +489,12 @@ mod tests {
         let cache = cache();
         let k = key("a");
         let fill = cache.begin_fill(&k);
-        assert!(cache.fill(&k, fill, |_| ItemCache::whole(body("x"))));
+        assert!(cache.fill(&k, fill, |_| ItemCache::whole(Some(b"x"))));
         cache.invalidate_table("t");
         assert!(cache.get(&k).is_none());
         let fill = cache.begin_fill(&k);
         cache.invalidate_all();
-        assert!(!cache.fill(&k, fill, |_| ItemCache::whole(body("x"))));
+        assert!(!cache.fill(&k, fill, |_| ItemCache::whole(Some(b"x"))));
     }
 
     #[test]
@@ -473,7 +509,7 @@ mod tests {
             body("{\"v\":1}")
         )));
         let cached = cache.get(&k).unwrap();
-        assert_eq!(cached.answer(Some("v")), Some(body("{\"v\":1}").as_ref()));
+        assert_eq!(cached.answer(Some("v")), Some(body("{\"v\":1}")));
         assert_eq!(cached.answer(None), None);
         let write = cache.begin_write(&k);
         cache.end_write(&k, write, WriteOutcome::Item(body("new")));
@@ -483,6 +519,18 @@ mod tests {
             None,
             "a write dropped the variant"
         );
+    }
+
+    #[test]
+    fn a_whole_item_is_kept_as_its_ready_answer() {
+        let whole = Whole::new(Some(br#"{"pk":{"S":"a"}}"#));
+        let (answer, crc) = whole.answer();
+        assert_eq!(&answer[..], br#"{"Item":{"pk":{"S":"a"}}}"#);
+        assert_eq!(crc, crc32fast::hash(answer));
+        assert_eq!(whole.item().unwrap(), &br#"{"pk":{"S":"a"}}"#[..]);
+        let missing = Whole::new(None);
+        assert_eq!(&missing.answer().0[..], b"{}");
+        assert_eq!(missing.item(), None);
     }
 
     #[test]
@@ -500,5 +548,69 @@ mod tests {
             .map(|s| s.lock().unwrap().stamps.len())
             .sum();
         assert!(held <= SHARDS * PRUNE_AT, "{held} stamps kept");
+    }
+}
+
+#[cfg(test)]
+mod stress {
+    use super::*;
+    use crate::keys::{KeyValue, WireKey};
+    use std::sync::atomic::AtomicU64;
+
+    /// Writers store increasing versions; fillers race them with values read "upstream" at
+    /// their ticket; readers check no read after an acknowledged write sees an older version.
+    #[test]
+    fn acknowledged_writes_are_never_undone_by_racing_fills() {
+        let cache = Arc::new(ItemCache::new(
+            &CacheConfig::default(),
+            Duration::from_secs(10),
+        ));
+        let wire: WireKey = [("pk".to_string(), KeyValue::S("k".into()))].into();
+        let key = ItemKey::new("t", &wire).unwrap();
+        // The "upstream": the latest version applied.
+        let upstream = Arc::new(AtomicU64::new(0));
+        let acked = Arc::new(AtomicU64::new(0));
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let version = |c: &Cached| -> Option<u64> {
+            let item = c.whole.as_ref()?.item()?;
+            std::str::from_utf8(&item).ok()?.parse().ok()
+        };
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                for v in 1..=20_000u64 {
+                    let t = cache.begin_write(&key);
+                    upstream.store(v, Ordering::SeqCst);
+                    cache.end_write(
+                        &key,
+                        t,
+                        WriteOutcome::Item(Some(Bytes::from(v.to_string()))),
+                    );
+                    acked.store(v, Ordering::SeqCst);
+                }
+                done.store(true, Ordering::SeqCst);
+            });
+            for _ in 0..2 {
+                s.spawn(|| {
+                    while !done.load(Ordering::SeqCst) {
+                        let t = cache.begin_fill(&key);
+                        let read = upstream.load(Ordering::SeqCst);
+                        std::thread::yield_now();
+                        cache.fill(&key, t, |_| {
+                            ItemCache::whole(Some(read.to_string().as_bytes()))
+                        });
+                    }
+                });
+            }
+            for _ in 0..2 {
+                s.spawn(|| {
+                    while !done.load(Ordering::SeqCst) {
+                        let floor = acked.load(Ordering::SeqCst);
+                        if let Some(seen) = cache.get(&key).as_ref().and_then(version) {
+                            assert!(seen >= floor, "saw {seen} after {floor} was acknowledged");
+                        }
+                    }
+                });
+            }
+        });
     }
 }

@@ -4,6 +4,7 @@
 //! Each handler reads only the fields it needs; a body it cannot interpret (a shape DynamoDB
 //! will refuse) is forwarded uncached, so DynamoDB words the error and nothing is stored.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
@@ -15,7 +16,7 @@ use serde_json::{Map, Value};
 
 use crate::cache::{FillTicket, ItemCache, WriteOutcome, WriteTicket};
 use crate::error::ProxyError;
-use crate::keys::{ItemKey, WireKey, is_wire_canonical_number};
+use crate::keys::{ItemKey, WireKey, WireKeyRef, is_wire_canonical_number};
 use crate::operation::Operation;
 use crate::projection::Projection;
 use crate::proxy::forward;
@@ -37,16 +38,32 @@ pub type FlightKey = (ItemKey, Option<Arc<str>>, bool);
 // ---------------------------------------------------------------------------------------------
 // Reads
 
+/// The fields of a GetItem the proxy reads, borrowed from the body where possible: this is
+/// parsed on every hit. (No `#[serde(flatten)]`: it would buffer the whole request first.)
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct GetItemInput {
-    table_name: String,
-    key: WireKey,
+struct GetItemInput<'a> {
+    #[serde(borrow)]
+    table_name: Cow<'a, str>,
+    #[serde(borrow)]
+    key: WireKeyRef<'a>,
     #[serde(default)]
     consistent_read: bool,
-    #[serde(flatten)]
-    projection: ProjectionInput,
-    return_consumed_capacity: Option<String>,
+    projection_expression: Option<String>,
+    expression_attribute_names: Option<BTreeMap<String, String>>,
+    attributes_to_get: Option<Vec<String>>,
+    #[serde(borrow)]
+    return_consumed_capacity: Option<Cow<'a, str>>,
+}
+
+impl GetItemInput<'_> {
+    fn projection(&mut self) -> ProjectionInput {
+        ProjectionInput {
+            projection_expression: self.projection_expression.take(),
+            expression_attribute_names: self.expression_attribute_names.take(),
+            attributes_to_get: self.attributes_to_get.take(),
+        }
+    }
 }
 
 /// The parameters that select which attributes a read returns.
@@ -116,49 +133,76 @@ impl ProjectionInput {
     }
 }
 
-fn wants_capacity(rcc: &Option<String>) -> bool {
-    rcc.as_deref().is_some_and(|v| v != "NONE")
+fn wants_capacity(rcc: Option<&str>) -> bool {
+    rcc.is_some_and(|v| v != "NONE")
 }
 
-/// GetItem: from memory when possible; otherwise one shared upstream read that fills the cache.
-pub async fn get_item(state: &State, target: &HeaderValue, body: Bytes) -> Handled {
-    let Some(input) = parse::<GetItemInput>(&body) else {
-        return bypass(state, Operation::GetItem, target, body).await;
-    };
-    let cache = &state.items;
-    if input.consistent_read || !cache.caches(&input.table_name) {
-        return bypass(state, Operation::GetItem, target, body).await;
-    }
-    let Some(key) = ItemKey::new(&input.table_name, &input.key) else {
-        return bypass(state, Operation::GetItem, target, body).await;
-    };
-    let variant = input.projection.variant();
-    let capacity = wants_capacity(&input.return_consumed_capacity);
-    if let Some(cached) = cache.get(&key) {
-        if let Some(item) = cached.answer(variant.as_deref()) {
-            return Ok((
-                get_item_answer(item, &input.table_name, capacity, CacheStatus::Hit),
-                CacheStatus::Hit,
-            ));
-        }
-        // Going further than DAX: a projection DynamoDB has accepted before, of an item whose
-        // whole is cached, is evaluated here.
-        if let (Some(projection), Some(Some(whole))) = (&variant, &cached.full)
-            && cache.knows_projection(&input.table_name, projection)
-            && let Some(projected) = input.projection.apply(whole)
-        {
-            return Ok((
-                get_item_answer(
+/// Answers a request from memory if it can, without any upstream call or await: the hit path.
+/// `None` sends the request down the full path ([`get_item`] and the rest).
+pub fn answer_from_memory(state: &State, op: Operation, body: &[u8]) -> Option<ProxyResponse> {
+    match op {
+        Operation::GetItem => {
+            let mut input = parse::<GetItemInput>(body)?;
+            let cache = &state.items;
+            if input.consistent_read || !cache.caches(&input.table_name) {
+                return None;
+            }
+            let key = ItemKey::from_ref(&input.table_name, &input.key)?;
+            let wanted = input.projection();
+            let variant = wanted.variant();
+            let capacity = wants_capacity(input.return_consumed_capacity.as_deref());
+            let cached = cache.get(&key)?;
+            // The common hit: the whole item, kept as its ready answer.
+            if variant.is_none()
+                && !capacity
+                && let Some(whole) = &cached.whole
+            {
+                let (answer, crc) = whole.answer();
+                return Some(response::generated_with_crc(
+                    StatusCode::OK,
+                    answer.clone(),
+                    crc,
+                    CacheStatus::Hit,
+                ));
+            }
+            if let Some(item) = cached.answer(variant.as_deref()) {
+                return Some(get_item_answer(item.as_ref(), &input.table_name, capacity));
+            }
+            // Going further than DAX: a projection DynamoDB has accepted before, of an item
+            // whose whole is cached, is evaluated here.
+            if let Some(projection) = &variant
+                && let Some(whole) = cached.whole.as_ref().and_then(|w| w.item())
+                && cache.knows_projection(&input.table_name, projection)
+                && let Some(projected) = wanted.apply(&whole)
+            {
+                return Some(get_item_answer(
                     Some(&projected),
                     &input.table_name,
                     capacity,
-                    CacheStatus::Hit,
-                ),
-                CacheStatus::Hit,
-            ));
+                ));
+            }
+            None
         }
+        _ => None,
     }
+}
 
+/// GetItem that memory could not answer: one upstream read, shared by concurrent misses,
+/// whose answer fills the cache.
+pub async fn get_item(state: &State, target: &HeaderValue, body: Bytes) -> Handled {
+    let Some(mut input) = parse::<GetItemInput>(&body) else {
+        return bypass(state, Operation::GetItem, target, body.clone()).await;
+    };
+    let cache = &state.items;
+    if input.consistent_read || !cache.caches(&input.table_name) {
+        return bypass(state, Operation::GetItem, target, body.clone()).await;
+    }
+    let Some(key) = ItemKey::from_ref(&input.table_name, &input.key) else {
+        return bypass(state, Operation::GetItem, target, body.clone()).await;
+    };
+    let variant = input.projection().variant();
+    let capacity = wants_capacity(input.return_consumed_capacity.as_deref());
+    let table = input.table_name.to_string();
     let flight: FlightKey = (key.clone(), variant.clone(), capacity);
     let (fetched, coalesced) = state
         .flights
@@ -169,7 +213,7 @@ pub async fn get_item(state: &State, target: &HeaderValue, body: Bytes) -> Handl
                 && answer.status == StatusCode::OK
             {
                 if let Some(projection) = &variant {
-                    cache.learn_projection(&input.table_name, projection);
+                    cache.learn_projection(&table, projection);
                 }
                 fill_get_item(cache, &key, ticket, variant.clone(), &answer.body);
             }
@@ -204,7 +248,7 @@ fn fill_get_item(
     let item = output.item.map(|raw| body.slice_ref(raw.get().as_bytes()));
     cache.fill(key, ticket, |existing| match variant {
         None => {
-            let mut entry = ItemCache::whole(item);
+            let mut entry = ItemCache::whole(item.as_deref());
             if let Some(existing) = existing {
                 entry.projections = existing.projections;
             }
@@ -215,12 +259,7 @@ fn fill_get_item(
 }
 
 /// A GetItem answer built from a cached item, as DynamoDB shapes it.
-fn get_item_answer(
-    item: Option<&Bytes>,
-    table: &str,
-    capacity: bool,
-    status: CacheStatus,
-) -> ProxyResponse {
+fn get_item_answer(item: Option<&Bytes>, table: &str, capacity: bool) -> ProxyResponse {
     let mut body = Vec::with_capacity(item.map_or(2, |i| i.len() + 10) + 64);
     body.push(b'{');
     if let Some(item) = item {
@@ -234,7 +273,7 @@ fn get_item_answer(
         push_zero_capacity(&mut body, table);
     }
     body.push(b'}');
-    response::generated(StatusCode::OK, Bytes::from(body), status)
+    response::generated(StatusCode::OK, Bytes::from(body), CacheStatus::Hit)
 }
 
 /// `"ConsumedCapacity":{"TableName":T,"CapacityUnits":0.0}`: a hit costs the table nothing.
@@ -320,7 +359,7 @@ pub async fn batch_get_item(state: &State, target: &HeaderValue, body: Bytes) ->
         }
         tables.push(table);
     }
-    let capacity = wants_capacity(&input.return_consumed_capacity);
+    let capacity = wants_capacity(input.return_consumed_capacity.as_deref());
 
     if tables.iter().all(|t| t.misses.is_empty()) {
         let answer = merge_batch(&tables, None, capacity);
@@ -410,7 +449,7 @@ fn fill_batch_table(
         let variant = table.variant.clone();
         cache.fill(key, ticket, |existing| match variant {
             None => {
-                let mut entry = ItemCache::whole(item);
+                let mut entry = ItemCache::whole(item.as_deref());
                 if let Some(existing) = existing {
                     entry.projections = existing.projections;
                 }

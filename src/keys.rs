@@ -22,6 +22,25 @@ pub enum KeyValue {
 /// A wire key: attribute name -> value, ordered by name.
 pub type WireKey = BTreeMap<String, KeyValue>;
 
+/// A key value borrowed from the request body where possible (the hit path's zero-copy form).
+#[derive(Debug, Clone, Deserialize)]
+pub enum KeyValueRef<'a> {
+    S(#[serde(borrow)] std::borrow::Cow<'a, str>),
+    N(#[serde(borrow)] std::borrow::Cow<'a, str>),
+    B(#[serde(borrow)] std::borrow::Cow<'a, str>),
+}
+
+/// A wire key borrowed from the request body.
+pub type WireKeyRef<'a> = BTreeMap<std::borrow::Cow<'a, str>, KeyValueRef<'a>>;
+
+/// The three types a key attribute can have.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    S,
+    N,
+    B,
+}
+
 /// An item's identity in the cache: table and canonical primary key, as one byte string.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ItemKey(Arc<[u8]>);
@@ -30,28 +49,65 @@ impl ItemKey {
     /// The key of the item named by `key` in `table`; `None` if a value is not a valid key
     /// value (DynamoDB will refuse the request, so nothing is cached).
     pub fn new(table: &str, key: &WireKey) -> Option<ItemKey> {
-        if key.is_empty() {
-            return None;
-        }
-        let mut out = Vec::with_capacity(table.len() + 32);
+        ItemKey::from_parts(
+            table,
+            key.iter().map(|(name, value)| {
+                let value = match value {
+                    KeyValue::S(v) => (Kind::S, v.as_str()),
+                    KeyValue::N(v) => (Kind::N, v.as_str()),
+                    KeyValue::B(v) => (Kind::B, v.as_str()),
+                };
+                (name.as_str(), value)
+            }),
+        )
+    }
+
+    /// As [`ItemKey::new`], from a key borrowed from the request body.
+    pub fn from_ref(table: &str, key: &WireKeyRef<'_>) -> Option<ItemKey> {
+        ItemKey::from_parts(
+            table,
+            key.iter().map(|(name, value)| {
+                let value = match value {
+                    KeyValueRef::S(v) => (Kind::S, &**v),
+                    KeyValueRef::N(v) => (Kind::N, &**v),
+                    KeyValueRef::B(v) => (Kind::B, &**v),
+                };
+                (&**name, value)
+            }),
+        )
+    }
+
+    /// Attributes must come in name order (as a `BTreeMap` yields them).
+    fn from_parts<'k>(
+        table: &str,
+        key: impl Iterator<Item = (&'k str, (Kind, &'k str))>,
+    ) -> Option<ItemKey> {
+        let mut out = Vec::with_capacity(table.len() + 48);
         push_field(&mut out, table.as_bytes());
-        for (name, value) in key {
+        let mut any = false;
+        for (name, (kind, value)) in key {
+            any = true;
             push_field(&mut out, name.as_bytes());
-            match value {
-                KeyValue::S(s) => {
+            match kind {
+                Kind::S => {
                     out.push(b'S');
-                    push_field(&mut out, s.as_bytes());
+                    push_field(&mut out, value.as_bytes());
                 }
-                KeyValue::N(n) => {
+                Kind::N => {
                     out.push(b'N');
-                    push_field(&mut out, canonical_number(n)?.as_bytes());
+                    push_field(&mut out, canonical_number(value)?.as_bytes());
                 }
-                KeyValue::B(b) => {
+                Kind::B => {
                     out.push(b'B');
-                    let bytes = base64::engine::general_purpose::STANDARD.decode(b).ok()?;
+                    let bytes = base64::engine::general_purpose::STANDARD
+                        .decode(value)
+                        .ok()?;
                     push_field(&mut out, &bytes);
                 }
             }
+        }
+        if !any {
+            return None;
         }
         Some(ItemKey(out.into()))
     }

@@ -88,9 +88,12 @@ pub async fn run(
         }
     });
 
-    let admin_state = state.clone();
+    // One Arc per request instead of a clone of every field of State.
+    let shared = std::sync::Arc::new(state.clone());
+    let admin_state = shared.clone();
     let admin_task = tokio::spawn(server::serve(
         admin,
+        0,
         admin_limits,
         state.metrics.clone(),
         stop_admin.clone(),
@@ -99,9 +102,11 @@ pub async fn run(
             async move { admin::handle(&state, request).await }
         },
     ));
-    let data_state = state.clone();
+    let data_state = shared;
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     let data_task = tokio::spawn(server::serve(
         data,
+        workers,
         data_limits,
         state.metrics.clone(),
         stop_data.clone(),

@@ -4,11 +4,16 @@
 //! Latency buckets start at 10 µs because a cache hit takes tens of microseconds.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// From 10 µs to 10 s: resolves a hit, a DynamoDB round trip and a stuck upstream.
+use std::sync::OnceLock;
+
+use crate::operation::Operation;
+use crate::response::CacheStatus;
+
 const LATENCY_BUCKETS: &[f64] = &[
     0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025,
     0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -36,7 +41,18 @@ pub struct Metrics {
     pub rejected_connections: IntCounter,
     /// Misses that shared another request's upstream read instead of making their own.
     pub coalesced_misses: IntCounter,
+    /// `requests` and `request_duration` resolved once per (operation, result), on first use,
+    /// so the hot path indexes an array instead of hashing label strings under a lock (and
+    /// series that never happened are not exported).
+    per_request: Vec<OnceLock<(IntCounter, Histogram)>>,
 }
+
+const RESULTS: [CacheStatus; 4] = [
+    CacheStatus::Hit,
+    CacheStatus::Miss,
+    CacheStatus::Bypass,
+    CacheStatus::Error,
+];
 
 impl Metrics {
     pub fn new() -> Metrics {
@@ -127,7 +143,11 @@ impl Metrics {
         ] {
             registry.register(collector).expect("names are unique");
         }
+        let per_request = (0..Operation::ALL.len() * RESULTS.len())
+            .map(|_| OnceLock::new())
+            .collect();
         Metrics {
+            per_request,
             registry,
             requests,
             request_duration,
@@ -139,6 +159,20 @@ impl Metrics {
             rejected_connections,
             coalesced_misses,
         }
+    }
+
+    /// Counts one answered request and its latency.
+    pub fn record_request(&self, op: Operation, result: CacheStatus, seconds: f64) {
+        let index = op as usize * RESULTS.len() + result as usize;
+        let (count, duration) = self.per_request[index].get_or_init(|| {
+            let labels = [op.name(), result.as_str()];
+            (
+                self.requests.with_label_values(&labels),
+                self.request_duration.with_label_values(&labels),
+            )
+        });
+        count.inc();
+        duration.observe(seconds);
     }
 
     /// The Prometheus text exposition of every metric.
@@ -154,5 +188,45 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recorded_requests_land_on_their_own_labels() {
+        let metrics = Metrics::new();
+        for op in Operation::ALL {
+            for result in RESULTS {
+                metrics.record_request(*op, result, 0.001);
+            }
+        }
+        metrics.record_request(Operation::GetItem, CacheStatus::Hit, 0.000_02);
+        let text = metrics.render();
+        let value = |sample: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(sample)?.trim().parse::<f64>().ok())
+                .unwrap_or_else(|| panic!("{sample} missing"))
+        };
+        assert_eq!(
+            value(r#"dynamo_cache_requests_total{op="GetItem",result="hit"}"#),
+            2.0
+        );
+        assert_eq!(
+            value(r#"dynamo_cache_requests_total{op="Other",result="error"}"#),
+            1.0
+        );
+        assert_eq!(
+            value(r#"dynamo_cache_requests_total{op="ListStreams",result="bypass"}"#),
+            1.0
+        );
+        assert_eq!(
+            value(
+                r#"dynamo_cache_request_duration_seconds_bucket{op="GetItem",result="hit",le="0.000025"}"#
+            ),
+            1.0
+        );
     }
 }

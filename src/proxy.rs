@@ -42,14 +42,7 @@ pub async fn handle(state: &State, request: Request<Incoming>) -> ProxyResponse 
         }
     };
     let elapsed = started.elapsed();
-    metrics
-        .requests
-        .with_label_values(&[op.name(), result.as_str()])
-        .inc();
-    metrics
-        .request_duration
-        .with_label_values(&[op.name(), result.as_str()])
-        .observe(elapsed.as_secs_f64());
+    metrics.record_request(op, result, elapsed.as_secs_f64());
     metrics.inflight.dec();
     tracing::debug!(
         op = op.name(),
@@ -122,12 +115,39 @@ async fn serve(
         .await
         .map_err(|_| fail(ProxyError::BodyTooLarge { limit }))?
         .to_bytes();
+
+    // 3. Answer from memory: no await, no upstream. (A body it could read is valid JSON.)
+    if let Some(response) = items::answer_from_memory(state, op, &body) {
+        return Ok(Answer {
+            op,
+            response,
+            cache: CacheStatus::Hit,
+        });
+    }
     if op.proxy_reads_body() && !is_json_object(&body) {
         return Err(fail(ProxyError::Serialization));
     }
 
-    // 3. Answer from memory, or go upstream and keep the cache in step.
-    let (response, cache) = match op {
+    // 4. Go upstream and keep the cache in step. Boxed: this future carries the upstream
+    //    client's state, far larger than the hit path needs to move around.
+    let (response, cache) = Box::pin(upstream_path(state, op, raw_target, body))
+        .await
+        .map_err(fail)?;
+    Ok(Answer {
+        op,
+        response,
+        cache,
+    })
+}
+
+/// The part of the path that may go upstream, by operation.
+async fn upstream_path(
+    state: &State,
+    op: Operation,
+    raw_target: &http::HeaderValue,
+    body: Bytes,
+) -> items::Handled {
+    match op {
         Operation::GetItem => items::get_item(state, raw_target, body).await,
         Operation::BatchGetItem => items::batch_get_item(state, raw_target, body).await,
         Operation::PutItem => items::put_item(state, raw_target, body).await,
@@ -143,12 +163,6 @@ async fn serve(
         | Operation::ExecuteTransaction => items::partiql(state, op, raw_target, body).await,
         _ => items::bypass(state, op, raw_target, body).await,
     }
-    .map_err(fail)?;
-    Ok(Answer {
-        op,
-        response,
-        cache,
-    })
 }
 
 /// Sends a request upstream, recording the exchange in metrics.

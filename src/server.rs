@@ -1,7 +1,8 @@
 //! Accepting connections: HTTP/1.1 with keep-alive, a cap on open connections, a header read
 //! timeout, and a graceful drain when told to stop.
 //!
-//! Both listeners (data and admin) use [`serve`]; they differ only in the handler.
+//! Both listeners (data and admin) use [`serve`]; they differ in the handler and in whether
+//! connections are dealt to per-core worker threads.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -18,7 +19,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::ProxyError;
@@ -36,8 +37,15 @@ pub struct ListenerLimits {
 /// Serves `listener` with `handler` until `stop` is cancelled, then stops accepting, lets
 /// in-flight requests finish (closing idle keep-alive connections), and returns once all
 /// connections are done or `drain_timeout` has passed.
+///
+/// With `workers > 0`, connections are served on that many threads, each with its own
+/// single-threaded runtime, dealt to them round-robin by this task, which only accepts: a
+/// connection lives and dies on one thread, with no work stealing or cross-thread wake-ups on
+/// the hot path (nginx's worker model). With `workers == 0` they are served on the caller's
+/// runtime (the admin listener).
 pub async fn serve<H, F>(
     listener: TcpListener,
+    workers: usize,
     limits: ListenerLimits,
     metrics: Arc<Metrics>,
     stop: CancellationToken,
@@ -46,13 +54,39 @@ pub async fn serve<H, F>(
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = ProxyResponse> + Send + 'static,
 {
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
-    let graceful = GracefulShutdown::new();
-    let mut http = http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .keep_alive(true)
-        .header_read_timeout(limits.header_read_timeout);
+    let mut lanes = Vec::new();
+    let mut finished = Vec::new();
+    for worker in 0..workers.max(1) {
+        let (lane, connections) = mpsc::unbounded_channel::<Accepted>();
+        let (done, done_rx) = oneshot::channel::<()>();
+        let (metrics, handler) = (metrics.clone(), handler.clone());
+        let drive = async move {
+            drive(connections, limits, metrics, handler).await;
+            let _ = done.send(());
+        };
+        if workers == 0 {
+            tokio::spawn(drive);
+        } else {
+            let thread = std::thread::Builder::new()
+                .name(format!("dynamo-cache-{worker}"))
+                .spawn(move || {
+                    tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .expect("a worker runtime")
+                        .block_on(drive)
+                });
+            if let Err(err) = thread {
+                tracing::error!(error = %err, "cannot start a worker thread");
+                continue;
+            }
+        }
+        lanes.push(lane);
+        finished.push(done_rx);
+    }
 
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let mut next = 0usize;
     loop {
         let (stream, peer) = tokio::select! {
             _ = stop.cancelled() => break,
@@ -72,6 +106,52 @@ pub async fn serve<H, F>(
             tokio::spawn(refuse(stream, limits.max_connections));
             continue;
         };
+        // Handed over as a plain socket: the worker registers it with its own runtime.
+        let Ok(stream) = stream.into_std() else {
+            continue;
+        };
+        if lanes.is_empty() {
+            break; // no worker could start; dropping the socket refuses the client
+        }
+        let _ = lanes[next % lanes.len()].send(Accepted { stream, peer, slot });
+        next = next.wrapping_add(1);
+    }
+    drop(listener);
+    drop(lanes); // each worker drains its connections once its lane closes
+    for done in finished {
+        let _ = done.await;
+    }
+}
+
+/// A connection on its way from the acceptor to a worker.
+struct Accepted {
+    stream: std::net::TcpStream,
+    peer: std::net::SocketAddr,
+    /// Held for the connection's life: the shared connection limit.
+    slot: OwnedSemaphorePermit,
+}
+
+/// One worker: serves the connections dealt to it until its lane closes, then drains them.
+async fn drive<H, F>(
+    mut connections: mpsc::UnboundedReceiver<Accepted>,
+    limits: ListenerLimits,
+    metrics: Arc<Metrics>,
+    handler: H,
+) where
+    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = ProxyResponse> + Send + 'static,
+{
+    let graceful = GracefulShutdown::new();
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .keep_alive(true)
+        // DynamoDB answers are small: one flattened buffer per response beats scattered writes.
+        .writev(false)
+        .header_read_timeout(limits.header_read_timeout);
+    while let Some(Accepted { stream, peer, slot }) = connections.recv().await {
+        let Ok(stream) = TcpStream::from_std(stream) else {
+            continue;
+        };
         let handler = handler.clone();
         let service = service_fn(move |request| {
             let response = handler(request);
@@ -88,7 +168,6 @@ pub async fn serve<H, F>(
             drop(slot);
         });
     }
-    drop(listener);
     if tokio::time::timeout(limits.drain_timeout, graceful.shutdown())
         .await
         .is_err()

@@ -71,20 +71,27 @@ async fn no_read_after_an_acknowledged_write_sees_an_older_version() {
                 let floor = acked[k].load(Ordering::SeqCst);
                 let key = json!({"pk": {"S": format!("k{k}")}, "sk": {"N": "0"}});
                 // Mostly GetItem; every third read of reader 0 goes through BatchGetItem.
-                let seen = if r == 0 && reads.is_multiple_of(3) {
+                let (op, answer) = if r == 0 && reads.is_multiple_of(3) {
                     let body = json!({"RequestItems": {"hot": {"Keys": [key]}}});
-                    let answer = dynamo(&url, "BatchGetItem", &body.to_string()).await;
-                    answer.json()["Responses"]["hot"]
+                    (
+                        "BatchGetItem",
+                        dynamo(&url, "BatchGetItem", &body.to_string()).await,
+                    )
+                } else {
+                    let body = json!({"TableName": "hot", "Key": key});
+                    ("GetItem", dynamo(&url, "GetItem", &body.to_string()).await)
+                };
+                let seen = match op {
+                    "GetItem" => version_of(&answer.json()["Item"]),
+                    _ => answer.json()["Responses"]["hot"]
                         .as_array()
                         .and_then(|items| items.first())
                         .map(version_of)
-                        .unwrap_or(0)
-                } else {
-                    let body = json!({"TableName": "hot", "Key": key});
-                    version_of(&dynamo(&url, "GetItem", &body.to_string()).await.json()["Item"])
+                        .unwrap_or(0),
                 };
                 if seen < floor {
-                    violations.push((k, floor, seen));
+                    let how = answer.header("x-dynamo-cache").unwrap_or("").to_string();
+                    violations.push((k, floor, seen, op, how));
                 }
                 reads += 1;
             }
@@ -107,7 +114,7 @@ async fn no_read_after_an_acknowledged_write_sees_an_older_version() {
     assert!(
         violations.is_empty(),
         "{} of {total_reads} reads saw a version older than one already acknowledged \
-         (key, acknowledged, seen): {:?}",
+         (key, acknowledged, seen, operation, x-dynamo-cache): {:?}",
         violations.len(),
         &violations[..violations.len().min(10)]
     );

@@ -244,14 +244,23 @@ async fn projected_reads_return_only_what_they_ask_and_die_with_their_item() {
         json!({"Item": {"secret": {"S": "s"}}})
     );
 
+    // A write that stores the new item: the projection is evaluated from it, fresh.
     call(&env, "PutItem", &put("a", "1", "two")).await;
     let after = call(&env, "GetItem", &projected).await;
+    assert_eq!(cache_header(&after), "hit");
+    assert_eq!(after.json(), json!({"Item": {"v": {"S": "two"}}}));
+
+    // A write that only drops the item: the projection died with it.
+    let transact = json!({"TransactItems": [{"Put": {"TableName": "orders",
+        "Item": {"pk": {"S": "a"}, "sk": {"N": "1"}, "v": {"S": "three"}}}}]});
+    call(&env, "TransactWriteItems", &transact.to_string()).await;
+    let dropped = call(&env, "GetItem", &projected).await;
     assert_eq!(
-        cache_header(&after),
+        cache_header(&dropped),
         "miss",
         "the write dropped the projection"
     );
-    assert_eq!(after.json(), json!({"Item": {"v": {"S": "two"}}}));
+    assert_eq!(dropped.json(), json!({"Item": {"v": {"S": "three"}}}));
 }
 
 #[tokio::test]

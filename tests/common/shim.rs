@@ -31,8 +31,15 @@ pub enum Reply {
     },
     /// Never answers.
     Hang,
-    /// Relays to a real upstream at this URL, after a random delay of up to `jitter_ms`.
-    Relay { to: String, jitter_ms: u64 },
+    /// Relays to a real upstream at this URL, after a random delay of up to `jitter_ms`, plus
+    /// `slow_ms` for requests whose target ends with `slow_op` (read upstream first, so the
+    /// answer is as of the request's arrival, and delivered late).
+    Relay {
+        to: String,
+        jitter_ms: u64,
+        slow_op: &'static str,
+        slow_ms: u64,
+    },
 }
 
 pub struct Shim {
@@ -59,11 +66,12 @@ impl Shim {
                     async move {
                         let (parts, body) = req.into_parts();
                         let body = body.collect().await.unwrap().to_bytes();
-                        seen.lock().unwrap().push(Seen {
+                        let request = Seen {
                             method: parts.method,
                             headers: parts.headers,
                             body,
-                        });
+                        };
+                        seen.lock().unwrap().push(request.clone());
                         let reply = reply.lock().unwrap().clone();
                         match reply {
                             Reply::Fixed {
@@ -82,8 +90,12 @@ impl Shim {
                                 tokio::time::sleep(Duration::from_secs(3600)).await;
                                 unreachable!()
                             }
-                            Reply::Relay { to, jitter_ms } => {
-                                let request = seen.lock().unwrap().last().cloned().unwrap();
+                            Reply::Relay {
+                                to,
+                                jitter_ms,
+                                slow_op,
+                                slow_ms,
+                            } => {
                                 let mut out = http::Request::builder()
                                     .method(request.method)
                                     .uri(format!("{to}/"));
@@ -100,8 +112,16 @@ impl Shim {
                                 let answer = client.request(out).await.unwrap();
                                 let (parts, body) = answer.into_parts();
                                 let body = body.collect().await.unwrap().to_bytes();
-                                if jitter_ms > 0 {
-                                    let pause = fastrand::u64(0..=jitter_ms);
+                                let mut pause = fastrand::u64(0..=jitter_ms);
+                                let target = request.headers.get("x-amz-target");
+                                if !slow_op.is_empty()
+                                    && target.is_some_and(|t| {
+                                        t.to_str().unwrap_or("").ends_with(slow_op)
+                                    })
+                                {
+                                    pause += slow_ms;
+                                }
+                                if pause > 0 {
                                     tokio::time::sleep(Duration::from_millis(pause)).await;
                                 }
                                 let mut resp = http::Response::from_parts(parts, Full::new(body));
@@ -130,6 +150,19 @@ impl Shim {
         Shim::start(Reply::Relay {
             to: to.to_string(),
             jitter_ms,
+            slow_op: "",
+            slow_ms: 0,
+        })
+        .await
+    }
+
+    /// A relay that delivers `op`'s answers `slow_ms` late.
+    pub async fn slow_relay(to: &str, op: &'static str, slow_ms: u64) -> Shim {
+        Shim::start(Reply::Relay {
+            to: to.to_string(),
+            jitter_ms: 0,
+            slow_op: op,
+            slow_ms,
         })
         .await
     }

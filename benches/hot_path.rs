@@ -1,0 +1,69 @@
+//! The pieces every cached read runs: classifying the target, deriving the canonical key from
+//! the request body, and the cache lookup (hit and miss).
+//!
+//! `cargo bench --bench hot_path`
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use dynamo_cache::cache::ItemCache;
+use dynamo_cache::config::CacheConfig;
+use dynamo_cache::keys::{ItemKey, WireKey};
+use dynamo_cache::operation::Target;
+
+const BODY: &[u8] =
+    br#"{"TableName":"orders","Key":{"pk":{"S":"customer#12345"},"sk":{"N":"1700000000.25"}}}"#;
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct Get {
+    table_name: String,
+    key: WireKey,
+}
+
+fn key_of(body: &[u8]) -> ItemKey {
+    let get: Get = serde_json::from_slice(body).unwrap();
+    ItemKey::new(&get.table_name, &get.key).unwrap()
+}
+
+fn bench(c: &mut Criterion) {
+    c.bench_function("classify target", |b| {
+        b.iter(|| Target::parse(black_box("DynamoDB_20120810.GetItem")))
+    });
+    c.bench_function("derive key from GetItem body", |b| {
+        b.iter(|| key_of(black_box(BODY)))
+    });
+
+    let cache = ItemCache::new(&CacheConfig::default(), Duration::from_secs(10));
+    for i in 0..100_000 {
+        let body = format!(
+            r#"{{"TableName":"orders","Key":{{"pk":{{"S":"customer#{i}"}},"sk":{{"N":"1700000000.25"}}}}}}"#
+        );
+        let key = key_of(body.as_bytes());
+        let ticket = cache.begin_fill(&key);
+        cache.fill(&key, ticket, |_| ItemCache::whole(Some(&[b'x'; 400])));
+    }
+    let present = key_of(
+        br#"{"TableName":"orders","Key":{"pk":{"S":"customer#777"},"sk":{"N":"1700000000.25"}}}"#,
+    );
+    let absent = key_of(BODY);
+    c.bench_function("lookup hit (100k entries)", |b| {
+        b.iter(|| cache.get(black_box(&present)).unwrap())
+    });
+    c.bench_function("lookup miss (100k entries)", |b| {
+        b.iter(|| cache.get(black_box(&absent)))
+    });
+    c.bench_function("derive key + lookup hit", |b| {
+        b.iter(|| {
+            cache
+                .get(&key_of(black_box(
+                    br#"{"TableName":"orders","Key":{"pk":{"S":"customer#777"},"sk":{"N":"1700000000.25"}}}"#,
+                )))
+                .unwrap()
+        })
+    });
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
