@@ -307,6 +307,16 @@ impl ItemCache {
         }
     }
 
+    /// The last write stamp of `key` (0 if no write is remembered). It changes whenever a write
+    /// starts or ends, so two readers that saw the same stamp have seen the same writes: only
+    /// those may share one upstream read (a reader that arrives after a write was acknowledged
+    /// must not be handed an answer read before it).
+    pub fn write_stamp(&self, key: &ItemKey) -> u64 {
+        let hash = self.hasher.hash_one(key);
+        let shard = self.shard(hash).lock().expect("lock poisoned");
+        shard.stamps.get(&hash).map_or(0, |s| s.last)
+    }
+
     /// Marks the start of a write to `key`: from now until [`ItemCache::end_write`], no fill
     /// that started earlier can store.
     pub fn begin_write(&self, key: &ItemKey) -> WriteTicket {

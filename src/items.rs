@@ -31,9 +31,10 @@ pub type Handled = Result<(ProxyResponse, CacheStatus), ProxyError>;
 /// The shared result of one upstream read for a single-flight group.
 pub type Fetched = Arc<Result<UpstreamResponse, ProxyError>>;
 
-/// Key of a single-flight group: the item, the projection, and whether capacity is reported
-/// (requests that differ in what the answer contains never share one).
-pub type FlightKey = (ItemKey, Option<Arc<str>>, bool);
+/// Key of a single-flight group: the item, the projection, whether capacity is reported
+/// (requests that differ in what the answer contains never share one), and the key's write
+/// stamp (requests that have seen different writes never share one).
+pub type FlightKey = (ItemKey, Option<Arc<str>>, bool, u64);
 
 // ---------------------------------------------------------------------------------------------
 // Reads
@@ -203,7 +204,12 @@ pub async fn get_item(state: &State, target: &HeaderValue, body: Bytes) -> Handl
     let variant = input.projection().variant();
     let capacity = wants_capacity(input.return_consumed_capacity.as_deref());
     let table = input.table_name.to_string();
-    let flight: FlightKey = (key.clone(), variant.clone(), capacity);
+    let flight: FlightKey = (
+        key.clone(),
+        variant.clone(),
+        capacity,
+        cache.write_stamp(&key),
+    );
     let (fetched, coalesced) = state
         .flights
         .run(&flight, || async {

@@ -126,3 +126,50 @@ async fn no_read_after_an_acknowledged_write_sees_an_older_version() {
         "the cache served nothing: the test proved nothing"
     );
 }
+
+/// A read that arrives after a write was acknowledged must not share an upstream read that
+/// began before the write (single flight must respect read-your-writes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_never_joins_a_read_older_than_a_write_it_saw_acknowledged() {
+    let upstream = Upstream::start().await;
+    let relay = Shim::slow_relay(&upstream.url, ".GetItem", 300).await;
+    let proxy = Proxy::start(&relay.url).await;
+    create_table(&sdk(&upstream.url), "hot").await;
+    let get = json!({"TableName": "hot", "Key": {"pk": {"S": "k"}, "sk": {"N": "0"}}}).to_string();
+    let put = |ver: u64| {
+        json!({"TableName": "hot", "Item": {"pk": {"S": "k"}, "sk": {"N": "0"},
+            "ver": {"N": ver.to_string()}}})
+        .to_string()
+    };
+    dynamo(&upstream.url, "PutItem", &put(1)).await; // v1, around the proxy: nothing cached
+
+    // Reader A: a miss whose upstream read sees v1 and is delivered 300 ms later.
+    let early = {
+        let (url, get) = (proxy.url.clone(), get.clone());
+        tokio::spawn(async move { dynamo(&url, "GetItem", &get).await })
+    };
+    // Let A's read reach the upstream, then write v2 through the proxy and wait for the ack.
+    // A transaction drops the key rather than storing v2, so reader B must go upstream.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while relay.count("GetItem") == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "reader A never went upstream"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let transact =
+        json!({"TransactItems": [{"Put": serde_json::from_str::<Value>(&put(2)).unwrap()}]});
+    let ack = dynamo(&proxy.url, "TransactWriteItems", &transact.to_string()).await;
+    assert_eq!(ack.status, 200, "{:?}", ack.body);
+
+    // Reader B starts after v2's ack, while A's read is still in flight.
+    let late = dynamo(&proxy.url, "GetItem", &get).await;
+    assert_eq!(
+        version_of(&late.json()["Item"]),
+        2,
+        "a read after the acknowledged write saw an older version"
+    );
+    let early = early.await.unwrap();
+    assert!(version_of(&early.json()["Item"]) >= 1);
+}
