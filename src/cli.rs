@@ -56,6 +56,9 @@ pub struct ServeArgs {
     /// AWS region to sign for [default: the AWS region chain, then us-east-1].
     #[arg(long, env = "DYNAMO_CACHE_REGION")]
     pub region: Option<String>,
+    /// Threads serving client connections; 0 = one per core [default: 0].
+    #[arg(long, env = "DYNAMO_CACHE_WORKERS")]
+    pub workers: Option<usize>,
     /// Maximum open client connections [default: 4096].
     #[arg(long, env = "DYNAMO_CACHE_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
@@ -92,6 +95,9 @@ impl ServeArgs {
         }
         if let Some(region) = &self.region {
             config.region = Some(region.clone());
+        }
+        if let Some(n) = self.workers {
+            config.workers = n;
         }
         if let Some(n) = self.max_connections {
             config.limits.max_connections = n;

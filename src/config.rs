@@ -35,6 +35,8 @@ pub struct Config {
     pub upstream: Option<String>,
     /// Signing region; `None` means the AWS region chain, then [`FALLBACK_REGION`].
     pub region: Option<String>,
+    /// Threads serving client connections; 0 = one per available core (cgroup-aware).
+    pub workers: usize,
     /// Bounds that protect the proxy from its callers and from a slow upstream.
     pub limits: Limits,
     /// What is cached and for how long.
@@ -126,6 +128,7 @@ impl Default for Config {
             admin_listen: DEFAULT_ADMIN_LISTEN.parse().expect("valid default"),
             upstream: None,
             region: None,
+            workers: 0,
             limits: Limits::default(),
             cache: CacheConfig::default(),
         }
@@ -249,6 +252,14 @@ impl Config {
         match &self.upstream {
             Some(url) => url.trim_end_matches('/').to_string(),
             None => format!("https://dynamodb.{region}.amazonaws.com"),
+        }
+    }
+
+    /// How many worker threads serve client connections.
+    pub fn worker_threads(&self) -> usize {
+        match self.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
         }
     }
 

@@ -103,7 +103,7 @@ pub async fn run(
         },
     ));
     let data_state = shared;
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let workers = config.worker_threads();
     let data_task = tokio::spawn(server::serve(
         data,
         workers,

@@ -79,7 +79,9 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
         admin = %admin_addr,
         upstream = state.upstream.url(),
         region = %region,
+        workers = state.config.worker_threads(),
         max_connections = state.config.limits.max_connections,
+        cache_bytes = state.config.cache.item_max_bytes,
         "dynamo-cache started"
     );
     // One line on stdout with the real addresses (port 0 resolved), for people and harnesses.
