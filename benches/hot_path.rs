@@ -9,22 +9,25 @@ use std::time::Duration;
 use criterion::{Criterion, criterion_group, criterion_main};
 use dynamo_cache::cache::ItemCache;
 use dynamo_cache::config::CacheConfig;
-use dynamo_cache::keys::{ItemKey, WireKey};
+use dynamo_cache::keys::{ItemKey, WireKeyRef};
 use dynamo_cache::operation::Target;
 
 const BODY: &[u8] =
     br#"{"TableName":"orders","Key":{"pk":{"S":"customer#12345"},"sk":{"N":"1700000000.25"}}}"#;
 
+/// The fields the hit path reads, borrowed from the body as the proxy borrows them.
 #[derive(serde::Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct Get {
-    table_name: String,
-    key: WireKey,
+struct Get<'a> {
+    #[serde(borrow)]
+    table_name: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    key: WireKeyRef<'a>,
 }
 
 fn key_of(body: &[u8]) -> ItemKey {
     let get: Get = serde_json::from_slice(body).unwrap();
-    ItemKey::new(&get.table_name, &get.key).unwrap()
+    ItemKey::from_ref(&get.table_name, &get.key).unwrap()
 }
 
 fn bench(c: &mut Criterion) {
