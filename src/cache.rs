@@ -277,6 +277,28 @@ impl ItemCache {
         true
     }
 
+    /// Stores what a read returned (see [`ItemCache::fill`]): the whole item when
+    /// `projection` is `None`, keeping the projections already known; otherwise one more
+    /// projection of the item.
+    pub fn fill_answer(
+        &self,
+        key: &ItemKey,
+        ticket: FillTicket,
+        projection: Option<Arc<str>>,
+        item: Option<Bytes>,
+    ) -> bool {
+        self.fill(key, ticket, |existing| match projection {
+            None => {
+                let mut entry = Self::whole(item.as_deref());
+                if let Some(existing) = existing {
+                    entry.projections = existing.projections;
+                }
+                entry
+            }
+            Some(projection) => Self::with_projection(existing, projection, item),
+        })
+    }
+
     /// An entry holding the whole item (`None` = not found).
     pub fn whole(item: Option<&[u8]>) -> Cached {
         Cached {

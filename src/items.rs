@@ -252,16 +252,7 @@ fn fill_get_item(
         return; // not what DynamoDB sends: never cache what we cannot read
     };
     let item = output.item.map(|raw| body.slice_ref(raw.get().as_bytes()));
-    cache.fill(key, ticket, |existing| match variant {
-        None => {
-            let mut entry = ItemCache::whole(item.as_deref());
-            if let Some(existing) = existing {
-                entry.projections = existing.projections;
-            }
-            entry
-        }
-        Some(projection) => ItemCache::with_projection(existing, projection, item),
-    });
+    cache.fill_answer(key, ticket, variant, item);
 }
 
 /// A GetItem answer built from a cached item, as DynamoDB shapes it.
@@ -451,18 +442,7 @@ fn fill_batch_table(
         if unprocessed.contains(key) {
             continue;
         }
-        let item = found.remove(key);
-        let variant = table.variant.clone();
-        cache.fill(key, ticket, |existing| match variant {
-            None => {
-                let mut entry = ItemCache::whole(item.as_deref());
-                if let Some(existing) = existing {
-                    entry.projections = existing.projections;
-                }
-                entry
-            }
-            Some(projection) => ItemCache::with_projection(existing, projection, item),
-        });
+        cache.fill_answer(key, ticket, table.variant.clone(), found.remove(key));
     }
 }
 
