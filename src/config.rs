@@ -47,7 +47,25 @@ pub struct Config {
 pub const DEFAULT_ITEM_TTL_MS: u64 = 5 * 60 * 1000;
 pub const DEFAULT_ITEM_MAX_BYTES: u64 = 256 * 1024 * 1024;
 
-/// The item cache's budget and lifetimes.
+/// DAX's default query TTL; 0 turns the query cache off.
+pub const DEFAULT_QUERY_TTL_MS: u64 = 5 * 60 * 1000;
+pub const DEFAULT_QUERY_MAX_BYTES: u64 = 64 * 1024 * 1024;
+
+/// What a write through the proxy does to cached Query and Scan answers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueryInvalidation {
+    /// Drop the base-table queries of the written partition, and the table's scans and index
+    /// queries.
+    #[default]
+    Partition,
+    /// Drop every query and scan of the written table.
+    Table,
+    /// Drop nothing: answers live until their TTL (DAX's behaviour).
+    Ttl,
+}
+
+/// The caches' budgets and lifetimes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CacheConfig {
@@ -55,6 +73,12 @@ pub struct CacheConfig {
     pub item_max_bytes: u64,
     /// How long an item stays cached; 0 = until written, evicted or flushed (as in DAX).
     pub item_ttl_ms: u64,
+    /// Memory for cached Query and Scan answers.
+    pub query_max_bytes: u64,
+    /// How long a Query or Scan answer stays cached; 0 = the query cache is off (as in DAX).
+    pub query_ttl_ms: u64,
+    /// What writes through the proxy do to cached Query and Scan answers.
+    pub query_invalidation: QueryInvalidation,
     /// Per-table overrides, by table name.
     pub tables: BTreeMap<String, TableCacheConfig>,
 }
@@ -67,6 +91,8 @@ pub struct TableCacheConfig {
     pub enabled: bool,
     /// Item TTL for this table; unset = the global `item_ttl_ms`.
     pub item_ttl_ms: Option<u64>,
+    /// Query and Scan TTL for this table; unset = the global `query_ttl_ms`.
+    pub query_ttl_ms: Option<u64>,
 }
 
 impl Default for CacheConfig {
@@ -74,6 +100,9 @@ impl Default for CacheConfig {
         CacheConfig {
             item_max_bytes: DEFAULT_ITEM_MAX_BYTES,
             item_ttl_ms: DEFAULT_ITEM_TTL_MS,
+            query_max_bytes: DEFAULT_QUERY_MAX_BYTES,
+            query_ttl_ms: DEFAULT_QUERY_TTL_MS,
+            query_invalidation: QueryInvalidation::Partition,
             tables: BTreeMap::new(),
         }
     }
@@ -84,6 +113,7 @@ impl Default for TableCacheConfig {
         TableCacheConfig {
             enabled: true,
             item_ttl_ms: None,
+            query_ttl_ms: None,
         }
     }
 }
@@ -101,6 +131,19 @@ impl CacheConfig {
             .get(table)
             .and_then(|t| t.item_ttl_ms)
             .unwrap_or(self.item_ttl_ms);
+        (ms > 0).then(|| Duration::from_millis(ms))
+    }
+
+    /// How long a Query or Scan answer of `table` lives; `None` = not cached.
+    pub fn query_ttl(&self, table: &str) -> Option<Duration> {
+        if !self.caches(table) {
+            return None;
+        }
+        let ms = self
+            .tables
+            .get(table)
+            .and_then(|t| t.query_ttl_ms)
+            .unwrap_or(self.query_ttl_ms);
         (ms > 0).then(|| Duration::from_millis(ms))
     }
 }
@@ -195,6 +238,7 @@ impl Config {
             ("limits.upstream_timeout_ms", l.upstream_timeout_ms),
             ("limits.drain_timeout_ms", l.drain_timeout_ms),
             ("cache.item_max_bytes", self.cache.item_max_bytes),
+            ("cache.query_max_bytes", self.cache.query_max_bytes),
         ] {
             if value == 0 {
                 return invalid(format!("{name} must be greater than 0"));

@@ -16,7 +16,7 @@ use serde_json::{Map, Value};
 
 use crate::cache::{FillTicket, ItemCache, WriteOutcome, WriteTicket};
 use crate::error::ProxyError;
-use crate::keys::{ItemKey, WireKey, WireKeyRef, is_wire_canonical_number};
+use crate::keys::{ItemKey, KeyValue, WireKey, WireKeyRef, is_wire_canonical_number};
 use crate::operation::Operation;
 use crate::projection::Projection;
 use crate::proxy::forward;
@@ -184,6 +184,7 @@ pub fn answer_from_memory(state: &State, op: Operation, body: &[u8]) -> Option<P
             }
             None
         }
+        Operation::Query | Operation::Scan => crate::queries::answer_from_memory(state, op, body),
         _ => None,
     }
 }
@@ -508,8 +509,8 @@ pub async fn put_item(state: &State, target: &HeaderValue, body: Bytes) -> Handl
     let Some(input) = parse::<PutItemInput>(&body) else {
         return bypass(state, op, target, body).await;
     };
-    let key = match item_key_of(state, &input.table_name, input.item).await {
-        Ok(Some(key)) => key,
+    let touched = match item_key_of(state, &input.table_name, input.item).await {
+        Ok(Some(touched)) => touched,
         Ok(None) => return bypass(state, op, target, body).await,
         Err(()) => {
             let table = input.table_name.clone();
@@ -518,7 +519,7 @@ pub async fn put_item(state: &State, target: &HeaderValue, body: Bytes) -> Handl
     };
     let item = body.slice_ref(input.item.get().as_bytes());
     let storable = is_storable(&item);
-    write_through(state, op, target, body, vec![key], move |answer| {
+    write_through(state, op, target, body, vec![touched], move |answer| {
         if answer.status == StatusCode::OK && storable {
             vec![WriteOutcome::Item(Some(item))]
         } else {
@@ -539,11 +540,13 @@ struct KeyedInput {
 /// DeleteItem: on success the cache remembers the item does not exist.
 pub async fn delete_item(state: &State, target: &HeaderValue, body: Bytes) -> Handled {
     let op = Operation::DeleteItem;
-    let Some(key) = parse::<KeyedInput>(&body).and_then(|i| ItemKey::new(&i.table_name, &i.key))
-    else {
+    let Some(input) = parse::<KeyedInput>(&body) else {
         return bypass(state, op, target, body).await;
     };
-    write_through(state, op, target, body, vec![key], |answer| {
+    let Some(touched) = keyed(state, &input.table_name, &input.key).await else {
+        return bypass(state, op, target, body).await;
+    };
+    write_through(state, op, target, body, vec![touched], |answer| {
         vec![if answer.status == StatusCode::OK {
             WriteOutcome::Item(None)
         } else {
@@ -566,12 +569,17 @@ pub async fn update_item(state: &State, target: &HeaderValue, body: Bytes) -> Ha
     let Some(input) = parse::<KeyedInput>(&body) else {
         return bypass(state, op, target, body).await;
     };
-    let Some(key) = ItemKey::new(&input.table_name, &input.key) else {
+    let Some(touched) = keyed(state, &input.table_name, &input.key).await else {
         return bypass(state, op, target, body).await;
     };
     if !state.items.caches(&input.table_name) {
-        return bypass(state, op, target, body).await;
+        let result = bypass(state, op, target, body).await;
+        state
+            .queries
+            .wrote(&touched.table, touched.partition.as_ref());
+        return result;
     }
+    let key = touched.key;
     let asked = input.return_values.as_deref().unwrap_or("NONE");
     let (request, trim) = match asked {
         "NONE" => {
@@ -602,11 +610,17 @@ pub async fn update_item(state: &State, target: &HeaderValue, body: Bytes) -> Ha
     if trim && trimmed.is_none() && matches!(&result, Ok(a) if a.status == StatusCode::OK) {
         // Could not trim the answer to what was asked: the caller must not see Attributes.
         state.items.end_write(&key, ticket, WriteOutcome::Unknown);
+        state
+            .queries
+            .wrote(&touched.table, touched.partition.as_ref());
         return Err(ProxyError::UpstreamUnavailable(
             "unreadable UpdateItem answer".into(),
         ));
     }
     state.items.end_write(&key, ticket, outcome);
+    state
+        .queries
+        .wrote(&touched.table, touched.partition.as_ref());
     let answer = result?;
     let response = match trimmed {
         Some(body) => {
@@ -658,16 +672,16 @@ pub async fn batch_write_item(state: &State, target: &HeaderValue, body: Bytes) 
     let Some(input) = parse::<BatchWriteInput>(&body) else {
         return bypass(state, op, target, body).await;
     };
-    // (key, what it becomes if processed)
-    let mut writes: Vec<(ItemKey, Option<Option<Bytes>>)> = Vec::new();
+    // (what it touches, what it becomes if processed)
+    let mut writes: Vec<(Touched, Option<Option<Bytes>>)> = Vec::new();
     for (table, requests) in &input.request_items {
         for request in requests {
             let (key, item) = match (&request.put_request, &request.delete_request) {
                 (Some(put), None) => match item_key_of(state, table, put.item).await {
-                    Ok(Some(key)) => {
+                    Ok(Some(touched)) => {
                         let item = body.slice_ref(put.item.get().as_bytes());
                         let storable = is_storable(&item);
-                        (key, storable.then_some(Some(item)))
+                        (touched, storable.then_some(Some(item)))
                     }
                     Ok(None) => return bypass(state, op, target, body).await,
                     Err(()) => {
@@ -676,8 +690,8 @@ pub async fn batch_write_item(state: &State, target: &HeaderValue, body: Bytes) 
                             .await;
                     }
                 },
-                (None, Some(delete)) => match ItemKey::new(table, &delete.key) {
-                    Some(key) => (key, Some(None)),
+                (None, Some(delete)) => match keyed(state, table, &delete.key).await {
+                    Some(touched) => (touched, Some(None)),
                     None => return bypass(state, op, target, body).await,
                 },
                 _ => return bypass(state, op, target, body).await,
@@ -685,11 +699,12 @@ pub async fn batch_write_item(state: &State, target: &HeaderValue, body: Bytes) 
             writes.push((key, item));
         }
     }
-    let keys = writes.iter().map(|(k, _)| k.clone()).collect();
-    write_through(state, op, target, body, keys, move |answer| {
+    let (touched, items): (Vec<Touched>, Vec<_>) = writes.into_iter().unzip();
+    let keys: Vec<ItemKey> = touched.iter().map(|t| t.key.clone()).collect();
+    write_through(state, op, target, body, touched, move |answer| {
         let unprocessed = unprocessed_keys(state, &answer.body);
-        writes
-            .into_iter()
+        keys.into_iter()
+            .zip(items)
             .map(|(key, item)| match item {
                 Some(item) if answer.status == StatusCode::OK && !unprocessed.contains(&key) => {
                     WriteOutcome::Item(item)
@@ -772,16 +787,16 @@ pub async fn transact_write_items(state: &State, target: &HeaderValue, body: Byt
     for item in &input.transact_items {
         let key = if let Some(put) = &item.put {
             match item_key_of(state, &put.table_name, put.item).await {
-                Ok(Some(key)) => key,
+                Ok(Some(touched)) => touched,
                 Ok(None) => return bypass(state, op, target, body).await,
                 Err(()) => {
                     let table = put.table_name.clone();
                     return write_invalidating_table(state, op, target, body.clone(), &table).await;
                 }
             }
-        } else if let Some(keyed) = item.update.as_ref().or(item.delete.as_ref()) {
-            match ItemKey::new(&keyed.table_name, &keyed.key) {
-                Some(key) => key,
+        } else if let Some(named) = item.update.as_ref().or(item.delete.as_ref()) {
+            match keyed(state, &named.table_name, &named.key).await {
+                Some(touched) => touched,
                 None => return bypass(state, op, target, body).await,
             }
         } else {
@@ -814,9 +829,13 @@ pub async fn table_change(
     match table {
         Some(table) => {
             state.items.invalidate_table(&table);
+            state.queries.table_changed(&table);
             state.schemas.forget(&table);
         }
-        None => state.items.invalidate_all(),
+        None => {
+            state.items.invalidate_all();
+            state.queries.invalidate_all();
+        }
     }
     result
 }
@@ -832,8 +851,14 @@ pub async fn partiql(state: &State, op: Operation, target: &HeaderValue, body: B
     let result = bypass(state, op, target, body).await;
     for table in writes {
         match table {
-            Some(table) => state.items.invalidate_table(&table),
-            None => state.items.invalidate_all(),
+            Some(table) => {
+                state.items.invalidate_table(&table);
+                state.queries.table_changed(&table);
+            }
+            None => {
+                state.items.invalidate_all();
+                state.queries.invalidate_all();
+            }
         }
     }
     result
@@ -899,26 +924,33 @@ pub async fn bypass(state: &State, op: Operation, target: &HeaderValue, body: By
     Ok((relay(&answer, CacheStatus::Bypass), CacheStatus::Bypass))
 }
 
-/// Brackets a write to `keys` with the cache's write tracking, and records what `decide` says
+/// Brackets a write to the `touched` items with the caches' write tracking, and records what `decide` says
 /// each key became (in order). A failed exchange leaves every key unknown.
 async fn write_through(
     state: &State,
     op: Operation,
     target: &HeaderValue,
     body: Bytes,
-    keys: Vec<ItemKey>,
+    touched: Vec<Touched>,
     decide: impl FnOnce(&UpstreamResponse) -> Vec<WriteOutcome>,
 ) -> Handled {
-    let tickets: Vec<WriteTicket> = keys.iter().map(|k| state.items.begin_write(k)).collect();
+    let tickets: Vec<WriteTicket> = touched
+        .iter()
+        .map(|t| state.items.begin_write(&t.key))
+        .collect();
     let result = forward(state, op, target, body).await;
     let outcomes = match &result {
         Ok(answer) => decide(answer),
         Err(_) => Vec::new(),
     };
     let mut outcomes = outcomes.into_iter();
-    for (key, ticket) in keys.iter().zip(tickets) {
+    for (touched, ticket) in touched.iter().zip(tickets) {
         let outcome = outcomes.next().unwrap_or(WriteOutcome::Unknown);
-        state.items.end_write(key, ticket, outcome);
+        state.items.end_write(&touched.key, ticket, outcome);
+        // Whatever the outcome (a timed-out write may still have happened).
+        state
+            .queries
+            .wrote(&touched.table, touched.partition.as_ref());
     }
     let answer = result?;
     Ok((relay(&answer, CacheStatus::Bypass), CacheStatus::Bypass))
@@ -934,13 +966,22 @@ async fn write_invalidating_table(
 ) -> Handled {
     let result = bypass(state, op, target, body).await;
     state.items.invalidate_table(table);
+    state.queries.table_changed(table);
     result
 }
 
-/// The cache key of an item about to be written. `Ok(None)`: the write will be refused by
+/// What a write touches: the item's cache key, and its table and partition for the query
+/// cache (`None` partition: unknown, the whole table's queries are dropped).
+struct Touched {
+    key: ItemKey,
+    table: String,
+    partition: Option<KeyValue>,
+}
+
+/// What an item about to be written touches. `Ok(None)`: the write will be refused by
 /// DynamoDB (no such table, or the item lacks its key), so nothing changes. `Err`: the schema
 /// could not be had; the caller must assume anything in the table may change.
-async fn item_key_of(state: &State, table: &str, item: &RawValue) -> Result<Option<ItemKey>, ()> {
+async fn item_key_of(state: &State, table: &str, item: &RawValue) -> Result<Option<Touched>, ()> {
     let schema = match state.schemas.get(table).await {
         Ok(schema) => schema,
         Err(SchemaError::NotFound(_)) => return Ok(None),
@@ -952,7 +993,29 @@ async fn item_key_of(state: &State, table: &str, item: &RawValue) -> Result<Opti
     let Ok(item) = serde_json::from_str::<Value>(item.get()) else {
         return Ok(None);
     };
-    Ok(key_from_item_value(&schema.key, &item).and_then(|wire| ItemKey::new(table, &wire)))
+    let Some(wire) = key_from_item_value(&schema.key, &item) else {
+        return Ok(None);
+    };
+    Ok(ItemKey::new(table, &wire).map(|key| Touched {
+        key,
+        table: table.to_string(),
+        partition: wire.get(&schema.key.partition).cloned(),
+    }))
+}
+
+/// What a write naming its item by key touches (the partition needs the table's schema, which
+/// is usually known; without it the whole table's queries are dropped).
+async fn keyed(state: &State, table: &str, wire: &WireKey) -> Option<Touched> {
+    let key = ItemKey::new(table, wire)?;
+    let partition = match state.schemas.get(table).await {
+        Ok(schema) => wire.get(&schema.key.partition).cloned(),
+        Err(_) => None,
+    };
+    Some(Touched {
+        key,
+        table: table.to_string(),
+        partition,
+    })
 }
 
 fn key_from_item_value(schema: &crate::schema::KeySchema, item: &Value) -> Option<WireKey> {

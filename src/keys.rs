@@ -124,6 +124,39 @@ impl ItemKey {
     }
 }
 
+/// One key value in canonical form (type tag and canonical bytes); `None` if invalid.
+pub fn canonical_value(value: &KeyValue) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(24);
+    let (kind, value) = match value {
+        KeyValue::S(v) => (Kind::S, v.as_str()),
+        KeyValue::N(v) => (Kind::N, v.as_str()),
+        KeyValue::B(v) => (Kind::B, v.as_str()),
+    };
+    push_value(&mut out, kind, value)?;
+    Some(out)
+}
+
+fn push_value(out: &mut Vec<u8>, kind: Kind, value: &str) -> Option<()> {
+    match kind {
+        Kind::S => {
+            out.push(b'S');
+            push_field(out, value.as_bytes());
+        }
+        Kind::N => {
+            out.push(b'N');
+            push_field(out, canonical_number(value)?.as_bytes());
+        }
+        Kind::B => {
+            out.push(b'B');
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(value)
+                .ok()?;
+            push_field(out, &bytes);
+        }
+    }
+    Some(())
+}
+
 /// Length-prefixed, so that no two different keys encode to the same bytes.
 fn push_field(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());

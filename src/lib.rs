@@ -13,6 +13,8 @@
 //! - [`keys`]: canonical item keys; [`cache`]: the item cache and its freshness rules;
 //!   [`flight`]: concurrent misses share one upstream read; [`projection`]: projections
 //!   evaluated from cached items.
+//! - [`queries`]: Query and Scan on the request path; [`query_cache`]: their cache, kept fresh
+//!   after writes; [`keycond`]: which partition a Query reads.
 //! - [`upstream`]: the pooled, SigV4-signing client to DynamoDB; [`credentials`] keeps its
 //!   identity fresh.
 //! - [`schema`]: table key schemas from DescribeTable.
@@ -36,11 +38,14 @@ pub mod embedded;
 pub mod error;
 pub mod flight;
 pub mod items;
+pub mod keycond;
 pub mod keys;
 pub mod metrics;
 pub mod operation;
 pub mod projection;
 pub mod proxy;
+pub mod queries;
+pub mod query_cache;
 pub mod response;
 pub mod schema;
 pub mod server;

@@ -11,6 +11,7 @@ use hyper::body::Incoming;
 use crate::error::ProxyError;
 use crate::items;
 use crate::operation::{Operation, Target};
+use crate::queries;
 use crate::response::{CacheStatus, ProxyResponse};
 use crate::state::State;
 
@@ -150,6 +151,9 @@ async fn upstream_path(
     match op {
         Operation::GetItem => items::get_item(state, raw_target, body).await,
         Operation::BatchGetItem => items::batch_get_item(state, raw_target, body).await,
+        Operation::Query | Operation::Scan => {
+            queries::query_or_scan(state, op, raw_target, body).await
+        }
         Operation::PutItem => items::put_item(state, raw_target, body).await,
         Operation::DeleteItem => items::delete_item(state, raw_target, body).await,
         Operation::UpdateItem => items::update_item(state, raw_target, body).await,

@@ -11,6 +11,7 @@ use crate::credentials::CredentialCache;
 use crate::flight::Flights;
 use crate::items::{Fetched, FlightKey};
 use crate::metrics::Metrics;
+use crate::query_cache::QueryCache;
 use crate::schema::Schemas;
 use crate::upstream::Upstream;
 
@@ -27,6 +28,8 @@ pub struct State {
     pub metrics: Arc<Metrics>,
     /// Items, by canonical key.
     pub items: Arc<ItemCache>,
+    /// Query and Scan answers.
+    pub queries: Arc<QueryCache>,
     /// Item reads in flight, so concurrent misses share one.
     pub flights: Arc<Flights<FlightKey, Fetched>>,
     /// Set when shutdown begins, so readiness turns 503 before connections close.
@@ -54,6 +57,7 @@ impl State {
             metrics: Arc::new(Metrics::new()),
             items: Arc::new(ItemCache::new(&config.cache, config.upstream_timeout())),
             flights: Arc::new(Flights::new()),
+            queries: Arc::new(QueryCache::new(&config.cache)),
             draining: Arc::new(AtomicBool::new(false)),
             config: Arc::new(config),
         })

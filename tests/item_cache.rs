@@ -399,7 +399,7 @@ async fn tables_can_opt_out() {
             "orders".into(),
             dynamo_cache::config::TableCacheConfig {
                 enabled: false,
-                item_ttl_ms: None,
+                ..Default::default()
             },
         );
     })

@@ -1,0 +1,281 @@
+//! The query cache: eventually consistent Query and Scan answers, kept fresh after writes
+//! through the proxy (where DAX leaves them stale until their TTL).
+//!
+//! An entry is keyed by every parameter that changes the answer (the request without
+//! `ReturnConsumedCapacity`, with its keys sorted) and watches generation counters: a base-table
+//! Query that pins one partition watches that partition; Scans, index Queries and anything
+//! unclear watch their whole table. Writes bump the counters of what they touched before they
+//! are acknowledged. Counters live in a fixed array indexed by hash, so memory does not grow
+//! with the partitions written; a collision only costs a miss.
+
+use std::hash::{BuildHasher, Hash, RandomState};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use moka::sync::Cache;
+
+use crate::config::{CacheConfig, QueryInvalidation};
+use crate::keys::{KeyValue, canonical_value};
+
+const SLOTS: usize = 1 << 16;
+const ENTRY_OVERHEAD: usize = 96;
+
+/// What a cached answer depends on.
+#[derive(Debug, Clone)]
+pub enum Scope {
+    /// One partition of the base table (canonical partition key value).
+    Partition(Vec<u8>),
+    /// The whole table (scans, index queries, unparseable key conditions).
+    Table,
+}
+
+/// The counters an entry watches, with their values when its read began.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Watch {
+    global: u64,
+    slots: [(usize, u64); 2],
+}
+
+/// A cached answer.
+#[derive(Debug, Clone)]
+pub struct QueryEntry {
+    /// The answer body, without `ConsumedCapacity`.
+    pub body: Bytes,
+    /// CRC32 of `body`.
+    pub crc: u32,
+    watch: Watch,
+    ttl: Duration,
+}
+
+/// The query cache.
+pub struct QueryCache {
+    /// Answers by canonical request.
+    entries: Cache<Arc<[u8]>, QueryEntry>,
+    /// TTLs per table.
+    config: CacheConfig,
+    /// Generation counters, indexed by hash of what they stand for.
+    slots: Box<[AtomicU64]>,
+    /// Bumped to drop everything.
+    global: AtomicU64,
+    hasher: RandomState,
+}
+
+struct EntryTtl;
+
+impl moka::Expiry<Arc<[u8]>, QueryEntry> for EntryTtl {
+    fn expire_after_create(&self, _: &Arc<[u8]>, v: &QueryEntry, _: Instant) -> Option<Duration> {
+        Some(v.ttl)
+    }
+}
+
+impl QueryCache {
+    pub fn new(config: &CacheConfig) -> QueryCache {
+        QueryCache {
+            entries: Cache::builder()
+                .max_capacity(config.query_max_bytes)
+                .weigher(|k: &Arc<[u8]>, v: &QueryEntry| {
+                    (k.len() + v.body.len() + ENTRY_OVERHEAD).min(u32::MAX as usize) as u32
+                })
+                .expire_after(EntryTtl)
+                .build(),
+            config: config.clone(),
+            slots: (0..SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            global: AtomicU64::new(0),
+            hasher: RandomState::new(),
+        }
+    }
+
+    /// How long answers of `table` live; `None` = not cached.
+    pub fn ttl(&self, table: &str) -> Option<Duration> {
+        self.config.query_ttl(table)
+    }
+
+    /// The cache key of a request: table, operation and the canonical request.
+    pub fn key(table: &str, op: &str, canonical_request: &str) -> Arc<[u8]> {
+        [
+            table.as_bytes(),
+            b"\0",
+            op.as_bytes(),
+            b"\0",
+            canonical_request.as_bytes(),
+        ]
+        .concat()
+        .into()
+    }
+
+    /// The cached answer for `key`, if no write it depends on happened since it was read.
+    pub fn get(&self, key: &Arc<[u8]>) -> Option<QueryEntry> {
+        let entry = self.entries.get(key)?;
+        (entry.watch == self.current(&entry.watch)).then_some(entry)
+    }
+
+    /// Marks the start of an upstream read of `table` in `scope`.
+    pub fn begin(&self, table: &str, scope: &Scope) -> Watch {
+        let scope_slot = match scope {
+            Scope::Partition(value) => self.slot(&("partition", table, value)),
+            Scope::Table => self.slot(&("table-writes", table)),
+        };
+        let slots = [self.slot(&("table", table)), scope_slot];
+        self.current(&Watch {
+            global: 0,
+            slots: slots.map(|s| (s, 0)),
+        })
+    }
+
+    /// Stores an answer read since `watch`, unless something it depends on changed meanwhile.
+    pub fn fill(&self, key: Arc<[u8]>, table: &str, watch: Watch, body: Bytes) -> bool {
+        let Some(ttl) = self.ttl(table) else {
+            return false;
+        };
+        if watch != self.current(&watch) {
+            return false;
+        }
+        let crc = crc32fast::hash(&body);
+        self.entries.insert(
+            key,
+            QueryEntry {
+                body,
+                crc,
+                watch,
+                ttl,
+            },
+        );
+        // A write that bumps a counter between the check and the insert leaves this entry
+        // with an outdated watch, which every lookup refuses: no window to serve it.
+        true
+    }
+
+    /// A write to `table` finished (whatever its outcome): drop what it may have changed.
+    /// `partition` is the written item's partition key value, when known.
+    pub fn wrote(&self, table: &str, partition: Option<&KeyValue>) {
+        match self.config.query_invalidation {
+            QueryInvalidation::Ttl => {}
+            QueryInvalidation::Table => self.bump(self.slot(&("table", table))),
+            QueryInvalidation::Partition => {
+                match partition.and_then(canonical_value) {
+                    Some(value) => self.bump(self.slot(&("partition", table, &value))),
+                    None => self.bump(self.slot(&("table", table))),
+                }
+                self.bump(self.slot(&("table-writes", table)));
+            }
+        }
+    }
+
+    /// The table was created, changed or deleted, or written in a way the proxy cannot
+    /// attribute: drop all of its answers.
+    pub fn table_changed(&self, table: &str) {
+        self.bump(self.slot(&("table", table)));
+    }
+
+    /// Drops every answer.
+    pub fn invalidate_all(&self) {
+        self.global.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Entries and weighted bytes now.
+    pub fn usage(&self) -> (u64, u64) {
+        self.entries.run_pending_tasks();
+        (self.entries.entry_count(), self.entries.weighted_size())
+    }
+
+    fn current(&self, watch: &Watch) -> Watch {
+        Watch {
+            global: self.global.load(Ordering::SeqCst),
+            slots: watch
+                .slots
+                .map(|(s, _)| (s, self.slots[s].load(Ordering::SeqCst))),
+        }
+    }
+
+    fn slot(&self, what: &impl Hash) -> usize {
+        (self.hasher.hash_one(what) as usize) % SLOTS
+    }
+
+    fn bump(&self, slot: usize) {
+        self.slots[slot].fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cache(mode: QueryInvalidation) -> QueryCache {
+        QueryCache::new(&CacheConfig {
+            query_invalidation: mode,
+            ..CacheConfig::default()
+        })
+    }
+
+    fn partition(pk: &str) -> Scope {
+        Scope::Partition(canonical_value(&KeyValue::S(pk.into())).unwrap())
+    }
+
+    fn stored(cache: &QueryCache, key: &Arc<[u8]>, table: &str, scope: &Scope) -> bool {
+        let watch = cache.begin(table, scope);
+        cache.fill(key.clone(), table, watch, Bytes::from_static(b"{}"));
+        cache.get(key).is_some()
+    }
+
+    #[test]
+    fn writes_drop_their_partition_and_the_tables_wide_reads() {
+        let cache = cache(QueryInvalidation::Partition);
+        let (qa, qb, scan) = (
+            QueryCache::key("t", "Query", "a"),
+            QueryCache::key("t", "Query", "b"),
+            QueryCache::key("t", "Scan", "{}"),
+        );
+        assert!(stored(&cache, &qa, "t", &partition("a")));
+        assert!(stored(&cache, &qb, "t", &partition("b")));
+        assert!(stored(&cache, &scan, "t", &Scope::Table));
+        cache.wrote("t", Some(&KeyValue::S("a".into())));
+        assert!(cache.get(&qa).is_none());
+        assert!(cache.get(&qb).is_some(), "another partition is untouched");
+        assert!(cache.get(&scan).is_none());
+        // A write whose partition is unknown drops the whole table.
+        assert!(stored(&cache, &qa, "t", &partition("a")));
+        cache.wrote("t", None);
+        assert!(cache.get(&qa).is_none() && cache.get(&qb).is_none());
+        // Other tables are untouched.
+        let other = QueryCache::key("u", "Scan", "{}");
+        assert!(stored(&cache, &other, "u", &Scope::Table));
+        cache.wrote("t", None);
+        assert!(cache.get(&other).is_some());
+    }
+
+    #[test]
+    fn a_fill_loses_to_a_write_that_finished_during_its_read() {
+        let cache = cache(QueryInvalidation::Partition);
+        let key = QueryCache::key("t", "Query", "a");
+        let watch = cache.begin("t", &partition("a"));
+        cache.wrote("t", Some(&KeyValue::S("a".into())));
+        assert!(!cache.fill(key.clone(), "t", watch, Bytes::from_static(b"{}")));
+        assert!(cache.get(&key).is_none());
+    }
+
+    #[test]
+    fn modes() {
+        let key = QueryCache::key("t", "Query", "b");
+        let table = cache(QueryInvalidation::Table);
+        assert!(stored(&table, &key, "t", &partition("b")));
+        table.wrote("t", Some(&KeyValue::S("a".into())));
+        assert!(
+            table.get(&key).is_none(),
+            "table mode drops every query of the table"
+        );
+        let ttl = cache(QueryInvalidation::Ttl);
+        assert!(stored(&ttl, &key, "t", &partition("a")));
+        ttl.wrote("t", Some(&KeyValue::S("a".into())));
+        assert!(
+            ttl.get(&key).is_some(),
+            "ttl mode keeps answers until they expire"
+        );
+        ttl.table_changed("t");
+        assert!(
+            ttl.get(&key).is_none(),
+            "a changed table drops its answers in any mode"
+        );
+    }
+}

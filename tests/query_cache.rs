@@ -1,0 +1,270 @@
+//! The query cache against a real upstream: answers from memory, and fresh after writes
+//! through the proxy (where DAX stays stale until the TTL).
+
+mod common;
+
+use common::shim::Shim;
+use common::*;
+use serde_json::{Value, json};
+
+struct Env {
+    upstream: Upstream,
+    relay: Shim,
+    proxy: Proxy,
+}
+
+async fn env_with(adjust: impl FnOnce(&mut dynamo_cache::Config)) -> Env {
+    let upstream = Upstream::start().await;
+    let relay = Shim::relay(&upstream.url, 0).await;
+    let proxy = Proxy::start_with(&relay.url, adjust).await;
+    create_table(&sdk(&upstream.url), "orders").await;
+    Env {
+        upstream,
+        relay,
+        proxy,
+    }
+}
+
+async fn env() -> Env {
+    env_with(|_| {}).await
+}
+
+fn put(pk: &str, sk: &str, g: &str) -> String {
+    json!({"TableName": "orders", "Item": {"pk": {"S": pk}, "sk": {"N": sk}, "g": {"S": g}}})
+        .to_string()
+}
+
+fn query(pk: &str) -> String {
+    json!({"TableName": "orders", "KeyConditionExpression": "#p = :p",
+        "ExpressionAttributeNames": {"#p": "pk"}, "ExpressionAttributeValues": {":p": {"S": pk}}})
+    .to_string()
+}
+
+fn by_g(g: &str) -> String {
+    json!({"TableName": "orders", "IndexName": "by_g", "KeyConditionExpression": "g = :g",
+        "ExpressionAttributeValues": {":g": {"S": g}}})
+    .to_string()
+}
+
+async fn call(env: &Env, op: &str, body: &str) -> Raw {
+    let answer = dynamo(&env.proxy.url, op, body).await;
+    answer.assert_crc();
+    answer
+}
+
+fn how(answer: &Raw) -> &str {
+    answer.header("x-dynamo-cache").unwrap_or("")
+}
+
+fn sks(answer: &Raw) -> Vec<String> {
+    let mut sks: Vec<String> = answer.json()["Items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["sk"]["N"].as_str().unwrap().to_string())
+        .collect();
+    sks.sort();
+    sks
+}
+
+#[tokio::test]
+async fn queries_are_answered_while_the_upstream_is_down() {
+    let mut env = env().await;
+    call(&env, "PutItem", &put("a", "1", "red")).await;
+    let miss = call(&env, "Query", &query("a")).await;
+    assert_eq!(how(&miss), "miss");
+    let scan = call(&env, "Scan", r#"{"TableName":"orders"}"#).await;
+    env.upstream.stop().await;
+    let hit = call(&env, "Query", &query("a")).await;
+    assert_eq!(how(&hit), "hit");
+    assert_eq!(hit.json(), miss.json());
+    assert_eq!(
+        call(&env, "Scan", r#"{"TableName":"orders"}"#).await.json(),
+        scan.json()
+    );
+    // The same query with its parameters in another order, or asking for capacity, is the
+    // same entry.
+    let reordered = json!({"ExpressionAttributeValues": {":p": {"S": "a"}},
+        "ExpressionAttributeNames": {"#p": "pk"}, "KeyConditionExpression": "#p = :p",
+        "TableName": "orders", "ReturnConsumedCapacity": "TOTAL"});
+    let with_capacity = call(&env, "Query", &reordered.to_string()).await;
+    assert_eq!(how(&with_capacity), "hit");
+    assert_eq!(with_capacity.json()["Items"], miss.json()["Items"]);
+    assert_eq!(
+        with_capacity.json()["ConsumedCapacity"],
+        json!({"TableName": "orders", "CapacityUnits": 0.0})
+    );
+}
+
+#[tokio::test]
+async fn a_write_to_the_partition_is_in_the_next_query() {
+    let env = env().await;
+    call(&env, "PutItem", &put("a", "1", "red")).await;
+    call(&env, "PutItem", &put("b", "1", "red")).await;
+    assert_eq!(sks(&call(&env, "Query", &query("a")).await), ["1"]);
+    assert_eq!(sks(&call(&env, "Query", &query("b")).await), ["1"]);
+
+    call(&env, "PutItem", &put("a", "2", "blue")).await;
+    let fresh = call(&env, "Query", &query("a")).await;
+    assert_eq!(how(&fresh), "miss");
+    assert_eq!(sks(&fresh), ["1", "2"]);
+
+    // Another partition's answer did not depend on that write: still cached.
+    let queries_before = env.relay.count("Query");
+    let other = call(&env, "Query", &query("b")).await;
+    assert_eq!(how(&other), "hit");
+    assert_eq!(env.relay.count("Query"), queries_before);
+
+    // Deletes and updates count as writes too.
+    call(
+        &env,
+        "DeleteItem",
+        &json!({"TableName": "orders",
+        "Key": {"pk": {"S": "a"}, "sk": {"N": "1"}}})
+        .to_string(),
+    )
+    .await;
+    assert_eq!(sks(&call(&env, "Query", &query("a")).await), ["2"]);
+    call(
+        &env,
+        "UpdateItem",
+        &json!({"TableName": "orders",
+        "Key": {"pk": {"S": "a"}, "sk": {"N": "3"}}, "UpdateExpression": "SET g = :g",
+        "ExpressionAttributeValues": {":g": {"S": "red"}}})
+        .to_string(),
+    )
+    .await;
+    assert_eq!(sks(&call(&env, "Query", &query("a")).await), ["2", "3"]);
+}
+
+#[tokio::test]
+async fn index_queries_and_scans_see_every_write_to_their_table() {
+    let env = env().await;
+    call(&env, "PutItem", &put("a", "1", "red")).await;
+    assert_eq!(sks(&call(&env, "Query", &by_g("red")).await), ["1"]);
+    assert_eq!(
+        sks(&call(&env, "Scan", r#"{"TableName":"orders"}"#).await),
+        ["1"]
+    );
+
+    // Moves the item between index partitions, in another base partition.
+    call(&env, "PutItem", &put("a", "1", "blue")).await;
+    call(&env, "PutItem", &put("z", "5", "red")).await;
+    let red = call(&env, "Query", &by_g("red")).await;
+    assert_eq!(how(&red), "miss");
+    assert_eq!(sks(&red), ["5"]);
+    assert_eq!(sks(&call(&env, "Query", &by_g("blue")).await), ["1"]);
+    assert_eq!(
+        sks(&call(&env, "Scan", r#"{"TableName":"orders"}"#).await),
+        ["1", "5"]
+    );
+
+    let batch = json!({"RequestItems": {"orders": [
+        {"PutRequest": {"Item": {"pk": {"S": "q"}, "sk": {"N": "7"}, "g": {"S": "red"}}}}]}});
+    call(&env, "BatchWriteItem", &batch.to_string()).await;
+    assert_eq!(sks(&call(&env, "Query", &by_g("red")).await), ["5", "7"]);
+    let transact = json!({"TransactItems": [{"Delete": {"TableName": "orders",
+        "Key": {"pk": {"S": "z"}, "sk": {"N": "5"}}}}]});
+    call(&env, "TransactWriteItems", &transact.to_string()).await;
+    assert_eq!(sks(&call(&env, "Query", &by_g("red")).await), ["7"]);
+}
+
+#[tokio::test]
+async fn pages_are_cached_one_by_one_with_their_last_evaluated_key() {
+    let env = env().await;
+    for sk in ["1", "2", "3"] {
+        call(&env, "PutItem", &put("a", sk, "red")).await;
+    }
+    let page = |start: Option<&Value>| {
+        let mut body = json!({"TableName": "orders", "Limit": 2, "KeyConditionExpression": "pk = :p",
+            "ExpressionAttributeValues": {":p": {"S": "a"}}});
+        if let Some(start) = start {
+            body["ExclusiveStartKey"] = start.clone();
+        }
+        body.to_string()
+    };
+    let first = call(&env, "Query", &page(None)).await;
+    let direct_first = dynamo(&env.upstream.url, "Query", &page(None)).await;
+    assert_eq!(first.json(), direct_first.json());
+    let last = first.json()["LastEvaluatedKey"].clone();
+    assert_eq!(last, json!({"pk": {"S": "a"}, "sk": {"N": "2"}}));
+    let second = call(&env, "Query", &page(Some(&last))).await;
+    assert_eq!(sks(&second), ["3"]);
+    // Both pages are now cached separately.
+    assert_eq!(how(&call(&env, "Query", &page(None)).await), "hit");
+    let again = call(&env, "Query", &page(Some(&last))).await;
+    assert_eq!(how(&again), "hit");
+    assert_eq!(again.json(), second.json());
+}
+
+#[tokio::test]
+async fn consistent_queries_always_reach_dynamodb() {
+    let env = env().await;
+    let consistent = json!({"TableName": "orders", "ConsistentRead": true,
+        "KeyConditionExpression": "pk = :p", "ExpressionAttributeValues": {":p": {"S": "a"}}})
+    .to_string();
+    for _ in 0..3 {
+        assert_eq!(how(&call(&env, "Query", &consistent).await), "bypass");
+    }
+    assert_eq!(env.relay.count("Query"), 3);
+}
+
+#[tokio::test]
+async fn ttl_invalidation_reproduces_daxs_stale_queries() {
+    let env = env_with(|c| {
+        c.cache.query_invalidation = dynamo_cache::config::QueryInvalidation::Ttl;
+    })
+    .await;
+    call(&env, "PutItem", &put("a", "1", "red")).await;
+    assert_eq!(sks(&call(&env, "Query", &query("a")).await), ["1"]);
+    call(&env, "PutItem", &put("a", "2", "red")).await;
+    let stale = call(&env, "Query", &query("a")).await;
+    assert_eq!(how(&stale), "hit");
+    assert_eq!(
+        sks(&stale),
+        ["1"],
+        "DAX semantics: the write is not seen until the TTL"
+    );
+}
+
+#[tokio::test]
+async fn query_ttl_zero_turns_the_query_cache_off() {
+    let env = env_with(|c| c.cache.query_ttl_ms = 0).await;
+    for _ in 0..2 {
+        assert_eq!(how(&call(&env, "Query", &query("a")).await), "bypass");
+    }
+}
+
+/// A Query read that began before a write acknowledged through the proxy is never stored:
+/// the next Query sees the write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_query_that_started_before_a_write_is_not_cached() {
+    let upstream = Upstream::start().await;
+    let relay = Shim::slow_relay(&upstream.url, ".Query", 300).await;
+    let proxy = Proxy::start(&relay.url).await;
+    create_table(&sdk(&upstream.url), "orders").await;
+    dynamo(&upstream.url, "PutItem", &put("a", "1", "red")).await;
+
+    let slow = {
+        let url = proxy.url.clone();
+        tokio::spawn(async move { dynamo(&url, "Query", &query("a")).await })
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while relay.count("Query") == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the query never went upstream"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let ack = dynamo(&proxy.url, "PutItem", &put("a", "2", "red")).await;
+    assert_eq!(ack.status, 200);
+    assert_eq!(sks(&slow.await.unwrap()), ["1"], "read before the write");
+
+    let after = dynamo(&proxy.url, "Query", &query("a")).await;
+    assert_eq!(
+        sks(&after),
+        ["1", "2"],
+        "the slow answer was cached after the write"
+    );
+}
