@@ -72,3 +72,27 @@ def test_batch_get_merges_hits_and_misses(cache_env):
     assert sorted(i["v"]["S"] for i in answer["Responses"][TABLE]) == ["a", "c"]
     assert answer["UnprocessedKeys"] == {}
     assert 'result="miss"' in proxy.metrics()
+
+
+def test_queries_are_fresh_after_writes_through_the_proxy(cache_env):
+    moto, proxy, c = cache_env
+    query = {"TableName": TABLE, "KeyConditionExpression": "pk = :p"}
+    c.put_item(TableName=TABLE, Item={**key("a", "1"), "v": {"S": "one"}})
+    c.put_item(TableName=TABLE, Item={**key("b", "1"), "v": {"S": "b"}})
+    first = c.query(**query, ExpressionAttributeValues={":p": {"S": "a"}})
+    assert cache_of(first) == "miss" and first["Count"] == 1
+    assert cache_of(c.query(**query, ExpressionAttributeValues={":p": {"S": "a"}})) == "hit"
+    c.query(**query, ExpressionAttributeValues={":p": {"S": "b"}})
+
+    c.put_item(TableName=TABLE, Item={**key("a", "2"), "v": {"S": "two"}})
+    fresh = c.query(**query, ExpressionAttributeValues={":p": {"S": "a"}})
+    assert cache_of(fresh) == "miss"
+    assert sorted(i["n"]["N"] for i in fresh["Items"]) == ["1", "2"]
+    untouched = c.query(**query, ExpressionAttributeValues={":p": {"S": "b"}})
+    assert cache_of(untouched) == "hit"
+
+    moto.stop()
+    offline = c.query(**query, ExpressionAttributeValues={":p": {"S": "a"}},
+                      ReturnConsumedCapacity="TOTAL")
+    assert cache_of(offline) == "hit" and offline["Count"] == 2
+    assert offline["ConsumedCapacity"] == {"TableName": TABLE, "CapacityUnits": 0.0}
