@@ -7,27 +7,8 @@ use common::shim::Shim;
 use common::*;
 use serde_json::{Value, json};
 
-/// Upstream emulator, a recording relay in front of it, and the proxy in front of the relay.
-struct Env {
-    upstream: Upstream,
-    relay: Shim,
-    proxy: Proxy,
-}
-
-async fn env() -> Env {
-    env_with(|_| {}).await
-}
-
-async fn env_with(adjust: impl FnOnce(&mut dynamo_cache::Config)) -> Env {
-    let upstream = Upstream::start().await;
-    let relay = Shim::relay(&upstream.url, 0).await;
-    let proxy = Proxy::start_with(&relay.url, adjust).await;
-    create_table(&sdk(&upstream.url), "orders").await;
-    Env {
-        upstream,
-        relay,
-        proxy,
-    }
+async fn env() -> Relayed {
+    Relayed::start(|_| {}).await
 }
 
 fn get(pk: &str, sk: &str) -> String {
@@ -39,27 +20,17 @@ fn put(pk: &str, sk: &str, v: &str) -> String {
         .to_string()
 }
 
-async fn call(env: &Env, op: &str, body: &str) -> Raw {
-    let answer = dynamo(&env.proxy.url, op, body).await;
-    answer.assert_crc();
-    answer
-}
-
-fn cache_header(answer: &Raw) -> &str {
-    answer.header("x-dynamo-cache").unwrap_or("")
-}
-
 #[tokio::test]
 async fn hits_are_served_while_the_upstream_is_down_and_consistent_reads_are_not() {
     let mut env = env().await;
-    call(&env, "PutItem", &put("a", "1", "one")).await;
-    let first = call(&env, "GetItem", &get("a", "1")).await;
+    env.call("PutItem", &put("a", "1", "one")).await;
+    let first = env.call("GetItem", &get("a", "1")).await;
     assert_eq!(first.json()["Item"]["v"]["S"], "one");
 
     env.upstream.stop().await;
-    let hit = call(&env, "GetItem", &get("a", "1")).await;
+    let hit = env.call("GetItem", &get("a", "1")).await;
     assert_eq!(hit.status, 200);
-    assert_eq!(cache_header(&hit), "hit");
+    assert_eq!(hit.cache_status(), "hit");
     assert_eq!(hit.json()["Item"]["v"]["S"], "one");
     assert_eq!(
         hit.header("content-type"),
@@ -69,7 +40,7 @@ async fn hits_are_served_while_the_upstream_is_down_and_consistent_reads_are_not
 
     let consistent = json!({"TableName": "orders", "ConsistentRead": true,
         "Key": {"pk": {"S": "a"}, "sk": {"N": "1"}}});
-    let strong = call(&env, "GetItem", &consistent.to_string()).await;
+    let strong = env.call("GetItem", &consistent.to_string()).await;
     assert_eq!(
         strong.status, 503,
         "a strongly consistent read must reach DynamoDB"
@@ -88,10 +59,10 @@ async fn reads_miss_once_then_hit_and_the_upstream_sees_one_read() {
         .send()
         .await
         .unwrap();
-    let miss = call(&env, "GetItem", &get("a", "1")).await;
-    let hit = call(&env, "GetItem", &get("a", "1")).await;
-    assert_eq!(cache_header(&miss), "miss");
-    assert_eq!(cache_header(&hit), "hit");
+    let miss = env.call("GetItem", &get("a", "1")).await;
+    let hit = env.call("GetItem", &get("a", "1")).await;
+    assert_eq!(miss.cache_status(), "miss");
+    assert_eq!(hit.cache_status(), "hit");
     assert_eq!(
         miss.json(),
         hit.json(),
@@ -109,25 +80,25 @@ async fn reads_miss_once_then_hit_and_the_upstream_sees_one_read() {
 #[tokio::test]
 async fn missing_items_are_cached_too() {
     let mut env = env().await;
-    let miss = call(&env, "GetItem", &get("nobody", "1")).await;
+    let miss = env.call("GetItem", &get("nobody", "1")).await;
     assert_eq!(miss.json(), json!({}));
     env.upstream.stop().await;
-    let hit = call(&env, "GetItem", &get("nobody", "1")).await;
-    assert_eq!(cache_header(&hit), "hit");
+    let hit = env.call("GetItem", &get("nobody", "1")).await;
+    assert_eq!(hit.cache_status(), "hit");
     assert_eq!(hit.body, "{}");
 }
 
 #[tokio::test]
 async fn writes_through_the_proxy_are_visible_at_once() {
     let mut env = env().await;
-    call(&env, "GetItem", &get("a", "1")).await; // caches "not found"
-    call(&env, "PutItem", &put("a", "1", "one")).await;
-    call(&env, "GetItem", &get("b", "1")).await;
-    call(&env, "PutItem", &put("b", "1", "two")).await;
-    call(&env, "DeleteItem", &get("b", "1")).await;
+    env.call("GetItem", &get("a", "1")).await; // caches "not found"
+    env.call("PutItem", &put("a", "1", "one")).await;
+    env.call("GetItem", &get("b", "1")).await;
+    env.call("PutItem", &put("b", "1", "two")).await;
+    env.call("DeleteItem", &get("b", "1")).await;
     let update = json!({"TableName": "orders", "Key": {"pk": {"S": "c"}, "sk": {"N": "1"}},
         "UpdateExpression": "SET v = :v", "ExpressionAttributeValues": {":v": {"S": "three"}}});
-    let updated = call(&env, "UpdateItem", &update.to_string()).await;
+    let updated = env.call("UpdateItem", &update.to_string()).await;
     assert_eq!(
         updated.json(),
         json!({}),
@@ -136,15 +107,15 @@ async fn writes_through_the_proxy_are_visible_at_once() {
     let gets_before = env.relay.count("GetItem");
 
     env.upstream.stop().await;
-    let a = call(&env, "GetItem", &get("a", "1")).await;
+    let a = env.call("GetItem", &get("a", "1")).await;
     assert_eq!(
-        (cache_header(&a), &a.json()["Item"]["v"]["S"]),
+        (a.cache_status(), &a.json()["Item"]["v"]["S"]),
         ("hit", &json!("one"))
     );
-    let b = call(&env, "GetItem", &get("b", "1")).await;
-    assert_eq!((cache_header(&b), b.json()), ("hit", json!({})));
-    let c = call(&env, "GetItem", &get("c", "1")).await;
-    assert_eq!(cache_header(&c), "hit");
+    let b = env.call("GetItem", &get("b", "1")).await;
+    assert_eq!((b.cache_status(), b.json()), ("hit", json!({})));
+    let c = env.call("GetItem", &get("c", "1")).await;
+    assert_eq!(c.cache_status(), "hit");
     assert_eq!(
         c.json()["Item"],
         json!({"pk": {"S": "c"}, "sk": {"N": "1"}, "v": {"S": "three"}})
@@ -155,7 +126,7 @@ async fn writes_through_the_proxy_are_visible_at_once() {
 #[tokio::test]
 async fn update_item_answers_exactly_what_was_asked() {
     let env = env().await;
-    call(&env, "PutItem", &put("a", "1", "one")).await;
+    env.call("PutItem", &put("a", "1", "one")).await;
     let update = |rv: Option<&str>| {
         let mut body = json!({"TableName": "orders", "Key": {"pk": {"S": "a"}, "sk": {"N": "1"}},
             "UpdateExpression": "SET v = :v", "ExpressionAttributeValues": {":v": {"S": "two"}}});
@@ -165,18 +136,20 @@ async fn update_item_answers_exactly_what_was_asked() {
         body.to_string()
     };
     assert_eq!(
-        call(&env, "UpdateItem", &update(None)).await.json(),
+        env.call("UpdateItem", &update(None)).await.json(),
         json!({})
     );
     assert_eq!(
-        call(&env, "UpdateItem", &update(Some("NONE"))).await.json(),
+        env.call("UpdateItem", &update(Some("NONE"))).await.json(),
         json!({})
     );
-    let all_new = call(&env, "UpdateItem", &update(Some("ALL_NEW")))
+    let all_new = env
+        .call("UpdateItem", &update(Some("ALL_NEW")))
         .await
         .json();
     assert_eq!(all_new["Attributes"]["v"]["S"], "two");
-    let old = call(&env, "UpdateItem", &update(Some("UPDATED_OLD")))
+    let old = env
+        .call("UpdateItem", &update(Some("UPDATED_OLD")))
         .await
         .json();
     assert_eq!(old, json!({"Attributes": {"v": {"S": "two"}}}));
@@ -190,18 +163,18 @@ async fn update_item_answers_exactly_what_was_asked() {
         .collect();
     assert_eq!(asked, ["ALL_NEW", "ALL_NEW", "ALL_NEW", "UPDATED_OLD"]);
     // UPDATED_OLD does not reveal the new item: the key was dropped, the next read misses.
-    let next = call(&env, "GetItem", &get("a", "1")).await;
-    assert_eq!(cache_header(&next), "miss");
+    let next = env.call("GetItem", &get("a", "1")).await;
+    assert_eq!(next.cache_status(), "miss");
     assert_eq!(next.json()["Item"]["v"]["S"], "two");
 }
 
 #[tokio::test]
 async fn numbers_that_compare_equal_are_one_key() {
     let env = env().await;
-    call(&env, "PutItem", &put("a", "10", "ten")).await;
+    env.call("PutItem", &put("a", "10", "ten")).await;
     for sk in ["10", "10.0", "1E1", "010", "100e-1"] {
-        let answer = call(&env, "GetItem", &get("a", sk)).await;
-        assert_eq!(cache_header(&answer), "hit", "{sk}");
+        let answer = env.call("GetItem", &get("a", sk)).await;
+        assert_eq!(answer.cache_status(), "hit", "{sk}");
         assert_eq!(answer.json()["Item"]["v"]["S"], "ten", "{sk}");
     }
 }
@@ -211,10 +184,10 @@ async fn items_written_with_non_canonical_numbers_are_read_back_from_dynamodb() 
     let env = env().await;
     let item = json!({"TableName": "orders",
         "Item": {"pk": {"S": "a"}, "sk": {"N": "1"}, "price": {"N": "1.50"}}});
-    call(&env, "PutItem", &item.to_string()).await;
-    let read = call(&env, "GetItem", &get("a", "1")).await;
+    env.call("PutItem", &item.to_string()).await;
+    let read = env.call("GetItem", &get("a", "1")).await;
     assert_eq!(
-        cache_header(&read),
+        read.cache_status(),
         "miss",
         "1.50 is not how DynamoDB writes it back"
     );
@@ -227,36 +200,36 @@ async fn projected_reads_return_only_what_they_ask_and_die_with_their_item() {
     let env = env().await;
     let item = json!({"TableName": "orders", "Item": {"pk": {"S": "a"}, "sk": {"N": "1"},
         "v": {"S": "one"}, "secret": {"S": "s"}}});
-    call(&env, "PutItem", &item.to_string()).await;
+    env.call("PutItem", &item.to_string()).await;
     let projected = json!({"TableName": "orders", "Key": {"pk": {"S": "a"}, "sk": {"N": "1"}},
         "ProjectionExpression": "#v", "ExpressionAttributeNames": {"#v": "v"}})
     .to_string();
-    let first = call(&env, "GetItem", &projected).await;
+    let first = env.call("GetItem", &projected).await;
     assert_eq!(first.json(), json!({"Item": {"v": {"S": "one"}}}));
-    let again = call(&env, "GetItem", &projected).await;
-    assert_eq!(cache_header(&again), "hit");
+    let again = env.call("GetItem", &projected).await;
+    assert_eq!(again.cache_status(), "hit");
     assert_eq!(again.json(), json!({"Item": {"v": {"S": "one"}}}));
     let legacy = json!({"TableName": "orders", "Key": {"pk": {"S": "a"}, "sk": {"N": "1"}},
         "AttributesToGet": ["secret"]})
     .to_string();
     assert_eq!(
-        call(&env, "GetItem", &legacy).await.json(),
+        env.call("GetItem", &legacy).await.json(),
         json!({"Item": {"secret": {"S": "s"}}})
     );
 
     // A write that stores the new item: the projection is evaluated from it, fresh.
-    call(&env, "PutItem", &put("a", "1", "two")).await;
-    let after = call(&env, "GetItem", &projected).await;
-    assert_eq!(cache_header(&after), "hit");
+    env.call("PutItem", &put("a", "1", "two")).await;
+    let after = env.call("GetItem", &projected).await;
+    assert_eq!(after.cache_status(), "hit");
     assert_eq!(after.json(), json!({"Item": {"v": {"S": "two"}}}));
 
     // A write that only drops the item: the projection died with it.
     let transact = json!({"TransactItems": [{"Put": {"TableName": "orders",
         "Item": {"pk": {"S": "a"}, "sk": {"N": "1"}, "v": {"S": "three"}}}}]});
-    call(&env, "TransactWriteItems", &transact.to_string()).await;
-    let dropped = call(&env, "GetItem", &projected).await;
+    env.call("TransactWriteItems", &transact.to_string()).await;
+    let dropped = env.call("GetItem", &projected).await;
     assert_eq!(
-        cache_header(&dropped),
+        dropped.cache_status(),
         "miss",
         "the write dropped the projection"
     );
@@ -267,7 +240,7 @@ async fn projected_reads_return_only_what_they_ask_and_die_with_their_item() {
 async fn batch_get_sends_only_the_misses_upstream() {
     let env = env().await;
     for pk in ["a", "b", "c"] {
-        call(&env, "PutItem", &put(pk, "1", pk)).await;
+        env.call("PutItem", &put(pk, "1", pk)).await;
     }
     // a and b are cached by their writes; d does not exist and is not cached yet.
     let keys = |pks: &[&str]| {
@@ -278,11 +251,11 @@ async fn batch_get_sends_only_the_misses_upstream() {
         json!({"RequestItems": {"orders": {"Keys": keys}}}).to_string()
     };
     env.proxy.state.items.invalidate_all();
-    call(&env, "GetItem", &get("a", "1")).await;
-    call(&env, "GetItem", &get("b", "1")).await;
+    env.call("GetItem", &get("a", "1")).await;
+    env.call("GetItem", &get("b", "1")).await;
     let before = env.relay.requests().len();
-    let answer = call(&env, "BatchGetItem", &keys(&["a", "b", "c", "d"])).await;
-    assert_eq!(cache_header(&answer), "miss");
+    let answer = env.call("BatchGetItem", &keys(&["a", "b", "c", "d"])).await;
+    assert_eq!(answer.cache_status(), "miss");
     let mut got: Vec<String> = answer.json()["Responses"]["orders"]
         .as_array()
         .unwrap()
@@ -302,8 +275,8 @@ async fn batch_get_sends_only_the_misses_upstream() {
         &json!([{"pk": {"S": "c"}, "sk": {"N": "1"}}, {"pk": {"S": "d"}, "sk": {"N": "1"}}])
     );
     // Now everything is known, including that d does not exist.
-    let all_hits = call(&env, "BatchGetItem", &keys(&["a", "b", "c", "d"])).await;
-    assert_eq!(cache_header(&all_hits), "hit");
+    let all_hits = env.call("BatchGetItem", &keys(&["a", "b", "c", "d"])).await;
+    assert_eq!(all_hits.cache_status(), "hit");
     assert_eq!(
         all_hits.json()["Responses"]["orders"]
             .as_array()
@@ -317,11 +290,11 @@ async fn batch_get_sends_only_the_misses_upstream() {
 #[tokio::test]
 async fn hits_report_zero_consumed_capacity() {
     let env = env().await;
-    call(&env, "PutItem", &put("a", "1", "one")).await;
+    env.call("PutItem", &put("a", "1", "one")).await;
     let body = json!({"TableName": "orders", "Key": {"pk": {"S": "a"}, "sk": {"N": "1"}},
         "ReturnConsumedCapacity": "TOTAL"});
-    let hit = call(&env, "GetItem", &body.to_string()).await;
-    assert_eq!(cache_header(&hit), "hit");
+    let hit = env.call("GetItem", &body.to_string()).await;
+    assert_eq!(hit.cache_status(), "hit");
     assert_eq!(
         hit.json()["ConsumedCapacity"],
         json!({"TableName": "orders", "CapacityUnits": 0.0})
@@ -332,14 +305,14 @@ async fn hits_report_zero_consumed_capacity() {
 #[tokio::test]
 async fn failed_writes_drop_the_key() {
     let env = env().await;
-    call(&env, "PutItem", &put("a", "1", "one")).await;
+    env.call("PutItem", &put("a", "1", "one")).await;
     let conditional = json!({"TableName": "orders",
         "Item": {"pk": {"S": "a"}, "sk": {"N": "1"}, "v": {"S": "two"}},
         "ConditionExpression": "attribute_not_exists(pk)"});
-    let failed = call(&env, "PutItem", &conditional.to_string()).await;
+    let failed = env.call("PutItem", &conditional.to_string()).await;
     assert_eq!(failed.error_type(), "ConditionalCheckFailedException");
-    let next = call(&env, "GetItem", &get("a", "1")).await;
-    assert_eq!(cache_header(&next), "miss");
+    let next = env.call("GetItem", &get("a", "1")).await;
+    assert_eq!(next.cache_status(), "miss");
     assert_eq!(next.json()["Item"]["v"]["S"], "one");
 }
 
@@ -347,36 +320,36 @@ async fn failed_writes_drop_the_key() {
 async fn batch_and_transactional_writes_keep_the_cache_in_step() {
     let env = env().await;
     for pk in ["a", "b", "c"] {
-        call(&env, "GetItem", &get(pk, "1")).await; // cache "not found"
+        env.call("GetItem", &get(pk, "1")).await; // cache "not found"
     }
     let batch = json!({"RequestItems": {"orders": [
         {"PutRequest": {"Item": {"pk": {"S": "a"}, "sk": {"N": "1"}, "v": {"S": "batch"}}}},
         {"DeleteRequest": {"Key": {"pk": {"S": "b"}, "sk": {"N": "1"}}}}
     ]}});
-    call(&env, "BatchWriteItem", &batch.to_string()).await;
-    let a = call(&env, "GetItem", &get("a", "1")).await;
+    env.call("BatchWriteItem", &batch.to_string()).await;
+    let a = env.call("GetItem", &get("a", "1")).await;
     assert_eq!(
-        (cache_header(&a), &a.json()["Item"]["v"]["S"]),
+        (a.cache_status(), &a.json()["Item"]["v"]["S"]),
         ("hit", &json!("batch"))
     );
 
     let transact = json!({"TransactItems": [
         {"Put": {"TableName": "orders", "Item": {"pk": {"S": "c"}, "sk": {"N": "1"}, "v": {"S": "tx"}}}}
     ]});
-    call(&env, "TransactWriteItems", &transact.to_string()).await;
-    let c = call(&env, "GetItem", &get("c", "1")).await;
+    env.call("TransactWriteItems", &transact.to_string()).await;
+    let c = env.call("GetItem", &get("c", "1")).await;
     assert_eq!(
-        cache_header(&c),
+        c.cache_status(),
         "miss",
         "a transaction drops what it touched"
     );
     assert_eq!(c.json()["Item"]["v"]["S"], "tx");
 
     let partiql = json!({"Statement": "UPDATE \"orders\" SET v = 'ql' WHERE pk = 'a' AND sk = 1"});
-    call(&env, "ExecuteStatement", &partiql.to_string()).await;
-    let a = call(&env, "GetItem", &get("a", "1")).await;
+    env.call("ExecuteStatement", &partiql.to_string()).await;
+    let a = env.call("GetItem", &get("a", "1")).await;
     assert_eq!(
-        (cache_header(&a), &a.json()["Item"]["v"]["S"]),
+        (a.cache_status(), &a.json()["Item"]["v"]["S"]),
         ("miss", &json!("ql"))
     );
 }
@@ -384,17 +357,17 @@ async fn batch_and_transactional_writes_keep_the_cache_in_step() {
 #[tokio::test]
 async fn deleting_a_table_drops_its_entries() {
     let env = env().await;
-    call(&env, "PutItem", &put("a", "1", "one")).await;
-    call(&env, "DeleteTable", r#"{"TableName":"orders"}"#).await;
+    env.call("PutItem", &put("a", "1", "one")).await;
+    env.call("DeleteTable", r#"{"TableName":"orders"}"#).await;
     create_table(&sdk(&env.upstream.url), "orders").await;
-    let after = call(&env, "GetItem", &get("a", "1")).await;
-    assert_eq!(cache_header(&after), "miss");
+    let after = env.call("GetItem", &get("a", "1")).await;
+    assert_eq!(after.cache_status(), "miss");
     assert_eq!(after.json(), json!({}));
 }
 
 #[tokio::test]
 async fn tables_can_opt_out() {
-    let env = env_with(|c| {
+    let env = Relayed::start(|c| {
         c.cache.tables.insert(
             "orders".into(),
             dynamo_cache::config::TableCacheConfig {
@@ -404,25 +377,25 @@ async fn tables_can_opt_out() {
         );
     })
     .await;
-    call(&env, "PutItem", &put("a", "1", "one")).await;
+    env.call("PutItem", &put("a", "1", "one")).await;
     for _ in 0..2 {
-        let read = call(&env, "GetItem", &get("a", "1")).await;
-        assert_eq!(cache_header(&read), "bypass");
+        let read = env.call("GetItem", &get("a", "1")).await;
+        assert_eq!(read.cache_status(), "bypass");
     }
     assert_eq!(env.relay.count("GetItem"), 2);
 }
 
 #[tokio::test]
 async fn writes_around_the_proxy_show_after_the_ttl() {
-    let env = env_with(|c| c.cache.item_ttl_ms = 200).await;
-    call(&env, "PutItem", &put("a", "1", "one")).await;
+    let env = Relayed::start(|c| c.cache.item_ttl_ms = 200).await;
+    env.call("PutItem", &put("a", "1", "one")).await;
     // Written straight to DynamoDB: the proxy cannot know until its entry expires.
     dynamo(&env.upstream.url, "PutItem", &put("a", "1", "two")).await;
-    let stale = call(&env, "GetItem", &get("a", "1")).await;
+    let stale = env.call("GetItem", &get("a", "1")).await;
     assert_eq!(stale.json()["Item"]["v"]["S"], "one");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        let read = call(&env, "GetItem", &get("a", "1")).await;
+        let read = env.call("GetItem", &get("a", "1")).await;
         if read.json()["Item"]["v"]["S"] == "two" {
             break;
         }
@@ -476,19 +449,19 @@ async fn known_projections_are_answered_from_the_cached_item() {
             .extend(p.as_object().unwrap().clone());
         body.to_string()
     };
-    call(&env, "PutItem", &item("one")).await;
+    env.call("PutItem", &item("one")).await;
     for p in &projections {
         // First sight of each projection: DynamoDB answers (and so vouches for it).
         assert_eq!(
-            cache_header(&call(&env, "GetItem", &request(p)).await),
+            env.call("GetItem", &request(p)).await.cache_status(),
             "miss"
         );
     }
-    call(&env, "PutItem", &item("two")).await; // replaces the item, dropping cached variants
+    env.call("PutItem", &item("two")).await; // replaces the item, dropping cached variants
     let reads_before = env.relay.count("GetItem");
     for p in &projections {
-        let local = call(&env, "GetItem", &request(p)).await;
-        assert_eq!(cache_header(&local), "hit", "{p}");
+        let local = env.call("GetItem", &request(p)).await;
+        assert_eq!(local.cache_status(), "hit", "{p}");
         let direct = dynamo(&env.upstream.url, "GetItem", &request(p)).await;
         assert_eq!(local.json(), direct.json(), "{p}");
     }

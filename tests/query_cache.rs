@@ -7,26 +7,8 @@ use common::shim::Shim;
 use common::*;
 use serde_json::{Value, json};
 
-struct Env {
-    upstream: Upstream,
-    relay: Shim,
-    proxy: Proxy,
-}
-
-async fn env_with(adjust: impl FnOnce(&mut dynamo_cache::Config)) -> Env {
-    let upstream = Upstream::start().await;
-    let relay = Shim::relay(&upstream.url, 0).await;
-    let proxy = Proxy::start_with(&relay.url, adjust).await;
-    create_table(&sdk(&upstream.url), "orders").await;
-    Env {
-        upstream,
-        relay,
-        proxy,
-    }
-}
-
-async fn env() -> Env {
-    env_with(|_| {}).await
+async fn env() -> Relayed {
+    Relayed::start(|_| {}).await
 }
 
 fn put(pk: &str, sk: &str, g: &str) -> String {
@@ -46,16 +28,6 @@ fn by_g(g: &str) -> String {
     .to_string()
 }
 
-async fn call(env: &Env, op: &str, body: &str) -> Raw {
-    let answer = dynamo(&env.proxy.url, op, body).await;
-    answer.assert_crc();
-    answer
-}
-
-fn how(answer: &Raw) -> &str {
-    answer.header("x-dynamo-cache").unwrap_or("")
-}
-
 fn sks(answer: &Raw) -> Vec<String> {
     let mut sks: Vec<String> = answer.json()["Items"]
         .as_array()
@@ -70,16 +42,16 @@ fn sks(answer: &Raw) -> Vec<String> {
 #[tokio::test]
 async fn queries_are_answered_while_the_upstream_is_down() {
     let mut env = env().await;
-    call(&env, "PutItem", &put("a", "1", "red")).await;
-    let miss = call(&env, "Query", &query("a")).await;
-    assert_eq!(how(&miss), "miss");
-    let scan = call(&env, "Scan", r#"{"TableName":"orders"}"#).await;
+    env.call("PutItem", &put("a", "1", "red")).await;
+    let miss = env.call("Query", &query("a")).await;
+    assert_eq!(miss.cache_status(), "miss");
+    let scan = env.call("Scan", r#"{"TableName":"orders"}"#).await;
     env.upstream.stop().await;
-    let hit = call(&env, "Query", &query("a")).await;
-    assert_eq!(how(&hit), "hit");
+    let hit = env.call("Query", &query("a")).await;
+    assert_eq!(hit.cache_status(), "hit");
     assert_eq!(hit.json(), miss.json());
     assert_eq!(
-        call(&env, "Scan", r#"{"TableName":"orders"}"#).await.json(),
+        env.call("Scan", r#"{"TableName":"orders"}"#).await.json(),
         scan.json()
     );
     // The same query with its parameters in another order, or asking for capacity, is the
@@ -87,8 +59,8 @@ async fn queries_are_answered_while_the_upstream_is_down() {
     let reordered = json!({"ExpressionAttributeValues": {":p": {"S": "a"}},
         "ExpressionAttributeNames": {"#p": "pk"}, "KeyConditionExpression": "#p = :p",
         "TableName": "orders", "ReturnConsumedCapacity": "TOTAL"});
-    let with_capacity = call(&env, "Query", &reordered.to_string()).await;
-    assert_eq!(how(&with_capacity), "hit");
+    let with_capacity = env.call("Query", &reordered.to_string()).await;
+    assert_eq!(with_capacity.cache_status(), "hit");
     assert_eq!(with_capacity.json()["Items"], miss.json()["Items"]);
     assert_eq!(
         with_capacity.json()["ConsumedCapacity"],
@@ -99,34 +71,32 @@ async fn queries_are_answered_while_the_upstream_is_down() {
 #[tokio::test]
 async fn a_write_to_the_partition_is_in_the_next_query() {
     let env = env().await;
-    call(&env, "PutItem", &put("a", "1", "red")).await;
-    call(&env, "PutItem", &put("b", "1", "red")).await;
-    assert_eq!(sks(&call(&env, "Query", &query("a")).await), ["1"]);
-    assert_eq!(sks(&call(&env, "Query", &query("b")).await), ["1"]);
+    env.call("PutItem", &put("a", "1", "red")).await;
+    env.call("PutItem", &put("b", "1", "red")).await;
+    assert_eq!(sks(&env.call("Query", &query("a")).await), ["1"]);
+    assert_eq!(sks(&env.call("Query", &query("b")).await), ["1"]);
 
-    call(&env, "PutItem", &put("a", "2", "blue")).await;
-    let fresh = call(&env, "Query", &query("a")).await;
-    assert_eq!(how(&fresh), "miss");
+    env.call("PutItem", &put("a", "2", "blue")).await;
+    let fresh = env.call("Query", &query("a")).await;
+    assert_eq!(fresh.cache_status(), "miss");
     assert_eq!(sks(&fresh), ["1", "2"]);
 
     // Another partition's answer did not depend on that write: still cached.
     let queries_before = env.relay.count("Query");
-    let other = call(&env, "Query", &query("b")).await;
-    assert_eq!(how(&other), "hit");
+    let other = env.call("Query", &query("b")).await;
+    assert_eq!(other.cache_status(), "hit");
     assert_eq!(env.relay.count("Query"), queries_before);
 
     // Deletes and updates count as writes too.
-    call(
-        &env,
+    env.call(
         "DeleteItem",
         &json!({"TableName": "orders",
         "Key": {"pk": {"S": "a"}, "sk": {"N": "1"}}})
         .to_string(),
     )
     .await;
-    assert_eq!(sks(&call(&env, "Query", &query("a")).await), ["2"]);
-    call(
-        &env,
+    assert_eq!(sks(&env.call("Query", &query("a")).await), ["2"]);
+    env.call(
         "UpdateItem",
         &json!({"TableName": "orders",
         "Key": {"pk": {"S": "a"}, "sk": {"N": "3"}}, "UpdateExpression": "SET g = :g",
@@ -134,46 +104,46 @@ async fn a_write_to_the_partition_is_in_the_next_query() {
         .to_string(),
     )
     .await;
-    assert_eq!(sks(&call(&env, "Query", &query("a")).await), ["2", "3"]);
+    assert_eq!(sks(&env.call("Query", &query("a")).await), ["2", "3"]);
 }
 
 #[tokio::test]
 async fn index_queries_and_scans_see_every_write_to_their_table() {
     let env = env().await;
-    call(&env, "PutItem", &put("a", "1", "red")).await;
-    assert_eq!(sks(&call(&env, "Query", &by_g("red")).await), ["1"]);
+    env.call("PutItem", &put("a", "1", "red")).await;
+    assert_eq!(sks(&env.call("Query", &by_g("red")).await), ["1"]);
     assert_eq!(
-        sks(&call(&env, "Scan", r#"{"TableName":"orders"}"#).await),
+        sks(&env.call("Scan", r#"{"TableName":"orders"}"#).await),
         ["1"]
     );
 
     // Moves the item between index partitions, in another base partition.
-    call(&env, "PutItem", &put("a", "1", "blue")).await;
-    call(&env, "PutItem", &put("z", "5", "red")).await;
-    let red = call(&env, "Query", &by_g("red")).await;
-    assert_eq!(how(&red), "miss");
+    env.call("PutItem", &put("a", "1", "blue")).await;
+    env.call("PutItem", &put("z", "5", "red")).await;
+    let red = env.call("Query", &by_g("red")).await;
+    assert_eq!(red.cache_status(), "miss");
     assert_eq!(sks(&red), ["5"]);
-    assert_eq!(sks(&call(&env, "Query", &by_g("blue")).await), ["1"]);
+    assert_eq!(sks(&env.call("Query", &by_g("blue")).await), ["1"]);
     assert_eq!(
-        sks(&call(&env, "Scan", r#"{"TableName":"orders"}"#).await),
+        sks(&env.call("Scan", r#"{"TableName":"orders"}"#).await),
         ["1", "5"]
     );
 
     let batch = json!({"RequestItems": {"orders": [
         {"PutRequest": {"Item": {"pk": {"S": "q"}, "sk": {"N": "7"}, "g": {"S": "red"}}}}]}});
-    call(&env, "BatchWriteItem", &batch.to_string()).await;
-    assert_eq!(sks(&call(&env, "Query", &by_g("red")).await), ["5", "7"]);
+    env.call("BatchWriteItem", &batch.to_string()).await;
+    assert_eq!(sks(&env.call("Query", &by_g("red")).await), ["5", "7"]);
     let transact = json!({"TransactItems": [{"Delete": {"TableName": "orders",
         "Key": {"pk": {"S": "z"}, "sk": {"N": "5"}}}}]});
-    call(&env, "TransactWriteItems", &transact.to_string()).await;
-    assert_eq!(sks(&call(&env, "Query", &by_g("red")).await), ["7"]);
+    env.call("TransactWriteItems", &transact.to_string()).await;
+    assert_eq!(sks(&env.call("Query", &by_g("red")).await), ["7"]);
 }
 
 #[tokio::test]
 async fn pages_are_cached_one_by_one_with_their_last_evaluated_key() {
     let env = env().await;
     for sk in ["1", "2", "3"] {
-        call(&env, "PutItem", &put("a", sk, "red")).await;
+        env.call("PutItem", &put("a", sk, "red")).await;
     }
     let page = |start: Option<&Value>| {
         let mut body = json!({"TableName": "orders", "Limit": 2, "KeyConditionExpression": "pk = :p",
@@ -183,17 +153,17 @@ async fn pages_are_cached_one_by_one_with_their_last_evaluated_key() {
         }
         body.to_string()
     };
-    let first = call(&env, "Query", &page(None)).await;
+    let first = env.call("Query", &page(None)).await;
     let direct_first = dynamo(&env.upstream.url, "Query", &page(None)).await;
     assert_eq!(first.json(), direct_first.json());
     let last = first.json()["LastEvaluatedKey"].clone();
     assert_eq!(last, json!({"pk": {"S": "a"}, "sk": {"N": "2"}}));
-    let second = call(&env, "Query", &page(Some(&last))).await;
+    let second = env.call("Query", &page(Some(&last))).await;
     assert_eq!(sks(&second), ["3"]);
     // Both pages are now cached separately.
-    assert_eq!(how(&call(&env, "Query", &page(None)).await), "hit");
-    let again = call(&env, "Query", &page(Some(&last))).await;
-    assert_eq!(how(&again), "hit");
+    assert_eq!(env.call("Query", &page(None)).await.cache_status(), "hit");
+    let again = env.call("Query", &page(Some(&last))).await;
+    assert_eq!(again.cache_status(), "hit");
     assert_eq!(again.json(), second.json());
 }
 
@@ -204,22 +174,25 @@ async fn consistent_queries_always_reach_dynamodb() {
         "KeyConditionExpression": "pk = :p", "ExpressionAttributeValues": {":p": {"S": "a"}}})
     .to_string();
     for _ in 0..3 {
-        assert_eq!(how(&call(&env, "Query", &consistent).await), "bypass");
+        assert_eq!(
+            env.call("Query", &consistent).await.cache_status(),
+            "bypass"
+        );
     }
     assert_eq!(env.relay.count("Query"), 3);
 }
 
 #[tokio::test]
 async fn ttl_invalidation_reproduces_daxs_stale_queries() {
-    let env = env_with(|c| {
+    let env = Relayed::start(|c| {
         c.cache.query_invalidation = dynamo_cache::config::QueryInvalidation::Ttl;
     })
     .await;
-    call(&env, "PutItem", &put("a", "1", "red")).await;
-    assert_eq!(sks(&call(&env, "Query", &query("a")).await), ["1"]);
-    call(&env, "PutItem", &put("a", "2", "red")).await;
-    let stale = call(&env, "Query", &query("a")).await;
-    assert_eq!(how(&stale), "hit");
+    env.call("PutItem", &put("a", "1", "red")).await;
+    assert_eq!(sks(&env.call("Query", &query("a")).await), ["1"]);
+    env.call("PutItem", &put("a", "2", "red")).await;
+    let stale = env.call("Query", &query("a")).await;
+    assert_eq!(stale.cache_status(), "hit");
     assert_eq!(
         sks(&stale),
         ["1"],
@@ -229,9 +202,12 @@ async fn ttl_invalidation_reproduces_daxs_stale_queries() {
 
 #[tokio::test]
 async fn query_ttl_zero_turns_the_query_cache_off() {
-    let env = env_with(|c| c.cache.query_ttl_ms = 0).await;
+    let env = Relayed::start(|c| c.cache.query_ttl_ms = 0).await;
     for _ in 0..2 {
-        assert_eq!(how(&call(&env, "Query", &query("a")).await), "bypass");
+        assert_eq!(
+            env.call("Query", &query("a")).await.cache_status(),
+            "bypass"
+        );
     }
 }
 

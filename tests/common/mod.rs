@@ -206,6 +206,11 @@ impl Raw {
         kind.rsplit('#').next().unwrap().to_string()
     }
 
+    /// How the proxy answered (`x-dynamo-cache`: hit, miss, bypass, error).
+    pub fn cache_status(&self) -> &str {
+        self.header("x-dynamo-cache").unwrap_or("")
+    }
+
     /// Asserts `x-amz-crc32` is the CRC32 of the exact body received.
     pub fn assert_crc(&self) {
         let crc = self.header("x-amz-crc32").expect("x-amz-crc32 present");
@@ -302,4 +307,33 @@ pub async fn create_table(client: &aws_sdk_dynamodb::Client, name: &str) {
         .send()
         .await
         .unwrap();
+}
+
+/// The usual cache test bench: an emulator with the table `orders` (see [`create_table`]), a
+/// recording relay in front of it, and the proxy in front of the relay.
+pub struct Relayed {
+    pub upstream: Upstream,
+    pub relay: shim::Shim,
+    pub proxy: Proxy,
+}
+
+impl Relayed {
+    pub async fn start(adjust: impl FnOnce(&mut Config)) -> Relayed {
+        let upstream = Upstream::start().await;
+        let relay = shim::Shim::relay(&upstream.url, 0).await;
+        let proxy = Proxy::start_with(&relay.url, adjust).await;
+        create_table(&sdk(&upstream.url), "orders").await;
+        Relayed {
+            upstream,
+            relay,
+            proxy,
+        }
+    }
+
+    /// A request through the proxy; its answer's CRC is checked.
+    pub async fn call(&self, op: &str, body: &str) -> Raw {
+        let answer = dynamo(&self.proxy.url, op, body).await;
+        answer.assert_crc();
+        answer
+    }
 }
