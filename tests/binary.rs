@@ -1,15 +1,16 @@
 //! The real binary, as a new user runs it: `serve --embedded` prints how to call it, serves an
-//! SDK client, and exits 0 on SIGTERM.
+//! SDK client, keeps data with `--embedded-db`, and exits 0 on SIGTERM.
 
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 
 use common::*;
 
-#[tokio::test]
-async fn serve_embedded_works_and_stops_cleanly_on_sigterm() {
+/// `dynamo-cache serve --embedded [extra...]` on free ports: the process, its data URL, and the
+/// first lines it printed.
+fn serve_embedded(extra: &[&str]) -> (Child, String, Vec<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_dynamo-cache"))
         .args([
             "serve",
@@ -19,6 +20,7 @@ async fn serve_embedded_works_and_stops_cleanly_on_sigterm() {
             "--admin-listen",
             "127.0.0.1:0",
         ])
+        .args(extra)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -34,6 +36,24 @@ async fn serve_embedded_works_and_stops_cleanly_on_sigterm() {
         .to_string();
     let mut printed = vec![first];
     printed.extend(lines.by_ref().take(3).map(|l| l.unwrap()));
+    (child, url, printed)
+}
+
+/// SIGTERM, then the exit status.
+async fn terminate(mut child: Child) -> std::process::ExitStatus {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn serve_embedded_works_and_stops_cleanly_on_sigterm() {
+    let (child, url, printed) = serve_embedded(&[]);
     assert!(
         printed
             .iter()
@@ -46,13 +66,24 @@ async fn serve_embedded_works_and_stops_cleanly_on_sigterm() {
     let tables = client.list_tables().send().await.unwrap();
     assert_eq!(tables.table_names(), ["quickstart"]);
 
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let exit = tokio::task::spawn_blocking(move || child.wait().unwrap())
-        .await
-        .unwrap();
+    let exit = terminate(child).await;
     assert_eq!(exit.code(), Some(0), "{exit:?}");
+}
+
+#[tokio::test]
+async fn embedded_db_keeps_data_across_restarts() {
+    let dir = std::env::temp_dir().join(format!("dynamo-cache-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("local.db");
+    let path = path.to_str().unwrap();
+
+    let (child, url, _) = serve_embedded(&["--embedded-db", path]);
+    create_table(&sdk(&url), "kept").await;
+    assert_eq!(terminate(child).await.code(), Some(0));
+
+    let (child, url, _) = serve_embedded(&["--embedded-db", path]);
+    let tables = sdk(&url).list_tables().send().await.unwrap();
+    assert_eq!(tables.table_names(), ["kept"]);
+    assert_eq!(terminate(child).await.code(), Some(0));
+    let _ = std::fs::remove_dir_all(&dir);
 }
