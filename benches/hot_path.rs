@@ -38,7 +38,11 @@ fn bench(c: &mut Criterion) {
         b.iter(|| key_of(black_box(BODY)))
     });
 
-    let cache = ItemCache::new(&CacheConfig::default(), Duration::from_secs(10));
+    let cache = ItemCache::new(
+        &CacheConfig::default(),
+        Duration::from_secs(10),
+        std::sync::Arc::new(dynamo_cache::metrics::Metrics::new()),
+    );
     for i in 0..100_000 {
         let body = format!(
             r#"{{"TableName":"orders","Key":{{"pk":{{"S":"customer#{i}"}},"sk":{{"N":"1700000000.25"}}}}}}"#

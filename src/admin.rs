@@ -1,4 +1,5 @@
-//! The admin listener: `/healthz`, `/readyz` and `/metrics`, kept off the data port so that
+//! The admin listener: `/healthz`, `/readyz`, `/metrics`, `GET /cache` (what each cache holds
+//! and how well it hits) and `POST /cache/flush[?table=NAME]`, kept off the data port so that
 //! operators can scrape and probe without acting as a DynamoDB client.
 
 use std::time::Duration;
@@ -15,13 +16,11 @@ const READY_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Answers one admin request.
 pub async fn handle(state: &State, request: Request<Incoming>) -> ProxyResponse {
-    if request.method() != Method::GET {
-        return text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n");
-    }
-    match request.uri().path() {
-        "/healthz" => text(StatusCode::OK, "ok\n"),
-        "/readyz" => readiness(state).await,
-        "/metrics" => {
+    match (request.method(), request.uri().path()) {
+        (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
+        (&Method::GET, "/readyz") => readiness(state).await,
+        (&Method::GET, "/metrics") => {
+            record_cache_usage(state);
             let mut resp = text(StatusCode::OK, "");
             *resp.body_mut() = Bytes::from(state.metrics.render());
             resp.headers_mut().insert(
@@ -30,8 +29,86 @@ pub async fn handle(state: &State, request: Request<Incoming>) -> ProxyResponse 
             );
             resp
         }
+        (&Method::GET, "/cache") => json(StatusCode::OK, cache_stats(state)),
+        (&Method::POST, "/cache/flush") => flush(state, request.uri().query()),
+        (_, "/healthz" | "/readyz" | "/metrics" | "/cache" | "/cache/flush") => {
+            text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
+        }
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
+}
+
+/// Entries and bytes per cache, read when scraped.
+fn record_cache_usage(state: &State) {
+    let metrics = &state.metrics;
+    for (cache, (entries, bytes)) in [
+        ("item", state.items.usage()),
+        ("query", state.queries.usage()),
+    ] {
+        metrics
+            .cache_entries
+            .with_label_values(&[cache])
+            .set(entries as i64);
+        metrics
+            .cache_bytes
+            .with_label_values(&[cache])
+            .set(bytes as i64);
+    }
+}
+
+/// What each cache holds and how well it hits.
+fn cache_stats(state: &State) -> serde_json::Value {
+    let config = &state.config.cache;
+    let one = |cache: &str, (entries, bytes): (u64, u64), max_bytes: u64| {
+        let (hits, misses) = state.metrics.cache_lookups(cache);
+        let lookups = hits + misses;
+        serde_json::json!({
+            "entries": entries,
+            "bytes": bytes,
+            "max_bytes": max_bytes,
+            "hits": hits,
+            "misses": misses,
+            "hit_ratio": if lookups == 0 { 0.0 } else { hits as f64 / lookups as f64 },
+        })
+    };
+    serde_json::json!({
+        "item": one("item", state.items.usage(), config.item_max_bytes),
+        "query": one("query", state.queries.usage(), config.query_max_bytes),
+    })
+}
+
+/// Drops everything cached, or one table's entries with `?table=NAME`.
+fn flush(state: &State, query: Option<&str>) -> ProxyResponse {
+    let table = query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .find_map(|pair| pair.strip_prefix("table="));
+    match table {
+        Some("") => text(StatusCode::BAD_REQUEST, "table= needs a table name\n"),
+        Some(table) => {
+            state.items.invalidate_table(table, "flush");
+            state.queries.invalidate_table(table, "flush");
+            json(
+                StatusCode::OK,
+                serde_json::json!({ "flushed": { "table": table } }),
+            )
+        }
+        None => {
+            state.items.invalidate_all("flush");
+            state.queries.invalidate_all("flush");
+            json(StatusCode::OK, serde_json::json!({ "flushed": "all" }))
+        }
+    }
+}
+
+fn json(status: StatusCode, body: serde_json::Value) -> ProxyResponse {
+    let mut resp = Response::new(Bytes::from(body.to_string()));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    resp
 }
 
 /// Ready when not draining, credentials are loaded, and the upstream answers.

@@ -25,6 +25,7 @@ use moka::sync::Cache;
 
 use crate::config::CacheConfig;
 use crate::keys::ItemKey;
+use crate::metrics::Metrics;
 
 /// Fixed per-entry overhead counted by the weigher (moka's node, our struct, the Arcs).
 const ENTRY_OVERHEAD: usize = 96;
@@ -122,8 +123,11 @@ impl Cached {
 pub enum WriteOutcome {
     /// The item is now exactly this (`None` = deleted).
     Item(Option<Bytes>),
-    /// The item's state is unknown (failed write, unknowable result): drop it.
+    /// The write succeeded but its result is unknown (a transaction, `UPDATED_OLD`, an item
+    /// not byte-equivalent to DynamoDB's form): drop it.
     Unknown,
+    /// The write failed or its fate is unknown (error, timeout): drop it.
+    Failed,
 }
 
 /// Proof that a fill began at a point in time; see [`ItemCache::begin_fill`].
@@ -181,6 +185,8 @@ pub struct ItemCache {
     /// `table NUL projection` for projections DynamoDB has accepted, so only those are
     /// evaluated from cached items (DynamoDB alone decides what is a valid expression).
     known_projections: Cache<Arc<str>, ()>,
+    /// Evictions and invalidations are counted here.
+    metrics: Arc<Metrics>,
 }
 
 /// How many accepted projections are remembered (least used forgotten first).
@@ -206,11 +212,16 @@ impl moka::Expiry<ItemKey, Cached> for PerEntryTtl {
 
 impl ItemCache {
     /// A cache sized and timed by `config`; `upstream_timeout` bounds how long a fill can take.
-    pub fn new(config: &CacheConfig, upstream_timeout: Duration) -> ItemCache {
+    pub fn new(
+        config: &CacheConfig,
+        upstream_timeout: Duration,
+        metrics: Arc<Metrics>,
+    ) -> ItemCache {
         let entries = Cache::builder()
             .max_capacity(config.item_max_bytes)
             .weigher(|key: &ItemKey, value: &Cached| value.weight(key))
             .expire_after(PerEntryTtl)
+            .eviction_listener(metrics.eviction_counter("item"))
             .build();
         ItemCache {
             entries,
@@ -229,6 +240,7 @@ impl ItemCache {
             table_generations: RwLock::new(HashMap::new()),
             stamp_lifetime: upstream_timeout * 2 + Duration::from_secs(1),
             known_projections: Cache::new(KNOWN_PROJECTIONS),
+            metrics,
         }
     }
 
@@ -385,7 +397,14 @@ impl ItemCache {
                 cached.ttl = self.config.item_ttl(key.table());
                 self.entries.insert(key.clone(), cached);
             }
-            _ => self.entries.invalidate(key),
+            WriteOutcome::Failed => {
+                self.entries.invalidate(key);
+                self.metrics.invalidated("item", "failed_write");
+            }
+            _ => {
+                self.entries.invalidate(key);
+                self.metrics.invalidated("item", "write");
+            }
         }
         stamp.last = self.tick();
         stamp.in_flight -= 1;
@@ -404,15 +423,17 @@ impl ItemCache {
             .contains_key(&projection_id(table, projection))
     }
 
-    /// Drops every entry of `table` (lazily, by generation).
-    pub fn invalidate_table(&self, table: &str) {
+    /// Drops every entry of `table` (lazily, by generation), counted under `reason`.
+    pub fn invalidate_table(&self, table: &str, reason: &'static str) {
         let mut generations = self.table_generations.write().expect("lock poisoned");
         *generations.entry(table.to_string()).or_insert(0) += 1;
+        self.metrics.invalidated("item", reason);
     }
 
-    /// Drops every entry (lazily, by generation).
-    pub fn invalidate_all(&self) {
+    /// Drops every entry (lazily, by generation), counted under `reason`.
+    pub fn invalidate_all(&self, reason: &'static str) {
         self.global_generation.fetch_add(1, Ordering::SeqCst);
+        self.metrics.invalidated("item", reason);
     }
 
     /// Entries and weighted bytes now (approximate until moka's housekeeping runs).
@@ -459,7 +480,11 @@ mod tests {
     }
 
     fn cache() -> ItemCache {
-        ItemCache::new(&CacheConfig::default(), Duration::from_secs(1))
+        ItemCache::new(
+            &CacheConfig::default(),
+            Duration::from_secs(1),
+            Arc::new(Metrics::new()),
+        )
     }
 
     fn body(s: &'static str) -> Option<Bytes> {
@@ -522,10 +547,10 @@ mod tests {
         let k = key("a");
         let fill = cache.begin_fill(&k);
         assert!(cache.fill(&k, fill, |_| ItemCache::whole(Some(b"x"))));
-        cache.invalidate_table("t");
+        cache.invalidate_table("t", "table_change");
         assert!(cache.get(&k).is_none());
         let fill = cache.begin_fill(&k);
-        cache.invalidate_all();
+        cache.invalidate_all("flush");
         assert!(!cache.fill(&k, fill, |_| ItemCache::whole(Some(b"x"))));
     }
 
@@ -567,7 +592,11 @@ mod tests {
 
     #[test]
     fn stamps_are_pruned_once_idle() {
-        let mut cache = ItemCache::new(&CacheConfig::default(), Duration::ZERO);
+        let mut cache = ItemCache::new(
+            &CacheConfig::default(),
+            Duration::ZERO,
+            Arc::new(Metrics::new()),
+        );
         cache.stamp_lifetime = Duration::ZERO;
         for i in 0..50_000 {
             let k = key(&i.to_string());
@@ -596,6 +625,7 @@ mod stress {
         let cache = Arc::new(ItemCache::new(
             &CacheConfig::default(),
             Duration::from_secs(10),
+            Arc::new(Metrics::new()),
         ));
         let wire: WireKey = [("pk".to_string(), KeyValue::S("k".into()))].into();
         let key = ItemKey::new("t", &wire).unwrap();

@@ -520,11 +520,11 @@ pub async fn put_item(state: &State, target: &HeaderValue, body: Bytes) -> Handl
     let item = body.slice_ref(input.item.get().as_bytes());
     let storable = is_storable(&item);
     write_through(state, op, target, body, vec![touched], move |answer| {
-        if answer.status == StatusCode::OK && storable {
-            vec![WriteOutcome::Item(Some(item))]
-        } else {
-            vec![WriteOutcome::Unknown]
-        }
+        vec![match (answer.status == StatusCode::OK, storable) {
+            (true, true) => WriteOutcome::Item(Some(item)),
+            (true, false) => WriteOutcome::Unknown,
+            (false, _) => WriteOutcome::Failed,
+        }]
     })
     .await
 }
@@ -550,7 +550,7 @@ pub async fn delete_item(state: &State, target: &HeaderValue, body: Bytes) -> Ha
         vec![if answer.status == StatusCode::OK {
             WriteOutcome::Item(None)
         } else {
-            WriteOutcome::Unknown
+            WriteOutcome::Failed
         }]
     })
     .await
@@ -594,7 +594,10 @@ pub async fn update_item(state: &State, target: &HeaderValue, body: Bytes) -> Ha
     let learns_item = asked == "NONE" || asked == "ALL_NEW";
     let ticket = state.items.begin_write(&key);
     let result = forward(state, op, target, request).await;
-    let mut outcome = WriteOutcome::Unknown;
+    let mut outcome = match &result {
+        Ok(answer) if answer.status == StatusCode::OK => WriteOutcome::Unknown,
+        _ => WriteOutcome::Failed,
+    };
     let mut trimmed = None;
     if let Ok(answer) = &result
         && answer.status == StatusCode::OK
@@ -706,9 +709,8 @@ pub async fn batch_write_item(state: &State, target: &HeaderValue, body: Bytes) 
         keys.into_iter()
             .zip(items)
             .map(|(key, item)| match item {
-                Some(item) if answer.status == StatusCode::OK && !unprocessed.contains(&key) => {
-                    WriteOutcome::Item(item)
-                }
+                _ if answer.status != StatusCode::OK => WriteOutcome::Failed,
+                Some(item) if !unprocessed.contains(&key) => WriteOutcome::Item(item),
                 _ => WriteOutcome::Unknown,
             })
             .collect()
@@ -805,8 +807,12 @@ pub async fn transact_write_items(state: &State, target: &HeaderValue, body: Byt
         keys.push(key);
     }
     let count = keys.len();
-    write_through(state, op, target, body, keys, move |_| {
-        (0..count).map(|_| WriteOutcome::Unknown).collect()
+    write_through(state, op, target, body, keys, move |answer| {
+        let outcome = || match answer.status {
+            StatusCode::OK => WriteOutcome::Unknown,
+            _ => WriteOutcome::Failed,
+        };
+        (0..count).map(|_| outcome()).collect()
     })
     .await
 }
@@ -828,13 +834,13 @@ pub async fn table_change(
     let result = bypass(state, op, target, body).await;
     match table {
         Some(table) => {
-            state.items.invalidate_table(&table);
-            state.queries.table_changed(&table);
+            state.items.invalidate_table(&table, "table_change");
+            state.queries.invalidate_table(&table, "table_change");
             state.schemas.forget(&table);
         }
         None => {
-            state.items.invalidate_all();
-            state.queries.invalidate_all();
+            state.items.invalidate_all("table_change");
+            state.queries.invalidate_all("table_change");
         }
     }
     result
@@ -852,12 +858,12 @@ pub async fn partiql(state: &State, op: Operation, target: &HeaderValue, body: B
     for table in writes {
         match table {
             Some(table) => {
-                state.items.invalidate_table(&table);
-                state.queries.table_changed(&table);
+                state.items.invalidate_table(&table, "write");
+                state.queries.invalidate_table(&table, "write");
             }
             None => {
-                state.items.invalidate_all();
-                state.queries.invalidate_all();
+                state.items.invalidate_all("write");
+                state.queries.invalidate_all("write");
             }
         }
     }
@@ -945,7 +951,7 @@ async fn write_through(
     };
     let mut outcomes = outcomes.into_iter();
     for (touched, ticket) in touched.iter().zip(tickets) {
-        let outcome = outcomes.next().unwrap_or(WriteOutcome::Unknown);
+        let outcome = outcomes.next().unwrap_or(WriteOutcome::Failed);
         state.items.end_write(&touched.key, ticket, outcome);
         // Whatever the outcome (a timed-out write may still have happened).
         state
@@ -965,8 +971,8 @@ async fn write_invalidating_table(
     table: &str,
 ) -> Handled {
     let result = bypass(state, op, target, body).await;
-    state.items.invalidate_table(table);
-    state.queries.table_changed(table);
+    state.items.invalidate_table(table, "write");
+    state.queries.invalidate_table(table, "write");
     result
 }
 

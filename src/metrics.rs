@@ -41,10 +41,29 @@ pub struct Metrics {
     pub rejected_connections: IntCounter,
     /// Misses that shared another request's upstream read instead of making their own.
     pub coalesced_misses: IntCounter,
+    /// Cache lookups by cache (`item`, `query`) and result (`hit`, `miss`).
+    pub cache_requests: IntCounterVec,
+    /// Entries per cache, read at scrape time.
+    pub cache_entries: IntGaugeVec,
+    /// Weighted bytes per cache, read at scrape time.
+    pub cache_bytes: IntGaugeVec,
+    /// Entries removed by the cache itself, by cause (`size`, `expired`, `explicit`).
+    pub evictions: IntCounterVec,
+    /// Invalidations, by cache and reason (`write`, `failed_write`, `table_change`, `flush`).
+    pub invalidations: IntCounterVec,
     /// `requests` and `request_duration` resolved once per (operation, result), on first use,
     /// so the hot path indexes an array instead of hashing label strings under a lock (and
     /// series that never happened are not exported).
-    per_request: Vec<OnceLock<(IntCounter, Histogram)>>,
+    per_request: Vec<OnceLock<(IntCounter, Histogram, Option<IntCounter>)>>,
+}
+
+/// Which cache an operation's hits and misses belong to.
+fn cache_of(op: Operation) -> Option<&'static str> {
+    match op {
+        Operation::GetItem | Operation::BatchGetItem => Some("item"),
+        Operation::Query | Operation::Scan => Some("query"),
+        _ => None,
+    }
 }
 
 const RESULTS: [CacheStatus; 4] = [
@@ -120,6 +139,43 @@ impl Metrics {
             "Misses answered by another request's upstream read (single flight).",
         )
         .expect("valid metric");
+        let cache_requests = IntCounterVec::new(
+            Opts::new(
+                "dynamo_cache_cache_requests_total",
+                "Cache lookups by cache (item, query) and result (hit, miss).",
+            ),
+            &["cache", "result"],
+        )
+        .expect("valid metric");
+        let cache_entries = IntGaugeVec::new(
+            Opts::new("dynamo_cache_cache_entries", "Entries per cache."),
+            &["cache"],
+        )
+        .expect("valid metric");
+        let cache_bytes = IntGaugeVec::new(
+            Opts::new(
+                "dynamo_cache_cache_bytes",
+                "Weighted bytes per cache (keys, bodies, bookkeeping).",
+            ),
+            &["cache"],
+        )
+        .expect("valid metric");
+        let evictions = IntCounterVec::new(
+            Opts::new(
+                "dynamo_cache_evictions_total",
+                "Entries removed by the cache, by cache and cause (size, expired, explicit).",
+            ),
+            &["cache", "cause"],
+        )
+        .expect("valid metric");
+        let invalidations = IntCounterVec::new(
+            Opts::new(
+                "dynamo_cache_invalidations_total",
+                "Invalidations by cache and reason (write, failed_write, table_change, flush).",
+            ),
+            &["cache", "reason"],
+        )
+        .expect("valid metric");
         let build_info = IntGaugeVec::new(
             Opts::new("dynamo_cache_build_info", "Build information; always 1."),
             &["version"],
@@ -139,6 +195,11 @@ impl Metrics {
             Box::new(connections.clone()),
             Box::new(rejected_connections.clone()),
             Box::new(coalesced_misses.clone()),
+            Box::new(cache_requests.clone()),
+            Box::new(cache_entries.clone()),
+            Box::new(cache_bytes.clone()),
+            Box::new(evictions.clone()),
+            Box::new(invalidations.clone()),
             Box::new(build_info),
         ] {
             registry.register(collector).expect("names are unique");
@@ -158,21 +219,71 @@ impl Metrics {
             connections,
             rejected_connections,
             coalesced_misses,
+            cache_requests,
+            cache_entries,
+            cache_bytes,
+            evictions,
+            invalidations,
         }
     }
 
     /// Counts one answered request and its latency.
     pub fn record_request(&self, op: Operation, result: CacheStatus, seconds: f64) {
         let index = op as usize * RESULTS.len() + result as usize;
-        let (count, duration) = self.per_request[index].get_or_init(|| {
+        let (count, duration, cache) = self.per_request[index].get_or_init(|| {
             let labels = [op.name(), result.as_str()];
+            let cache = match (cache_of(op), result) {
+                (Some(cache), CacheStatus::Hit | CacheStatus::Miss) => Some(
+                    self.cache_requests
+                        .with_label_values(&[cache, result.as_str()]),
+                ),
+                _ => None,
+            };
             (
                 self.requests.with_label_values(&labels),
                 self.request_duration.with_label_values(&labels),
+                cache,
             )
         });
         count.inc();
         duration.observe(seconds);
+        if let Some(cache) = cache {
+            cache.inc();
+        }
+    }
+
+    /// Hits and misses of one cache so far.
+    pub fn cache_lookups(&self, cache: &str) -> (u64, u64) {
+        (
+            self.cache_requests.with_label_values(&[cache, "hit"]).get(),
+            self.cache_requests
+                .with_label_values(&[cache, "miss"])
+                .get(),
+        )
+    }
+
+    /// Counts an invalidation.
+    pub fn invalidated(&self, cache: &str, reason: &str) {
+        self.invalidations.with_label_values(&[cache, reason]).inc();
+    }
+
+    /// A moka eviction listener counting removals of `cache` by cause.
+    pub fn eviction_counter<K, V>(
+        &self,
+        cache: &'static str,
+    ) -> impl Fn(std::sync::Arc<K>, V, moka::notification::RemovalCause) + Send + Sync + 'static
+    {
+        let evictions = self.evictions.clone();
+        move |_, _, cause| {
+            use moka::notification::RemovalCause;
+            let cause = match cause {
+                RemovalCause::Size => "size",
+                RemovalCause::Expired => "expired",
+                RemovalCause::Explicit => "explicit",
+                RemovalCause::Replaced => return, // an update, not a removal
+            };
+            evictions.with_label_values(&[cache, cause]).inc();
+        }
     }
 
     /// The Prometheus text exposition of every metric.

@@ -18,6 +18,7 @@ use moka::sync::Cache;
 
 use crate::config::{CacheConfig, QueryInvalidation};
 use crate::keys::{KeyValue, canonical_value};
+use crate::metrics::Metrics;
 
 const SLOTS: usize = 1 << 16;
 const ENTRY_OVERHEAD: usize = 96;
@@ -60,6 +61,8 @@ pub struct QueryCache {
     /// Bumped to drop everything.
     global: AtomicU64,
     hasher: RandomState,
+    /// Evictions and invalidations are counted here.
+    metrics: Arc<Metrics>,
 }
 
 struct EntryTtl;
@@ -71,7 +74,7 @@ impl moka::Expiry<Arc<[u8]>, QueryEntry> for EntryTtl {
 }
 
 impl QueryCache {
-    pub fn new(config: &CacheConfig) -> QueryCache {
+    pub fn new(config: &CacheConfig, metrics: Arc<Metrics>) -> QueryCache {
         QueryCache {
             entries: Cache::builder()
                 .max_capacity(config.query_max_bytes)
@@ -79,11 +82,13 @@ impl QueryCache {
                     (k.len() + v.body.len() + ENTRY_OVERHEAD).min(u32::MAX as usize) as u32
                 })
                 .expire_after(EntryTtl)
+                .eviction_listener(metrics.eviction_counter("query"))
                 .build(),
             config: config.clone(),
             slots: (0..SLOTS).map(|_| AtomicU64::new(0)).collect(),
             global: AtomicU64::new(0),
             hasher: RandomState::new(),
+            metrics,
         }
     }
 
@@ -150,6 +155,9 @@ impl QueryCache {
     /// A write to `table` finished (whatever its outcome): drop what it may have changed.
     /// `partition` is the written item's partition key value, when known.
     pub fn wrote(&self, table: &str, partition: Option<&KeyValue>) {
+        if self.config.query_invalidation != QueryInvalidation::Ttl {
+            self.metrics.invalidated("query", "write");
+        }
         match self.config.query_invalidation {
             QueryInvalidation::Ttl => {}
             QueryInvalidation::Table => self.bump(self.slot(&("table", table))),
@@ -163,15 +171,17 @@ impl QueryCache {
         }
     }
 
-    /// The table was created, changed or deleted, or written in a way the proxy cannot
-    /// attribute: drop all of its answers.
-    pub fn table_changed(&self, table: &str) {
+    /// The table was created, changed or deleted, written in a way the proxy cannot
+    /// attribute, or flushed: drop all of its answers, counted under `reason`.
+    pub fn invalidate_table(&self, table: &str, reason: &'static str) {
         self.bump(self.slot(&("table", table)));
+        self.metrics.invalidated("query", reason);
     }
 
-    /// Drops every answer.
-    pub fn invalidate_all(&self) {
+    /// Drops every answer, counted under `reason`.
+    pub fn invalidate_all(&self, reason: &'static str) {
         self.global.fetch_add(1, Ordering::SeqCst);
+        self.metrics.invalidated("query", reason);
     }
 
     /// Entries and weighted bytes now.
@@ -203,10 +213,13 @@ mod tests {
     use super::*;
 
     fn cache(mode: QueryInvalidation) -> QueryCache {
-        QueryCache::new(&CacheConfig {
-            query_invalidation: mode,
-            ..CacheConfig::default()
-        })
+        QueryCache::new(
+            &CacheConfig {
+                query_invalidation: mode,
+                ..CacheConfig::default()
+            },
+            Arc::new(Metrics::new()),
+        )
     }
 
     fn partition(pk: &str) -> Scope {
@@ -272,7 +285,7 @@ mod tests {
             ttl.get(&key).is_some(),
             "ttl mode keeps answers until they expire"
         );
-        ttl.table_changed("t");
+        ttl.invalidate_table("t", "table_change");
         assert!(
             ttl.get(&key).is_none(),
             "a changed table drops its answers in any mode"

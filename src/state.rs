@@ -51,13 +51,18 @@ impl State {
         let url = config.upstream_url(region);
         let upstream = Upstream::new(&url, region, cache, config.upstream_timeout())?;
         let schemas = Schemas::new(&url, region, credentials, config.upstream_timeout());
+        let metrics = Arc::new(Metrics::new());
         Ok(State {
             upstream: Arc::new(upstream),
             schemas: Arc::new(schemas),
-            metrics: Arc::new(Metrics::new()),
-            items: Arc::new(ItemCache::new(&config.cache, config.upstream_timeout())),
+            items: Arc::new(ItemCache::new(
+                &config.cache,
+                config.upstream_timeout(),
+                metrics.clone(),
+            )),
             flights: Arc::new(Flights::new()),
-            queries: Arc::new(QueryCache::new(&config.cache)),
+            queries: Arc::new(QueryCache::new(&config.cache, metrics.clone())),
+            metrics,
             draining: Arc::new(AtomicBool::new(false)),
             config: Arc::new(config),
         })
