@@ -1,5 +1,6 @@
 //! The admin listener: `/healthz`, `/readyz`, `/metrics`, `GET /cache` (what each cache holds
-//! and how well it hits) and `POST /cache/flush[?table=NAME]`, kept off the data port so that
+//! and how well it hits), `POST /cache/flush[?table=NAME]` and `/debug/config` (the effective
+//! configuration, secrets masked), kept off the data port so that
 //! operators can scrape and probe without acting as a DynamoDB client.
 
 use std::time::Duration;
@@ -31,7 +32,8 @@ pub async fn handle(state: &State, request: Request<Incoming>) -> ProxyResponse 
         }
         (&Method::GET, "/cache") => json(StatusCode::OK, cache_stats(state)),
         (&Method::POST, "/cache/flush") => flush(state, request.uri().query()),
-        (_, "/healthz" | "/readyz" | "/metrics" | "/cache" | "/cache/flush") => {
+        (&Method::GET, "/debug/config") => json(StatusCode::OK, effective_config(state)),
+        (_, "/healthz" | "/readyz" | "/metrics" | "/cache" | "/cache/flush" | "/debug/config") => {
             text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
         }
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
@@ -101,6 +103,34 @@ fn flush(state: &State, query: Option<&str>) -> ProxyResponse {
     }
 }
 
+/// The configuration in force, with anything secret-looking masked.
+fn effective_config(state: &State) -> serde_json::Value {
+    let mut config = serde_json::to_value(&*state.config).unwrap_or_default();
+    mask_secrets(&mut config);
+    config
+}
+
+/// Replaces the value of every key that names a secret with `"MASKED"`, at any depth.
+fn mask_secrets(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(fields) => {
+            for (key, inner) in fields.iter_mut() {
+                let key = key.to_ascii_lowercase();
+                if ["secret", "password", "token", "private_key"]
+                    .iter()
+                    .any(|s| key.contains(s))
+                {
+                    *inner = serde_json::Value::String("MASKED".into());
+                } else {
+                    mask_secrets(inner);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(mask_secrets),
+        _ => {}
+    }
+}
+
 fn json(status: StatusCode, body: serde_json::Value) -> ProxyResponse {
     let mut resp = Response::new(Bytes::from(body.to_string()));
     *resp.status_mut() = status;
@@ -137,4 +167,26 @@ fn text(status: StatusCode, body: &'static str) -> ProxyResponse {
         http::HeaderValue::from_static("text/plain"),
     );
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_masked_at_any_depth() {
+        let mut value = serde_json::json!({
+            "listen": "127.0.0.1:8000",
+            "auth": {"principals": [{"access_key_id": "AKID", "secret_access_key": "s3cr3t"}],
+                     "admin_token": "t"},
+        });
+        mask_secrets(&mut value);
+        assert_eq!(
+            value["auth"]["principals"][0]["secret_access_key"],
+            "MASKED"
+        );
+        assert_eq!(value["auth"]["admin_token"], "MASKED");
+        assert_eq!(value["auth"]["principals"][0]["access_key_id"], "AKID");
+        assert_eq!(value["listen"], "127.0.0.1:8000");
+    }
 }

@@ -55,6 +55,8 @@ pub struct Metrics {
     /// so the hot path indexes an array instead of hashing label strings under a lock (and
     /// series that never happened are not exported).
     per_request: Vec<OnceLock<(IntCounter, Histogram, Option<IntCounter>)>>,
+    /// Every metric family name, for checking dashboards and alerts against.
+    names: Vec<String>,
 }
 
 /// Which cache an operation's hits and misses belong to.
@@ -185,6 +187,7 @@ impl Metrics {
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
 
+        let mut names = Vec::new();
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_duration.clone()),
@@ -202,12 +205,14 @@ impl Metrics {
             Box::new(invalidations.clone()),
             Box::new(build_info),
         ] {
+            names.extend(collector.desc().iter().map(|d| d.fq_name.clone()));
             registry.register(collector).expect("names are unique");
         }
         let per_request = (0..Operation::ALL.len() * RESULTS.len())
             .map(|_| OnceLock::new())
             .collect();
         Metrics {
+            names,
             per_request,
             registry,
             requests,
@@ -250,6 +255,11 @@ impl Metrics {
         if let Some(cache) = cache {
             cache.inc();
         }
+    }
+
+    /// The name of every metric family exported (histograms add `_bucket`, `_sum`, `_count`).
+    pub fn names(&self) -> &[String] {
+        &self.names
     }
 
     /// Hits and misses of one cache so far.

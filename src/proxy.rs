@@ -23,7 +23,8 @@ pub async fn handle(state: &State, request: Request<Incoming>) -> ProxyResponse 
     let started = Instant::now();
     let metrics = &state.metrics;
     metrics.inflight.inc();
-    let (op, response, result) = match serve(state, request).await {
+    let mut table = None;
+    let (op, response, result) = match serve(state, request, &mut table).await {
         Ok(answer) => {
             // A 5xx is an error whoever raised it; 4xx answers are the caller's to handle.
             let result = if answer.response.status().is_server_error() {
@@ -47,6 +48,7 @@ pub async fn handle(state: &State, request: Request<Incoming>) -> ProxyResponse 
     metrics.inflight.dec();
     tracing::debug!(
         op = op.name(),
+        table = table.as_deref().unwrap_or(""),
         cache = result.as_str(),
         status = response.status().as_u16(),
         micros = elapsed.as_micros() as u64,
@@ -62,9 +64,11 @@ struct Answer {
     cache: CacheStatus,
 }
 
+/// `table` is filled in for the debug log line, and only when debug logging is on.
 async fn serve(
     state: &State,
     request: Request<Incoming>,
+    table: &mut Option<String>,
 ) -> Result<Answer, (Operation, ProxyError)> {
     let unclassified = |err| (Operation::Other, err);
     let (parts, body) = request.into_parts();
@@ -116,6 +120,9 @@ async fn serve(
         .await
         .map_err(|_| fail(ProxyError::BodyTooLarge { limit }))?
         .to_bytes();
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        *table = table_name(&body);
+    }
 
     // 3. Answer from memory: no await, no upstream. (A body it could read is valid JSON.)
     if let Some(response) = items::answer_from_memory(state, op, &body) {
@@ -183,6 +190,12 @@ pub(crate) async fn forward(
         .upstream_duration
         .with_label_values(&[op.name()])
         .observe(started.elapsed().as_secs_f64());
+    tracing::debug!(
+        op = op.name(),
+        status = result.as_ref().map_or(0, |a| a.status.as_u16()),
+        upstream_micros = started.elapsed().as_micros() as u64,
+        "upstream"
+    );
     match &result {
         Ok(answer) => metrics
             .upstream_requests
@@ -201,6 +214,18 @@ pub(crate) async fn forward(
         }
     }
     result
+}
+
+/// The request's `TableName`, for logs.
+fn table_name(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Named {
+        #[serde(rename = "TableName")]
+        table_name: String,
+    }
+    serde_json::from_slice::<Named>(body)
+        .ok()
+        .map(|n| n.table_name)
 }
 
 /// Whether `body` is one JSON object: a cheap structural check that builds nothing.

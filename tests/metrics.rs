@@ -216,3 +216,19 @@ async fn invalidations_and_evictions_are_counted_by_cause() {
     );
     assert!(sample(&s, "dynamo_cache_cache_bytes", &[("cache", "item")]) <= 1500.0);
 }
+
+#[tokio::test]
+async fn debug_config_shows_the_effective_configuration() {
+    let env = Relayed::start(|c| c.cache.item_ttl_ms = 1234).await;
+    let config = http_get(&format!("{}/debug/config", env.proxy.admin_url))
+        .await
+        .unwrap();
+    assert_eq!(config.status, 200);
+    let config = config.json();
+    assert_eq!(config["cache"]["item_ttl_ms"], 1234);
+    assert_eq!(config["upstream"], env.relay.url.as_str());
+    assert_eq!(
+        format!("http://{}", config["listen"].as_str().unwrap()),
+        env.proxy.url
+    );
+}
