@@ -76,7 +76,41 @@ fn cache_stats(state: &State) -> serde_json::Value {
     serde_json::json!({
         "item": one("item", state.items.usage(), config.item_max_bytes),
         "query": one("query", state.queries.usage(), config.query_max_bytes),
+        "tables": table_stats(state),
     })
+}
+
+/// Entries, bytes and hit ratio per table. Walks both caches: O(entries), for operators.
+fn table_stats(state: &State) -> serde_json::Value {
+    let mut tables: std::collections::BTreeMap<String, serde_json::Value> = Default::default();
+    let mut add = |table: &str, cache: &str, bytes: u64| {
+        let stats = tables
+            .entry(table.to_string())
+            .or_insert_with(|| serde_json::json!({}));
+        let entry = &mut stats[cache];
+        if entry.is_null() {
+            *entry = serde_json::json!({"entries": 0, "bytes": 0});
+        }
+        entry["entries"] = (entry["entries"].as_u64().unwrap_or(0) + 1).into();
+        entry["bytes"] = (entry["bytes"].as_u64().unwrap_or(0) + bytes).into();
+    };
+    state
+        .items
+        .for_each_entry(|table, bytes| add(table, "item", bytes));
+    state
+        .queries
+        .for_each_entry(|table, bytes| add(table, "query", bytes));
+    for (table, stats) in tables.iter_mut() {
+        for (cache, query) in [("item", false), ("query", true)] {
+            if let Some((hits, misses)) = state.metrics.table_lookups(table, query)
+                && hits + misses > 0
+                && !stats[cache].is_null()
+            {
+                stats[cache]["hit_ratio"] = (hits as f64 / (hits + misses) as f64).into();
+            }
+        }
+    }
+    serde_json::to_value(tables).unwrap_or_default()
 }
 
 /// Drops everything cached, or one table's entries with `?table=NAME`.

@@ -436,6 +436,13 @@ impl ItemCache {
         self.metrics.invalidated("item", reason);
     }
 
+    /// Calls `visit(table, weighted bytes)` for every live entry (O(entries); for `/cache`).
+    pub fn for_each_entry(&self, mut visit: impl FnMut(&str, u64)) {
+        for (key, cached) in self.entries.iter() {
+            visit(key.table(), cached.weight(&key) as u64);
+        }
+    }
+
     /// Entries and weighted bytes now (approximate until moka's housekeeping runs).
     pub fn usage(&self) -> (u64, u64) {
         self.entries.run_pending_tasks();

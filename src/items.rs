@@ -153,13 +153,17 @@ pub fn answer_from_memory(state: &State, op: Operation, body: &[u8]) -> Option<P
             let variant = wanted.variant();
             let capacity = wants_capacity(input.return_consumed_capacity.as_deref());
             let cached = cache.get(&key)?;
+            let hit = |response| {
+                state.metrics.record_table(&input.table_name, false, true);
+                Some(response)
+            };
             // The common hit: the whole item, kept as its ready answer.
             if variant.is_none()
                 && !capacity
                 && let Some(whole) = &cached.whole
             {
                 let (answer, crc) = whole.answer();
-                return Some(response::generated_with_crc(
+                return hit(response::generated_with_crc(
                     StatusCode::OK,
                     answer.clone(),
                     crc,
@@ -167,7 +171,7 @@ pub fn answer_from_memory(state: &State, op: Operation, body: &[u8]) -> Option<P
                 ));
             }
             if let Some(item) = cached.answer(variant.as_deref()) {
-                return Some(get_item_answer(item.as_ref(), &input.table_name, capacity));
+                return hit(get_item_answer(item.as_ref(), &input.table_name, capacity));
             }
             // Going further than DAX: a projection DynamoDB has accepted before, of an item
             // whose whole is cached, is evaluated here.
@@ -230,6 +234,7 @@ pub async fn get_item(state: &State, target: &HeaderValue, body: Bytes) -> Handl
     if coalesced {
         state.metrics.coalesced_misses.inc();
     }
+    state.metrics.record_table(&table, false, false);
     match &*fetched {
         Ok(answer) => Ok((relay(answer, CacheStatus::Miss), CacheStatus::Miss)),
         Err(err) => Err(clone_error(err)),
@@ -358,6 +363,14 @@ pub async fn batch_get_item(state: &State, target: &HeaderValue, body: Bytes) ->
         tables.push(table);
     }
     let capacity = wants_capacity(input.return_consumed_capacity.as_deref());
+    for table in &tables {
+        for _ in &table.hits {
+            state.metrics.record_table(&table.name, false, true);
+        }
+        for _ in &table.misses {
+            state.metrics.record_table(&table.name, false, false);
+        }
+    }
 
     if tables.iter().all(|t| t.misses.is_empty()) {
         let answer = merge_batch(&tables, None, capacity);

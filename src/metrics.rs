@@ -9,7 +9,10 @@ use prometheus::{
 };
 
 /// From 10 µs to 10 s: resolves a hit, a DynamoDB round trip and a stuck upstream.
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+
+use arc_swap::ArcSwap;
 
 use crate::operation::Operation;
 use crate::response::CacheStatus;
@@ -57,6 +60,19 @@ pub struct Metrics {
     per_request: Vec<OnceLock<(IntCounter, Histogram, Option<IntCounter>)>>,
     /// Every metric family name, for checking dashboards and alerts against.
     names: Vec<String>,
+    /// Hits and misses per table, cache and result; only for tables the proxy has described.
+    pub table_requests: IntCounterVec,
+    /// The counters of each known table (lock-free to read on the hot path).
+    tables: ArcSwap<HashMap<String, Arc<TableCounters>>>,
+}
+
+/// How many tables get their own series; more would let table names grow the label set.
+pub const TABLE_LABEL_CAP: usize = 64;
+
+/// One table's hit and miss counters, per cache.
+pub struct TableCounters {
+    item: (IntCounter, IntCounter),
+    query: (IntCounter, IntCounter),
 }
 
 /// Which cache an operation's hits and misses belong to.
@@ -178,6 +194,15 @@ impl Metrics {
             &["cache", "reason"],
         )
         .expect("valid metric");
+        let table_requests = IntCounterVec::new(
+            Opts::new(
+                "dynamo_cache_table_requests_total",
+                "Cache lookups by table (tables the proxy has described, at most 64), cache \
+                 and result.",
+            ),
+            &["table", "cache", "result"],
+        )
+        .expect("valid metric");
         let build_info = IntGaugeVec::new(
             Opts::new("dynamo_cache_build_info", "Build information; always 1."),
             &["version"],
@@ -203,6 +228,7 @@ impl Metrics {
             Box::new(cache_bytes.clone()),
             Box::new(evictions.clone()),
             Box::new(invalidations.clone()),
+            Box::new(table_requests.clone()),
             Box::new(build_info),
         ] {
             names.extend(collector.desc().iter().map(|d| d.fq_name.clone()));
@@ -212,6 +238,8 @@ impl Metrics {
             .map(|_| OnceLock::new())
             .collect();
         Metrics {
+            table_requests,
+            tables: ArcSwap::from_pointee(HashMap::new()),
             names,
             per_request,
             registry,
@@ -255,6 +283,53 @@ impl Metrics {
         if let Some(cache) = cache {
             cache.inc();
         }
+    }
+
+    /// Gives `table` its own series (called when the proxy describes a table), up to
+    /// [`TABLE_LABEL_CAP`] tables.
+    pub fn know_table(&self, table: &str) {
+        self.tables.rcu(|known| {
+            let mut known = HashMap::clone(known);
+            if known.len() < TABLE_LABEL_CAP && !known.contains_key(table) {
+                let counter = |cache: &str, result: &str| {
+                    self.table_requests
+                        .with_label_values(&[table, cache, result])
+                };
+                known.insert(
+                    table.to_string(),
+                    Arc::new(TableCounters {
+                        item: (counter("item", "hit"), counter("item", "miss")),
+                        query: (counter("query", "hit"), counter("query", "miss")),
+                    }),
+                );
+            }
+            known
+        });
+    }
+
+    /// Counts a lookup of `table` in the item (`query = false`) or query cache.
+    pub fn record_table(&self, table: &str, query: bool, hit: bool) {
+        if let Some(counters) = self.tables.load().get(table) {
+            let (hits, misses) = if query {
+                &counters.query
+            } else {
+                &counters.item
+            };
+            if hit { hits.inc() } else { misses.inc() }
+        }
+    }
+
+    /// Hits and misses of `table` in the item (`query = false`) or query cache, if the table
+    /// has its own series.
+    pub fn table_lookups(&self, table: &str, query: bool) -> Option<(u64, u64)> {
+        let known = self.tables.load();
+        let counters = known.get(table)?;
+        let (hits, misses) = if query {
+            &counters.query
+        } else {
+            &counters.item
+        };
+        Some((hits.get(), misses.get()))
     }
 
     /// The name of every metric family exported (histograms add `_bucket`, `_sum`, `_count`).
@@ -315,6 +390,28 @@ impl Default for Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn table_series_are_capped() {
+        let metrics = Metrics::new();
+        for i in 0..TABLE_LABEL_CAP + 10 {
+            metrics.know_table(&format!("t{i}"));
+        }
+        metrics.know_table("t0"); // known twice: still one
+        metrics.record_table("t0", false, true);
+        metrics.record_table(&format!("t{}", TABLE_LABEL_CAP + 5), false, true);
+        assert_eq!(metrics.table_lookups("t0", false), Some((1, 0)));
+        assert_eq!(
+            metrics.table_lookups(&format!("t{}", TABLE_LABEL_CAP + 5), false),
+            None
+        );
+        let series = metrics
+            .render()
+            .lines()
+            .filter(|l| l.starts_with("dynamo_cache_table_requests_total{"))
+            .count();
+        assert_eq!(series, TABLE_LABEL_CAP * 4);
+    }
 
     #[test]
     fn recorded_requests_land_on_their_own_labels() {

@@ -51,6 +51,7 @@ fn cacheable(state: &State, op: Operation, body: &[u8]) -> Option<Cacheable> {
 pub fn answer_from_memory(state: &State, op: Operation, body: &[u8]) -> Option<ProxyResponse> {
     let read = cacheable(state, op, body)?;
     let entry = state.queries.get(&read.key)?;
+    state.metrics.record_table(&read.table, true, true);
     Some(if read.capacity {
         let body = with_zero_capacity(&entry.body, &read.table);
         response::generated(StatusCode::OK, body, CacheStatus::Hit)
@@ -70,6 +71,7 @@ pub async fn query_or_scan(
         return bypass(state, op, target, body).await;
     };
     let scope = scope_of(state, op, &read).await;
+    state.metrics.record_table(&read.table, true, false);
     let watch = state.queries.begin(&read.table, &scope);
     let answer = forward(state, op, target, body).await?;
     if answer.status == StatusCode::OK

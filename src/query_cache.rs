@@ -184,6 +184,18 @@ impl QueryCache {
         self.metrics.invalidated("query", reason);
     }
 
+    /// Calls `visit(table, bytes)` for every live entry (O(entries); for `/cache`).
+    pub fn for_each_entry(&self, mut visit: impl FnMut(&str, u64)) {
+        for (key, entry) in self.entries.iter() {
+            let table = key.split(|b| *b == 0).next().unwrap_or_default();
+            let table = std::str::from_utf8(table).unwrap_or("");
+            visit(
+                table,
+                (key.len() + entry.body.len() + ENTRY_OVERHEAD) as u64,
+            );
+        }
+    }
+
     /// Entries and weighted bytes now.
     pub fn usage(&self) -> (u64, u64) {
         self.entries.run_pending_tasks();

@@ -9,6 +9,8 @@ use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_sdk_dynamodb::config::{BehaviorVersion, Region, timeout::TimeoutConfig};
 use aws_sdk_dynamodb::types::{KeySchemaElement, KeyType};
 
+use crate::metrics::Metrics;
+
 /// The attributes that make up one primary key (of a table or an index).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeySchema {
@@ -41,6 +43,8 @@ pub struct Schemas {
     client: aws_sdk_dynamodb::Client,
     /// Table name -> schema.
     known: RwLock<HashMap<String, Arc<TableSchema>>>,
+    /// Described tables get their own metric series.
+    metrics: Arc<Metrics>,
 }
 
 impl Schemas {
@@ -50,6 +54,7 @@ impl Schemas {
         region: &str,
         credentials: SharedCredentialsProvider,
         timeout: Duration,
+        metrics: Arc<Metrics>,
     ) -> Schemas {
         let config = aws_sdk_dynamodb::Config::builder()
             .behavior_version(BehaviorVersion::latest())
@@ -61,6 +66,7 @@ impl Schemas {
         Schemas {
             client: aws_sdk_dynamodb::Client::from_conf(config),
             known: RwLock::new(HashMap::new()),
+            metrics,
         }
     }
 
@@ -107,6 +113,7 @@ impl Schemas {
             .filter_map(|(name, key)| Some((name?.to_string(), key_schema(key)?)))
             .collect();
         let schema = Arc::new(TableSchema { key, indexes });
+        self.metrics.know_table(table);
         self.known
             .write()
             .expect("lock poisoned")

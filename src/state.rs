@@ -50,8 +50,14 @@ impl State {
         let cache = Arc::new(CredentialCache::new(credentials.clone()));
         let url = config.upstream_url(region);
         let upstream = Upstream::new(&url, region, cache, config.upstream_timeout())?;
-        let schemas = Schemas::new(&url, region, credentials, config.upstream_timeout());
         let metrics = Arc::new(Metrics::new());
+        let schemas = Schemas::new(
+            &url,
+            region,
+            credentials,
+            config.upstream_timeout(),
+            metrics.clone(),
+        );
         Ok(State {
             upstream: Arc::new(upstream),
             schemas: Arc::new(schemas),

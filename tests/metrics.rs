@@ -232,3 +232,46 @@ async fn debug_config_shows_the_effective_configuration() {
         env.proxy.url
     );
 }
+
+#[tokio::test]
+async fn described_tables_get_their_own_series_and_cache_stats() {
+    let env = Relayed::start(|_| {}).await;
+    env.call("PutItem", &put("a")).await; // describes "orders": it gets its own series
+    env.call("GetItem", &get("a")).await; // hit
+    env.call("GetItem", &get("a")).await; // hit
+    env.call("GetItem", &get("b")).await; // miss
+    // A table the proxy never described gets no series of its own.
+    env.call(
+        "GetItem",
+        &json!({"TableName": "unknown", "Key": {"pk": {"S": "x"}}}).to_string(),
+    )
+    .await;
+
+    let s = scrape(&env.proxy).await;
+    let table = |table: &str, result: &str| {
+        sample(
+            &s,
+            "dynamo_cache_table_requests_total",
+            &[("table", table), ("cache", "item"), ("result", result)],
+        )
+    };
+    assert_eq!(
+        (table("orders", "hit"), table("orders", "miss")),
+        (2.0, 1.0)
+    );
+    assert!(
+        !s.samples
+            .iter()
+            .any(|x| x.labels.get("table") == Some("unknown")),
+        "undescribed tables must not grow the label set"
+    );
+
+    let stats = http_get(&format!("{}/cache", env.proxy.admin_url))
+        .await
+        .unwrap()
+        .json();
+    let orders = &stats["tables"]["orders"]["item"];
+    assert_eq!(orders["entries"], 2); // a, and b "not found"
+    assert!(orders["bytes"].as_u64().unwrap() > 0);
+    assert!((orders["hit_ratio"].as_f64().unwrap() - 2.0 / 3.0).abs() < 1e-9);
+}
