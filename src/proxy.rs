@@ -17,6 +17,12 @@ use crate::state::State;
 
 const TARGET: &str = "x-amz-target";
 
+tokio::task_local! {
+    /// The upstream exchange of the request being handled (status, microseconds), for its
+    /// one log line; set deep in the path by [`forward`].
+    static UPSTREAM: std::cell::Cell<Option<(u16, u64)>>;
+}
+
 /// Answers one client request. Never fails: the proxy's own errors become DynamoDB-shaped
 /// error responses.
 pub async fn handle(state: &State, request: Request<Incoming>) -> ProxyResponse {
@@ -24,7 +30,12 @@ pub async fn handle(state: &State, request: Request<Incoming>) -> ProxyResponse 
     let metrics = &state.metrics;
     metrics.inflight.inc();
     let mut table = None;
-    let (op, response, result) = match serve(state, request, &mut table).await {
+    let served = UPSTREAM.scope(std::cell::Cell::new(None), async {
+        let answer = serve(state, request, &mut table).await;
+        (answer, UPSTREAM.with(|u| u.get()))
+    });
+    let (answer, upstream) = served.await;
+    let (op, response, result) = match answer {
         Ok(answer) => {
             // A 5xx is an error whoever raised it; 4xx answers are the caller's to handle.
             let result = if answer.response.status().is_server_error() {
@@ -46,12 +57,15 @@ pub async fn handle(state: &State, request: Request<Incoming>) -> ProxyResponse 
     let elapsed = started.elapsed();
     metrics.record_request(op, result, elapsed.as_secs_f64());
     metrics.inflight.dec();
+    let (upstream_status, upstream_micros) = upstream.unwrap_or((0, 0));
     tracing::debug!(
         op = op.name(),
         table = table.as_deref().unwrap_or(""),
         cache = result.as_str(),
         status = response.status().as_u16(),
         micros = elapsed.as_micros() as u64,
+        upstream_status,
+        upstream_micros,
         "request"
     );
     response
@@ -190,12 +204,8 @@ pub(crate) async fn forward(
         .upstream_duration
         .with_label_values(&[op.name()])
         .observe(started.elapsed().as_secs_f64());
-    tracing::debug!(
-        op = op.name(),
-        status = result.as_ref().map_or(0, |a| a.status.as_u16()),
-        upstream_micros = started.elapsed().as_micros() as u64,
-        "upstream"
-    );
+    let status = result.as_ref().map_or(0, |a| a.status.as_u16());
+    let _ = UPSTREAM.try_with(|u| u.set(Some((status, started.elapsed().as_micros() as u64))));
     match &result {
         Ok(answer) => metrics
             .upstream_requests
