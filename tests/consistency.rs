@@ -150,14 +150,7 @@ async fn a_reader_never_joins_a_read_older_than_a_write_it_saw_acknowledged() {
     };
     // Let A's read reach the upstream, then write v2 through the proxy and wait for the ack.
     // A transaction drops the key rather than storing v2, so reader B must go upstream.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while relay.count("GetItem") == 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "reader A never went upstream"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
+    relay.wait_for("GetItem").await;
     let transact =
         json!({"TransactItems": [{"Put": serde_json::from_str::<Value>(&put(2)).unwrap()}]});
     let ack = dynamo(&proxy.url, "TransactWriteItems", &transact.to_string()).await;

@@ -225,14 +225,7 @@ async fn a_slow_query_that_started_before_a_write_is_not_cached() {
         let url = proxy.url.clone();
         tokio::spawn(async move { dynamo(&url, "Query", &query("a")).await })
     };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while relay.count("Query") == 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the query never went upstream"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
+    relay.wait_for("Query").await;
     let ack = dynamo(&proxy.url, "PutItem", &put("a", "2", "red")).await;
     assert_eq!(ack.status, 200);
     assert_eq!(sks(&slow.await.unwrap()), ["1"], "read before the write");

@@ -180,6 +180,18 @@ impl Shim {
             .count()
     }
 
+    /// Waits (up to 5 s) until a request of operation `op` has reached the shim.
+    pub async fn wait_for(&self, op: &str) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while self.count(op) == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no {op} reached the upstream"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     /// Requests that reached the shim (the SDK health check `GET /` excluded).
     pub fn requests(&self) -> Vec<Seen> {
         self.seen
