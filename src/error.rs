@@ -10,8 +10,9 @@ use http::StatusCode;
 
 use crate::response::{self, CacheStatus, ProxyResponse};
 
-/// An error raised by the proxy, not by DynamoDB.
-#[derive(Debug, thiserror::Error)]
+/// An error raised by the proxy, not by DynamoDB. `Clone` so that every waiter of a shared
+/// upstream read gets the same error.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ProxyError {
     /// No `X-Amz-Target`, or one naming neither DynamoDB API.
     #[error("unknown operation")]

@@ -237,7 +237,7 @@ pub async fn get_item(state: &State, target: &HeaderValue, body: Bytes) -> Handl
     state.metrics.record_table(&table, false, false);
     match &*fetched {
         Ok(answer) => Ok((relay(answer, CacheStatus::Miss), CacheStatus::Miss)),
-        Err(err) => Err(clone_error(err)),
+        Err(err) => Err(err.clone()),
     }
 }
 
@@ -1073,15 +1073,6 @@ fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Option<T> {
 
 fn relay(answer: &UpstreamResponse, cache: CacheStatus) -> ProxyResponse {
     response::relayed(answer.status, &answer.headers, answer.body.clone(), cache)
-}
-
-/// Waiters of a failed single-flight read each get the same error.
-fn clone_error(err: &ProxyError) -> ProxyError {
-    match err {
-        ProxyError::UpstreamTimeout(ms) => ProxyError::UpstreamTimeout(*ms),
-        ProxyError::Credentials(m) => ProxyError::Credentials(m.clone()),
-        other => ProxyError::UpstreamUnavailable(other.to_string()),
-    }
 }
 
 #[cfg(test)]
