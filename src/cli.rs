@@ -1,4 +1,4 @@
-//! The command line: `serve` (the default), `check-config`. Every `serve` flag has a
+//! The command line: `serve` (the default), `check-config`, `healthcheck`. Every `serve` flag has a
 //! `DYNAMO_CACHE_*` environment variable; flags win over the environment, which wins over the
 //! config file, which wins over the defaults.
 
@@ -28,6 +28,20 @@ pub enum Command {
     CheckConfig {
         /// The TOML file to check.
         file: PathBuf,
+    },
+    /// Ask a running proxy's admin listener whether it is healthy; exit 0 if so, 1 if not.
+    /// For container health checks in images without a shell or curl.
+    Healthcheck {
+        /// Admin listener address.
+        #[arg(
+            long,
+            env = "DYNAMO_CACHE_ADMIN_LISTEN",
+            default_value = "127.0.0.1:9464"
+        )]
+        admin: SocketAddr,
+        /// Ask /readyz (serving and able to reach DynamoDB) instead of /healthz.
+        #[arg(long)]
+        ready: bool,
     },
 }
 

@@ -25,6 +25,7 @@ fn main() -> anyhow::Result<()> {
             eprintln!("{}: ok", file.display());
             Ok(())
         }
+        Some(Command::Healthcheck { admin, ready }) => healthcheck(admin, ready),
         Some(Command::Serve(args)) => serve(args),
         None => serve(cli.serve),
     }
@@ -81,7 +82,10 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
         region = %region,
         workers = state.config.worker_threads(),
         max_connections = state.config.limits.max_connections,
-        cache_bytes = state.config.cache.item_max_bytes,
+        item_cache_bytes = state.config.cache.item_max_bytes,
+        item_ttl_ms = state.config.cache.item_ttl_ms,
+        query_cache_bytes = state.config.cache.query_max_bytes,
+        query_ttl_ms = state.config.cache.query_ttl_ms,
         "dynamo-cache started"
     );
     // One line on stdout with the real addresses (port 0 resolved), for people and harnesses.
@@ -105,6 +109,46 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
         embedded.stop().await;
     }
     Ok(())
+}
+
+/// `GET /healthz` (or `/readyz`) on a running proxy's admin listener: exit 0 on 200.
+fn healthcheck(admin: std::net::SocketAddr, ready: bool) -> anyhow::Result<()> {
+    use http_body_util::Empty;
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+
+    // An unspecified address (0.0.0.0) is reachable on loopback.
+    let host = match admin.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv4() => std::net::Ipv4Addr::LOCALHOST.into(),
+        ip if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    let url = format!(
+        "http://{}/{}",
+        std::net::SocketAddr::new(host, admin.port()),
+        if ready { "readyz" } else { "healthz" }
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let status = runtime.block_on(async {
+        let client = Client::builder(TokioExecutor::new()).build_http::<Empty<bytes::Bytes>>();
+        let uri: http::Uri = url.parse()?;
+        let answer = tokio::time::timeout(Duration::from_secs(5), client.get(uri)).await;
+        anyhow::Ok(match answer {
+            Ok(Ok(response)) => Ok(response.status()),
+            Ok(Err(err)) => Err(err.to_string()),
+            Err(_) => Err("no answer within 5 s".into()),
+        })
+    })?;
+    match status {
+        Ok(status) if status.is_success() => {
+            println!("{url}: {status}");
+            Ok(())
+        }
+        Ok(status) => bail!("{url}: {status}"),
+        Err(err) => bail!("{url}: {err}"),
+    }
 }
 
 /// Region and credentials from the standard AWS chains (env, profile, web identity, ECS, IMDS).

@@ -87,3 +87,103 @@ async fn embedded_db_keeps_data_across_restarts() {
     assert_eq!(terminate(child).await.code(), Some(0));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The printed start-up line's two URLs: data and admin.
+fn urls_in(line: &str) -> Vec<String> {
+    line.split(|c: char| c.is_whitespace() || c == '(' || c == ')' || c == ',')
+        .filter(|w| w.starts_with("http://") || w.starts_with("https://"))
+        .map(str::to_string)
+        .collect()
+}
+
+fn healthcheck(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_dynamo-cache"))
+        .arg("healthcheck")
+        .args(args)
+        .env_remove("DYNAMO_CACHE_ADMIN_LISTEN")
+        .output()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn healthcheck_reports_a_running_proxy_and_fails_on_a_dead_port() {
+    let (child, _, printed) = serve_embedded(&[]);
+    let admin = urls_in(&printed[0])[1]
+        .trim_start_matches("http://")
+        .to_string();
+
+    let healthy = tokio::task::spawn_blocking({
+        let admin = admin.clone();
+        move || healthcheck(&["--admin", &admin])
+    })
+    .await
+    .unwrap();
+    assert!(healthy.status.success(), "{healthy:?}");
+    // Readiness waits for the upstream check; poll briefly.
+    let mut ready = healthcheck(&["--admin", &admin, "--ready"]);
+    for _ in 0..50 {
+        if ready.status.success() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        ready = healthcheck(&["--admin", &admin, "--ready"]);
+    }
+    assert!(ready.status.success(), "{ready:?}");
+    assert_eq!(terminate(child).await.code(), Some(0));
+
+    let dead = healthcheck(&["--admin", &admin]);
+    assert_eq!(dead.status.code(), Some(1), "{dead:?}");
+    assert!(String::from_utf8_lossy(&dead.stderr).contains("/healthz"));
+}
+
+#[tokio::test]
+async fn the_clients_endpoint_variable_never_becomes_the_proxys_upstream() {
+    // A sidecar's environment often carries the app's settings; the proxy must not follow
+    // AWS_ENDPOINT_URL_DYNAMODB (or AWS_ENDPOINT_URL) to itself.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dynamo-cache"))
+        .args([
+            "serve",
+            "--region",
+            "eu-west-1",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .env("AWS_ENDPOINT_URL_DYNAMODB", "http://127.0.0.1:8000")
+        .env("AWS_ENDPOINT_URL", "http://127.0.0.1:8000")
+        .env("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
+        .env("AWS_SECRET_ACCESS_KEY", "secret")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let urls = urls_in(&first);
+    assert_eq!(
+        urls.last().map(|u| u.trim_end_matches('/')),
+        Some("https://dynamodb.eu-west-1.amazonaws.com"),
+        "{first}"
+    );
+    assert_eq!(terminate(child).await.code(), Some(0));
+}
+
+#[test]
+fn an_upstream_pointing_at_the_proxy_itself_is_refused() {
+    let out = Command::new(env!("CARGO_BIN_EXE_dynamo-cache"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:18555",
+            "--upstream",
+            "http://localhost:18555",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("own listener"), "{stderr}");
+}
