@@ -21,7 +21,8 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Some(Command::CheckConfig { file }) => {
             let config = Config::load(&file)?;
-            print!("{}", toml::to_string_pretty(&config)?);
+            let effective = toml::to_string_pretty(&config)?;
+            println!("{}", effective.trim_end());
             eprintln!("{}: ok", file.display());
             Ok(())
         }

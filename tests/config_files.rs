@@ -1,29 +1,95 @@
-//! Every file shipped in `config/` is a valid configuration.
+//! Every file shipped in `config/` is a valid configuration, and `check-config` prints the
+//! effective configuration of each.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use dynamo_cache::Config;
 
-#[test]
-fn every_shipped_config_file_loads() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
-    let mut checked = Vec::new();
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "toml") {
-            Config::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-            checked.push(path);
+fn shipped() -> Vec<PathBuf> {
+    fn walk(dir: &Path, found: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(&path, found);
+            } else if path.extension().is_some_and(|e| e == "toml") {
+                found.push(path);
+            }
         }
     }
-    assert!(
-        !checked.is_empty(),
-        "no config files found in {}",
-        dir.display()
+    let mut found = Vec::new();
+    walk(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("config"),
+        &mut found,
     );
+    found.sort();
+    found
+}
+
+#[test]
+fn every_shipped_config_file_loads() {
+    let files = shipped();
+    let names: Vec<_> = files
+        .iter()
+        .map(|p| p.file_name().unwrap().to_str().unwrap())
+        .collect();
+    for expected in [
+        "dynamo-cache.toml",
+        "sidecar.toml",
+        "shared-fleet.toml",
+        "per-table-ttls.toml",
+    ] {
+        assert!(names.contains(&expected), "{expected} missing: {names:?}");
+    }
+    for path in &files {
+        Config::load(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    }
 }
 
 #[test]
 fn the_commented_default_file_states_the_real_defaults() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/dynamo-cache.toml");
     assert_eq!(Config::load(&path).unwrap(), Config::default());
+}
+
+#[test]
+fn check_config_prints_the_effective_configuration() {
+    for path in shipped() {
+        let out = Command::new(env!("CARGO_BIN_EXE_dynamo-cache"))
+            .arg("check-config")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}: {out:?}", path.display());
+        let printed: Config = toml::from_str(std::str::from_utf8(&out.stdout).unwrap())
+            .unwrap_or_else(|e| panic!("{}: printed config does not parse: {e}", path.display()));
+        assert_eq!(printed, Config::load(&path).unwrap(), "{}", path.display());
+    }
+}
+
+#[test]
+fn check_config_rejects_a_bad_file_with_the_reason() {
+    let dir = std::env::temp_dir().join(format!("dynamo-cache-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("bad.toml");
+    std::fs::write(&path, "[cache]\nitem_ttl = 5\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_dynamo-cache"))
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("item_ttl"), "{stderr}");
+}
+
+#[test]
+fn the_per_table_example_means_what_its_comments_say() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/examples/per-table-ttls.toml");
+    let config = Config::load(&path).unwrap();
+    let tables = &config.cache.tables;
+    assert!(!tables["accounts"].enabled);
+    assert_eq!(tables["countries"].item_ttl_ms, Some(0));
+    assert_eq!(tables["inventory"].query_ttl_ms, Some(0));
 }
