@@ -42,6 +42,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
+    let signals = Signals::install()?;
     let mut config = args.config()?;
 
     #[cfg(feature = "embedded")]
@@ -90,20 +91,28 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
         "dynamo-cache started"
     );
     // One line on stdout with the real addresses (port 0 resolved), for people and harnesses.
-    println!(
-        "dynamo-cache listening on http://{listen} (admin http://{admin_addr}), upstream {}",
+    // Written without println!: a reader that closes the pipe (`| head -1`) must not stop the
+    // proxy.
+    let mut banner = format!(
+        "dynamo-cache listening on http://{listen} (admin http://{admin_addr}), upstream {}\n",
         state.upstream.url()
     );
     if args.embedded {
-        println!("  the upstream is an embedded local DynamoDB; try it:");
-        println!(
-            "    AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local aws dynamodb list-tables \
-             --endpoint-url http://{listen} --region {region}"
-        );
-        println!("  or point any AWS SDK's endpoint_url at http://{listen}; Ctrl-C stops it.");
+        banner.push_str(&format!(
+            "  the upstream is an embedded local DynamoDB; try it:\n    \
+             AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local aws dynamodb list-tables \
+             --endpoint-url http://{listen} --region {region}\n  \
+             or point any AWS SDK's endpoint_url at http://{listen}; Ctrl-C stops it.\n"
+        ));
+    }
+    {
+        use std::io::Write;
+        let mut stdout = std::io::stdout().lock();
+        let _ = stdout.write_all(banner.as_bytes());
+        let _ = stdout.flush();
     }
 
-    dynamo_cache::run(state, data, admin, shutdown_signal()).await;
+    dynamo_cache::run(state, data, admin, signals.shutdown()).await;
 
     #[cfg(feature = "embedded")]
     if let Some(embedded) = embedded {
@@ -181,24 +190,37 @@ async fn bind(addr: std::net::SocketAddr, which: &str) -> anyhow::Result<TcpList
     }
 }
 
-/// Resolves on the first SIGTERM or Ctrl-C; a second one exits at once.
-async fn shutdown_signal() {
-    wait_for_signal().await;
-    tokio::spawn(async {
-        wait_for_signal().await;
-        eprintln!("second signal: exiting without draining");
-        std::process::exit(130);
-    });
-    // Give the runtime a moment to register the second handler.
-    tokio::time::sleep(Duration::from_millis(1)).await;
+/// SIGTERM and SIGINT, registered when created: a signal that arrives before the proxy is
+/// serving is still seen as a request to stop, not the default "die now".
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+impl Signals {
+    fn install() -> anyhow::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+        })
+    }
+
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+    }
+
+    /// Resolves on the first SIGTERM or Ctrl-C; a second one exits at once.
+    async fn shutdown(mut self) {
+        self.next().await;
+        tokio::spawn(async move {
+            self.next().await;
+            tracing::warn!("second signal: exiting without draining");
+            std::process::exit(130);
+        });
     }
 }
 

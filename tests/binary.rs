@@ -187,3 +187,31 @@ fn an_upstream_pointing_at_the_proxy_itself_is_refused() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("own listener"), "{stderr}");
 }
+
+#[tokio::test]
+async fn the_proxy_keeps_serving_after_whoever_read_its_banner_goes_away() {
+    // `dynamo-cache serve --embedded | head -1`: the pipe closes after one line.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dynamo-cache"))
+        .args([
+            "serve",
+            "--embedded",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let first = {
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        lines.next().unwrap().unwrap()
+    };
+    let url = urls_in(&first)[0].clone();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let tables = sdk(&url).list_tables().send().await;
+    assert!(tables.is_ok(), "{tables:?}");
+    assert_eq!(terminate(child).await.code(), Some(0));
+}
