@@ -52,13 +52,17 @@ class Moto:
 
 
 class Proxy:
-    def __init__(self, upstream):
+    """The real binary in front of `upstream`, or of its embedded emulator when `upstream`
+    is None (the README's quick start)."""
+
+    def __init__(self, upstream=None):
+        where = ["--upstream", upstream] if upstream else ["--embedded"]
         binary = os.environ.get("DYNAMO_CACHE_BIN", "target/debug/dynamo-cache")
         env = dict(os.environ, RUST_LOG="warn", **CREDS)
         env.pop("AWS_ENDPOINT_URL", None)
         env.pop("AWS_ENDPOINT_URL_DYNAMODB", None)
         self.proc = subprocess.Popen(
-            [binary, "serve", "--upstream", upstream, "--region", REGION,
+            [binary, "serve", *where, "--region", REGION,
              "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
