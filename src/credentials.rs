@@ -9,15 +9,16 @@ use aws_credential_types::Credentials;
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
 
 /// Refresh this long before the credentials expire, so requests in flight never carry an
-/// expired token.
+/// expired token; for short-lived credentials, once half their life has passed.
 const REFRESH_AHEAD: Duration = Duration::from_secs(300);
 
 /// Cached credentials with single-flight refresh.
 pub struct CredentialCache {
     /// Where fresh credentials come from.
     provider: SharedCredentialsProvider,
-    /// What the last successful refresh returned (cheap to clone: `Arc` inside).
-    current: RwLock<Option<Credentials>>,
+    /// What the last successful refresh returned (cheap to clone: `Arc` inside), and how early
+    /// before their expiry to replace them.
+    current: RwLock<Option<(Credentials, Duration)>>,
     /// Held by the one task refreshing, so a burst of requests triggers one provider call.
     refreshing: tokio::sync::Mutex<()>,
 }
@@ -38,22 +39,27 @@ impl CredentialCache {
 
     /// Credentials valid for at least a little while, refreshing them first when needed.
     pub async fn get(&self) -> Result<Credentials, String> {
-        if let Some(creds) = self.fresh(REFRESH_AHEAD) {
+        if let Some(creds) = self.fresh(None) {
             return Ok(creds);
         }
         let _guard = self.refreshing.lock().await;
         // Another task may have refreshed while we waited.
-        if let Some(creds) = self.fresh(REFRESH_AHEAD) {
+        if let Some(creds) = self.fresh(None) {
             return Ok(creds);
         }
         match self.provider.provide_credentials().await {
             Ok(creds) => {
-                *self.current.write().expect("lock poisoned") = Some(creds.clone());
+                let life = creds
+                    .expiry()
+                    .and_then(|e| e.duration_since(SystemTime::now()).ok())
+                    .unwrap_or(Duration::MAX);
+                let ahead = REFRESH_AHEAD.min(life / 2);
+                *self.current.write().expect("lock poisoned") = Some((creds.clone(), ahead));
                 Ok(creds)
             }
             Err(err) => {
                 // A failed early refresh is not a failed request: keep using what still works.
-                if let Some(creds) = self.fresh(Duration::ZERO) {
+                if let Some(creds) = self.fresh(Some(Duration::ZERO)) {
                     tracing::warn!(error = %DisplayChain(&err), "credential refresh failed; using current credentials until they expire");
                     return Ok(creds);
                 }
@@ -64,12 +70,15 @@ impl CredentialCache {
 
     /// Whether credentials have been loaded and are not expired (for readiness).
     pub fn is_loaded(&self) -> bool {
-        self.fresh(Duration::ZERO).is_some()
+        self.fresh(Some(Duration::ZERO)).is_some()
     }
 
-    fn fresh(&self, margin: Duration) -> Option<Credentials> {
+    /// The current credentials if they expire more than `margin` from now (`None` = the
+    /// refresh margin they were issued with).
+    fn fresh(&self, margin: Option<Duration>) -> Option<Credentials> {
         let current = self.current.read().expect("lock poisoned");
-        let creds = current.as_ref()?;
+        let (creds, ahead) = current.as_ref()?;
+        let margin = margin.unwrap_or(*ahead);
         match creds.expiry() {
             Some(expiry) if expiry <= SystemTime::now() + margin => None,
             _ => Some(creds.clone()),
@@ -153,19 +162,21 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn credentials_near_expiry_are_refreshed() {
-        // Issued with less than REFRESH_AHEAD to live: every get refreshes.
-        let (cache, calls) = cache(Duration::from_secs(60), false);
+    async fn short_lived_credentials_are_refreshed_after_half_their_life() {
+        let (cache, calls) = cache(Duration::from_millis(400), false);
         assert_eq!(cache.get().await.unwrap().access_key_id(), "AKID0");
+        assert_eq!(cache.get().await.unwrap().access_key_id(), "AKID0");
+        tokio::time::sleep(Duration::from_millis(250)).await;
         assert_eq!(cache.get().await.unwrap().access_key_id(), "AKID1");
         assert_eq!(calls.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]
     async fn a_failed_early_refresh_keeps_unexpired_credentials() {
-        let (cache, _) = cache(Duration::from_secs(60), true);
+        let (cache, _) = cache(Duration::from_millis(400), true);
         assert_eq!(cache.get().await.unwrap().access_key_id(), "AKID0");
-        // The refresh fails, but AKID0 is still valid for a minute.
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        // The refresh fails, but AKID0 is still valid for a while.
         assert_eq!(cache.get().await.unwrap().access_key_id(), "AKID0");
     }
 }
