@@ -80,6 +80,15 @@ impl Proxy {
 
     /// A proxy with `adjust` applied to its configuration.
     pub async fn start_with(upstream_url: &str, adjust: impl FnOnce(&mut Config)) -> Proxy {
+        Proxy::start_signing_with(upstream_url, test_credentials(), adjust).await
+    }
+
+    /// A proxy that signs upstream requests with credentials from `credentials`.
+    pub async fn start_signing_with(
+        upstream_url: &str,
+        credentials: SharedCredentialsProvider,
+        adjust: impl FnOnce(&mut Config),
+    ) -> Proxy {
         let data = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let mut config = Config {
@@ -90,7 +99,7 @@ impl Proxy {
             ..Config::default()
         };
         adjust(&mut config);
-        let state = State::new(config, REGION, test_credentials()).unwrap();
+        let state = State::new(config, REGION, credentials).unwrap();
         let url = format!("http://{}", data.local_addr().unwrap());
         let admin_url = format!("http://{}", admin.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();

@@ -1,7 +1,8 @@
 //! A scripted HTTP upstream for cases a real emulator cannot show: it records every request
-//! exactly as received and answers with fixed bytes, or misbehaves (hangs) on demand.
+//! exactly as received and answers with fixed bytes (any status, DynamoDB error or not), relays
+//! to a real upstream with added latency, or misbehaves on demand: hangs, drops connections,
+//! truncates bodies.
 
-use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -18,6 +19,8 @@ pub struct Seen {
     pub method: http::Method,
     pub headers: http::HeaderMap,
     pub body: Bytes,
+    /// When it arrived.
+    pub at: std::time::SystemTime,
 }
 
 /// What the shim answers.
@@ -31,6 +34,10 @@ pub enum Reply {
     },
     /// Never answers.
     Hang,
+    /// Drops the connection without answering (what a reset or a crashed peer looks like).
+    Reset,
+    /// Starts a 200 answer promising more body than it sends, then drops the connection.
+    Truncated { body: Bytes },
     /// Relays to a real upstream at this URL, after a random delay of up to `jitter_ms`, plus
     /// `slow_ms` for requests whose target ends with `slow_op` (read upstream first, so the
     /// answer is as of the request's arrival, and delivered late).
@@ -40,6 +47,33 @@ pub enum Reply {
         slow_op: &'static str,
         slow_ms: u64,
     },
+}
+
+type ShimBody = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
+
+fn full(body: Bytes) -> ShimBody {
+    BodyExt::boxed(Full::new(body).map_err(|never| match never {}))
+}
+
+/// A body that sends its one part, then fails: the connection drops before the promised
+/// `content-length` is reached.
+struct Truncated {
+    part: Option<Bytes>,
+}
+
+impl hyper::body::Body for Truncated {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, std::io::Error>>> {
+        std::task::Poll::Ready(Some(match self.part.take() {
+            Some(part) => Ok(hyper::body::Frame::data(part)),
+            None => Err(std::io::Error::other("truncated")),
+        }))
+    }
 }
 
 pub struct Shim {
@@ -70,6 +104,7 @@ impl Shim {
                             method: parts.method,
                             headers: parts.headers,
                             body,
+                            at: std::time::SystemTime::now(),
                         };
                         seen.lock().unwrap().push(request.clone());
                         let reply = reply.lock().unwrap().clone();
@@ -79,16 +114,30 @@ impl Shim {
                                 headers,
                                 body,
                             } => {
-                                let mut resp = http::Response::new(Full::new(body));
+                                let mut resp = http::Response::new(full(body));
                                 *resp.status_mut() = http::StatusCode::from_u16(status).unwrap();
                                 for (name, value) in headers {
                                     resp.headers_mut().append(name, value.parse().unwrap());
                                 }
-                                Ok::<_, Infallible>(resp)
+                                Ok::<_, std::io::Error>(resp)
                             }
                             Reply::Hang => {
                                 tokio::time::sleep(Duration::from_secs(3600)).await;
                                 unreachable!()
+                            }
+                            Reply::Reset => Err(std::io::Error::other("reset")),
+                            Reply::Truncated { body } => {
+                                let claimed = body.len() + 100;
+                                let mut resp = http::Response::new(BodyExt::boxed(Truncated {
+                                    part: Some(body),
+                                }));
+                                resp.headers_mut()
+                                    .insert("content-length", claimed.to_string().parse().unwrap());
+                                resp.headers_mut().insert(
+                                    "content-type",
+                                    "application/x-amz-json-1.0".parse().unwrap(),
+                                );
+                                Ok(resp)
                             }
                             Reply::Relay {
                                 to,
@@ -124,7 +173,7 @@ impl Shim {
                                 if pause > 0 {
                                     tokio::time::sleep(Duration::from_millis(pause)).await;
                                 }
-                                let mut resp = http::Response::from_parts(parts, Full::new(body));
+                                let mut resp = http::Response::from_parts(parts, full(body));
                                 resp.headers_mut().remove("transfer-encoding");
                                 Ok(resp)
                             }
