@@ -83,8 +83,12 @@ pub struct Cached {
     pub whole: Option<Whole>,
     /// Answers to projected reads of this item, by projection; `None` = no such item.
     pub projections: Arc<[(Arc<str>, Option<Bytes>)]>,
-    /// Lifetime of this entry (`None` = no time-based expiry).
+    /// Lifetime of this entry in memory (`None` = no time-based expiry): its TTL, plus the
+    /// stale grace when stale-on-error is on.
     ttl: Option<Duration>,
+    /// With stale-on-error on, when the entry stops being fresh: after this it is answered
+    /// only when the upstream fails.
+    fresh_until: Option<Instant>,
     /// Generations current when the data was read; stale if either has moved on.
     generations: (u64, u64),
 }
@@ -185,6 +189,8 @@ pub struct ItemCache {
     /// `table NUL projection` for projections DynamoDB has accepted, so only those are
     /// evaluated from cached items (DynamoDB alone decides what is a valid expression).
     known_projections: Cache<Arc<str>, ()>,
+    /// With stale-on-error on: how long past its TTL an entry is kept for upstream failures.
+    stale_grace: Option<Duration>,
     /// Evictions and invalidations are counted here.
     metrics: Arc<Metrics>,
 }
@@ -240,6 +246,9 @@ impl ItemCache {
             table_generations: RwLock::new(HashMap::new()),
             stamp_lifetime: upstream_timeout * 2 + Duration::from_secs(1),
             known_projections: Cache::new(KNOWN_PROJECTIONS),
+            stale_grace: config
+                .serve_stale_on_error
+                .then(|| Duration::from_millis(config.stale_grace_ms)),
             metrics,
         }
     }
@@ -249,10 +258,36 @@ impl ItemCache {
         self.config.caches(table)
     }
 
-    /// The current entry for `key`, if it is not from an older generation.
+    /// The current entry for `key`, if it is fresh: not from an older generation, not past
+    /// its TTL.
     pub fn get(&self, key: &ItemKey) -> Option<Cached> {
+        let cached = self.get_stale(key)?;
+        match cached.fresh_until {
+            Some(until) if Instant::now() >= until => None,
+            _ => Some(cached),
+        }
+    }
+
+    /// The entry for `key` even if its TTL has passed (within the stale grace), for answering
+    /// when the upstream fails. Never an entry a write or invalidation has replaced.
+    pub fn get_stale(&self, key: &ItemKey) -> Option<Cached> {
         let cached = self.entries.get(key)?;
         (cached.generations == self.generations(key.table())).then_some(cached)
+    }
+
+    /// Sets how long a new entry of `key`'s table lives, and is fresh.
+    fn set_lifetime(&self, key: &ItemKey, cached: &mut Cached) {
+        let ttl = self.config.item_ttl(key.table());
+        match (ttl, self.stale_grace) {
+            (Some(ttl), Some(grace)) => {
+                cached.ttl = Some(ttl + grace);
+                cached.fresh_until = Some(Instant::now() + ttl);
+            }
+            _ => {
+                cached.ttl = ttl;
+                cached.fresh_until = None;
+            }
+        }
     }
 
     /// Marks the start of an upstream read whose answer may fill `key`.
@@ -283,7 +318,7 @@ impl ItemCache {
         }
         let mut cached = merge(self.get(key));
         cached.generations = ticket.generations;
-        cached.ttl = self.config.item_ttl(key.table());
+        self.set_lifetime(key, &mut cached);
         self.entries.insert(key.clone(), cached);
         drop(shard);
         true
@@ -317,6 +352,7 @@ impl ItemCache {
             whole: Some(Whole::new(item)),
             projections: Arc::new([]),
             ttl: None,
+            fresh_until: None,
             generations: (0, 0),
         }
     }
@@ -337,6 +373,7 @@ impl ItemCache {
             whole: full,
             projections: projections.into(),
             ttl: None,
+            fresh_until: None,
             generations: (0, 0),
         }
     }
@@ -394,7 +431,7 @@ impl ItemCache {
             WriteOutcome::Item(item) if alone && generations_held => {
                 let mut cached = Self::whole(item.as_deref());
                 cached.generations = ticket.generations;
-                cached.ttl = self.config.item_ttl(key.table());
+                self.set_lifetime(key, &mut cached);
                 self.entries.insert(key.clone(), cached);
             }
             WriteOutcome::Failed => {

@@ -20,6 +20,9 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 pub const DEFAULT_HEADER_READ_TIMEOUT_MS: u64 = 10_000;
 pub const DEFAULT_UPSTREAM_TIMEOUT_MS: u64 = 10_000;
 pub const DEFAULT_DRAIN_TIMEOUT_MS: u64 = 20_000;
+pub const DEFAULT_MAX_UPSTREAM_REQUESTS: usize = 1024;
+pub const DEFAULT_UPSTREAM_QUEUE_TIMEOUT_MS: u64 = 1_000;
+pub const DEFAULT_STALE_GRACE_MS: u64 = 60_000;
 /// Used when neither config nor the AWS region chain names a region.
 pub const FALLBACK_REGION: &str = "us-east-1";
 
@@ -79,6 +82,11 @@ pub struct CacheConfig {
     pub query_ttl_ms: u64,
     /// What writes through the proxy do to cached Query and Scan answers.
     pub query_invalidation: QueryInvalidation,
+    /// When the upstream fails (error, timeout, throttling), answer a read from an entry that
+    /// expired less than `stale_grace_ms` ago, marked `x-dynamo-cache: stale`.
+    pub serve_stale_on_error: bool,
+    /// How long past its TTL an entry may still be served when the upstream fails.
+    pub stale_grace_ms: u64,
     /// Per-table overrides, by table name.
     pub tables: BTreeMap<String, TableCacheConfig>,
 }
@@ -103,6 +111,8 @@ impl Default for CacheConfig {
             query_max_bytes: DEFAULT_QUERY_MAX_BYTES,
             query_ttl_ms: DEFAULT_QUERY_TTL_MS,
             query_invalidation: QueryInvalidation::Partition,
+            serve_stale_on_error: false,
+            stale_grace_ms: DEFAULT_STALE_GRACE_MS,
             tables: BTreeMap::new(),
         }
     }
@@ -162,6 +172,11 @@ pub struct Limits {
     pub upstream_timeout_ms: u64,
     /// On SIGTERM, how long in-flight requests get to finish before the proxy exits anyway.
     pub drain_timeout_ms: u64,
+    /// Upstream requests in flight at once. Past it, requests wait for a slot.
+    pub max_upstream_requests: usize,
+    /// How long a request may wait for an upstream slot before it fails with a retryable 503:
+    /// when DynamoDB is slow or unreachable, misses fail fast instead of queueing unbounded.
+    pub upstream_queue_timeout_ms: u64,
 }
 
 impl Default for Config {
@@ -186,6 +201,8 @@ impl Default for Limits {
             header_read_timeout_ms: DEFAULT_HEADER_READ_TIMEOUT_MS,
             upstream_timeout_ms: DEFAULT_UPSTREAM_TIMEOUT_MS,
             drain_timeout_ms: DEFAULT_DRAIN_TIMEOUT_MS,
+            max_upstream_requests: DEFAULT_MAX_UPSTREAM_REQUESTS,
+            upstream_queue_timeout_ms: DEFAULT_UPSTREAM_QUEUE_TIMEOUT_MS,
         }
     }
 }
@@ -237,6 +254,10 @@ impl Config {
             ("limits.header_read_timeout_ms", l.header_read_timeout_ms),
             ("limits.upstream_timeout_ms", l.upstream_timeout_ms),
             ("limits.drain_timeout_ms", l.drain_timeout_ms),
+            (
+                "limits.max_upstream_requests",
+                l.max_upstream_requests as u64,
+            ),
             ("cache.item_max_bytes", self.cache.item_max_bytes),
             ("cache.query_max_bytes", self.cache.query_max_bytes),
         ] {
@@ -313,6 +334,17 @@ impl Config {
 
     pub fn header_read_timeout(&self) -> Duration {
         Duration::from_millis(self.limits.header_read_timeout_ms)
+    }
+
+    pub fn upstream_queue_timeout(&self) -> Duration {
+        Duration::from_millis(self.limits.upstream_queue_timeout_ms)
+    }
+
+    /// How long past its TTL an entry may be served when the upstream fails; `None` = never.
+    pub fn stale_grace(&self) -> Option<Duration> {
+        self.cache
+            .serve_stale_on_error
+            .then(|| Duration::from_millis(self.cache.stale_grace_ms))
     }
 
     pub fn drain_timeout(&self) -> Duration {

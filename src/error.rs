@@ -38,6 +38,13 @@ pub enum ProxyError {
     /// The upstream did not answer within the configured timeout.
     #[error("upstream did not answer within {0} ms")]
     UpstreamTimeout(u64),
+    /// Every upstream slot stayed busy for the whole queue timeout (upstream slow or down).
+    #[error("upstream saturated: {limit} requests in flight, no slot within {waited_ms} ms")]
+    UpstreamSaturated { limit: usize, waited_ms: u64 },
+    /// The upstream answered something that is not a DynamoDB answer (checksum mismatch, a
+    /// success whose body cannot be read).
+    #[error("upstream answer unreadable: {0}")]
+    UpstreamGarbled(String),
     /// No usable AWS credentials to sign the upstream request with.
     #[error("no AWS credentials: {0}")]
     Credentials(String),
@@ -63,11 +70,15 @@ impl ProxyError {
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "com.amazon.coral.validate#ValidationException",
             ),
-            ProxyError::TooManyConnections(_) | ProxyError::UpstreamUnavailable(_) => (
+            ProxyError::TooManyConnections(_)
+            | ProxyError::UpstreamUnavailable(_)
+            | ProxyError::UpstreamSaturated { .. } => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "com.amazonaws.dynamodb.v20120810#ServiceUnavailableException",
             ),
-            ProxyError::UpstreamTimeout(_) | ProxyError::Credentials(_) => (
+            ProxyError::UpstreamTimeout(_)
+            | ProxyError::UpstreamGarbled(_)
+            | ProxyError::Credentials(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "com.amazonaws.dynamodb.v20120810#InternalServerError",
             ),
@@ -89,8 +100,21 @@ impl ProxyError {
             self,
             ProxyError::UpstreamUnavailable(_)
                 | ProxyError::UpstreamTimeout(_)
+                | ProxyError::UpstreamSaturated { .. }
+                | ProxyError::UpstreamGarbled(_)
                 | ProxyError::Credentials(_)
         )
+    }
+
+    /// The metrics label of an upstream failure.
+    pub fn upstream_kind(&self) -> &'static str {
+        match self {
+            ProxyError::UpstreamTimeout(_) => "timeout",
+            ProxyError::UpstreamSaturated { .. } => "saturated",
+            ProxyError::UpstreamGarbled(_) => "garbled",
+            ProxyError::Credentials(_) => "credentials",
+            _ => "unavailable",
+        }
     }
 }
 

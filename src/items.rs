@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use crate::cache::{FillTicket, ItemCache, WriteOutcome, WriteTicket};
+use crate::cache::{Cached, FillTicket, ItemCache, WriteOutcome, WriteTicket};
 use crate::error::ProxyError;
 use crate::keys::{ItemKey, KeyValue, WireKey, WireKeyRef, is_wire_canonical_number};
 use crate::operation::Operation;
@@ -219,15 +219,21 @@ pub async fn get_item(state: &State, target: &HeaderValue, body: Bytes) -> Handl
         .flights
         .run(&flight, || async {
             let ticket = cache.begin_fill(&key);
-            let result = forward(state, Operation::GetItem, target, body).await;
-            if let Ok(answer) = &result
-                && answer.status == StatusCode::OK
-            {
-                if let Some(projection) = &variant {
-                    cache.learn_projection(&table, projection);
-                }
-                fill_get_item(cache, &key, ticket, variant.clone(), &answer.body);
-            }
+            let result = forward(state, Operation::GetItem, target, body)
+                .await
+                .and_then(|answer| {
+                    if answer.status != StatusCode::OK {
+                        return Ok(answer);
+                    }
+                    // A success we cannot read is not DynamoDB's answer: never cached, never
+                    // relayed; the caller's SDK retries the 500.
+                    let item = read_get_item(&answer.body)?;
+                    if let Some(projection) = &variant {
+                        cache.learn_projection(&table, projection);
+                    }
+                    cache.fill_answer(&key, ticket, variant.clone(), item);
+                    Ok(answer)
+                });
             Arc::new(result)
         })
         .await;
@@ -235,10 +241,72 @@ pub async fn get_item(state: &State, target: &HeaderValue, body: Bytes) -> Handl
         state.metrics.coalesced_misses.inc();
     }
     state.metrics.record_table(&table, false, false);
+    if state.config.cache.serve_stale_on_error
+        && upstream_failed(&fetched)
+        && let Some(cached) = cache.get_stale(&key)
+        && let Some(response) = stale_get_item(&cached, variant.as_deref(), &table, capacity)
+    {
+        state.metrics.record_table(&table, false, true);
+        return Ok((response, CacheStatus::Stale));
+    }
     match &*fetched {
         Ok(answer) => Ok((relay(answer, CacheStatus::Miss), CacheStatus::Miss)),
         Err(err) => Err(err.clone()),
     }
+}
+
+/// Whether DynamoDB failed to answer: the proxy could not reach it or read its answer, it
+/// answered 5xx, or it throttled. (Other 4xx are the caller's to handle.)
+pub(crate) fn upstream_failed(result: &Result<UpstreamResponse, ProxyError>) -> bool {
+    match result {
+        Err(err) => err.is_upstream(),
+        Ok(answer) if answer.status.is_server_error() => true,
+        Ok(answer) if answer.status == StatusCode::BAD_REQUEST => {
+            #[derive(Deserialize)]
+            struct ErrorType<'a> {
+                #[serde(rename = "__type", borrow)]
+                kind: Option<&'a str>,
+            }
+            serde_json::from_slice::<ErrorType>(&answer.body)
+                .ok()
+                .and_then(|e| e.kind)
+                .is_some_and(|kind| {
+                    let name = kind.rsplit('#').next().unwrap_or(kind);
+                    matches!(
+                        name,
+                        "ThrottlingException"
+                            | "ProvisionedThroughputExceededException"
+                            | "RequestLimitExceeded"
+                    )
+                })
+        }
+        Ok(_) => false,
+    }
+}
+
+/// A GetItem answer from an entry past its TTL, marked stale.
+fn stale_get_item(
+    cached: &Cached,
+    variant: Option<&str>,
+    table: &str,
+    capacity: bool,
+) -> Option<ProxyResponse> {
+    if variant.is_none()
+        && !capacity
+        && let Some(whole) = &cached.whole
+    {
+        let (answer, crc) = whole.answer();
+        return Some(response::generated_with_crc(
+            StatusCode::OK,
+            answer.clone(),
+            crc,
+            CacheStatus::Stale,
+        ));
+    }
+    let item = cached.answer(variant)?;
+    let mut response = get_item_answer(item.as_ref(), table, capacity);
+    response::mark(&mut response, CacheStatus::Stale);
+    Some(response)
 }
 
 #[derive(Deserialize)]
@@ -247,18 +315,11 @@ struct ItemOutput<'a> {
     item: Option<&'a RawValue>,
 }
 
-fn fill_get_item(
-    cache: &ItemCache,
-    key: &ItemKey,
-    ticket: FillTicket,
-    variant: Option<Arc<str>>,
-    body: &Bytes,
-) {
-    let Ok(output) = serde_json::from_slice::<ItemOutput>(body) else {
-        return; // not what DynamoDB sends: never cache what we cannot read
-    };
-    let item = output.item.map(|raw| body.slice_ref(raw.get().as_bytes()));
-    cache.fill_answer(key, ticket, variant, item);
+/// The item of a GetItem answer (`None` = not found), as a slice of the body.
+fn read_get_item(body: &Bytes) -> Result<Option<Bytes>, ProxyError> {
+    let output = serde_json::from_slice::<ItemOutput>(body)
+        .map_err(|e| ProxyError::UpstreamGarbled(format!("GetItem answer: {e}")))?;
+    Ok(output.item.map(|raw| body.slice_ref(raw.get().as_bytes())))
 }
 
 /// A GetItem answer built from a cached item, as DynamoDB shapes it.
@@ -402,9 +463,8 @@ pub async fn batch_get_item(state: &State, target: &HeaderValue, body: Bytes) ->
     if answer.status != StatusCode::OK {
         return Ok((relay(&answer, CacheStatus::Miss), CacheStatus::Miss));
     }
-    let Ok(output) = serde_json::from_slice::<Value>(&answer.body) else {
-        return Ok((relay(&answer, CacheStatus::Miss), CacheStatus::Miss));
-    };
+    let output = serde_json::from_slice::<Value>(&answer.body)
+        .map_err(|e| ProxyError::UpstreamGarbled(format!("BatchGetItem answer: {e}")))?;
     for (table, tickets) in tables.iter().zip(tickets) {
         fill_batch_table(cache, table, tickets, &output);
     }

@@ -84,11 +84,12 @@ fn cache_of(op: Operation) -> Option<&'static str> {
     }
 }
 
-const RESULTS: [CacheStatus; 4] = [
+const RESULTS: [CacheStatus; 5] = [
     CacheStatus::Hit,
     CacheStatus::Miss,
     CacheStatus::Bypass,
     CacheStatus::Error,
+    CacheStatus::Stale,
 ];
 
 impl Metrics {
@@ -266,7 +267,7 @@ impl Metrics {
         let (count, duration, cache) = self.per_request[index].get_or_init(|| {
             let labels = [op.name(), result.as_str()];
             let cache = match (cache_of(op), result) {
-                (Some(cache), CacheStatus::Hit | CacheStatus::Miss) => Some(
+                (Some(cache), CacheStatus::Hit | CacheStatus::Miss | CacheStatus::Stale) => Some(
                     self.cache_requests
                         .with_label_values(&[cache, result.as_str()]),
                 ),

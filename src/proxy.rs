@@ -212,14 +212,9 @@ pub(crate) async fn forward(
             .with_label_values(&[op.name(), answer.status.as_str()])
             .inc(),
         Err(err) => {
-            let kind = match err {
-                ProxyError::UpstreamTimeout(_) => "timeout",
-                ProxyError::Credentials(_) => "credentials",
-                _ => "unavailable",
-            };
             metrics
                 .upstream_errors
-                .with_label_values(&[op.name(), kind])
+                .with_label_values(&[op.name(), err.upstream_kind()])
                 .inc();
         }
     }

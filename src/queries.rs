@@ -7,12 +7,13 @@ use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
 use serde_json::{Map, Value};
 
-use crate::items::{Handled, bypass};
+use crate::error::ProxyError;
+use crate::items::{Handled, bypass, upstream_failed};
 use crate::keycond::{pinned_partition, pinned_partition_legacy};
 use crate::keys::canonical_value;
 use crate::operation::Operation;
 use crate::proxy::forward;
-use crate::query_cache::{QueryCache, Scope};
+use crate::query_cache::{QueryCache, QueryEntry, Scope};
 use crate::response::{self, CacheStatus, ProxyResponse};
 use crate::state::State;
 
@@ -52,12 +53,17 @@ pub fn answer_from_memory(state: &State, op: Operation, body: &[u8]) -> Option<P
     let read = cacheable(state, op, body)?;
     let entry = state.queries.get(&read.key)?;
     state.metrics.record_table(&read.table, true, true);
-    Some(if read.capacity {
+    Some(cached_answer(&entry, &read, CacheStatus::Hit))
+}
+
+/// The answer a cached entry gives this request.
+fn cached_answer(entry: &QueryEntry, read: &Cacheable, status: CacheStatus) -> ProxyResponse {
+    if read.capacity {
         let body = with_zero_capacity(&entry.body, &read.table);
-        response::generated(StatusCode::OK, body, CacheStatus::Hit)
+        response::generated(StatusCode::OK, body, status)
     } else {
-        response::generated_with_crc(StatusCode::OK, entry.body, entry.crc, CacheStatus::Hit)
-    })
+        response::generated_with_crc(StatusCode::OK, entry.body.clone(), entry.crc, status)
+    }
 }
 
 /// A Query or Scan memory could not answer: forwarded, and its answer cached.
@@ -73,10 +79,22 @@ pub async fn query_or_scan(
     let scope = scope_of(state, op, &read).await;
     state.metrics.record_table(&read.table, true, false);
     let watch = state.queries.begin(&read.table, &scope);
-    let answer = forward(state, op, target, body).await?;
-    if answer.status == StatusCode::OK
-        && let Some(stored) = without_capacity(&answer.body)
+    let result = forward(state, op, target, body).await;
+    if state.config.cache.serve_stale_on_error
+        && upstream_failed(&result)
+        && let Some(entry) = state.queries.get_stale(&read.key)
     {
+        return Ok((
+            cached_answer(&entry, &read, CacheStatus::Stale),
+            CacheStatus::Stale,
+        ));
+    }
+    let answer = result?;
+    if answer.status == StatusCode::OK {
+        // A success we cannot read is not DynamoDB's answer: never cached, never relayed.
+        let stored = without_capacity(&answer.body).ok_or_else(|| {
+            ProxyError::UpstreamGarbled(format!("{} answer is not a JSON object", op.name()))
+        })?;
         state.queries.fill(read.key, &read.table, watch, stored);
     }
     Ok((

@@ -47,7 +47,10 @@ pub struct QueryEntry {
     /// CRC32 of `body`.
     pub crc: u32,
     watch: Watch,
+    /// Lifetime in memory: the TTL, plus the stale grace when stale-on-error is on.
     ttl: Duration,
+    /// With stale-on-error on, when the answer stops being fresh.
+    fresh_until: Option<Instant>,
 }
 
 /// The query cache.
@@ -61,6 +64,8 @@ pub struct QueryCache {
     /// Bumped to drop everything.
     global: AtomicU64,
     hasher: RandomState,
+    /// With stale-on-error on: how long past its TTL an answer is kept for upstream failures.
+    stale_grace: Option<Duration>,
     /// Evictions and invalidations are counted here.
     metrics: Arc<Metrics>,
 }
@@ -88,6 +93,9 @@ impl QueryCache {
             slots: (0..SLOTS).map(|_| AtomicU64::new(0)).collect(),
             global: AtomicU64::new(0),
             hasher: RandomState::new(),
+            stale_grace: config
+                .serve_stale_on_error
+                .then(|| Duration::from_millis(config.stale_grace_ms)),
             metrics,
         }
     }
@@ -110,8 +118,19 @@ impl QueryCache {
         .into()
     }
 
-    /// The cached answer for `key`, if no write it depends on happened since it was read.
+    /// The cached answer for `key`, if it is fresh: within its TTL, and no write it depends on
+    /// happened since it was read.
     pub fn get(&self, key: &Arc<[u8]>) -> Option<QueryEntry> {
+        let entry = self.get_stale(key)?;
+        match entry.fresh_until {
+            Some(until) if Instant::now() >= until => None,
+            _ => Some(entry),
+        }
+    }
+
+    /// The answer for `key` even if its TTL has passed (within the stale grace), for answering
+    /// when the upstream fails. Never one a write it depends on has invalidated.
+    pub fn get_stale(&self, key: &Arc<[u8]>) -> Option<QueryEntry> {
         let entry = self.entries.get(key)?;
         (entry.watch == self.current(&entry.watch)).then_some(entry)
     }
@@ -144,7 +163,8 @@ impl QueryCache {
                 body,
                 crc,
                 watch,
-                ttl,
+                ttl: ttl + self.stale_grace.unwrap_or_default(),
+                fresh_until: self.stale_grace.map(|_| Instant::now() + ttl),
             },
         );
         // A write that bumps a counter between the check and the insert leaves this entry

@@ -27,6 +27,9 @@ pub enum CacheStatus {
     Bypass,
     /// The proxy could not produce an upstream answer (its own error response).
     Error,
+    /// The upstream failed and the answer came from an entry past its TTL, within the stale
+    /// grace (`serve_stale_on_error`).
+    Stale,
 }
 
 impl CacheStatus {
@@ -37,12 +40,20 @@ impl CacheStatus {
             CacheStatus::Miss => "miss",
             CacheStatus::Bypass => "bypass",
             CacheStatus::Error => "error",
+            CacheStatus::Stale => "stale",
         }
     }
 
     fn header_value(self) -> HeaderValue {
         HeaderValue::from_static(self.as_str())
     }
+}
+
+/// Changes the `x-dynamo-cache` value of a response already built.
+pub fn mark(response: &mut ProxyResponse, cache: CacheStatus) {
+    response
+        .headers_mut()
+        .insert(CACHE_HEADER, cache.header_value());
 }
 
 /// A response the proxy writes itself: DynamoDB's headers, a new request id, a CRC of `body`.

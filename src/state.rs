@@ -13,7 +13,7 @@ use crate::items::{Fetched, FlightKey};
 use crate::metrics::Metrics;
 use crate::query_cache::QueryCache;
 use crate::schema::Schemas;
-use crate::upstream::Upstream;
+use crate::upstream::{Upstream, UpstreamLimits};
 
 /// Everything the data and admin listeners need.
 #[derive(Clone)]
@@ -49,7 +49,12 @@ impl State {
         config.validate().map_err(|e| e.to_string())?;
         let cache = Arc::new(CredentialCache::new(credentials.clone()));
         let url = config.upstream_url(region);
-        let upstream = Upstream::new(&url, region, cache, config.upstream_timeout())?;
+        let limits = UpstreamLimits {
+            timeout: config.upstream_timeout(),
+            max_in_flight: config.limits.max_upstream_requests,
+            queue_timeout: config.upstream_queue_timeout(),
+        };
+        let upstream = Upstream::new(&url, region, cache, limits)?;
         let metrics = Arc::new(Metrics::new());
         let schemas = Schemas::new(
             &url,

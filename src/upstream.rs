@@ -52,6 +52,21 @@ pub struct Upstream {
     credentials: Arc<CredentialCache>,
     /// Bound on one exchange, send to last byte.
     timeout: Duration,
+    /// Upstream requests in flight at once, and how long one may wait for a slot.
+    slots: tokio::sync::Semaphore,
+    max_in_flight: usize,
+    queue_timeout: Duration,
+}
+
+/// How much the proxy asks of the upstream at once.
+#[derive(Debug, Clone, Copy)]
+pub struct UpstreamLimits {
+    /// Bound on one exchange, send to last byte.
+    pub timeout: Duration,
+    /// Requests in flight at once.
+    pub max_in_flight: usize,
+    /// How long a request may wait for a slot.
+    pub queue_timeout: Duration,
 }
 
 impl Upstream {
@@ -60,7 +75,7 @@ impl Upstream {
         url: &str,
         region: &str,
         credentials: Arc<CredentialCache>,
-        timeout: Duration,
+        limits: UpstreamLimits,
     ) -> Result<Upstream, String> {
         let uri: Uri = format!("{}/", url.trim_end_matches('/'))
             .parse()
@@ -86,7 +101,10 @@ impl Upstream {
             host,
             region: region.to_string(),
             credentials,
-            timeout,
+            timeout: limits.timeout,
+            slots: tokio::sync::Semaphore::new(limits.max_in_flight),
+            max_in_flight: limits.max_in_flight,
+            queue_timeout: limits.queue_timeout,
         })
     }
 
@@ -101,6 +119,16 @@ impl Upstream {
         target: &HeaderValue,
         body: Bytes,
     ) -> Result<UpstreamResponse, ProxyError> {
+        // Fail fast rather than queue without bound when the upstream is slow or down.
+        let _slot = match tokio::time::timeout(self.queue_timeout, self.slots.acquire()).await {
+            Ok(slot) => slot.expect("the semaphore is never closed"),
+            Err(_) => {
+                return Err(ProxyError::UpstreamSaturated {
+                    limit: self.max_in_flight,
+                    waited_ms: self.queue_timeout.as_millis() as u64,
+                });
+            }
+        };
         let request = self.signed_request(target, body).await?;
         let started = Instant::now();
         let exchange = async {
@@ -115,6 +143,7 @@ impl Upstream {
                 .await
                 .map_err(|e| ProxyError::UpstreamUnavailable(format!("reading body: {e}")))?
                 .to_bytes();
+            verify_crc(&parts.headers, &body)?;
             Ok(UpstreamResponse {
                 status: parts.status,
                 headers: parts.headers,
@@ -202,6 +231,23 @@ impl Upstream {
             .expect("validated parts");
         instructions.apply_to_request_http1x(&mut request);
         Ok(request)
+    }
+}
+
+/// DynamoDB sends `x-amz-crc32` of the body it meant; a body that does not match was damaged
+/// on the way, and is never cached or relayed.
+fn verify_crc(headers: &HeaderMap, body: &[u8]) -> Result<(), ProxyError> {
+    let Some(sent) = headers.get("x-amz-crc32") else {
+        return Ok(());
+    };
+    let sent = sent.to_str().ok().and_then(|s| s.parse::<u32>().ok());
+    match sent {
+        Some(sent) if sent == crc32fast::hash(body) => Ok(()),
+        _ => Err(ProxyError::UpstreamGarbled(format!(
+            "x-amz-crc32 {:?} does not match the {}-byte body",
+            headers["x-amz-crc32"],
+            body.len()
+        ))),
     }
 }
 
