@@ -7,9 +7,11 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::header::{CONNECTION, HeaderValue};
 use http::{Request, Response};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -25,6 +27,10 @@ use tokio_util::sync::CancellationToken;
 use crate::error::ProxyError;
 use crate::metrics::Metrics;
 use crate::response::ProxyResponse;
+
+/// On drain, how long busy keep-alive connections get to receive a `connection: close` answer
+/// before idle ones are closed.
+const CLOSE_WINDOW: Duration = Duration::from_millis(500);
 
 /// Bounds for one listener.
 #[derive(Debug, Clone, Copy)]
@@ -56,13 +62,19 @@ pub async fn serve<H, F>(
 {
     let mut lanes = Vec::new();
     let mut finished = Vec::new();
+    // Upstream connections are pooled across workers, each driven by a task on the runtime
+    // that opened it: a worker that has drained keeps its runtime running until every worker
+    // has, or the others' last requests would find their pooled connections dead.
+    let release = CancellationToken::new();
     for worker in 0..workers.max(1) {
         let (lane, connections) = mpsc::unbounded_channel::<Accepted>();
         let (done, done_rx) = oneshot::channel::<()>();
         let (metrics, handler) = (metrics.clone(), handler.clone());
+        let release = release.clone();
         let drive = async move {
             drive(connections, limits, metrics, handler).await;
             let _ = done.send(());
+            release.cancelled().await;
         };
         if workers == 0 {
             tokio::spawn(drive);
@@ -121,6 +133,7 @@ pub async fn serve<H, F>(
     for done in finished {
         let _ = done.await;
     }
+    release.cancel();
 }
 
 /// A connection on its way from the acceptor to a worker.
@@ -148,27 +161,53 @@ async fn drive<H, F>(
         // DynamoDB answers are small: one flattened buffer per response beats scattered writes.
         .writev(false)
         .header_read_timeout(limits.header_read_timeout);
+    // Set once draining: every answer says `connection: close`, so a busy keep-alive client
+    // learns to stop reusing its connection from a response instead of finding it closed
+    // under a request it just sent.
+    let closing = Arc::new(AtomicBool::new(false));
+    let open = Arc::new(AtomicUsize::new(0));
     while let Some(Accepted { stream, peer, slot }) = connections.recv().await {
         let Ok(stream) = TcpStream::from_std(stream) else {
             continue;
         };
         let handler = handler.clone();
+        let closing = closing.clone();
         let service = service_fn(move |request| {
             let response = handler(request);
-            async move { Ok::<_, Infallible>(response.await.map(Full::new)) }
+            let closing = closing.clone();
+            async move {
+                let mut response = response.await;
+                if closing.load(Ordering::Relaxed) {
+                    response
+                        .headers_mut()
+                        .insert(CONNECTION, HeaderValue::from_static("close"));
+                }
+                Ok::<_, Infallible>(response.map(Full::new))
+            }
         });
         let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
-        let metrics = metrics.clone();
+        let (metrics, open) = (metrics.clone(), open.clone());
         metrics.connections.inc();
+        open.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
             if let Err(err) = connection.await {
                 tracing::debug!(%peer, error = %err, "connection ended with an error");
             }
             metrics.connections.dec();
+            open.fetch_sub(1, Ordering::Relaxed);
             drop(slot);
         });
     }
-    if tokio::time::timeout(limits.drain_timeout, graceful.shutdown())
+    // Drain, politely: first let active clients get one more answer each, marked close;
+    // then close whatever is left idle, and wait for in-flight requests.
+    let started = tokio::time::Instant::now();
+    closing.store(true, Ordering::Relaxed);
+    let window = CLOSE_WINDOW.min(limits.drain_timeout / 2);
+    while open.load(Ordering::Relaxed) > 0 && started.elapsed() < window {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let left = limits.drain_timeout.saturating_sub(started.elapsed());
+    if tokio::time::timeout(left, graceful.shutdown())
         .await
         .is_err()
     {

@@ -136,3 +136,100 @@ async fn a_second_signal_exits_at_once_without_waiting_for_the_drain() {
     signal(&child, "INT");
     assert_eq!(exit_within(child, Duration::from_secs(3)).await, Some(130));
 }
+
+#[tokio::test]
+async fn sigterm_under_steady_load_fails_no_request_that_reached_the_proxy() {
+    let mut upstream = Upstream::start().await;
+    create_table(&sdk(&upstream.url), "life").await;
+    dynamo(
+        &upstream.url,
+        "PutItem",
+        r#"{"TableName":"life","Item":{"pk":{"S":"a"},"sk":{"N":"1"},"v":{"S":"kept"}}}"#,
+    )
+    .await;
+    // Every read goes upstream (strongly consistent) and takes 30 ms there, so the shim
+    // counts what the proxy accepted, and some are always in flight.
+    let shim = Shim::slow_relay(&upstream.url, "GetItem", 30).await;
+    let (child, url, _) = serve(&shim.url);
+
+    #[derive(Default, Debug)]
+    struct Tally {
+        ok: usize,
+        closed_politely: usize,
+        failed: Vec<String>,
+        refused: usize,
+    }
+    let tally = std::sync::Arc::new(std::sync::Mutex::new(Tally::default()));
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            let (url, tally) = (url.clone(), tally.clone());
+            tokio::spawn(async move {
+                use http_body_util::{BodyExt, Full};
+                // One keep-alive client per task, as an SDK keeps a pool.
+                let client = hyper_util::client::legacy::Client::builder(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .build_http::<Full<bytes::Bytes>>();
+                loop {
+                    let request = http::Request::post(format!("{url}/"))
+                        .header("content-type", "application/x-amz-json-1.0")
+                        .header("x-amz-target", "DynamoDB_20120810.GetItem")
+                        .body(Full::new(bytes::Bytes::from_static(
+                            CONSISTENT_GET.as_bytes(),
+                        )))
+                        .unwrap();
+                    match client.request(request).await {
+                        Ok(response) => {
+                            let status = response.status();
+                            let close = response
+                                .headers()
+                                .get("connection")
+                                .is_some_and(|v| v == "close");
+                            let body = response.into_body().collect().await;
+                            let mut t = tally.lock().unwrap();
+                            if status == 200 && body.is_ok() {
+                                t.ok += 1;
+                                t.closed_politely += close as usize;
+                            } else {
+                                t.failed.push(format!("{status} {body:?}"));
+                            }
+                        }
+                        Err(err) if err.is_connect() => {
+                            // The listener is closed: the request never reached the proxy.
+                            tally.lock().unwrap().refused += 1;
+                            return;
+                        }
+                        Err(err) => {
+                            tally.lock().unwrap().failed.push(format!("{err:?}"));
+                            return;
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    signal(&child, "TERM");
+    assert_eq!(exit_within(child, Duration::from_secs(15)).await, Some(0));
+    for client in clients {
+        client.await.unwrap();
+    }
+    let tally = tally.lock().unwrap();
+    let reached = shim.count("GetItem");
+    assert!(tally.ok > 20, "{tally:?}");
+    assert!(
+        tally.failed.is_empty(),
+        "requests failed during the drain: {:?}",
+        tally.failed
+    );
+    assert_eq!(
+        tally.ok, reached,
+        "every request that reached the upstream was answered: {tally:?}"
+    );
+    assert!(
+        tally.closed_politely > 0,
+        "in-flight answers during the drain should say `connection: close`: {tally:?}"
+    );
+    upstream.stop().await;
+}
