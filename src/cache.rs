@@ -368,7 +368,8 @@ impl ItemCache {
             None => (None, Vec::new()),
         };
         projections.retain(|(p, _)| *p != projection);
-        projections.push((projection, answer));
+        // A copy, not a slice of the upstream answer: see `QueryCache::fill`.
+        projections.push((projection, answer.map(|a| Bytes::copy_from_slice(&a))));
         Cached {
             whole: full,
             projections: projections.into(),

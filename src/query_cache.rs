@@ -160,7 +160,11 @@ impl QueryCache {
         self.entries.insert(
             key,
             QueryEntry {
-                body,
+                // An upstream body is often a slice of the connection's read buffer, which
+                // grows to the largest answer it has carried: keeping the slice would pin that
+                // whole buffer while the weigher counts only the slice. A copy costs what it
+                // weighs.
+                body: Bytes::copy_from_slice(&body),
                 crc,
                 watch,
                 ttl: ttl + self.stale_grace.unwrap_or_default(),

@@ -4,45 +4,17 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+use common::process::Served;
 use common::shim::{Reply, Shim};
 use common::*;
 
 /// The binary in front of `upstream`: the process, its data URL and its admin URL.
 fn serve(upstream: &str) -> (Child, String, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_dynamo-cache"))
-        .args([
-            "serve",
-            "--upstream",
-            upstream,
-            "--region",
-            REGION,
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-        ])
-        .env("AWS_ACCESS_KEY_ID", "AKIDTEST")
-        .env("AWS_SECRET_ACCESS_KEY", "test-secret")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let line = BufReader::new(child.stdout.take().unwrap())
-        .lines()
-        .next()
-        .unwrap()
-        .unwrap();
-    let urls: Vec<String> = line
-        .split(|c: char| c.is_whitespace() || c == '(' || c == ')' || c == ',')
-        .filter(|w| w.starts_with("http://"))
-        .map(str::to_string)
-        .collect();
-    (child, urls[0].clone(), urls[1].clone())
+    let served = Served::start(env!("CARGO_BIN_EXE_dynamo-cache"), upstream, None);
+    (served.child, served.url, served.admin_url)
 }
 
 fn signal(child: &Child, name: &str) {

@@ -18,6 +18,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+pub mod process;
 pub mod shim;
 
 pub const REGION: &str = "us-east-1";
