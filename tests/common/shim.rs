@@ -190,6 +190,11 @@ impl Shim {
         Shim { url, seen, reply }
     }
 
+    /// The shared reply slot, to change the reply from another task.
+    pub fn reply_handle(&self) -> Arc<Mutex<Reply>> {
+        self.reply.clone()
+    }
+
     pub fn set_reply(&self, reply: Reply) {
         *self.reply.lock().unwrap() = reply;
     }
