@@ -22,6 +22,8 @@
 //! - [`metrics`] and [`admin`]: Prometheus metrics, health and readiness on the admin listener.
 //! - [`state`]: the shared state every request sees.
 //! - `embedded` (feature `embedded`): a local DynamoDB emulator inside the binary.
+//! - [`bench`]: `dynamo-cache bench`, read latency through the AWS SDK at one endpoint or two;
+//!   [`plot`] draws its percentile curves.
 //!
 //! [`run`] serves already-bound listeners until a shutdown future resolves; `main` binds them
 //! and passes Ctrl-C/SIGTERM, tests pass port 0 and a channel.
@@ -29,6 +31,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod bench;
 pub mod cache;
 pub mod cli;
 pub mod config;
@@ -42,6 +45,7 @@ pub mod keycond;
 pub mod keys;
 pub mod metrics;
 pub mod operation;
+pub mod plot;
 pub mod projection;
 pub mod proxy;
 pub mod queries;

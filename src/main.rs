@@ -27,6 +27,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Some(Command::Healthcheck { admin, ready }) => healthcheck(admin, ready),
+        Some(Command::Bench(args)) => bench(args),
         Some(Command::Serve(args)) => serve(args),
         None => serve(cli.serve),
     }
@@ -117,6 +118,40 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
     #[cfg(feature = "embedded")]
     if let Some(embedded) = embedded {
         embedded.stop().await;
+    }
+    Ok(())
+}
+
+/// `dynamo-cache bench`: run, print the tables, write the JSON and the plot. Ctrl-C stops the
+/// run and still prints what it measured; a second Ctrl-C exits at once.
+fn bench(args: dynamo_cache::cli::BenchArgs) -> anyhow::Result<()> {
+    use dynamo_cache::bench;
+    let options = args.options()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let report = runtime.block_on(async {
+        let stop = tokio_util::sync::CancellationToken::new();
+        let on_signal = stop.clone();
+        tokio::spawn(async move {
+            let _ = tokio::signal::ctrl_c().await;
+            eprintln!("\nstopping: Ctrl-C again to exit at once");
+            on_signal.cancel();
+            let _ = tokio::signal::ctrl_c().await;
+            std::process::exit(130);
+        });
+        bench::run(&options, stop).await
+    })?;
+    print!("{}", report.render());
+    if let Some(path) = &args.json {
+        let json = serde_json::to_string_pretty(&report)?;
+        std::fs::write(path, json + "\n").with_context(|| format!("writing {}", path.display()))?;
+        println!("figures written to {}", path.display());
+    }
+    if let Some(path) = &args.plot {
+        dynamo_cache::plot::write(&report, path)?;
+        println!("latency plot written to {}", path.display());
     }
     Ok(())
 }

@@ -1,0 +1,81 @@
+//! End to end on loopback: the release binary in front of an emulator, driven through the AWS
+//! SDK by the engine of `dynamo-cache bench`. Three workloads, each measured through the proxy
+//! and straight at the emulator in one run, so the ratios compare like with like:
+//!
+//! - GetItem hits (eventually consistent, after a warm-up that fills the cache);
+//! - a mix of GetItem, Query and BatchGetItem hits with a zipfian key distribution;
+//! - misses: strongly consistent GetItem, which the proxy always forwards.
+//!
+//!     cargo bench --bench end_to_end              # 5 s per endpoint and workload
+//!     E2E_SECS=20 cargo bench --bench end_to_end
+
+#[path = "../tests/common/process.rs"]
+mod process;
+
+use std::time::Duration;
+
+use dynamo_cache::bench::{self, KeyDistribution, Mix, Options, Pacing, Workload};
+use process::Served;
+use tokio_util::sync::CancellationToken;
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let secs: f64 = std::env::var("E2E_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5.0);
+    let upstream = dynamo_cache::embedded::Embedded::start(None).await.unwrap();
+    let proxy = Served::start(env!("CARGO_BIN_EXE_dynamo-cache"), &upstream.url, None);
+
+    let workload = |mix: &str, distribution, consistent_read| Workload {
+        mix: Mix::parse(mix).unwrap(),
+        keys: 10_000,
+        distribution,
+        item_size: 400,
+        batch_size: 10,
+        consistent_read,
+    };
+    let runs = [
+        (
+            "GetItem hits",
+            workload("get", KeyDistribution::Uniform, false),
+        ),
+        (
+            "mixed reads, zipfian",
+            workload(
+                "get=80,query=10,batch-get=10",
+                KeyDistribution::Zipfian { skew: 0.99 },
+                false,
+            ),
+        ),
+        (
+            "misses (strongly consistent GetItem)",
+            workload("get", KeyDistribution::Uniform, true),
+        ),
+    ];
+    for (i, (name, workload)) in runs.into_iter().enumerate() {
+        let options = Options {
+            endpoints: vec![proxy.url.clone(), upstream.url.clone()],
+            table: "end_to_end".into(),
+            region: "us-east-1".into(),
+            workload,
+            pacing: Pacing {
+                concurrency: 8,
+                duration: Some(Duration::from_secs_f64(secs)),
+                requests: None,
+                warmup: Duration::from_secs(2),
+                rate: None,
+            },
+            seed_table: i == 0,
+            rng_seed: 1,
+            progress: false,
+        };
+        let report = bench::run(&options, CancellationToken::new())
+            .await
+            .unwrap();
+        println!("== {name} (proxy first, then the emulator directly)");
+        println!("{}", report.render());
+    }
+    assert!(proxy.terminate());
+    upstream.stop().await;
+}
