@@ -77,6 +77,12 @@ fn cache_stats(state: &State) -> serde_json::Value {
         "item": one("item", state.items.usage(), config.item_max_bytes),
         "query": one("query", state.queries.usage(), config.query_max_bytes),
         "tables": table_stats(state),
+        // Per followed table: following, no_stream or failing (reads are served either way,
+        // fresh by TTL when the stream is not followed).
+        "streams": {
+            "enabled": state.streams.enabled(),
+            "tables": state.streams.statuses(),
+        },
     })
 }
 

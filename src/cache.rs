@@ -27,6 +27,16 @@ use crate::config::CacheConfig;
 use crate::keys::ItemKey;
 use crate::metrics::Metrics;
 
+/// A stream record's time is rounded down to the second, and DynamoDB's clock is not ours: an
+/// entry written through the proxy counts as newer than a change only this much later.
+const STREAM_CLOCK_MARGIN_MS: u64 = 2_000;
+
+fn epoch_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 /// Fixed per-entry overhead counted by the weigher (moka's node, our struct, the Arcs).
 const ENTRY_OVERHEAD: usize = 96;
 const SHARDS: usize = 64;
@@ -91,6 +101,9 @@ pub struct Cached {
     fresh_until: Option<Instant>,
     /// Generations current when the data was read; stale if either has moved on.
     generations: (u64, u64),
+    /// When the write through this proxy that stored this entry started (ms since the
+    /// epoch); 0 for entries filled by reads. A stream record of an older change spares it.
+    written_ms: u64,
 }
 
 impl Cached {
@@ -147,6 +160,8 @@ pub struct FillTicket {
 pub struct WriteTicket {
     started: u64,
     generations: (u64, u64),
+    /// Wall-clock start (ms since the epoch), compared with stream records' times.
+    started_ms: u64,
 }
 
 /// The write history of one key hash.
@@ -354,6 +369,7 @@ impl ItemCache {
             ttl: None,
             fresh_until: None,
             generations: (0, 0),
+            written_ms: 0,
         }
     }
 
@@ -376,6 +392,7 @@ impl ItemCache {
             ttl: None,
             fresh_until: None,
             generations: (0, 0),
+            written_ms: 0,
         }
     }
 
@@ -414,6 +431,7 @@ impl ItemCache {
         WriteTicket {
             started,
             generations: self.generations(key.table()),
+            started_ms: epoch_ms(),
         }
     }
 
@@ -432,6 +450,7 @@ impl ItemCache {
             WriteOutcome::Item(item) if alone && generations_held => {
                 let mut cached = Self::whole(item.as_deref());
                 cached.generations = ticket.generations;
+                cached.written_ms = ticket.started_ms;
                 self.set_lifetime(key, &mut cached);
                 self.entries.insert(key.clone(), cached);
             }
@@ -447,6 +466,54 @@ impl ItemCache {
         stamp.last = self.tick();
         stamp.in_flight -= 1;
         stamp.at = Instant::now();
+    }
+
+    /// A write that did not go through this proxy changed `key` (a stream record says so).
+    /// `now_is` is what the item became, when the stream carries images (`Some(None)` =
+    /// deleted); `changed_ms` is when (ms since the epoch, DynamoDB rounds it down to the
+    /// second). The entry stays if it already holds exactly that, or if a write through this
+    /// proxy stored it clearly after the change; otherwise it is dropped and no read that
+    /// began before now may fill it. Returns whether it was dropped.
+    pub fn changed_elsewhere(
+        &self,
+        key: &ItemKey,
+        now_is: Option<Option<serde_json::Value>>,
+        changed_ms: Option<u64>,
+    ) -> bool {
+        let hash = self.hasher.hash_one(key);
+        let mut shard = self.shard(hash).lock().expect("lock poisoned");
+        if let Some(cached) = self.get(key) {
+            let holds_it = match (&now_is, &cached.whole) {
+                (Some(expected), Some(whole)) => match (expected, whole.item()) {
+                    (None, None) => true,
+                    (Some(image), Some(item)) => {
+                        serde_json::from_slice::<serde_json::Value>(&item)
+                            .ok()
+                            .as_ref()
+                            == Some(image)
+                    }
+                    _ => false,
+                },
+                _ => false,
+            };
+            let written_after = cached.written_ms > 0
+                && changed_ms.is_some_and(|c| cached.written_ms > c + STREAM_CLOCK_MARGIN_MS);
+            if holds_it || written_after {
+                return false;
+            }
+        }
+        // As if a write had just ended: fills that began earlier lose.
+        let (tick, now) = (self.tick(), Instant::now());
+        let stamp = shard.stamps.entry(hash).or_insert(Stamp {
+            last: 0,
+            in_flight: 0,
+            at: now,
+        });
+        stamp.last = tick;
+        stamp.at = now;
+        self.entries.invalidate(key);
+        self.metrics.invalidated("item", "stream");
+        true
     }
 
     /// Remembers that DynamoDB answered `projection` on `table` without error.
@@ -550,6 +617,57 @@ mod tests {
         // The slow read arrives with the old value: refused.
         assert!(!cache.fill(&k, fill, |_| ItemCache::whole(Some(b"old"))));
         assert_eq!(full(&cache, &k), Some(body("new")));
+    }
+
+    #[test]
+    fn a_change_seen_on_the_stream_drops_the_entry_and_refuses_older_fills() {
+        let cache = cache();
+        let k = key("s");
+        assert!(
+            cache.fill(&k, cache.begin_fill(&k), |_| ItemCache::whole(Some(
+                br#"{"v":{"N":"1"}}"#
+            )))
+        );
+        let slow_fill = cache.begin_fill(&k); // a read that saw the item before the change
+        assert!(cache.changed_elsewhere(&k, None, Some(epoch_ms())));
+        assert_eq!(full(&cache, &k), None);
+        assert!(!cache.fill(&k, slow_fill, |_| ItemCache::whole(Some(
+            br#"{"v":{"N":"1"}}"#
+        ))));
+        // A read that began after the record fills as usual.
+        assert!(
+            cache.fill(&k, cache.begin_fill(&k), |_| ItemCache::whole(Some(
+                br#"{"v":{"N":"2"}}"#
+            )))
+        );
+    }
+
+    #[test]
+    fn a_stream_record_spares_entries_that_already_hold_its_result_or_something_newer() {
+        let cache = cache();
+        let k = key("own");
+        let write = cache.begin_write(&k);
+        cache.end_write(
+            &k,
+            write,
+            WriteOutcome::Item(body(r#"{"v":{"N":"7"},"pk":{"S":"own"}}"#)),
+        );
+        let now = epoch_ms();
+        // The record of that very write, with its new image (attribute order aside): kept.
+        let image = serde_json::json!({"pk":{"S":"own"},"v":{"N":"7"}});
+        assert!(!cache.changed_elsewhere(&k, Some(Some(image)), Some(now)));
+        // A keys-only record of a change made well before the write: kept.
+        assert!(!cache.changed_elsewhere(&k, None, Some(now - 10_000)));
+        assert!(full(&cache, &k).is_some());
+        // A change at about the same time as the write, keys only: the order is unknown, dropped.
+        assert!(cache.changed_elsewhere(&k, None, Some(now)));
+        assert_eq!(full(&cache, &k), None);
+
+        // Entries filled by reads are never spared by time, only by content.
+        let k = key("read");
+        assert!(cache.fill(&k, cache.begin_fill(&k), |_| ItemCache::whole(None)));
+        assert!(!cache.changed_elsewhere(&k, Some(None), Some(now))); // deleted, and known absent
+        assert!(cache.changed_elsewhere(&k, None, Some(now - 10_000)));
     }
 
     #[test]

@@ -225,6 +225,10 @@ pub struct ServeArgs {
     /// Upstream request timeout in milliseconds [default: 10000].
     #[arg(long, env = "DYNAMO_CACHE_UPSTREAM_TIMEOUT_MS")]
     pub upstream_timeout_ms: Option<u64>,
+    /// Follow the DynamoDB streams of cached tables, so writes that bypass the proxy are seen
+    /// within the stream's lag [default: off].
+    #[arg(long, env = "DYNAMO_CACHE_STREAMS")]
+    pub streams: bool,
     /// Put the proxy in front of a local DynamoDB emulator started on loopback.
     #[arg(long, env = "DYNAMO_CACHE_EMBEDDED")]
     pub embedded: bool,
@@ -264,6 +268,9 @@ impl ServeArgs {
         }
         if let Some(ms) = self.upstream_timeout_ms {
             config.limits.upstream_timeout_ms = ms;
+        }
+        if self.streams {
+            config.streams.enabled = true;
         }
         config.validate()?;
         Ok(config)

@@ -44,6 +44,42 @@ pub struct Config {
     pub limits: Limits,
     /// What is cached and for how long.
     pub cache: CacheConfig,
+    /// Following the tables' DynamoDB streams, for freshness across writers.
+    pub streams: StreamsConfig,
+}
+
+/// How often a followed stream is read when it had nothing new.
+pub const DEFAULT_STREAM_POLL_INTERVAL_MS: u64 = 250;
+
+/// DynamoDB Streams invalidation: writes that bypass this proxy (other services, other
+/// replicas) drop cached entries within the stream's lag instead of the TTL.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamsConfig {
+    /// Follow the stream of every table the proxy caches (tables need a stream; KEYS_ONLY is
+    /// enough, a view with new images also spares entries that are already up to date).
+    pub enabled: bool,
+    /// Pause between reads of a shard that had no new records.
+    pub poll_interval_ms: u64,
+    /// The DynamoDB Streams API URL; `None` = the upstream URL when one is set (emulators serve
+    /// both APIs there), else `https://streams.dynamodb.<region>.amazonaws.com`.
+    pub endpoint: Option<String>,
+}
+
+impl Default for StreamsConfig {
+    fn default() -> Self {
+        StreamsConfig {
+            enabled: false,
+            poll_interval_ms: DEFAULT_STREAM_POLL_INTERVAL_MS,
+            endpoint: None,
+        }
+    }
+}
+
+impl StreamsConfig {
+    pub fn poll_interval(&self) -> Duration {
+        Duration::from_millis(self.poll_interval_ms)
+    }
 }
 
 /// DAX's defaults: 5 minutes for items; 0 means no time-based expiry (only writes and size).
@@ -189,6 +225,7 @@ impl Default for Config {
             workers: 0,
             limits: Limits::default(),
             cache: CacheConfig::default(),
+            streams: StreamsConfig::default(),
         }
     }
 }
@@ -260,6 +297,7 @@ impl Config {
             ),
             ("cache.item_max_bytes", self.cache.item_max_bytes),
             ("cache.query_max_bytes", self.cache.query_max_bytes),
+            ("streams.poll_interval_ms", self.streams.poll_interval_ms),
         ] {
             if value == 0 {
                 return invalid(format!("{name} must be greater than 0"));
@@ -282,6 +320,15 @@ impl Config {
                     self.listen
                 ));
             }
+        }
+        if let Some(endpoint) = &self.streams.endpoint
+            && !endpoint.parse::<http::Uri>().is_ok_and(|u| {
+                matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some()
+            })
+        {
+            return invalid(format!(
+                "streams.endpoint {endpoint:?} must be an http:// or https:// URL with a host"
+            ));
         }
         // Port 0 means "any free port": two of those never collide.
         if self.listen == self.admin_listen && self.listen.port() != 0 {

@@ -209,6 +209,7 @@ pub async fn get_item(state: &State, target: &HeaderValue, body: Bytes) -> Handl
     let variant = input.projection().variant();
     let capacity = wants_capacity(input.return_consumed_capacity.as_deref());
     let table = input.table_name.to_string();
+    state.streams.follow(&table);
     let flight: FlightKey = (
         key.clone(),
         variant.clone(),
@@ -388,6 +389,7 @@ pub async fn batch_get_item(state: &State, target: &HeaderValue, body: Bytes) ->
                 Ok(p) => p,
                 Err(_) => return bypass(state, op, target, body).await,
             };
+        state.streams.follow(&name);
         let mut table = BatchTable {
             variant: projection.variant(),
             key_names: Vec::new(),
@@ -1015,7 +1017,10 @@ async fn write_through(
 ) -> Handled {
     let tickets: Vec<WriteTicket> = touched
         .iter()
-        .map(|t| state.items.begin_write(&t.key))
+        .map(|t| {
+            state.streams.follow(&t.table);
+            state.items.begin_write(&t.key)
+        })
         .collect();
     let result = forward(state, op, target, body).await;
     let outcomes = match &result {

@@ -18,6 +18,8 @@
 //! - [`upstream`]: the pooled, SigV4-signing client to DynamoDB; [`credentials`] keeps its
 //!   identity fresh.
 //! - [`schema`]: table key schemas from DescribeTable.
+//! - [`streams`]: following the cached tables' DynamoDB streams, so writes that bypass the
+//!   proxy drop entries within the stream's lag.
 //! - [`error`]: what the proxy itself gets wrong, rendered as DynamoDB error JSON.
 //! - [`metrics`] and [`admin`]: Prometheus metrics, health and readiness on the admin listener.
 //! - [`state`]: the shared state every request sees.
@@ -54,6 +56,7 @@ pub mod response;
 pub mod schema;
 pub mod server;
 pub mod state;
+pub mod streams;
 pub mod upstream;
 
 use std::future::Future;
@@ -97,6 +100,9 @@ pub async fn run(
         }
     });
 
+    // Stream followers run on this runtime, not on a connection worker's.
+    state.streams.start();
+
     // One Arc per request instead of a clone of every field of State.
     let shared = std::sync::Arc::new(state.clone());
     let admin_state = shared.clone();
@@ -128,6 +134,7 @@ pub async fn run(
     shutdown.await;
     tracing::info!("shutting down: draining in-flight requests");
     state.start_draining();
+    state.streams.stop();
     stop_data.cancel();
     let _ = data_task.await;
     stop_admin.cancel();

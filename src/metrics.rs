@@ -4,7 +4,7 @@
 //! Latency buckets start at 10 µs because a cache hit takes tens of microseconds.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
@@ -54,6 +54,15 @@ pub struct Metrics {
     pub evictions: IntCounterVec,
     /// Invalidations, by cache and reason (`write`, `failed_write`, `table_change`, `flush`).
     pub invalidations: IntCounterVec,
+    /// Stream records applied (DynamoDB Streams invalidation).
+    pub stream_records: IntCounter,
+    /// Age of the newest stream record when it was applied: how far behind the writers the
+    /// caches are.
+    pub stream_lag: Gauge,
+    /// Shards being read, over every followed stream.
+    pub stream_shards: IntGauge,
+    /// Failed stream reads (the stream not readable, throttling).
+    pub stream_errors: IntCounter,
     /// `requests` and `request_duration` resolved once per (operation, result), on first use,
     /// so the hot path indexes an array instead of hashing label strings under a lock (and
     /// series that never happened are not exported).
@@ -190,7 +199,7 @@ impl Metrics {
         let invalidations = IntCounterVec::new(
             Opts::new(
                 "dynamo_cache_invalidations_total",
-                "Invalidations by cache and reason (write, failed_write, table_change, flush).",
+                "Invalidations by cache and reason (write, failed_write, table_change, flush, stream).",
             ),
             &["cache", "reason"],
         )
@@ -202,6 +211,26 @@ impl Metrics {
                  and result.",
             ),
             &["table", "cache", "result"],
+        )
+        .expect("valid metric");
+        let stream_records = IntCounter::new(
+            "dynamo_cache_stream_records_total",
+            "DynamoDB stream records applied to the caches.",
+        )
+        .expect("valid metric");
+        let stream_lag = Gauge::new(
+            "dynamo_cache_stream_lag_seconds",
+            "Age of the newest stream record when it was applied.",
+        )
+        .expect("valid metric");
+        let stream_shards = IntGauge::new(
+            "dynamo_cache_stream_shards",
+            "Stream shards being read now, over all followed tables.",
+        )
+        .expect("valid metric");
+        let stream_errors = IntCounter::new(
+            "dynamo_cache_stream_errors_total",
+            "Failed or throttled stream reads.",
         )
         .expect("valid metric");
         let build_info = IntGaugeVec::new(
@@ -230,6 +259,10 @@ impl Metrics {
             Box::new(evictions.clone()),
             Box::new(invalidations.clone()),
             Box::new(table_requests.clone()),
+            Box::new(stream_records.clone()),
+            Box::new(stream_lag.clone()),
+            Box::new(stream_shards.clone()),
+            Box::new(stream_errors.clone()),
             Box::new(build_info),
         ] {
             names.extend(collector.desc().iter().map(|d| d.fq_name.clone()));
@@ -258,6 +291,10 @@ impl Metrics {
             cache_bytes,
             evictions,
             invalidations,
+            stream_records,
+            stream_lag,
+            stream_shards,
+            stream_errors,
         }
     }
 

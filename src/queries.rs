@@ -76,6 +76,7 @@ pub async fn query_or_scan(
     let Some(read) = cacheable(state, op, &body) else {
         return bypass(state, op, target, body).await;
     };
+    state.streams.follow(&read.table);
     let scope = scope_of(state, op, &read).await;
     state.metrics.record_table(&read.table, true, false);
     let watch = state.queries.begin(&read.table, &scope);

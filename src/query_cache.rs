@@ -179,8 +179,14 @@ impl QueryCache {
     /// A write to `table` finished (whatever its outcome): drop what it may have changed.
     /// `partition` is the written item's partition key value, when known.
     pub fn wrote(&self, table: &str, partition: Option<&KeyValue>) {
+        self.changed(table, partition, "write");
+    }
+
+    /// As [`QueryCache::wrote`], for a change seen some other way (a stream record), counted
+    /// under `reason`.
+    pub fn changed(&self, table: &str, partition: Option<&KeyValue>, reason: &'static str) {
         if self.config.query_invalidation != QueryInvalidation::Ttl {
-            self.metrics.invalidated("query", "write");
+            self.metrics.invalidated("query", reason);
         }
         match self.config.query_invalidation {
             QueryInvalidation::Ttl => {}

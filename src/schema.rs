@@ -81,17 +81,7 @@ impl Schemas {
             .table_name(table)
             .send()
             .await
-            .map_err(|err| {
-                let service = err.as_service_error();
-                if service.is_some_and(|e| e.is_resource_not_found_exception()) {
-                    SchemaError::NotFound(table.to_string())
-                } else {
-                    SchemaError::Describe {
-                        table: table.to_string(),
-                        reason: crate::credentials::DisplayChain(&err).to_string(),
-                    }
-                }
-            })?;
+            .map_err(|err| describe_error(table, err))?;
         let description = described.table.ok_or_else(|| SchemaError::Describe {
             table: table.to_string(),
             reason: "response has no Table".into(),
@@ -121,6 +111,25 @@ impl Schemas {
         Ok(schema)
     }
 
+    /// The ARN of `table`'s current stream, if it has one enabled (asked every time: streams
+    /// are enabled, disabled and replaced without the proxy seeing it).
+    pub async fn latest_stream_arn(&self, table: &str) -> Result<Option<String>, SchemaError> {
+        let described = self
+            .client
+            .describe_table()
+            .table_name(table)
+            .send()
+            .await
+            .map_err(|err| describe_error(table, err))?;
+        let Some(description) = described.table else {
+            return Ok(None);
+        };
+        let enabled = description
+            .stream_specification()
+            .is_some_and(|s| s.stream_enabled());
+        Ok(enabled.then(|| description.latest_stream_arn).flatten())
+    }
+
     /// The schema if already known, without asking upstream.
     pub fn cached(&self, table: &str) -> Option<Arc<TableSchema>> {
         self.known
@@ -133,6 +142,26 @@ impl Schemas {
     /// Drops what is known of `table` (it was deleted, or its indexes changed).
     pub fn forget(&self, table: &str) {
         self.known.write().expect("lock poisoned").remove(table);
+    }
+}
+
+fn describe_error(
+    table: &str,
+    err: aws_sdk_dynamodb::error::SdkError<
+        aws_sdk_dynamodb::operation::describe_table::DescribeTableError,
+        aws_smithy_runtime_api::client::orchestrator::HttpResponse,
+    >,
+) -> SchemaError {
+    if err
+        .as_service_error()
+        .is_some_and(|e| e.is_resource_not_found_exception())
+    {
+        SchemaError::NotFound(table.to_string())
+    } else {
+        SchemaError::Describe {
+            table: table.to_string(),
+            reason: crate::credentials::DisplayChain(&err).to_string(),
+        }
     }
 }
 

@@ -13,6 +13,7 @@ use crate::items::{Fetched, FlightKey};
 use crate::metrics::Metrics;
 use crate::query_cache::QueryCache;
 use crate::schema::Schemas;
+use crate::streams::{self, Streams};
 use crate::upstream::{Upstream, UpstreamLimits};
 
 /// Everything the data and admin listeners need.
@@ -32,6 +33,8 @@ pub struct State {
     pub queries: Arc<QueryCache>,
     /// Item reads in flight, so concurrent misses share one.
     pub flights: Arc<Flights<FlightKey, Fetched>>,
+    /// Followers of the cached tables' DynamoDB streams (idle unless enabled).
+    pub streams: Arc<Streams>,
     /// Set when shutdown begins, so readiness turns 503 before connections close.
     draining: Arc<AtomicBool>,
 }
@@ -56,23 +59,39 @@ impl State {
         };
         let upstream = Upstream::new(&url, region, cache, limits)?;
         let metrics = Arc::new(Metrics::new());
-        let schemas = Schemas::new(
+        let schemas = Arc::new(Schemas::new(
             &url,
             region,
-            credentials,
+            credentials.clone(),
             config.upstream_timeout(),
+            metrics.clone(),
+        ));
+        let items = Arc::new(ItemCache::new(
+            &config.cache,
+            config.upstream_timeout(),
+            metrics.clone(),
+        ));
+        let queries = Arc::new(QueryCache::new(&config.cache, metrics.clone()));
+        let streams = Streams::new(
+            config.streams.clone(),
+            streams::Endpoint {
+                upstream: config.upstream.as_deref(),
+                region,
+                credentials,
+                timeout: config.upstream_timeout(),
+            },
+            items.clone(),
+            queries.clone(),
+            schemas.clone(),
             metrics.clone(),
         );
         Ok(State {
             upstream: Arc::new(upstream),
-            schemas: Arc::new(schemas),
-            items: Arc::new(ItemCache::new(
-                &config.cache,
-                config.upstream_timeout(),
-                metrics.clone(),
-            )),
+            schemas,
+            items,
             flights: Arc::new(Flights::new()),
-            queries: Arc::new(QueryCache::new(&config.cache, metrics.clone())),
+            queries,
+            streams: Arc::new(streams),
             metrics,
             draining: Arc::new(AtomicBool::new(false)),
             config: Arc::new(config),

@@ -1,6 +1,7 @@
 """Fixtures for the interop suite: two moto servers (one behind the proxy, one called
 directly), the real dynamo-cache binary in front of the first, and boto3 clients."""
 
+import json
 import os
 import re
 import socket
@@ -55,7 +56,7 @@ class Proxy:
     """The real binary in front of `upstream`, or of its embedded emulator when `upstream`
     is None (the README's quick start)."""
 
-    def __init__(self, upstream=None):
+    def __init__(self, upstream=None, extra=()):
         where = ["--upstream", upstream] if upstream else ["--embedded"]
         binary = os.environ.get("DYNAMO_CACHE_BIN", "target/debug/dynamo-cache")
         env = dict(os.environ, RUST_LOG="warn", **CREDS)
@@ -63,7 +64,7 @@ class Proxy:
         env.pop("AWS_ENDPOINT_URL_DYNAMODB", None)
         self.proc = subprocess.Popen(
             [binary, "serve", *where, "--region", REGION,
-             "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"],
+             "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", *extra],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             env=env,
@@ -75,6 +76,9 @@ class Proxy:
             raise RuntimeError(f"unexpected start-up line: {line!r}")
         self.url, self.admin_url = found[0], found[1]
         _wait_http(self.admin_url + "/healthz")
+
+    def cache_stats(self):
+        return json.loads(urllib.request.urlopen(self.admin_url + "/cache").read())
 
     def metrics(self):
         return urllib.request.urlopen(self.admin_url + "/metrics").read().decode()
