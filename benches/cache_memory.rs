@@ -1,6 +1,8 @@
 //! What the item cache costs in memory: the release binary in front of an emulator (in this
-//! process, so its memory is not counted), filled with 1,000,000 items of 400 bytes written
-//! through it, then its resident memory against the items' payload.
+//! process, so its memory is not counted), filled with 1,000,000 items of 400 bytes by reading
+//! them through it (BatchGetItem, 100 keys a request), then its resident memory against the
+//! items' payload. The items are written straight to the emulator first, so the proxy holds
+//! nothing but its caches (writes through it also keep short-lived per-key write stamps).
 //!
 //!     cargo bench --bench cache_memory               # 1,000,000 items
 //!     MEM_ITEMS=100000 cargo bench --bench cache_memory
@@ -24,7 +26,8 @@ use hyper_util::rt::TokioExecutor;
 use process::{Served, rss_bytes};
 
 const ITEM_SIZE: usize = 400;
-const WRITERS: u64 = 8;
+/// Requests in flight while writing and while reading.
+const IN_FLIGHT: u64 = 8;
 
 type Http = Client<HttpConnector, Full<Bytes>>;
 
@@ -32,6 +35,13 @@ async fn call(http: &Http, url: &str, op: &str, body: String) -> (u16, Bytes) {
     let request = http::Request::post(format!("{url}/"))
         .header("content-type", "application/x-amz-json-1.0")
         .header("x-amz-target", format!("DynamoDB_20120810.{op}"))
+        // The emulator checks a signature is present, not whose (the proxy re-signs anyway).
+        .header("x-amz-date", "20260101T000000Z")
+        .header(
+            "authorization",
+            "AWS4-HMAC-SHA256 Credential=bench/20260101/us-east-1/dynamodb/aws4_request, \
+             SignedHeaders=host, Signature=00",
+        )
         .body(Full::new(Bytes::from(body)))
         .unwrap();
     let response = http.request(request).await.unwrap();
@@ -86,11 +96,11 @@ async fn main() {
     assert_eq!(call(&http, &proxy.url, "PutItem", first).await.0, 200);
     let before = rss_bytes(proxy.pid());
 
-    let started = Instant::now();
+    // Straight to the emulator: 25 items a request, a few requests in flight.
     let next = Arc::new(AtomicU64::new(1));
     let mut writers = Vec::new();
-    for _ in 0..WRITERS {
-        let (http, url, next) = (http.clone(), proxy.url.clone(), next.clone());
+    for _ in 0..IN_FLIGHT {
+        let (http, url, next) = (http.clone(), upstream.url.clone(), next.clone());
         writers.push(tokio::spawn(async move {
             loop {
                 let start = next.fetch_add(25, Ordering::Relaxed);
@@ -113,6 +123,34 @@ async fn main() {
     for writer in writers {
         writer.await.unwrap();
     }
+
+    // Through the proxy: every read is a miss that fills the item cache.
+    let started = Instant::now();
+    let next = Arc::new(AtomicU64::new(1));
+    let mut readers = Vec::new();
+    for _ in 0..IN_FLIGHT {
+        let (http, url, next) = (http.clone(), proxy.url.clone(), next.clone());
+        readers.push(tokio::spawn(async move {
+            loop {
+                let start = next.fetch_add(100, Ordering::Relaxed);
+                if start >= items {
+                    return;
+                }
+                let keys: Vec<String> = (start..(start + 100).min(items))
+                    .map(|i| format!(r#"{{"pk":{{"S":"k{i:07}"}},"sk":{{"N":"0"}}}}"#))
+                    .collect();
+                let body = format!(
+                    r#"{{"RequestItems":{{"mem":{{"Keys":[{}]}}}}}}"#,
+                    keys.join(",")
+                );
+                let (status, answer) = call(&http, &url, "BatchGetItem", body).await;
+                assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
+            }
+        }));
+    }
+    for reader in readers {
+        reader.await.unwrap();
+    }
     let fill_secs = started.elapsed().as_secs_f64();
     let after = rss_bytes(proxy.pid());
 
@@ -125,6 +163,7 @@ async fn main() {
         serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap()
     };
     let entries = stats["item"]["entries"].as_u64().unwrap();
+    let weighed = stats["item"]["bytes"].as_u64().unwrap();
     let answer_bytes = (r#"{"Item":}"#.len() + item(1).len()) as u64;
     assert!(proxy.terminate());
     let _ = std::fs::remove_file(&config);
@@ -134,7 +173,7 @@ async fn main() {
     let payload = items * ITEM_SIZE as u64;
     let wire = items * answer_bytes;
     println!(
-        "{items} items written through the proxy in {fill_secs:.0} s; item cache entries {entries}"
+        "{items} items read through the proxy in {fill_secs:.0} s; item cache entries {entries}"
     );
     println!(
         "RSS before {:.1} MiB, after {:.1} MiB",
@@ -155,6 +194,11 @@ async fn main() {
         "RSS / GetItem answer bytes = {:.2}x   (growth only: {:.2}x)",
         after as f64 / wire as f64,
         (after - before) as f64 / wire as f64
+    );
+    println!(
+        "the item cache weighs its entries at {:.1} MiB: RSS growth / weighed bytes = {:.2}x",
+        mib(weighed),
+        (after - before) as f64 / weighed as f64
     );
     assert_eq!(entries, items, "every item should be cached");
 }

@@ -20,8 +20,9 @@ use crate::config::{CacheConfig, QueryInvalidation};
 use crate::keys::{KeyValue, canonical_value};
 use crate::metrics::Metrics;
 
+use crate::cache::ENTRY_OVERHEAD;
+
 const SLOTS: usize = 1 << 16;
-const ENTRY_OVERHEAD: usize = 96;
 
 /// What a cached answer depends on.
 #[derive(Debug, Clone)]
