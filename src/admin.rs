@@ -31,11 +31,14 @@ pub async fn handle(state: &State, request: Request<Incoming>) -> ProxyResponse 
             resp
         }
         (&Method::GET, "/cache") => json(StatusCode::OK, cache_stats(state)),
+        (&Method::GET, "/cache/hot-keys") => hot_keys(state, request.uri().query()),
         (&Method::POST, "/cache/flush") => flush(state, request.uri().query()),
         (&Method::GET, "/debug/config") => json(StatusCode::OK, effective_config(state)),
-        (_, "/healthz" | "/readyz" | "/metrics" | "/cache" | "/cache/flush" | "/debug/config") => {
-            text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
-        }
+        (
+            _,
+            "/healthz" | "/readyz" | "/metrics" | "/cache" | "/cache/flush" | "/cache/hot-keys"
+            | "/debug/config",
+        ) => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
 }
@@ -120,6 +123,24 @@ fn table_stats(state: &State) -> serde_json::Value {
 }
 
 /// Drops everything cached, or one table's entries with `?table=NAME`.
+/// The most read item keys (`?limit=N`, 100 by default, 10,000 at most), for warm starts.
+fn hot_keys(state: &State, query: Option<&str>) -> ProxyResponse {
+    const MAX: usize = 10_000;
+    let limit = query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .find_map(|pair| pair.strip_prefix("limit="));
+    let limit = match limit.map(str::parse::<usize>) {
+        None => 100,
+        Some(Ok(n)) => n.min(MAX),
+        Some(Err(_)) => return text(StatusCode::BAD_REQUEST, "limit= needs a number\n"),
+    };
+    json(
+        StatusCode::OK,
+        serde_json::json!({ "keys": state.hot_keys.top(limit) }),
+    )
+}
+
 fn flush(state: &State, query: Option<&str>) -> ProxyResponse {
     let table = query
         .into_iter()
@@ -185,6 +206,9 @@ fn json(status: StatusCode, body: serde_json::Value) -> ProxyResponse {
 async fn readiness(state: &State) -> ProxyResponse {
     if state.is_draining() {
         return text(StatusCode::SERVICE_UNAVAILABLE, "draining\n");
+    }
+    if state.is_warming() {
+        return text(StatusCode::SERVICE_UNAVAILABLE, "warming\n");
     }
     if !state.upstream.has_credentials() {
         // Loading them here means the first probe, not the first request, pays for it.

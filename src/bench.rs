@@ -590,7 +590,7 @@ async fn check_table(
             return Err(BenchError::Request {
                 endpoint: endpoint.into(),
                 what: "DescribeTable",
-                cause: format!("{}: {}", error_kind(&err), DisplayChain(&err).to_string()),
+                cause: format!("{}: {}", error_kind(&err), DisplayChain(&err)),
             });
         }
     };
@@ -760,7 +760,7 @@ async fn seed(
                         .map_err(|e| BenchError::Request {
                             endpoint: endpoint.clone(),
                             what: "BatchWriteItem",
-                            cause: format!("{}: {}", error_kind(&e), DisplayChain(&e).to_string()),
+                            cause: format!("{}: {}", error_kind(&e), DisplayChain(&e)),
                         })?;
                     writes = out
                         .unprocessed_items

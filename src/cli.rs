@@ -226,9 +226,12 @@ pub struct ServeArgs {
     #[arg(long, env = "DYNAMO_CACHE_UPSTREAM_TIMEOUT_MS")]
     pub upstream_timeout_ms: Option<u64>,
     /// Follow the DynamoDB streams of cached tables, so writes that bypass the proxy are seen
-    /// within the stream's lag [default: off].
+    /// within the stream's lag.
     #[arg(long, env = "DYNAMO_CACHE_STREAMS")]
     pub streams: bool,
+    /// Admin URL of a running replica: read its most used keys before reporting ready.
+    #[arg(long, env = "DYNAMO_CACHE_WARM_FROM")]
+    pub warm_from: Option<String>,
     /// Put the proxy in front of a local DynamoDB emulator started on loopback.
     #[arg(long, env = "DYNAMO_CACHE_EMBEDDED")]
     pub embedded: bool,
@@ -271,6 +274,9 @@ impl ServeArgs {
         }
         if self.streams {
             config.streams.enabled = true;
+        }
+        if let Some(from) = &self.warm_from {
+            config.warm.from = Some(from.clone());
         }
         config.validate()?;
         Ok(config)

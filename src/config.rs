@@ -46,6 +46,37 @@ pub struct Config {
     pub cache: CacheConfig,
     /// Following the tables' DynamoDB streams, for freshness across writers.
     pub streams: StreamsConfig,
+    /// Reading another replica's most used keys before reporting ready.
+    pub warm: WarmConfig,
+}
+
+pub const DEFAULT_WARM_MAX_KEYS: usize = 10_000;
+pub const DEFAULT_WARM_RATE_PER_SEC: u32 = 1_000;
+pub const DEFAULT_WARM_TIMEOUT_MS: u64 = 30_000;
+
+/// Warm starts: before it reports ready, a new replica reads the keys another one uses most.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WarmConfig {
+    /// Admin URL of a running replica (`http://10.0.0.5:9464`); `None` = start cold.
+    pub from: Option<String>,
+    /// Keys to read at most.
+    pub max_keys: usize,
+    /// Reads per second at most, so a warm-up never floods DynamoDB.
+    pub rate_per_sec: u32,
+    /// The whole warm-up's time limit; readiness waits no longer than this.
+    pub timeout_ms: u64,
+}
+
+impl Default for WarmConfig {
+    fn default() -> Self {
+        WarmConfig {
+            from: None,
+            max_keys: DEFAULT_WARM_MAX_KEYS,
+            rate_per_sec: DEFAULT_WARM_RATE_PER_SEC,
+            timeout_ms: DEFAULT_WARM_TIMEOUT_MS,
+        }
+    }
 }
 
 /// How often a followed stream is read when it had nothing new.
@@ -226,6 +257,7 @@ impl Default for Config {
             limits: Limits::default(),
             cache: CacheConfig::default(),
             streams: StreamsConfig::default(),
+            warm: WarmConfig::default(),
         }
     }
 }
@@ -298,6 +330,8 @@ impl Config {
             ("cache.item_max_bytes", self.cache.item_max_bytes),
             ("cache.query_max_bytes", self.cache.query_max_bytes),
             ("streams.poll_interval_ms", self.streams.poll_interval_ms),
+            ("warm.rate_per_sec", self.warm.rate_per_sec as u64),
+            ("warm.timeout_ms", self.warm.timeout_ms),
         ] {
             if value == 0 {
                 return invalid(format!("{name} must be greater than 0"));
@@ -320,6 +354,15 @@ impl Config {
                     self.listen
                 ));
             }
+        }
+        if let Some(from) = &self.warm.from
+            && !from
+                .parse::<http::Uri>()
+                .is_ok_and(|u| u.scheme_str() == Some("http") && u.host().is_some())
+        {
+            return invalid(format!(
+                "warm.from {from:?} must be another replica's admin URL, http://host:port"
+            ));
         }
         if let Some(endpoint) = &self.streams.endpoint
             && !endpoint.parse::<http::Uri>().is_ok_and(|u| {

@@ -16,7 +16,7 @@ use serde_json::{Map, Value};
 
 use crate::cache::{Cached, FillTicket, ItemCache, WriteOutcome, WriteTicket};
 use crate::error::ProxyError;
-use crate::keys::{ItemKey, KeyValue, WireKey, WireKeyRef, is_wire_canonical_number};
+use crate::keys::{ItemKey, KeyValue, WireKey, WireKeyRef, is_wire_canonical_number, wire_json};
 use crate::operation::Operation;
 use crate::projection::Projection;
 use crate::proxy::forward;
@@ -153,6 +153,10 @@ pub fn answer_from_memory(state: &State, op: Operation, body: &[u8]) -> Option<P
             let variant = wanted.variant();
             let capacity = wants_capacity(input.return_consumed_capacity.as_deref());
             let cached = cache.get(&key)?;
+            // Counted here for hits; misses are counted on their way upstream.
+            state
+                .hot_keys
+                .touch(&key, &input.table_name, || Some(wire_json(&input.key)));
             let hit = |response| {
                 state.metrics.record_table(&input.table_name, false, true);
                 Some(response)
@@ -210,6 +214,9 @@ pub async fn get_item(state: &State, target: &HeaderValue, body: Bytes) -> Handl
     let capacity = wants_capacity(input.return_consumed_capacity.as_deref());
     let table = input.table_name.to_string();
     state.streams.follow(&table);
+    state
+        .hot_keys
+        .touch(&key, &table, || Some(wire_json(&input.key)));
     let flight: FlightKey = (
         key.clone(),
         variant.clone(),

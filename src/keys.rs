@@ -33,6 +33,24 @@ pub enum KeyValueRef<'a> {
 /// A wire key borrowed from the request body.
 pub type WireKeyRef<'a> = BTreeMap<std::borrow::Cow<'a, str>, KeyValueRef<'a>>;
 
+/// A borrowed key back as DynamoDB JSON (`{"pk":{"S":"a"}}`), values as the client wrote them.
+pub fn wire_json(key: &WireKeyRef<'_>) -> serde_json::Value {
+    let fields = key
+        .iter()
+        .map(|(name, value)| {
+            let (tag, v) = match value {
+                KeyValueRef::S(v) => ("S", v),
+                KeyValueRef::N(v) => ("N", v),
+                KeyValueRef::B(v) => ("B", v),
+            };
+            let mut typed = serde_json::Map::new();
+            typed.insert(tag.to_string(), serde_json::Value::String(v.to_string()));
+            (name.to_string(), serde_json::Value::Object(typed))
+        })
+        .collect();
+    serde_json::Value::Object(fields)
+}
+
 /// The three types a key attribute can have.
 #[derive(Debug, Clone, Copy)]
 enum Kind {

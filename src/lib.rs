@@ -18,6 +18,8 @@
 //! - [`upstream`]: the pooled, SigV4-signing client to DynamoDB; [`credentials`] keeps its
 //!   identity fresh.
 //! - [`schema`]: table key schemas from DescribeTable.
+//! - [`hot_keys`] and [`warm`]: the most used keys, and a new replica reading another's
+//!   before it reports ready.
 //! - [`streams`]: following the cached tables' DynamoDB streams, so writes that bypass the
 //!   proxy drop entries within the stream's lag.
 //! - [`error`]: what the proxy itself gets wrong, rendered as DynamoDB error JSON.
@@ -42,6 +44,7 @@ pub mod credentials;
 pub mod embedded;
 pub mod error;
 pub mod flight;
+pub mod hot_keys;
 pub mod items;
 pub mod keycond;
 pub mod keys;
@@ -58,6 +61,7 @@ pub mod server;
 pub mod state;
 pub mod streams;
 pub mod upstream;
+pub mod warm;
 
 use std::future::Future;
 
@@ -102,6 +106,26 @@ pub async fn run(
 
     // Stream followers run on this runtime, not on a connection worker's.
     state.streams.start();
+
+    // A warm start runs while the proxy serves; readiness waits for it.
+    if state.config.warm.from.is_some() {
+        state.set_warming(true);
+        let warming = state.clone();
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            match warm::warm(&warming, &warming.config.warm).await {
+                Ok(w) => tracing::info!(
+                    listed = w.listed,
+                    read = w.read,
+                    failed = w.failed,
+                    ms = started.elapsed().as_millis() as u64,
+                    "warm start done"
+                ),
+                Err(err) => tracing::warn!(error = %err, "warm start failed; starting cold"),
+            }
+            warming.set_warming(false);
+        });
+    }
 
     // One Arc per request instead of a clone of every field of State.
     let shared = std::sync::Arc::new(state.clone());

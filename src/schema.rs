@@ -127,7 +127,7 @@ impl Schemas {
         let enabled = description
             .stream_specification()
             .is_some_and(|s| s.stream_enabled());
-        Ok(enabled.then(|| description.latest_stream_arn).flatten())
+        Ok(enabled.then_some(description.latest_stream_arn).flatten())
     }
 
     /// The schema if already known, without asking upstream.

@@ -9,6 +9,7 @@ use crate::cache::ItemCache;
 use crate::config::Config;
 use crate::credentials::CredentialCache;
 use crate::flight::Flights;
+use crate::hot_keys::HotKeys;
 use crate::items::{Fetched, FlightKey};
 use crate::metrics::Metrics;
 use crate::query_cache::QueryCache;
@@ -35,6 +36,10 @@ pub struct State {
     pub flights: Arc<Flights<FlightKey, Fetched>>,
     /// Followers of the cached tables' DynamoDB streams (idle unless enabled).
     pub streams: Arc<Streams>,
+    /// The most read item keys, for other replicas' warm starts.
+    pub hot_keys: Arc<HotKeys>,
+    /// Set while a warm start runs, so readiness waits for it.
+    warming: Arc<AtomicBool>,
     /// Set when shutdown begins, so readiness turns 503 before connections close.
     draining: Arc<AtomicBool>,
 }
@@ -92,6 +97,8 @@ impl State {
             flights: Arc::new(Flights::new()),
             queries,
             streams: Arc::new(streams),
+            hot_keys: Arc::new(HotKeys::default()),
+            warming: Arc::new(AtomicBool::new(false)),
             metrics,
             draining: Arc::new(AtomicBool::new(false)),
             config: Arc::new(config),
@@ -105,5 +112,14 @@ impl State {
 
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::SeqCst)
+    }
+
+    /// Marks a warm start as running (`true`) or over.
+    pub fn set_warming(&self, warming: bool) {
+        self.warming.store(warming, Ordering::SeqCst);
+    }
+
+    pub fn is_warming(&self) -> bool {
+        self.warming.load(Ordering::SeqCst)
     }
 }

@@ -154,6 +154,8 @@ fn every_config_key_is_in_the_reference_with_its_real_default() {
         region: Some("eu-west-1".into()),
         ..Config::default()
     };
+    full.streams.endpoint = Some("http://example".into());
+    full.warm.from = Some("http://example".into());
     full.cache.tables.insert(
         "<name>".into(),
         TableCacheConfig {
