@@ -402,21 +402,7 @@ pub struct Report {
 
 /// Runs the whole bench; `stop` (Ctrl-C) ends it early with the figures so far.
 pub async fn run(options: &Options, stop: CancellationToken) -> Result<Report, BenchError> {
-    options.validate()?;
-    let credentials = credentials(&options.endpoints, &options.region).await;
-    let clients: Vec<Client> = options
-        .endpoints
-        .iter()
-        .map(|e| client(e, &options.region, credentials.clone()))
-        .collect();
-    for (i, (client, endpoint)) in clients.iter().zip(&options.endpoints).enumerate() {
-        let seed_here = options.seed_table && i == 0;
-        check_table(client, endpoint, &options.table, seed_here).await?;
-    }
-    if options.seed_table {
-        seed(&clients[0], options, &stop).await?;
-    }
-
+    let clients = prepare(options, &stop).await?;
     let picker = Arc::new(KeyPicker::new(
         options.workload.keys,
         options.workload.distribution,
@@ -458,6 +444,47 @@ pub async fn run(options: &Options, stop: CancellationToken) -> Result<Report, B
         speedup,
         interrupted: stop.is_cancelled(),
     })
+}
+
+/// Checks the options, builds one SDK client per endpoint, checks each has the table (creating
+/// and filling it through the first with `seed_table`).
+pub async fn prepare(
+    options: &Options,
+    stop: &CancellationToken,
+) -> Result<Vec<Client>, BenchError> {
+    options.validate()?;
+    let credentials = credentials(&options.endpoints, &options.region).await;
+    let clients: Vec<Client> = options
+        .endpoints
+        .iter()
+        .map(|e| client(e, &options.region, credentials.clone()))
+        .collect();
+    for (i, (client, endpoint)) in clients.iter().zip(&options.endpoints).enumerate() {
+        let seed_here = options.seed_table && i == 0;
+        check_table(client, endpoint, &options.table, seed_here).await?;
+    }
+    if options.seed_table {
+        seed(&clients[0], options, stop).await?;
+    }
+    Ok(clients)
+}
+
+/// Writes item `k` (about `size` bytes, attribute `ver` = `version`).
+pub async fn put(
+    client: &Client,
+    table: &str,
+    k: u64,
+    size: usize,
+    version: u64,
+) -> Result<(), String> {
+    client
+        .put_item()
+        .table_name(table)
+        .set_item(Some(item_of(k, size, version)))
+        .send()
+        .await
+        .map(drop)
+        .map_err(|e| format!("{}: {}", error_kind(&e), DisplayChain(&e)))
 }
 
 fn speedup(first: &EndpointReport, baseline: &EndpointReport) -> Speedup {
@@ -686,7 +713,7 @@ async fn create_table(client: &Client, endpoint: &str, table: &str) -> Result<()
 }
 
 /// The primary key of item `k`.
-fn key_of(k: u64) -> HashMap<String, AttributeValue> {
+pub fn key_of(k: u64) -> HashMap<String, AttributeValue> {
     HashMap::from([
         (
             PK.to_string(),

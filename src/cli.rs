@@ -126,9 +126,47 @@ pub struct BenchArgs {
     /// No progress bars.
     #[arg(long)]
     pub quiet: bool,
+    /// Measure staleness instead of latency: write through --writer, then poll --endpoint
+    /// (and --compare) until each serves the write; reports the visibility delay.
+    #[arg(long, requires = "writer")]
+    pub staleness: bool,
+    /// With --staleness: where writes go (DynamoDB itself, or another replica of the proxy).
+    #[arg(long)]
+    pub writer: Option<String>,
+    /// With --staleness: seconds a reader gets to serve a write before it counts as unseen.
+    #[arg(long, default_value_t = 10.0)]
+    pub staleness_timeout: f64,
 }
 
 impl BenchArgs {
+    /// The options of a `--staleness` run (rounds = `--requests`, 50 by default), checked.
+    pub fn staleness_options(&self) -> Result<crate::staleness::Options, bench::BenchError> {
+        let writer = self
+            .writer
+            .clone()
+            .ok_or_else(|| bench::BenchError::Options("--staleness needs --writer URL".into()))?;
+        let timeout = Duration::try_from_secs_f64(self.staleness_timeout)
+            .ok()
+            .filter(|t| !t.is_zero())
+            .ok_or_else(|| {
+                bench::BenchError::Options(
+                    "--staleness-timeout must be a positive number of seconds".into(),
+                )
+            })?;
+        let latency = self.options()?;
+        Ok(crate::staleness::Options {
+            writer,
+            readers: latency.endpoints,
+            table: latency.table,
+            region: latency.region,
+            rounds: self.requests.unwrap_or(50),
+            keys: latency.workload.keys,
+            item_size: latency.workload.item_size,
+            timeout,
+            seed_table: self.seed,
+        })
+    }
+
     /// The bench's options, checked.
     pub fn options(&self) -> Result<bench::Options, bench::BenchError> {
         let secs = |s: f64, flag: &str| {

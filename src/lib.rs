@@ -27,7 +27,8 @@
 //! - [`state`]: the shared state every request sees.
 //! - `embedded` (feature `embedded`): a local DynamoDB emulator inside the binary.
 //! - [`bench`]: `dynamo-cache bench`, read latency through the AWS SDK at one endpoint or two;
-//!   [`plot`] draws its percentile curves.
+//!   [`plot`] draws its percentile curves; [`staleness`] measures how long others' writes take
+//!   to be served.
 //!
 //! [`run`] serves already-bound listeners until a shutdown future resolves; `main` binds them
 //! and passes Ctrl-C/SIGTERM, tests pass port 0 and a channel.
@@ -58,6 +59,7 @@ pub mod query_cache;
 pub mod response;
 pub mod schema;
 pub mod server;
+pub mod staleness;
 pub mod state;
 pub mod streams;
 pub mod upstream;

@@ -126,32 +126,45 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
 /// run and still prints what it measured; a second Ctrl-C exits at once.
 fn bench(args: dynamo_cache::cli::BenchArgs) -> anyhow::Result<()> {
     use dynamo_cache::bench;
-    let options = args.options()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    let report = runtime.block_on(async {
-        let stop = tokio_util::sync::CancellationToken::new();
-        let on_signal = stop.clone();
-        tokio::spawn(async move {
-            let _ = tokio::signal::ctrl_c().await;
-            eprintln!("\nstopping: Ctrl-C again to exit at once");
-            on_signal.cancel();
-            let _ = tokio::signal::ctrl_c().await;
-            std::process::exit(130);
-        });
-        bench::run(&options, stop).await
-    })?;
-    print!("{}", report.render());
-    if let Some(path) = &args.json {
-        let json = serde_json::to_string_pretty(&report)?;
-        std::fs::write(path, json + "\n").with_context(|| format!("writing {}", path.display()))?;
-        println!("figures written to {}", path.display());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let on_signal = stop.clone();
+    runtime.spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        eprintln!("\nstopping: Ctrl-C again to exit at once");
+        on_signal.cancel();
+        let _ = tokio::signal::ctrl_c().await;
+        std::process::exit(130);
+    });
+    if args.staleness {
+        let options = args.staleness_options()?;
+        let report = runtime.block_on(dynamo_cache::staleness::run(&options, stop))?;
+        print!("{}", report.render());
+        return write_json(args.json.as_deref(), &report);
     }
+    let options = args.options()?;
+    let report = runtime.block_on(bench::run(&options, stop))?;
+    print!("{}", report.render());
+    write_json(args.json.as_deref(), &report)?;
     if let Some(path) = &args.plot {
         dynamo_cache::plot::write(&report, path)?;
         println!("latency plot written to {}", path.display());
+    }
+    Ok(())
+}
+
+/// `--json FILE`: the figures, pretty-printed.
+fn write_json(
+    path: Option<&std::path::Path>,
+    report: &impl serde::Serialize,
+) -> anyhow::Result<()> {
+    if let Some(path) = path {
+        let json = serde_json::to_string_pretty(report)?;
+        std::fs::write(path, json + "\n").with_context(|| format!("writing {}", path.display()))?;
+        println!("figures written to {}", path.display());
     }
     Ok(())
 }

@@ -245,3 +245,73 @@ async fn a_table_without_a_stream_is_reported_and_served_by_ttl() {
     assert_eq!(ready.status, 200);
     assert_eq!(proxy.metric("dynamo_cache_stream_shards").await, 0.0);
 }
+
+#[tokio::test]
+async fn the_staleness_bench_measures_both_kinds_of_proxy() {
+    let upstream = Upstream::start().await;
+    let table = "dynamo-cache-bench";
+    let create = format!(
+        r#"{{"TableName":"{table}","AttributeDefinitions":[{{"AttributeName":"pk","AttributeType":"S"}},{{"AttributeName":"sk","AttributeType":"N"}}],"KeySchema":[{{"AttributeName":"pk","KeyType":"HASH"}},{{"AttributeName":"sk","KeyType":"RANGE"}}],"BillingMode":"PAY_PER_REQUEST","StreamSpecification":{{"StreamEnabled":true,"StreamViewType":"KEYS_ONLY"}}}}"#
+    );
+    assert_eq!(
+        dynamo(&upstream.url, "CreateTable", &create).await.status,
+        200
+    );
+    let following = streaming_proxy(&upstream.url).await;
+    // Without streams, a write around it shows after the (short, here) TTL.
+    let ttl_only = Proxy::start_with(&upstream.url, |c| c.cache.item_ttl_ms = 300).await;
+    let json = std::env::temp_dir().join(format!("staleness-{}.json", std::process::id()));
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_dynamo-cache"));
+    command
+        .args([
+            "bench",
+            "--staleness",
+            "--seed",
+            "--keys",
+            "20",
+            "--requests",
+            "6",
+        ])
+        .args(["--writer", &upstream.url, "--endpoint", &following.url])
+        .args([
+            "--compare",
+            &ttl_only.url,
+            "--staleness-timeout",
+            "10",
+            "--quiet",
+        ])
+        .args(["--region", REGION, "--json"])
+        .arg(&json)
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_PROFILE");
+    let out = tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let _ = std::fs::remove_file(&json);
+    let readers = report["readers"].as_array().unwrap();
+    assert_eq!(readers[0]["endpoint"], following.url.as_str());
+    assert_eq!(readers[1]["endpoint"], ttl_only.url.as_str());
+    for reader in readers {
+        assert_eq!(reader["rounds"], 6, "{reader}");
+        assert_eq!(reader["seen"], 6, "{reader}");
+        assert!(reader["delay_ms"]["max"].as_f64().unwrap() > 0.0);
+    }
+    // The proxies really had the old value cached: each round's write was invalidated by the
+    // stream on one, and expired on the other.
+    assert!(following.metric("dynamo_cache_stream_records_total").await >= 6.0);
+    assert!(
+        ttl_only
+            .metric(r#"dynamo_cache_requests_total{op="GetItem",result="hit"}"#)
+            .await
+            >= 6.0
+    );
+    assert!(stdout.contains("p99"), "{stdout}");
+}
