@@ -6,8 +6,8 @@
 //! - a mix of GetItem, Query and BatchGetItem hits with a zipfian key distribution;
 //! - misses: strongly consistent GetItem, which the proxy always forwards.
 //!
-//!     cargo bench --bench end_to_end              # 5 s per endpoint and workload
-//!     E2E_SECS=20 cargo bench --bench end_to_end
+//! Run with `cargo bench --bench end_to_end` (5 s per endpoint and workload), or set
+//! `E2E_SECS=20` for longer runs.
 
 #[path = "../tests/common/process.rs"]
 mod process;
