@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_sdk_dynamodb::config::{BehaviorVersion, Region, timeout::TimeoutConfig};
-use aws_sdk_dynamodb::types::{KeySchemaElement, KeyType};
+use aws_sdk_dynamodb::types::{KeySchemaElement, KeyType, TableDescription};
 
 use crate::metrics::Metrics;
 
@@ -75,17 +75,7 @@ impl Schemas {
         if let Some(schema) = self.cached(table) {
             return Ok(schema);
         }
-        let described = self
-            .client
-            .describe_table()
-            .table_name(table)
-            .send()
-            .await
-            .map_err(|err| describe_error(table, err))?;
-        let description = described.table.ok_or_else(|| SchemaError::Describe {
-            table: table.to_string(),
-            reason: "response has no Table".into(),
-        })?;
+        let description = self.describe(table).await?;
         let key = key_schema(description.key_schema()).ok_or_else(|| SchemaError::Describe {
             table: table.to_string(),
             reason: "table has no HASH key".into(),
@@ -114,20 +104,26 @@ impl Schemas {
     /// The ARN of `table`'s current stream, if it has one enabled (asked every time: streams
     /// are enabled, disabled and replaced without the proxy seeing it).
     pub async fn latest_stream_arn(&self, table: &str) -> Result<Option<String>, SchemaError> {
-        let described = self
-            .client
-            .describe_table()
-            .table_name(table)
-            .send()
-            .await
-            .map_err(|err| describe_error(table, err))?;
-        let Some(description) = described.table else {
-            return Ok(None);
-        };
+        let description = self.describe(table).await?;
         let enabled = description
             .stream_specification()
             .is_some_and(|s| s.stream_enabled());
         Ok(enabled.then_some(description.latest_stream_arn).flatten())
+    }
+
+    /// DescribeTable, upstream, now.
+    async fn describe(&self, table: &str) -> Result<TableDescription, SchemaError> {
+        self.client
+            .describe_table()
+            .table_name(table)
+            .send()
+            .await
+            .map_err(|err| describe_error(table, err))?
+            .table
+            .ok_or_else(|| SchemaError::Describe {
+                table: table.to_string(),
+                reason: "response has no Table".into(),
+            })
     }
 
     /// The schema if already known, without asking upstream.

@@ -209,8 +209,14 @@ impl Streams {
                 Err(err) => Err(err.to_string()),
             };
             match outcome {
-                // The stream ended (disabled, replaced, table deleted): look again.
-                Ok(()) => failures = 0,
+                // The stream ended (disabled, replaced, table deleted): look again, after a
+                // pause so that a stream that keeps ending at once cannot spin.
+                Ok(()) => {
+                    failures = 0;
+                    if self.pause(self.config.poll_interval()).await {
+                        return;
+                    }
+                }
                 Err(error) => {
                     failures += 1;
                     tracing::warn!(table = %table, error = %error, "stream not readable; TTL freshness only until it is");
