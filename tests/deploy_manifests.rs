@@ -35,14 +35,20 @@ fn kind<'a>(docs: &'a [Value], kind: &str) -> Vec<&'a Value> {
     docs.iter().filter(|d| d["kind"] == kind).collect()
 }
 
-/// Every `DYNAMO_CACHE_*` variable the CLI reads, with the flag that reads it.
-fn cli_env_vars() -> Vec<(String, String)> {
+/// Every `DYNAMO_CACHE_*` variable the CLI reads, with the flag that reads it and whether that
+/// flag takes a value (an on/off flag does not).
+fn cli_env_vars() -> Vec<(String, String, bool)> {
     let mut vars = Vec::new();
     let cli = Cli::command();
     let serve = cli.find_subcommand("serve").unwrap();
     for arg in serve.get_arguments() {
         if let (Some(env), Some(long)) = (arg.get_env(), arg.get_long()) {
-            vars.push((env.to_str().unwrap().to_string(), long.to_string()));
+            let takes_value = arg.get_action().takes_values();
+            vars.push((
+                env.to_str().unwrap().to_string(),
+                long.to_string(),
+                takes_value,
+            ));
         }
     }
     vars
@@ -59,9 +65,9 @@ fn config_from_env(env: &[(String, String)], files: &[(&str, &str)]) -> Config {
         fastrand::u64(..)
     ));
     for (name, value) in env.iter().filter(|(n, _)| n.starts_with("DYNAMO_CACHE_")) {
-        let (_, flag) = known
+        let (_, flag, takes_value) = known
             .iter()
-            .find(|(env, _)| env == name)
+            .find(|(env, _, _)| env == name)
             .unwrap_or_else(|| panic!("{name} is not a variable dynamo-cache reads"));
         let mut value = value.clone();
         if let Some((_, text)) = files.iter().find(|(path, _)| *path == value) {
@@ -70,10 +76,11 @@ fn config_from_env(env: &[(String, String)], files: &[(&str, &str)]) -> Config {
             std::fs::write(&local, text).unwrap();
             value = local.to_str().unwrap().to_string();
         }
-        if flag == "embedded" {
-            argv.push(format!("--{flag}"));
-        } else {
-            argv.push(format!("--{flag}={value}"));
+        match (takes_value, value.as_str()) {
+            (true, _) => argv.push(format!("--{flag}={value}")),
+            // How clap reads an on/off flag from the environment.
+            (false, "true" | "1" | "yes" | "on") => argv.push(format!("--{flag}")),
+            (false, _) => {}
         }
     }
     let cli = Cli::try_parse_from(&argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
@@ -393,6 +400,11 @@ fn kubernetes_shared_fleet_config_service_and_monitor_agree() {
     check_probes(proxy, &config);
     let grace = Duration::from_secs(pod["terminationGracePeriodSeconds"].as_u64().unwrap());
     grace_covers_drain(grace, pre_stop_sleep(proxy), &config, "shared fleet");
+    // Replicas of a fleet keep each other fresh through the tables' streams.
+    assert!(
+        config.streams.enabled,
+        "the shared fleet should follow streams"
+    );
 
     // The Service's ports reach the configured listeners, and the monitor scrapes /metrics on
     // the admin one.
@@ -540,7 +552,7 @@ async fn every_probe_path_in_deploy_answers_200_on_a_real_proxy() {
 #[test]
 fn every_variable_in_deploy_is_one_the_cli_reads_and_the_readme_documents() {
     let readme = read("README.md");
-    let known: BTreeSet<String> = cli_env_vars().into_iter().map(|(e, _)| e).collect();
+    let known: BTreeSet<String> = cli_env_vars().into_iter().map(|(e, _, _)| e).collect();
     for file in [
         "deploy/docker-compose.yml",
         "deploy/kubernetes/sidecar.yaml",
