@@ -152,6 +152,17 @@ pub enum WriteOutcome {
     Failed,
 }
 
+/// What a stream record did to an item's entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamVerdict {
+    /// The entry (if any) was dropped.
+    Dropped,
+    /// The entry already reflected the change. `by_own_write`: it was stored by a write through
+    /// this proxy, which already dropped the partition's query answers that predate it, so the
+    /// record need not drop them again.
+    Kept { by_own_write: bool },
+}
+
 /// Proof that a fill began at a point in time; see [`ItemCache::begin_fill`].
 #[derive(Debug, Clone, Copy)]
 pub struct FillTicket {
@@ -478,13 +489,13 @@ impl ItemCache {
     /// deleted); `changed_ms` is when (ms since the epoch, DynamoDB rounds it down to the
     /// second). The entry stays if it already holds exactly that, or if a write through this
     /// proxy stored it clearly after the change; otherwise it is dropped and no read that
-    /// began before now may fill it. Returns whether it was dropped.
+    /// began before now may fill it.
     pub fn changed_elsewhere(
         &self,
         key: &ItemKey,
         now_is: Option<Option<serde_json::Value>>,
         changed_ms: Option<u64>,
-    ) -> bool {
+    ) -> StreamVerdict {
         let hash = self.hasher.hash_one(key);
         let mut shard = self.shard(hash).lock().expect("lock poisoned");
         if let Some(cached) = self.get(key) {
@@ -504,7 +515,9 @@ impl ItemCache {
             let written_after = cached.written_ms > 0
                 && changed_ms.is_some_and(|c| cached.written_ms > c + STREAM_CLOCK_MARGIN_MS);
             if holds_it || written_after {
-                return false;
+                return StreamVerdict::Kept {
+                    by_own_write: cached.written_ms > 0,
+                };
             }
         }
         // As if a write had just ended: fills that began earlier lose.
@@ -518,7 +531,7 @@ impl ItemCache {
         stamp.at = now;
         self.entries.invalidate(key);
         self.metrics.invalidated("item", "stream");
-        true
+        StreamVerdict::Dropped
     }
 
     /// Remembers that DynamoDB answered `projection` on `table` without error.
@@ -634,7 +647,10 @@ mod tests {
             )))
         );
         let slow_fill = cache.begin_fill(&k); // a read that saw the item before the change
-        assert!(cache.changed_elsewhere(&k, None, Some(epoch_ms())));
+        assert_eq!(
+            cache.changed_elsewhere(&k, None, Some(epoch_ms())),
+            StreamVerdict::Dropped
+        );
         assert_eq!(full(&cache, &k), None);
         assert!(!cache.fill(&k, slow_fill, |_| ItemCache::whole(Some(
             br#"{"v":{"N":"1"}}"#
@@ -660,19 +676,35 @@ mod tests {
         let now = epoch_ms();
         // The record of that very write, with its new image (attribute order aside): kept.
         let image = serde_json::json!({"pk":{"S":"own"},"v":{"N":"7"}});
-        assert!(!cache.changed_elsewhere(&k, Some(Some(image)), Some(now)));
+        let own = StreamVerdict::Kept { by_own_write: true };
+        assert_eq!(
+            cache.changed_elsewhere(&k, Some(Some(image)), Some(now)),
+            own
+        );
         // A keys-only record of a change made well before the write: kept.
-        assert!(!cache.changed_elsewhere(&k, None, Some(now - 10_000)));
+        assert_eq!(cache.changed_elsewhere(&k, None, Some(now - 10_000)), own);
         assert!(full(&cache, &k).is_some());
         // A change at about the same time as the write, keys only: the order is unknown, dropped.
-        assert!(cache.changed_elsewhere(&k, None, Some(now)));
+        assert_eq!(
+            cache.changed_elsewhere(&k, None, Some(now)),
+            StreamVerdict::Dropped
+        );
         assert_eq!(full(&cache, &k), None);
 
-        // Entries filled by reads are never spared by time, only by content.
+        // Entries filled by reads are never spared by time, only by content, and then not on
+        // behalf of the query cache.
         let k = key("read");
         assert!(cache.fill(&k, cache.begin_fill(&k), |_| ItemCache::whole(None)));
-        assert!(!cache.changed_elsewhere(&k, Some(None), Some(now))); // deleted, and known absent
-        assert!(cache.changed_elsewhere(&k, None, Some(now - 10_000)));
+        assert_eq!(
+            cache.changed_elsewhere(&k, Some(None), Some(now)), // deleted, and known absent
+            StreamVerdict::Kept {
+                by_own_write: false
+            }
+        );
+        assert_eq!(
+            cache.changed_elsewhere(&k, None, Some(now - 10_000)),
+            StreamVerdict::Dropped
+        );
     }
 
     #[test]

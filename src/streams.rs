@@ -26,7 +26,7 @@ use base64::Engine;
 use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
-use crate::cache::ItemCache;
+use crate::cache::{ItemCache, StreamVerdict};
 use crate::config::StreamsConfig;
 use crate::keys::{ItemKey, KeyValue, WireKey};
 use crate::metrics::Metrics;
@@ -378,7 +378,7 @@ impl Streams {
             self.queries.invalidate_table(table, "stream");
             return;
         };
-        if let Some(key) = ItemKey::new(table, &wire) {
+        let verdict = ItemKey::new(table, &wire).map(|key| {
             let now_is = match record.event_name().map(|e| e.as_str()) {
                 Some("REMOVE") => Some(None),
                 _ => change.new_image().map(|image| Some(json_item(image))),
@@ -386,10 +386,13 @@ impl Streams {
             let written_ms = change
                 .approximate_creation_date_time()
                 .map(|t| (t.as_secs_f64() * 1000.0) as u64);
-            self.items.changed_elsewhere(&key, now_is, written_ms);
+            self.items.changed_elsewhere(&key, now_is, written_ms)
+        });
+        // The proxy's own write already dropped the partition's older answers.
+        if verdict != Some(StreamVerdict::Kept { by_own_write: true }) {
+            let partition = partition_key.and_then(|name| wire.get(name));
+            self.queries.changed(table, partition, "stream");
         }
-        let partition = partition_key.and_then(|name| wire.get(name));
-        self.queries.changed(table, partition, "stream");
     }
 
     async fn list_shards(&self, arn: &str) -> Result<Vec<Listed>, String> {

@@ -225,6 +225,57 @@ async fn the_proxys_own_writes_cost_no_needless_miss() {
         (Some("7".into()), "hit".into())
     );
     assert_eq!(proxy.metric(stream_drops).await, drops_before);
+
+    // A Query cached after a write through the proxy survives that write's record too (the
+    // write itself already dropped the partition's older answers). Cached before the record
+    // was applied, which is a race with the poll: tried on fresh partitions until it is.
+    let mut observed = false;
+    for attempt in 0..10 {
+        let pk = format!("q{attempt}");
+        let records = proxy.metric("dynamo_cache_stream_records_total").await;
+        put(&proxy.url, "own", &pk, 1).await;
+        let _ = query(&proxy.url, "own", &pk).await;
+        let hit = dynamo(
+            &proxy.url,
+            "Query",
+            &format!(
+                r#"{{"TableName":"own","KeyConditionExpression":"pk = :p","ExpressionAttributeValues":{{":p":{{"S":"{pk}"}}}}}}"#
+            ),
+        )
+        .await
+        .cache_status()
+        == "hit";
+        if !hit || proxy.metric("dynamo_cache_stream_records_total").await > records {
+            continue; // the record got there first: not the case under test
+        }
+        let deadline = Instant::now() + VISIBLE_WITHIN;
+        while proxy.metric("dynamo_cache_stream_records_total").await <= records {
+            assert!(
+                Instant::now() < deadline,
+                "the write's record never arrived"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let after = dynamo(
+            &proxy.url,
+            "Query",
+            &format!(
+                r#"{{"TableName":"own","KeyConditionExpression":"pk = :p","ExpressionAttributeValues":{{":p":{{"S":"{pk}"}}}}}}"#
+            ),
+        )
+        .await;
+        assert_eq!(
+            after.cache_status(),
+            "hit",
+            "the own write's record dropped the query"
+        );
+        observed = true;
+        break;
+    }
+    assert!(
+        observed,
+        "never cached a query before its write's record arrived"
+    );
 }
 
 #[tokio::test]
