@@ -11,46 +11,19 @@
 //! and the GetItem answer the cache holds and serves (the same item as JSON). Prints the
 //! process's RSS before and after, and both ratios.
 
-#[path = "../tests/common/process.rs"]
-mod process;
+#[path = "../tests/common/mod.rs"]
+mod common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
-use process::{Served, rss_bytes};
+use common::process::{Served, rss_bytes};
+use common::{dynamo, http_get};
 
 const ITEM_SIZE: usize = 400;
 /// Requests in flight while writing and while reading.
 const IN_FLIGHT: u64 = 8;
-
-type Http = Client<HttpConnector, Full<Bytes>>;
-
-async fn call(http: &Http, url: &str, op: &str, body: String) -> (u16, Bytes) {
-    let request = http::Request::post(format!("{url}/"))
-        .header("content-type", "application/x-amz-json-1.0")
-        .header("x-amz-target", format!("DynamoDB_20120810.{op}"))
-        // The emulator checks a signature is present, not whose (the proxy re-signs anyway).
-        .header("x-amz-date", "20260101T000000Z")
-        .header(
-            "authorization",
-            "AWS4-HMAC-SHA256 Credential=bench/20260101/us-east-1/dynamodb/aws4_request, \
-             SignedHeaders=host, Signature=00",
-        )
-        .body(Full::new(Bytes::from(body)))
-        .unwrap();
-    let response = http.request(request).await.unwrap();
-    let status = response.status().as_u16();
-    (
-        status,
-        response.into_body().collect().await.unwrap().to_bytes(),
-    )
-}
 
 /// Item `i` as DynamoDB JSON, padded so that names plus values come to `ITEM_SIZE` bytes.
 fn item(i: u64) -> String {
@@ -83,24 +56,18 @@ async fn main() {
         &upstream.url,
         Some(&config),
     );
-    let http: Http = Client::builder(TokioExecutor::new()).build_http();
     let create = r#"{"TableName":"mem","AttributeDefinitions":[{"AttributeName":"pk","AttributeType":"S"},{"AttributeName":"sk","AttributeType":"N"}],"KeySchema":[{"AttributeName":"pk","KeyType":"HASH"},{"AttributeName":"sk","KeyType":"RANGE"}],"BillingMode":"PAY_PER_REQUEST"}"#;
-    assert_eq!(
-        call(&http, &proxy.url, "CreateTable", create.into())
-            .await
-            .0,
-        200
-    );
+    assert_eq!(dynamo(&proxy.url, "CreateTable", create).await.status, 200);
     // One write first, so the table's key schema is known and the process has warmed up.
     let first = format!(r#"{{"TableName":"mem","Item":{}}}"#, item(0));
-    assert_eq!(call(&http, &proxy.url, "PutItem", first).await.0, 200);
+    assert_eq!(dynamo(&proxy.url, "PutItem", &first).await.status, 200);
     let before = rss_bytes(proxy.pid());
 
     // Straight to the emulator: 25 items a request, a few requests in flight.
     let next = Arc::new(AtomicU64::new(1));
     let mut writers = Vec::new();
     for _ in 0..IN_FLIGHT {
-        let (http, url, next) = (http.clone(), upstream.url.clone(), next.clone());
+        let (url, next) = (upstream.url.clone(), next.clone());
         writers.push(tokio::spawn(async move {
             loop {
                 let start = next.fetch_add(25, Ordering::Relaxed);
@@ -111,10 +78,15 @@ async fn main() {
                     .map(|i| format!(r#"{{"PutRequest":{{"Item":{}}}}}"#, item(i)))
                     .collect();
                 let body = format!(r#"{{"RequestItems":{{"mem":[{}]}}}}"#, puts.join(","));
-                let (status, answer) = call(&http, &url, "BatchWriteItem", body).await;
-                assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
+                let answer = dynamo(&url, "BatchWriteItem", &body).await;
+                assert_eq!(
+                    answer.status,
+                    200,
+                    "{}",
+                    String::from_utf8_lossy(&answer.body)
+                );
                 assert!(
-                    !answer.windows(8).any(|w| w == b"PutReque"),
+                    !answer.body.windows(8).any(|w| w == b"PutReque"),
                     "unprocessed items; the emulator should take every write"
                 );
             }
@@ -129,7 +101,7 @@ async fn main() {
     let next = Arc::new(AtomicU64::new(1));
     let mut readers = Vec::new();
     for _ in 0..IN_FLIGHT {
-        let (http, url, next) = (http.clone(), proxy.url.clone(), next.clone());
+        let (url, next) = (proxy.url.clone(), next.clone());
         readers.push(tokio::spawn(async move {
             loop {
                 let start = next.fetch_add(100, Ordering::Relaxed);
@@ -143,8 +115,13 @@ async fn main() {
                     r#"{{"RequestItems":{{"mem":{{"Keys":[{}]}}}}}}"#,
                     keys.join(",")
                 );
-                let (status, answer) = call(&http, &url, "BatchGetItem", body).await;
-                assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
+                let answer = dynamo(&url, "BatchGetItem", &body).await;
+                assert_eq!(
+                    answer.status,
+                    200,
+                    "{}",
+                    String::from_utf8_lossy(&answer.body)
+                );
             }
         }));
     }
@@ -154,14 +131,10 @@ async fn main() {
     let fill_secs = started.elapsed().as_secs_f64();
     let after = rss_bytes(proxy.pid());
 
-    let stats: serde_json::Value = {
-        let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-        let response = client
-            .get(format!("{}/cache", proxy.admin_url).parse().unwrap())
-            .await
-            .unwrap();
-        serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap()
-    };
+    let stats = http_get(&format!("{}/cache", proxy.admin_url))
+        .await
+        .unwrap()
+        .json();
     let entries = stats["item"]["entries"].as_u64().unwrap();
     let weighed = stats["item"]["bytes"].as_u64().unwrap();
     let answer_bytes = (r#"{"Item":}"#.len() + item(1).len()) as u64;
