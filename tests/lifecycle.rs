@@ -36,12 +36,9 @@ async fn exit_within(mut child: Child, limit: Duration) -> Option<i32> {
     }
 }
 
-const CONSISTENT_GET: &str =
-    r#"{"TableName":"life","Key":{"pk":{"S":"a"},"sk":{"N":"1"}},"ConsistentRead":true}"#;
-
-#[tokio::test]
-async fn sigterm_turns_readiness_503_refuses_new_connections_and_finishes_the_request_in_flight() {
-    let mut upstream = Upstream::start().await;
+/// An emulator with the table `life` holding the one item [`CONSISTENT_GET`] reads.
+async fn life_table() -> Upstream {
+    let upstream = Upstream::start().await;
     create_table(&sdk(&upstream.url), "life").await;
     dynamo(
         &upstream.url,
@@ -49,6 +46,15 @@ async fn sigterm_turns_readiness_503_refuses_new_connections_and_finishes_the_re
         r#"{"TableName":"life","Item":{"pk":{"S":"a"},"sk":{"N":"1"},"v":{"S":"kept"}}}"#,
     )
     .await;
+    upstream
+}
+
+const CONSISTENT_GET: &str =
+    r#"{"TableName":"life","Key":{"pk":{"S":"a"},"sk":{"N":"1"}},"ConsistentRead":true}"#;
+
+#[tokio::test]
+async fn sigterm_turns_readiness_503_refuses_new_connections_and_finishes_the_request_in_flight() {
+    let mut upstream = life_table().await;
     // Consistent reads take 1.5 s upstream: long enough to signal in the middle of one.
     let shim = Shim::slow_relay(&upstream.url, "GetItem", 1500).await;
     let (child, url, admin) = serve(&shim.url);
@@ -111,14 +117,7 @@ async fn a_second_signal_exits_at_once_without_waiting_for_the_drain() {
 
 #[tokio::test]
 async fn sigterm_under_steady_load_fails_no_request_that_reached_the_proxy() {
-    let mut upstream = Upstream::start().await;
-    create_table(&sdk(&upstream.url), "life").await;
-    dynamo(
-        &upstream.url,
-        "PutItem",
-        r#"{"TableName":"life","Item":{"pk":{"S":"a"},"sk":{"N":"1"},"v":{"S":"kept"}}}"#,
-    )
-    .await;
+    let mut upstream = life_table().await;
     // Every read goes upstream (strongly consistent) and takes 30 ms there, so the shim
     // counts what the proxy accepted, and some are always in flight.
     let shim = Shim::slow_relay(&upstream.url, "GetItem", 30).await;
