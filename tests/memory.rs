@@ -9,6 +9,9 @@ use common::*;
 
 const ITEM_BUDGET: u64 = 4 * 1024 * 1024;
 const QUERY_BUDGET: u64 = 1024 * 1024;
+/// How much a process whose caches are full may still grow over the last three rounds:
+/// allocator and housekeeping steps, not data.
+const GROWTH_ALLOWANCE: u64 = 24 * 1024 * 1024;
 /// The process without its caches: runtimes, worker threads, buffers, allocator slack. Measured
 /// under this test's load at about 30 MiB for a release build and 65 MiB for a debug build (its
 /// code and unoptimised buffers), which is what `cargo test` runs.
@@ -97,11 +100,12 @@ async fn resident_memory_stays_within_the_cache_budgets_plus_a_fixed_overhead() 
     upstream.stop().await;
 
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
-    // Full caches stay full: three more rounds of new data (about 36 MiB of items) grow the
-    // process by less than the budgets themselves. When cached answers pinned the buffers they
-    // were read into, it grew by about 16 MiB a round.
+    // Full caches stay full: three more rounds of new data (about 36 MiB of items) do not grow
+    // the process by more than allocator noise. When cached answers pinned the buffers they
+    // were read into, it grew by about 16 MiB a round (48 MiB here); the allocator's own steps
+    // have been seen up to 17 MiB over these rounds.
     assert!(
-        last <= full + ITEM_BUDGET + QUERY_BUDGET,
+        last <= full + GROWTH_ALLOWANCE,
         "RSS grew from {:.1} MiB to {:.1} MiB with the caches already full (rounds: {:?} MiB)",
         mib(full),
         mib(last),
