@@ -2,6 +2,10 @@
 //! and how well it hits), `POST /cache/flush[?table=NAME]` and `/debug/config` (the effective
 //! configuration, secrets masked), kept off the data port so that
 //! operators can scrape and probe without acting as a DynamoDB client.
+//!
+//! `/cache/*` and `/debug/*` change the cache or reveal keys and configuration: they need the
+//! bearer token of `auth.admin_token_file` when one is set, and are refused outright on a
+//! non-loopback admin listener without one. Probes, `/metrics` and `GET /cache` stay open.
 
 use std::time::Duration;
 
@@ -9,6 +13,7 @@ use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
+use crate::auth::AdminRefusal;
 use crate::response::ProxyResponse;
 use crate::state::State;
 
@@ -17,6 +22,13 @@ const READY_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Answers one admin request.
 pub async fn handle(state: &State, request: Request<Incoming>) -> ProxyResponse {
+    let path = request.uri().path();
+    // What changes the cache or reveals keys and configuration needs the admin token.
+    if (path.starts_with("/cache/") || path.starts_with("/debug/"))
+        && let Err(refusal) = state.gate.admit_admin(request.headers())
+    {
+        return refused(refusal);
+    }
     match (request.method(), request.uri().path()) {
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
         (&Method::GET, "/readyz") => readiness(state).await,
@@ -40,6 +52,27 @@ pub async fn handle(state: &State, request: Request<Incoming>) -> ProxyResponse 
             | "/debug/config",
         ) => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+fn refused(refusal: AdminRefusal) -> ProxyResponse {
+    match refusal {
+        AdminRefusal::Unauthenticated => {
+            let mut resp = text(
+                StatusCode::UNAUTHORIZED,
+                "this endpoint needs the admin token: Authorization: Bearer <token>\n",
+            );
+            resp.headers_mut().insert(
+                http::header::WWW_AUTHENTICATE,
+                http::HeaderValue::from_static("Bearer"),
+            );
+            resp
+        }
+        AdminRefusal::NoTokenConfigured => text(
+            StatusCode::FORBIDDEN,
+            "the admin listener is reachable from other hosts: set auth.admin_token_file to use \
+             this endpoint\n",
+        ),
     }
 }
 

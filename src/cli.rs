@@ -270,6 +270,26 @@ pub struct ServeArgs {
     /// Admin URL of a running replica: read its most used keys before reporting ready.
     #[arg(long, env = "DYNAMO_CACHE_WARM_FROM")]
     pub warm_from: Option<String>,
+    /// Inbound authentication: none, or sigv4 (every request signed with a key of
+    /// --credentials-file) [default: none].
+    #[arg(long, env = "DYNAMO_CACHE_AUTH", value_enum)]
+    pub auth: Option<crate::config::AuthMode>,
+    /// TOML file of the principals that may call the proxy (with --auth sigv4).
+    #[arg(long, env = "DYNAMO_CACHE_CREDENTIALS_FILE")]
+    pub credentials_file: Option<PathBuf>,
+    /// Serve a non-loopback --listen address without authentication: anyone who reaches it
+    /// acts with the proxy's AWS identity.
+    #[arg(long, env = "DYNAMO_CACHE_ALLOW_UNAUTHENTICATED")]
+    pub allow_unauthenticated: bool,
+    /// File holding the bearer token for /cache/flush, /cache/hot-keys and /debug/*.
+    #[arg(long, env = "DYNAMO_CACHE_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
+    /// PEM certificate chain: serve https on the data listener (with --tls-key-file).
+    #[arg(long, env = "DYNAMO_CACHE_TLS_CERT_FILE", requires = "tls_key_file")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of --tls-cert-file.
+    #[arg(long, env = "DYNAMO_CACHE_TLS_KEY_FILE", requires = "tls_cert_file")]
+    pub tls_key_file: Option<PathBuf>,
     /// Put the proxy in front of a local DynamoDB emulator started on loopback.
     #[arg(long, env = "DYNAMO_CACHE_EMBEDDED")]
     pub embedded: bool,
@@ -315,6 +335,22 @@ impl ServeArgs {
         }
         if let Some(from) = &self.warm_from {
             config.warm.from = Some(from.clone());
+        }
+        if let Some(mode) = self.auth {
+            config.auth.mode = mode;
+        }
+        if let Some(file) = &self.credentials_file {
+            config.auth.credentials_file = Some(file.clone());
+        }
+        if self.allow_unauthenticated {
+            config.auth.allow_unauthenticated = true;
+        }
+        if let Some(file) = &self.admin_token_file {
+            config.auth.admin_token_file = Some(file.clone());
+        }
+        if let (Some(cert), Some(key)) = (&self.tls_cert_file, &self.tls_key_file) {
+            config.tls.cert_file = Some(cert.clone());
+            config.tls.key_file = Some(key.clone());
         }
         config.validate()?;
         Ok(config)

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -48,6 +48,58 @@ pub struct Config {
     pub streams: StreamsConfig,
     /// Reading another replica's most used keys before reporting ready.
     pub warm: WarmConfig,
+    /// Who may call the proxy, and what they may do.
+    pub auth: AuthConfig,
+    /// Certificates for serving https.
+    pub tls: TlsConfig,
+}
+
+/// How callers of the data listener prove who they are.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// Anyone who reaches the listener may call it (a sidecar on loopback).
+    #[default]
+    None,
+    /// Every request must be SigV4-signed with a key of `auth.credentials_file`.
+    Sigv4,
+}
+
+/// Inbound authentication and the admin listener's token.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// `none`, or `sigv4`: verify every request's signature against `credentials_file`.
+    pub mode: AuthMode,
+    /// TOML file of `[[principal]]`s: access key, secret, table globs, operations. Re-read on
+    /// SIGHUP.
+    pub credentials_file: Option<PathBuf>,
+    /// Serve a non-loopback data listener with `mode = "none"`: anyone who reaches it acts
+    /// with the proxy's AWS identity. Refused unless set.
+    pub allow_unauthenticated: bool,
+    /// File holding the bearer token that `/cache/flush`, `/cache/hot-keys` and `/debug/*`
+    /// require; without it those are refused on a non-loopback admin listener. Re-read on
+    /// SIGHUP.
+    pub admin_token_file: Option<PathBuf>,
+}
+
+/// TLS (rustls) on the listeners. Both files are PEM and re-read on SIGHUP.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// Certificate chain, leaf first. With `key_file`, the data listener serves https only.
+    pub cert_file: Option<PathBuf>,
+    /// The certificate's private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: Option<PathBuf>,
+    /// Serve the admin listener over https too (probes and scrapers then need `scheme: HTTPS`).
+    pub admin: bool,
+}
+
+impl TlsConfig {
+    /// Whether the data listener serves https.
+    pub fn enabled(&self) -> bool {
+        self.cert_file.is_some()
+    }
 }
 
 pub const DEFAULT_WARM_MAX_KEYS: usize = 10_000;
@@ -258,6 +310,8 @@ impl Default for Config {
             cache: CacheConfig::default(),
             streams: StreamsConfig::default(),
             warm: WarmConfig::default(),
+            auth: AuthConfig::default(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -371,6 +425,29 @@ impl Config {
         {
             return invalid(format!(
                 "streams.endpoint {endpoint:?} must be an http:// or https:// URL with a host"
+            ));
+        }
+        if self.auth.mode == AuthMode::Sigv4 && self.auth.credentials_file.is_none() {
+            return invalid(
+                "auth.mode = \"sigv4\" needs auth.credentials_file, the callers' keys".into(),
+            );
+        }
+        if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
+            return invalid("tls.cert_file and tls.key_file go together".into());
+        }
+        if self.tls.admin && !self.tls.enabled() {
+            return invalid("tls.admin needs tls.cert_file and tls.key_file".into());
+        }
+        if self.auth.mode == AuthMode::None
+            && !self.listen.ip().is_loopback()
+            && !self.auth.allow_unauthenticated
+        {
+            return invalid(format!(
+                "listen = {} is reachable from other hosts and auth.mode is \"none\": anyone \
+                 who reaches it would act with this proxy's AWS identity and read its cache. Set \
+                 auth.mode = \"sigv4\" with a credentials file, listen on loopback, or set \
+                 auth.allow_unauthenticated = true if the network alone decides who may call",
+                self.listen
             ));
         }
         // Port 0 means "any free port": two of those never collide.
@@ -509,6 +586,26 @@ mod tests {
         assert_eq!(config.cache.item_ttl("hot"), None);
         assert!(config.cache.caches("hot"));
         assert!(!config.cache.caches("secret"));
+    }
+
+    #[test]
+    fn an_open_data_listener_needs_auth_or_an_explicit_opt_out() {
+        let open = Config::parse("listen = \"0.0.0.0:8000\"\n").unwrap();
+        let err = open.validate().unwrap_err().to_string();
+        assert!(err.contains("allow_unauthenticated"), "{err}");
+        let opted_out =
+            Config::parse("listen = \"0.0.0.0:8000\"\n[auth]\nallow_unauthenticated = true\n")
+                .unwrap();
+        opted_out.validate().unwrap();
+        let signed = Config::parse(
+            "listen = \"0.0.0.0:8000\"\n[auth]\nmode = \"sigv4\"\ncredentials_file = \"p.toml\"\n",
+        )
+        .unwrap();
+        signed.validate().unwrap();
+        let no_file = Config::parse("[auth]\nmode = \"sigv4\"\n").unwrap();
+        assert!(no_file.validate().is_err());
+        let half_tls = Config::parse("[tls]\ncert_file = \"c.pem\"\n").unwrap();
+        assert!(half_tls.validate().is_err());
     }
 
     #[test]

@@ -45,6 +45,9 @@ pub enum ProxyError {
     /// success whose body cannot be read).
     #[error("upstream answer unreadable: {0}")]
     UpstreamGarbled(String),
+    /// The caller is not who it says, or may not do this (inbound authentication).
+    #[error("{0}")]
+    Auth(crate::auth::AuthError),
     /// No usable AWS credentials to sign the upstream request with.
     #[error("no AWS credentials: {0}")]
     Credentials(String),
@@ -76,6 +79,7 @@ impl ProxyError {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "com.amazonaws.dynamodb.v20120810#ServiceUnavailableException",
             ),
+            ProxyError::Auth(err) => (StatusCode::BAD_REQUEST, err.error_type()),
             ProxyError::UpstreamTimeout(_)
             | ProxyError::UpstreamGarbled(_)
             | ProxyError::Credentials(_) => (

@@ -934,7 +934,9 @@ pub async fn partiql(state: &State, op: Operation, target: &HeaderValue, body: B
     let statements = partiql_statements(&body);
     let writes: Vec<Option<String>> = statements
         .iter()
-        .filter_map(|s| partiql_write_target(s))
+        .map(|s| crate::partiql::statement(s))
+        .filter(|s| s.writes)
+        .map(|s| s.table)
         .collect();
     let result = bypass(state, op, target, body).await;
     for table in writes {
@@ -966,41 +968,6 @@ fn partiql_statements(body: &[u8]) -> Vec<String> {
         }
     }
     statements
-}
-
-/// `None` for a read; `Some(table)` for a write, with the table when it can be told.
-fn partiql_write_target(statement: &str) -> Option<Option<String>> {
-    let trimmed = statement.trim_start();
-    let upper: String = trimmed
-        .chars()
-        .take(12)
-        .collect::<String>()
-        .to_ascii_uppercase();
-    if upper.starts_with("SELECT") {
-        return None;
-    }
-    let rest = if upper.starts_with("INSERT") || upper.starts_with("DELETE") {
-        // INSERT INTO t / DELETE FROM t
-        let mut words = trimmed.splitn(3, char::is_whitespace);
-        words.next();
-        words.next();
-        words.next()
-    } else if upper.starts_with("UPDATE") {
-        trimmed.split_once(char::is_whitespace).map(|(_, r)| r)
-    } else {
-        return Some(None);
-    };
-    let rest = rest.map(str::trim_start).unwrap_or("");
-    let table = if let Some(quoted) = rest.strip_prefix('"') {
-        quoted.split_once('"').map(|(name, _)| name.to_string())
-    } else {
-        let name: String = rest
-            .chars()
-            .take_while(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.'))
-            .collect();
-        (!name.is_empty()).then_some(name)
-    };
-    Some(table)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1184,25 +1151,5 @@ mod tests {
         assert!(!is_storable(br#"{"pk":{"S":"a"},"l":{"L":[{"N":"1e3"}]}}"#));
         assert!(!is_storable(br#"{"pk":{"S":"a"},"s":{"NS":["01"]}}"#));
         assert!(!is_storable(b"not json"));
-    }
-
-    #[test]
-    fn partiql_writes_name_their_table() {
-        assert_eq!(partiql_write_target("SELECT * FROM t"), None);
-        assert_eq!(partiql_write_target("  select * from t"), None);
-        assert_eq!(
-            partiql_write_target("INSERT INTO \"orders\" VALUE {'pk':'a'}"),
-            Some(Some("orders".into()))
-        );
-        assert_eq!(
-            partiql_write_target("UPDATE orders SET v = 1 WHERE pk = 'a'"),
-            Some(Some("orders".into()))
-        );
-        assert_eq!(
-            partiql_write_target("delete from \"my-table\" where pk = 'a'"),
-            Some(Some("my-table".into()))
-        );
-        assert_eq!(partiql_write_target("EXISTS(...)"), Some(None));
-        assert_eq!(partiql_write_target(""), Some(None));
     }
 }

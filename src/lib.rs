@@ -36,6 +36,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod auth;
 pub mod bench;
 pub mod cache;
 pub mod cli;
@@ -51,6 +52,7 @@ pub mod keycond;
 pub mod keys;
 pub mod metrics;
 pub mod operation;
+pub mod partiql;
 pub mod plot;
 pub mod projection;
 pub mod proxy;
@@ -62,6 +64,7 @@ pub mod server;
 pub mod staleness;
 pub mod state;
 pub mod streams;
+pub mod tls;
 pub mod upstream;
 pub mod warm;
 
@@ -132,10 +135,13 @@ pub async fn run(
     // One Arc per request instead of a clone of every field of State.
     let shared = std::sync::Arc::new(state.clone());
     let admin_state = shared.clone();
+    let acceptor = state.tls.as_ref().map(|certs| certs.acceptor());
+    let admin_tls = acceptor.clone().filter(|_| config.tls.admin);
     let admin_task = tokio::spawn(server::serve(
         admin,
         0,
         admin_limits,
+        admin_tls,
         state.metrics.clone(),
         stop_admin.clone(),
         move |request| {
@@ -149,6 +155,7 @@ pub async fn run(
         data,
         workers,
         data_limits,
+        acceptor,
         state.metrics.clone(),
         stop_data.clone(),
         move |request| {

@@ -21,6 +21,15 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Some(Command::CheckConfig { file }) => {
             let config = Config::load(&file)?;
+            // The files it names must load too, as `serve` would load them.
+            if let Some(credentials) = &config.auth.credentials_file {
+                let principals = dynamo_cache::auth::Principals::load(credentials)
+                    .map_err(anyhow::Error::msg)?;
+                eprintln!("{}: {} principals", credentials.display(), principals.len());
+            }
+            if let (Some(cert), Some(key)) = (&config.tls.cert_file, &config.tls.key_file) {
+                dynamo_cache::tls::Certs::load(cert, key).map_err(anyhow::Error::msg)?;
+            }
             let effective = toml::to_string_pretty(&config)?;
             println!("{}", effective.trim_end());
             eprintln!("{}: ok", file.display());
@@ -78,6 +87,20 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
     let listen = data.local_addr()?;
     let admin_addr = admin.local_addr()?;
     let state = State::new(config, &region, credentials).map_err(anyhow::Error::msg)?;
+    if state.config.auth.allow_unauthenticated && !listen.ip().is_loopback() {
+        tracing::warn!(
+            listen = %listen,
+            "UNAUTHENTICATED: auth.allow_unauthenticated is set, so anyone who reaches {listen} acts \
+             with this proxy's AWS identity and reads its cache; only the network decides who may"
+        );
+    }
+    if let Some(verifier) = &state.gate.verifier {
+        tracing::info!(
+            principals = verifier.principals(),
+            "verifying SigV4 signatures"
+        );
+    }
+    reload_on_hangup(state.clone())?;
     tracing::info!(
         listen = %listen,
         admin = %admin_addr,
@@ -94,8 +117,11 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
     // One line on stdout with the real addresses (port 0 resolved), for people and harnesses.
     // Written without println!: a reader that closes the pipe (`| head -1`) must not stop the
     // proxy.
+    let scheme = |tls: bool| if tls { "https" } else { "http" };
     let mut banner = format!(
-        "dynamo-cache listening on http://{listen} (admin http://{admin_addr}), upstream {}\n",
+        "dynamo-cache listening on {}://{listen} (admin {}://{admin_addr}), upstream {}\n",
+        scheme(state.tls.is_some()),
+        scheme(state.config.tls.admin),
         state.upstream.url()
     );
     if args.embedded {
@@ -236,6 +262,22 @@ async fn bind(addr: std::net::SocketAddr, which: &str) -> anyhow::Result<TcpList
         }
         Err(err) => Err(err).with_context(|| format!("cannot listen on {addr} ({which})")),
     }
+}
+
+/// SIGHUP re-reads the credentials file, the admin token and the TLS certificate; connections
+/// stay up, and a file that fails to load leaves the old value in force.
+fn reload_on_hangup(state: State) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangups = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            match state.reload() {
+                Ok(()) => tracing::info!("reloaded credentials, admin token and certificates"),
+                Err(err) => tracing::error!(error = %err, "reload failed; keeping what was loaded"),
+            }
+        }
+    });
+    Ok(())
 }
 
 /// SIGTERM and SIGINT, registered when created: a signal that arrives before the proxy is

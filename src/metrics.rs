@@ -42,6 +42,8 @@ pub struct Metrics {
     pub connections: IntGauge,
     /// Connections refused at the connection limit.
     pub rejected_connections: IntCounter,
+    /// Requests refused by inbound authentication, by reason (see `AuthError::reason`).
+    pub auth_failures: IntCounterVec,
     /// Misses that shared another request's upstream read instead of making their own.
     pub coalesced_misses: IntCounter,
     /// Cache lookups by cache (`item`, `query`) and result (`hit`, `miss`).
@@ -162,6 +164,17 @@ impl Metrics {
             "Client connections refused at the connection limit.",
         )
         .expect("valid metric");
+        let auth_failures = IntCounterVec::new(
+            Opts::new(
+                "dynamo_cache_auth_failures_total",
+                "Requests refused by inbound authentication or authorisation, by reason.",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        for reason in crate::auth::AuthError::REASONS {
+            auth_failures.with_label_values(&[reason]);
+        }
         let coalesced_misses = IntCounter::new(
             "dynamo_cache_coalesced_misses_total",
             "Misses answered by another request's upstream read (single flight).",
@@ -252,6 +265,7 @@ impl Metrics {
             Box::new(inflight.clone()),
             Box::new(connections.clone()),
             Box::new(rejected_connections.clone()),
+            Box::new(auth_failures.clone()),
             Box::new(coalesced_misses.clone()),
             Box::new(cache_requests.clone()),
             Box::new(cache_entries.clone()),
@@ -285,6 +299,7 @@ impl Metrics {
             inflight,
             connections,
             rejected_connections,
+            auth_failures,
             coalesced_misses,
             cache_requests,
             cache_entries,

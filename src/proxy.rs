@@ -138,7 +138,35 @@ async fn serve(
         *table = table_name(&body);
     }
 
-    // 3. Answer from memory: no await, no upstream. (A body it could read is valid JSON.)
+    // 3. Who is calling, and may they? Before the cache is consulted, so nobody is served an
+    //    entry of a table they may not read, and before anything goes upstream.
+    if let Some(verifier) = &state.gate.verifier {
+        let admitted = verifier
+            .verify(
+                &parts.method,
+                &parts.uri,
+                &parts.headers,
+                &body,
+                std::time::SystemTime::now(),
+            )
+            .and_then(|principal| {
+                crate::auth::authorize(&principal, op, &body)?;
+                Ok(principal)
+            });
+        match admitted {
+            Ok(principal) => tracing::trace!(principal = %principal.name, "authenticated"),
+            Err(err) => {
+                state
+                    .metrics
+                    .auth_failures
+                    .with_label_values(&[err.reason()])
+                    .inc();
+                return Err(fail(ProxyError::Auth(err)));
+            }
+        }
+    }
+
+    // 4. Answer from memory: no await, no upstream. (A body it could read is valid JSON.)
     if let Some(response) = items::answer_from_memory(state, op, &body) {
         return Ok(Answer {
             op,
@@ -150,7 +178,7 @@ async fn serve(
         return Err(fail(ProxyError::Serialization));
     }
 
-    // 4. Go upstream and keep the cache in step. Boxed: this future carries the upstream
+    // 5. Go upstream and keep the cache in step. Boxed: this future carries the upstream
     //    client's state, far larger than the hit path needs to move around.
     let (response, cache) = Box::pin(upstream_path(state, op, raw_target, body))
         .await

@@ -1,5 +1,5 @@
-//! Accepting connections: HTTP/1.1 with keep-alive, a cap on open connections, a header read
-//! timeout, and a graceful drain when told to stop.
+//! Accepting connections: HTTP/1.1 with keep-alive, optionally over TLS, a cap on open
+//! connections, a header read timeout, and a graceful drain when told to stop.
 //!
 //! Both listeners (data and admin) use [`serve`]; they differ in the handler and in whether
 //! connections are dealt to per-core worker threads.
@@ -22,6 +22,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::ProxyError;
@@ -36,6 +37,7 @@ const CLOSE_WINDOW: Duration = Duration::from_millis(500);
 #[derive(Debug, Clone, Copy)]
 pub struct ListenerLimits {
     pub max_connections: usize,
+    /// Also bounds the TLS handshake: a client that dribbles either holds a slot no longer.
     pub header_read_timeout: Duration,
     pub drain_timeout: Duration,
 }
@@ -53,6 +55,7 @@ pub async fn serve<H, F>(
     listener: TcpListener,
     workers: usize,
     limits: ListenerLimits,
+    tls: Option<TlsAcceptor>,
     metrics: Arc<Metrics>,
     stop: CancellationToken,
     handler: H,
@@ -69,10 +72,10 @@ pub async fn serve<H, F>(
     for worker in 0..workers.max(1) {
         let (lane, connections) = mpsc::unbounded_channel::<Accepted>();
         let (done, done_rx) = oneshot::channel::<()>();
-        let (metrics, handler) = (metrics.clone(), handler.clone());
+        let (metrics, handler, tls) = (metrics.clone(), handler.clone(), tls.clone());
         let release = release.clone();
         let drive = async move {
-            drive(connections, limits, metrics, handler).await;
+            drive(connections, limits, tls, metrics, handler).await;
             let _ = done.send(());
             release.cancelled().await;
         };
@@ -148,6 +151,7 @@ struct Accepted {
 async fn drive<H, F>(
     mut connections: mpsc::UnboundedReceiver<Accepted>,
     limits: ListenerLimits,
+    tls: Option<TlsAcceptor>,
     metrics: Arc<Metrics>,
     handler: H,
 ) where
@@ -185,12 +189,30 @@ async fn drive<H, F>(
                 Ok::<_, Infallible>(response.map(Full::new))
             }
         });
-        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        let watcher = graceful.watcher();
+        let (http, tls) = (http.clone(), tls.clone());
         let (metrics, open) = (metrics.clone(), open.clone());
         metrics.connections.inc();
         open.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
-            if let Err(err) = connection.await {
+            let served = match tls {
+                None => watcher
+                    .watch(http.serve_connection(TokioIo::new(stream), service))
+                    .await
+                    .map_err(|e| e.to_string()),
+                Some(tls) => {
+                    match tokio::time::timeout(limits.header_read_timeout, tls.accept(stream)).await
+                    {
+                        Ok(Ok(stream)) => watcher
+                            .watch(http.serve_connection(TokioIo::new(stream), service))
+                            .await
+                            .map_err(|e| e.to_string()),
+                        Ok(Err(err)) => Err(format!("TLS handshake failed: {err}")),
+                        Err(_) => Err("TLS handshake timed out".into()),
+                    }
+                }
+            };
+            if let Err(err) = served {
                 tracing::debug!(%peer, error = %err, "connection ended with an error");
             }
             metrics.connections.dec();

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use aws_credential_types::provider::SharedCredentialsProvider;
 
+use crate::auth::Gate;
 use crate::cache::ItemCache;
 use crate::config::Config;
 use crate::credentials::CredentialCache;
@@ -15,6 +16,7 @@ use crate::metrics::Metrics;
 use crate::query_cache::QueryCache;
 use crate::schema::Schemas;
 use crate::streams::{self, Streams};
+use crate::tls::Certs;
 use crate::upstream::{Upstream, UpstreamLimits};
 
 /// Everything the data and admin listeners need.
@@ -38,6 +40,10 @@ pub struct State {
     pub streams: Arc<Streams>,
     /// The most read item keys, for other replicas' warm starts.
     pub hot_keys: Arc<HotKeys>,
+    /// Who may call: signature verification and the admin token.
+    pub gate: Arc<Gate>,
+    /// The certificate served over https, when TLS is on.
+    pub tls: Option<Arc<Certs>>,
     /// Set while a warm start runs, so readiness waits for it.
     warming: Arc<AtomicBool>,
     /// Set when shutdown begins, so readiness turns 503 before connections close.
@@ -55,6 +61,11 @@ impl State {
         credentials: SharedCredentialsProvider,
     ) -> Result<State, String> {
         config.validate().map_err(|e| e.to_string())?;
+        let gate = Gate::new(&config.auth, region, config.admin_listen.ip().is_loopback())?;
+        let tls = match (&config.tls.cert_file, &config.tls.key_file) {
+            (Some(cert), Some(key)) => Some(Certs::load(cert, key)?),
+            _ => None,
+        };
         let cache = Arc::new(CredentialCache::new(credentials.clone()));
         let url = config.upstream_url(region);
         let limits = UpstreamLimits {
@@ -98,11 +109,33 @@ impl State {
             queries,
             streams: Arc::new(streams),
             hot_keys: Arc::new(HotKeys::default()),
+            gate: Arc::new(gate),
+            tls,
             warming: Arc::new(AtomicBool::new(false)),
             metrics,
             draining: Arc::new(AtomicBool::new(false)),
             config: Arc::new(config),
         })
+    }
+
+    /// Re-reads the files named in config that may change while the proxy runs (SIGHUP): the
+    /// credentials file, the admin token, the TLS certificate. Each that fails to load keeps
+    /// its old value; the errors say which.
+    pub fn reload(&self) -> Result<(), String> {
+        let mut errors = Vec::new();
+        if let Err(err) = self.gate.reload() {
+            errors.push(err);
+        }
+        if let Some(tls) = &self.tls
+            && let Err(err) = tls.reload()
+        {
+            errors.push(err);
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors.join("; "))
+        }
     }
 
     /// Marks the proxy as shutting down (readiness turns 503).

@@ -41,7 +41,8 @@ pub async fn warm(state: &State, config: &WarmConfig) -> Result<Warmed, String> 
         return Ok(Warmed::default());
     };
     let deadline = Instant::now() + Duration::from_millis(config.timeout_ms);
-    let keys = hot_keys(from, config.max_keys, deadline).await?;
+    let token = state.gate.admin_token();
+    let keys = hot_keys(from, token.as_deref(), config.max_keys, deadline).await?;
     let listed = keys.len();
     let keys = Arc::new(keys);
     let next = Arc::new(AtomicU64::new(0));
@@ -90,8 +91,14 @@ pub async fn warm(state: &State, config: &WarmConfig) -> Result<Warmed, String> 
     Ok(warmed)
 }
 
-/// `GET {from}/cache/hot-keys?limit=N` on another replica's admin listener.
-async fn hot_keys(from: &str, limit: usize, deadline: Instant) -> Result<Vec<HotKey>, String> {
+/// `GET {from}/cache/hot-keys?limit=N` on another replica's admin listener, with this
+/// replica's admin token when it has one (a fleet shares one).
+async fn hot_keys(
+    from: &str,
+    token: Option<&str>,
+    limit: usize,
+    deadline: Instant,
+) -> Result<Vec<HotKey>, String> {
     #[derive(serde::Deserialize)]
     struct Listing {
         keys: Vec<Listed>,
@@ -110,7 +117,14 @@ async fn hot_keys(from: &str, limit: usize, deadline: Instant) -> Result<Vec<Hot
     let uri: http::Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
     let left = deadline.saturating_duration_since(Instant::now());
-    let response = tokio::time::timeout(left, client.get(uri))
+    let mut request = http::Request::get(uri);
+    if let Some(token) = token {
+        request = request.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let request = request
+        .body(Empty::new())
+        .map_err(|e| format!("{url}: {e}"))?;
+    let response = tokio::time::timeout(left, client.request(request))
         .await
         .map_err(|_| format!("{url}: no answer in time"))?
         .map_err(|e| format!("{url}: {e}"))?;

@@ -101,8 +101,17 @@ impl Proxy {
         };
         adjust(&mut config);
         let state = State::new(config, REGION, credentials).unwrap();
-        let url = format!("http://{}", data.local_addr().unwrap());
-        let admin_url = format!("http://{}", admin.local_addr().unwrap());
+        let scheme = |tls: bool| if tls { "https" } else { "http" };
+        let url = format!(
+            "{}://{}",
+            scheme(state.config.tls.enabled()),
+            data.local_addr().unwrap()
+        );
+        let admin_url = format!(
+            "{}://{}",
+            scheme(state.config.tls.admin),
+            admin.local_addr().unwrap()
+        );
         let (stop, stopped) = oneshot::channel::<()>();
         let run_state = state.clone();
         let task = tokio::spawn(async move {

@@ -69,7 +69,7 @@ impl Served {
 pub fn banner_urls(line: &str) -> (String, String) {
     let urls: Vec<&str> = line
         .split(|c: char| c.is_whitespace() || c == '(' || c == ')' || c == ',')
-        .filter(|w| w.starts_with("http://"))
+        .filter(|w| w.starts_with("http://") || w.starts_with("https://"))
         .collect();
     assert!(urls.len() >= 2, "no listening line: {line:?}");
     (urls[0].to_string(), urls[1].to_string())
