@@ -42,6 +42,9 @@ pub struct Metrics {
     pub connections: IntGauge,
     /// Connections refused at the connection limit.
     pub rejected_connections: IntCounter,
+    /// Connections closed because the client took longer than the header read timeout to send
+    /// its request headers or finish a TLS handshake (slowloris).
+    pub slow_clients: IntCounter,
     /// Requests refused by inbound authentication, by reason (see `AuthError::reason`).
     pub auth_failures: IntCounterVec,
     /// Misses that shared another request's upstream read instead of making their own.
@@ -164,6 +167,12 @@ impl Metrics {
             "Client connections refused at the connection limit.",
         )
         .expect("valid metric");
+        let slow_clients = IntCounter::new(
+            "dynamo_cache_slow_client_disconnects_total",
+            "Connections closed because request headers or the TLS handshake took longer than \
+             the header read timeout.",
+        )
+        .expect("valid metric");
         let auth_failures = IntCounterVec::new(
             Opts::new(
                 "dynamo_cache_auth_failures_total",
@@ -265,6 +274,7 @@ impl Metrics {
             Box::new(inflight.clone()),
             Box::new(connections.clone()),
             Box::new(rejected_connections.clone()),
+            Box::new(slow_clients.clone()),
             Box::new(auth_failures.clone()),
             Box::new(coalesced_misses.clone()),
             Box::new(cache_requests.clone()),
@@ -299,6 +309,7 @@ impl Metrics {
             inflight,
             connections,
             rejected_connections,
+            slow_clients,
             auth_failures,
             coalesced_misses,
             cache_requests,

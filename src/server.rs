@@ -195,24 +195,28 @@ async fn drive<H, F>(
         metrics.connections.inc();
         open.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
-            let served = match tls {
+            // (whether the client was too slow, what happened)
+            let served: Result<(), (bool, String)> = match tls {
                 None => watcher
                     .watch(http.serve_connection(TokioIo::new(stream), service))
                     .await
-                    .map_err(|e| e.to_string()),
+                    .map_err(|e| (e.is_timeout(), e.to_string())),
                 Some(tls) => {
                     match tokio::time::timeout(limits.header_read_timeout, tls.accept(stream)).await
                     {
                         Ok(Ok(stream)) => watcher
                             .watch(http.serve_connection(TokioIo::new(stream), service))
                             .await
-                            .map_err(|e| e.to_string()),
-                        Ok(Err(err)) => Err(format!("TLS handshake failed: {err}")),
-                        Err(_) => Err("TLS handshake timed out".into()),
+                            .map_err(|e| (e.is_timeout(), e.to_string())),
+                        Ok(Err(err)) => Err((false, format!("TLS handshake failed: {err}"))),
+                        Err(_) => Err((true, "TLS handshake timed out".into())),
                     }
                 }
             };
-            if let Err(err) = served {
+            if let Err((slow, err)) = served {
+                if slow {
+                    metrics.slow_clients.inc();
+                }
                 tracing::debug!(%peer, error = %err, "connection ended with an error");
             }
             metrics.connections.dec();

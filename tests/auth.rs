@@ -414,3 +414,84 @@ async fn without_auth_any_signature_passes_as_before() {
     put(&anyone, "open", "a", "b").await;
     assert_eq!(get(&anyone, "open", "a").await.unwrap(), "b");
 }
+
+async fn admin(url: &str, method: &str, path: &str, token: Option<&str>) -> Raw {
+    let mut request = http::Request::builder()
+        .method(method)
+        .uri(format!("{url}{path}"));
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    send(request.body(Full::new(Bytes::new())).unwrap())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn cache_and_debug_endpoints_need_the_admin_token() {
+    let upstream = Upstream::start().await;
+    let dir = credentials_dir("admin", PRINCIPALS);
+    std::fs::write(dir.join("admin.token"), "s3cret-token\n").unwrap();
+    let token_file = dir.join("admin.token");
+    let proxy = Proxy::start_with(&upstream.url, |c| {
+        c.auth.admin_token_file = Some(token_file);
+    })
+    .await;
+    let url = &proxy.admin_url;
+    for (method, path) in [
+        ("POST", "/cache/flush"),
+        ("GET", "/cache/hot-keys"),
+        ("GET", "/debug/config"),
+    ] {
+        let got = admin(url, method, path, None).await;
+        assert_eq!(got.status, 401, "{method} {path}");
+        assert_eq!(got.header("www-authenticate"), Some("Bearer"));
+        assert_eq!(admin(url, method, path, Some("guess")).await.status, 401);
+        assert_eq!(
+            admin(url, method, path, Some("s3cret-token")).await.status,
+            200
+        );
+    }
+    // Probes, scrapes and the cache summary stay open.
+    for path in ["/healthz", "/readyz", "/metrics", "/cache"] {
+        assert_eq!(admin(url, "GET", path, None).await.status, 200, "{path}");
+    }
+    // The token is never shown, even to its holder.
+    let config = admin(url, "GET", "/debug/config", Some("s3cret-token")).await;
+    assert!(!String::from_utf8_lossy(&config.body).contains("s3cret-token"));
+
+    // A new token takes over on reload.
+    std::fs::write(dir.join("admin.token"), "rotated").unwrap();
+    proxy.state.reload().unwrap();
+    assert_eq!(
+        admin(url, "POST", "/cache/flush", Some("s3cret-token"))
+            .await
+            .status,
+        401
+    );
+    assert_eq!(
+        admin(url, "POST", "/cache/flush", Some("rotated"))
+            .await
+            .status,
+        200
+    );
+}
+
+#[tokio::test]
+async fn a_non_loopback_admin_listener_without_a_token_refuses_cache_changes() {
+    let upstream = Upstream::start().await;
+    let proxy = Proxy::start_with(&upstream.url, |c| {
+        // As deployed in a pod: reachable on every interface.
+        c.admin_listen = std::net::SocketAddr::new([0, 0, 0, 0].into(), c.admin_listen.port());
+    })
+    .await;
+    let got = admin(&proxy.admin_url, "POST", "/cache/flush", None).await;
+    assert_eq!(got.status, 403);
+    assert!(String::from_utf8_lossy(&got.body).contains("auth.admin_token_file"));
+    assert_eq!(
+        admin(&proxy.admin_url, "GET", "/metrics", None)
+            .await
+            .status,
+        200
+    );
+}

@@ -212,3 +212,48 @@ async fn connections_past_the_limit_are_told_why() {
     );
     drop(held);
 }
+
+#[tokio::test]
+async fn a_client_dribbling_its_headers_is_cut_off_and_others_are_served_meanwhile() {
+    let shim = Shim::start(ok_reply()).await;
+    let proxy = Proxy::start_with(&shim.url, |c| c.limits.header_read_timeout_ms = 300).await;
+    let addr = proxy.url.trim_start_matches("http://").to_string();
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(b"POST / HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
+    // One header byte every 50 ms, for as long as the proxy keeps listening (at most 10 s).
+    let dribble = tokio::spawn(async move {
+        let started = std::time::Instant::now();
+        let mut sent = 0usize;
+        while started.elapsed() < std::time::Duration::from_secs(10) {
+            if slow.write_all(b"x").await.is_err() {
+                return (sent, None);
+            }
+            sent += 1;
+            let mut buf = [0u8; 512];
+            match tokio::time::timeout(std::time::Duration::from_millis(50), slow.read(&mut buf))
+                .await
+            {
+                Ok(Ok(0)) | Ok(Err(_)) => return (sent, None),
+                Ok(Ok(n)) => return (sent, Some(String::from_utf8_lossy(&buf[..n]).to_string())),
+                Err(_) => {}
+            }
+        }
+        panic!("the proxy waited 10 s for headers with a 300 ms header timeout");
+    });
+    // Meanwhile an ordinary client is served.
+    for _ in 0..3 {
+        assert_eq!(dynamo(&proxy.url, "ListTables", "{}").await.status, 200);
+    }
+    let (sent, answer) = dribble.await.unwrap();
+    assert!(sent < 200, "cut off after {sent} bytes");
+    assert_eq!(answer, None, "closed without an answer");
+    assert_eq!(
+        proxy
+            .metric("dynamo_cache_slow_client_disconnects_total")
+            .await,
+        1.0
+    );
+    assert_eq!(dynamo(&proxy.url, "ListTables", "{}").await.status, 200);
+}
