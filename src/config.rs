@@ -354,12 +354,31 @@ impl Config {
             path: path.display().to_string(),
             source,
         })?;
-        let config = Config::parse(&text).map_err(|source| ConfigError::Parse {
+        let mut config = Config::parse(&text).map_err(|source| ConfigError::Parse {
             path: path.display().to_string(),
             source: Box::new(source),
         })?;
+        config.resolve_paths(path.parent().unwrap_or(Path::new("")));
         config.validate()?;
         Ok(config)
+    }
+
+    /// Makes the file paths the config names relative to `dir` (the config file's directory)
+    /// unless they are absolute, so a config and the files beside it move together.
+    fn resolve_paths(&mut self, dir: &Path) {
+        for path in [
+            &mut self.auth.credentials_file,
+            &mut self.auth.admin_token_file,
+            &mut self.tls.cert_file,
+            &mut self.tls.key_file,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if path.is_relative() {
+                *path = dir.join(&*path);
+            }
+        }
     }
 
     /// Parses TOML text without validating it.

@@ -6,13 +6,16 @@ use std::process::Command;
 
 use dynamo_cache::Config;
 
+/// The example credentials file: not a configuration, loaded by its own test.
+const PRINCIPALS: &str = "principals.toml";
+
 fn shipped() -> Vec<PathBuf> {
     fn walk(dir: &Path, found: &mut Vec<PathBuf>) {
         for entry in std::fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();
             if path.is_dir() {
                 walk(&path, found);
-            } else if path.extension().is_some_and(|e| e == "toml") {
+            } else if path.extension().is_some_and(|e| e == "toml") && !path.ends_with(PRINCIPALS) {
                 found.push(path);
             }
         }
@@ -44,6 +47,20 @@ fn every_shipped_config_file_loads() {
     for path in &files {
         Config::load(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     }
+}
+
+#[test]
+fn the_example_credentials_file_loads_and_the_fleet_example_uses_it() {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/examples");
+    let principals = dynamo_cache::auth::Principals::load(&examples.join(PRINCIPALS)).unwrap();
+    assert_eq!(principals.len(), 3);
+    let fleet = Config::load(&examples.join("shared-fleet.toml")).unwrap();
+    assert_eq!(fleet.auth.mode, dynamo_cache::config::AuthMode::Sigv4);
+    // Named relative to the config file, found beside it.
+    assert_eq!(
+        fleet.auth.credentials_file.as_deref(),
+        Some(examples.join(PRINCIPALS).as_path())
+    );
 }
 
 #[test]

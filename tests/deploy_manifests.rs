@@ -400,6 +400,32 @@ fn kubernetes_shared_fleet_config_service_and_monitor_agree() {
     check_probes(proxy, &config);
     let grace = Duration::from_secs(pod["terminationGracePeriodSeconds"].as_u64().unwrap());
     grace_covers_drain(grace, pre_stop_sleep(proxy), &config, "shared fleet");
+    // Reachable from other pods, so callers must sign with keys of their own, and the keys
+    // and the admin token come from the mounted Secret.
+    assert_eq!(config.auth.mode, dynamo_cache::config::AuthMode::Sigv4);
+    let secret_mount = proxy["volumeMounts"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "credentials")
+        .unwrap()["mountPath"]
+        .as_str()
+        .unwrap();
+    let secret_volume = pod["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "credentials")
+        .unwrap();
+    assert!(secret_volume["secret"]["secretName"].is_string());
+    for file in [&config.auth.credentials_file, &config.auth.admin_token_file] {
+        let file = file.as_deref().unwrap();
+        assert!(
+            file.starts_with(secret_mount),
+            "{} is not in the Secret",
+            file.display()
+        );
+    }
     // Replicas of a fleet keep each other fresh through the tables' streams.
     assert!(
         config.streams.enabled,

@@ -156,6 +156,10 @@ fn every_config_key_is_in_the_reference_with_its_real_default() {
     };
     full.streams.endpoint = Some("http://example".into());
     full.warm.from = Some("http://example".into());
+    full.auth.credentials_file = Some("principals.toml".into());
+    full.auth.admin_token_file = Some("token".into());
+    full.tls.cert_file = Some("cert.pem".into());
+    full.tls.key_file = Some("key.pem".into());
     full.cache.tables.insert(
         "<name>".into(),
         TableCacheConfig {
