@@ -183,9 +183,10 @@ fn push_field(out: &mut Vec<u8>, bytes: &[u8]) {
 
 /// A DynamoDB number in a form where equal numbers are equal strings:
 /// `[-]DIGITS e EXPONENT`, digits without leading or trailing zeros, value `0.DIGITS x 10^EXP`.
-/// `None` if `n` is not a number DynamoDB would accept.
+/// `None` if `n` is not a number DynamoDB would accept, or not one the proxy is sure of:
+/// surrounding whitespace is not trimmed, so such a key is never answered from memory and
+/// DynamoDB alone decides what it means.
 pub fn canonical_number(n: &str) -> Option<String> {
-    let n = n.trim();
     let (negative, rest) = match n.as_bytes().first()? {
         b'-' => (true, &n[1..]),
         b'+' => (false, &n[1..]),
@@ -281,6 +282,16 @@ mod tests {
         }
         // 39 significant digits: more than DynamoDB keeps.
         assert_eq!(canonical_number(&"1".repeat(39)), None);
+    }
+
+    /// Found by fuzzing (`benches/fuzz.sh`, target `keys`): `"5\u{b}"` was trimmed into the key
+    /// 5 while `"5\u{b}.0"` was no number at all. Whitespace anywhere now makes a key the proxy
+    /// leaves to DynamoDB, so a padded number is never served item 5 from memory.
+    #[test]
+    fn padded_numbers_are_left_to_dynamodb() {
+        for padded in ["5\u{b}", " 5", "5 ", "\t-1.5", "1e3\n", "5\u{b}.0"] {
+            assert_eq!(canonical_number(padded), None, "{padded:?}");
+        }
     }
 
     #[test]
