@@ -495,3 +495,62 @@ async fn a_non_loopback_admin_listener_without_a_token_refuses_cache_changes() {
         200
     );
 }
+
+/// The binary re-reads its credentials file on SIGHUP, and keeps serving through it.
+#[tokio::test]
+async fn the_binary_reloads_keys_on_sighup() {
+    let upstream = Upstream::start().await;
+    let dir = credentials_dir("sighup", PRINCIPALS);
+    let config = dir.join("config.toml");
+    std::fs::write(
+        &config,
+        "[auth]\nmode = \"sigv4\"\ncredentials_file = \"principals.toml\"\n",
+    )
+    .unwrap();
+    let served = common::process::Served::start(
+        env!("CARGO_BIN_EXE_dynamo-cache"),
+        &upstream.url,
+        Some(&config),
+    );
+    let list = |key: &'static str, secret: &'static str| {
+        let url = served.url.clone();
+        async move {
+            let request = signed(
+                &url,
+                key,
+                secret,
+                SystemTime::now(),
+                "ListTables",
+                "{}",
+                "{}",
+            );
+            send(request).await.unwrap()
+        }
+    };
+    assert_eq!(list("AKIDOPS", "ops-secret").await.status, 200);
+    std::fs::write(
+        dir.join("principals.toml"),
+        PRINCIPALS.replace("AKIDOPS", "AKIDOPS2"),
+    )
+    .unwrap();
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &served.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    // The reload happens on the proxy's own time: poll until the new key works.
+    let mut reloaded = false;
+    for _ in 0..200 {
+        if list("AKIDOPS2", "ops-secret").await.status == 200 {
+            reloaded = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(reloaded, "the new key never worked");
+    assert_eq!(
+        list("AKIDOPS", "ops-secret").await.error_type(),
+        "UnrecognizedClientException"
+    );
+    assert!(served.terminate(), "exit 0 on SIGTERM after a reload");
+}
