@@ -6,15 +6,18 @@
 //!
 //! - [`cli`]: command line and environment variables.
 //! - [`config`]: the TOML configuration, its defaults and validation.
-//! - [`server`]: accepting connections, limits, graceful drain (both listeners).
+//! - [`server`]: accepting connections, limits, graceful drain (both listeners); [`tls`]: the
+//!   certificate served over https, reloadable.
 //! - [`proxy`]: **the request path**, read top to bottom: check the request -> classify the
-//!   operation ([`operation`]) -> read the body -> answer from memory or go upstream and keep
-//!   the cache in step ([`items`]) -> respond ([`response`]).
+//!   operation ([`operation`]) -> read the body -> authenticate and authorise the caller
+//!   ([`auth`]) -> answer from memory or go upstream and keep the cache in step ([`items`]) ->
+//!   respond ([`response`]).
 //! - [`keys`]: canonical item keys; [`cache`]: the item cache and its freshness rules;
 //!   [`flight`]: concurrent misses share one upstream read; [`projection`]: projections
 //!   evaluated from cached items.
 //! - [`queries`]: Query and Scan on the request path; [`query_cache`]: their cache, kept fresh
-//!   after writes; [`keycond`]: which partition a Query reads.
+//!   after writes; [`keycond`]: which partition a Query reads; [`partiql`]: which table a
+//!   PartiQL statement uses, and whether it writes.
 //! - [`upstream`]: the pooled, SigV4-signing client to DynamoDB; [`credentials`] keeps its
 //!   identity fresh.
 //! - [`schema`]: table key schemas from DescribeTable.
