@@ -135,6 +135,16 @@ impl Access {
     }
 }
 
+/// Derived signing keys by scope date; never printed.
+#[derive(Default)]
+struct SigningKeys(Mutex<HashMap<String, Arc<[u8]>>>);
+
+impl fmt::Debug for SigningKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("MASKED")
+    }
+}
+
 /// A secret access key: never printed, never logged.
 #[derive(Clone)]
 struct Secret(String);
@@ -146,7 +156,7 @@ impl fmt::Debug for Secret {
 }
 
 /// One caller the proxy trusts.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Principal {
     /// Who it is, for logs and error messages.
     pub name: String,
@@ -156,6 +166,11 @@ pub struct Principal {
     /// Whether one of the globs is `*` alone: needed when a request's tables cannot be told.
     any_table: bool,
     operations: Vec<Access>,
+    /// Signing keys derived from this principal's secret, by scope date: deriving one costs
+    /// four HMACs, and a caller signs with the same one all day. They belong to this loaded
+    /// principal, so a reload that changes the secret starts afresh, even for a request that
+    /// was being verified against the old file at the time.
+    signing_keys: SigningKeys,
 }
 
 impl Principal {
@@ -248,6 +263,7 @@ impl Principals {
                     .map(|t| wildmatch::WildMatch::new(t))
                     .collect(),
                 operations: entry.operations,
+                signing_keys: SigningKeys::default(),
             };
             if by_key
                 .insert(entry.access_key_id.clone(), Arc::new(principal))
@@ -271,18 +287,12 @@ impl Principals {
     }
 }
 
-/// Derived signing keys by (access key id, scope date).
-type SigningKeys = HashMap<(String, String), Arc<[u8]>>;
-
 /// Checks signatures against the current credentials file.
 pub struct Verifier {
     /// The region clients must sign for: the proxy's own, as DynamoDB checks its own.
     region: String,
     /// Swapped whole on reload; requests in flight keep the set they started with.
     principals: ArcSwap<Principals>,
-    /// Derived signing keys by (access key id, scope date): deriving one costs four HMACs, and
-    /// a principal signs with the same one all day. Cleared on reload, since secrets may change.
-    signing_keys: Mutex<SigningKeys>,
 }
 
 impl fmt::Debug for Verifier {
@@ -426,17 +436,12 @@ impl Verifier {
         Verifier {
             region: region.to_string(),
             principals: ArcSwap::from_pointee(principals),
-            signing_keys: Mutex::new(HashMap::new()),
         }
     }
 
     /// Replaces the principals (SIGHUP); connections and requests in flight are untouched.
     pub fn replace(&self, principals: Principals) {
         self.principals.store(Arc::new(principals));
-        self.signing_keys
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
     }
 
     /// How many principals are loaded.
@@ -497,7 +502,7 @@ impl Verifier {
             "{ALGORITHM}\n{amz_date}\n{scope}\n{}",
             hex::encode(Sha256::digest(canonical.as_bytes()))
         );
-        let key = self.signing_key(auth.access_key_id, &principal, auth.date, signed_at);
+        let key = self.signing_key(&principal, auth.date, signed_at);
         let expected = aws_sigv4::sign::v4::calculate_signature(&*key, string_to_sign.as_bytes());
         if bool::from(expected.as_bytes().ct_eq(auth.signature.as_bytes())) {
             Ok(principal)
@@ -506,16 +511,13 @@ impl Verifier {
         }
     }
 
-    fn signing_key(
-        &self,
-        access_key_id: &str,
-        principal: &Principal,
-        date: &str,
-        signed_at: SystemTime,
-    ) -> Arc<[u8]> {
-        let cache_key = (access_key_id.to_string(), date.to_string());
-        let mut keys = self.signing_keys.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(key) = keys.get(&cache_key) {
+    fn signing_key(&self, principal: &Principal, date: &str, signed_at: SystemTime) -> Arc<[u8]> {
+        let mut keys = principal
+            .signing_keys
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(key) = keys.get(date) {
             return key.clone();
         }
         let derived = aws_sigv4::sign::v4::generate_signing_key(
@@ -525,11 +527,11 @@ impl Verifier {
             SERVICE,
         );
         let key: Arc<[u8]> = Arc::from(derived.as_ref());
-        // Only known keys on dates within the clock window get here; the bound is a backstop.
-        if keys.len() >= 4096 {
+        // Only dates within the clock window get here (two at most); the bound is a backstop.
+        if keys.len() >= 4 {
             keys.clear();
         }
-        keys.insert(cache_key, key.clone());
+        keys.insert(date.to_string(), key.clone());
         key
     }
 }
