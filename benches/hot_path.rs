@@ -48,7 +48,7 @@ fn bench(c: &mut Criterion) {
             r#"{{"TableName":"orders","Key":{{"pk":{{"S":"customer#{i}"}},"sk":{{"N":"1700000000.25"}}}}}}"#
         );
         let key = key_of(body.as_bytes());
-        let ticket = cache.begin_fill(&key);
+        let ticket = cache.begin_fill();
         cache.fill(&key, ticket, |_| ItemCache::whole(Some(&[b'x'; 400])));
     }
     let present = key_of(

@@ -1,8 +1,8 @@
 //! The item cache: what is stored, for how long, and the rules that keep it from ever serving a
 //! value older than a write the proxy acknowledged.
 //!
-//! Storage is a moka cache bounded by bytes with a per-entry TTL. Freshness rests on three
-//! mechanisms:
+//! Storage is a compact store bounded by bytes with a per-entry TTL (`store.rs`). Freshness
+//! rests on three mechanisms:
 //!
 //! - **Write tracking.** Every write to a key stamps it (from one logical clock) when it starts
 //!   and when it ends, and counts itself in flight meanwhile. A miss fill takes a stamp before
@@ -10,12 +10,13 @@
 //!   is still running since then: a slow fill loses to any overlapping write. A write stores its
 //!   own result only if no other write to the key overlapped it; otherwise it invalidates.
 //!   Decisions and the store happen under the key's shard lock, so they cannot interleave.
-//! - **Generations.** Whole-table events (DeleteTable, PartiQL writes, flush) bump a table or
-//!   global generation; entries and fills from an older generation are ignored.
+//! - **Invalidation marks.** Whole-table events (DeleteTable, PartiQL writes, flush) record the
+//!   clock value at which they happened, for the table or for all; an entry whose read or write
+//!   began before the mark is ignored, and so is a fill or write that began before it.
 //! - **TTL**, for writes that bypass the proxy.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
+use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -24,8 +25,9 @@ use bytes::Bytes;
 use moka::sync::Cache;
 
 use crate::config::CacheConfig;
-use crate::keys::ItemKey;
+use crate::keys::{self, ItemKey};
 use crate::metrics::Metrics;
+use crate::store::{Entry, Meta, Projections, Store};
 
 /// A stream record's time is rounded down to the second, and DynamoDB's clock is not ours: an
 /// entry written through the proxy counts as newer than a change only this much later.
@@ -37,13 +39,6 @@ fn epoch_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// What one entry costs in resident memory beyond its key and answer bytes: moka's
-/// bookkeeping (entry info, deque and timer nodes, hash-table bucket, its own key Arc), our
-/// struct, the Arcs, allocator rounding. Measured, not guessed: `cargo bench --bench
-/// cache_memory` (a million 400-byte items) grows resident memory by about 960 bytes an entry
-/// for a 446-byte answer and a 34-byte key. Weighing entries with it keeps the byte budgets
-/// what they say: the memory the caches take, not the payload they hold.
-pub(crate) const ENTRY_OVERHEAD: usize = 480;
 const SHARDS: usize = 64;
 /// A shard first prunes finished write stamps once it holds this many; after a prune, the next
 /// waits until the shard has doubled, so pruning costs O(1) per write amortised.
@@ -97,17 +92,16 @@ pub struct Cached {
     /// The whole item, if known (`None` = only projections of it are known).
     pub whole: Option<Whole>,
     /// Answers to projected reads of this item, by projection; `None` = no such item.
-    pub projections: Arc<[(Arc<str>, Option<Bytes>)]>,
-    /// Lifetime of this entry in memory (`None` = no time-based expiry): its TTL, plus the
-    /// stale grace when stale-on-error is on.
-    ttl: Option<Duration>,
-    /// With stale-on-error on, when the entry stops being fresh: after this it is answered
-    /// only when the upstream fails.
-    fresh_until: Option<Instant>,
-    /// Generations current when the data was read; stale if either has moved on.
-    generations: (u64, u64),
+    pub projections: Projections,
+    /// When the entry stops being fresh, on the store's clock: after this (within the stale
+    /// grace, when stale-on-error is on) it is answered only when the upstream fails.
+    fresh_until: u64,
+    /// Clock value at which the read or write that produced this entry began: it is stale if
+    /// its table was invalidated since.
+    as_of: u64,
     /// When the write through this proxy that stored this entry started (ms since the
-    /// epoch); 0 for entries filled by reads. A stream record of an older change spares it.
+    /// epoch, rounded down to the second); 0 for entries filled by reads. A stream record of an
+    /// older change spares it.
     written_ms: u64,
 }
 
@@ -129,16 +123,23 @@ impl Cached {
         }
     }
 
-    fn weight(&self, key: &ItemKey) -> u32 {
-        let full = self.whole.as_ref().map_or(0, |w| w.answer.len());
-        let projections: usize = self
-            .projections
-            .iter()
-            .map(|(p, b)| p.len() + b.as_ref().map_or(0, Bytes::len) + 32)
-            .sum();
-        (key.weight() + full + projections + ENTRY_OVERHEAD).min(u32::MAX as usize) as u32
+    fn from_entry(entry: Entry) -> Cached {
+        let whole = entry.answer().map(|answer| Whole {
+            answer,
+            crc: entry.meta.crc,
+        });
+        Cached {
+            whole,
+            projections: entry.projections.unwrap_or_else(|| NO_PROJECTIONS.clone()),
+            fresh_until: entry.meta.fresh_until,
+            as_of: entry.meta.as_of,
+            written_ms: u64::from(entry.meta.written_s) * 1000,
+        }
     }
 }
+
+/// Shared by every entry that has none, so reading one allocates nothing for them.
+static NO_PROJECTIONS: LazyLock<Projections> = LazyLock::new(|| Arc::new([]));
 
 /// What a write found out about its item.
 #[derive(Debug)]
@@ -167,7 +168,6 @@ pub enum StreamVerdict {
 #[derive(Debug, Clone, Copy)]
 pub struct FillTicket {
     started: u64,
-    generations: (u64, u64),
 }
 
 /// A write in progress; see [`ItemCache::begin_write`].
@@ -175,7 +175,6 @@ pub struct FillTicket {
 #[must_use = "a write must be ended, or the key stays unfillable"]
 pub struct WriteTicket {
     started: u64,
-    generations: (u64, u64),
     /// Wall-clock start (ms since the epoch), compared with stream records' times.
     started_ms: u64,
 }
@@ -201,51 +200,37 @@ struct StampShard {
 
 /// The item cache.
 pub struct ItemCache {
-    /// The entries, weighed in bytes.
-    entries: Cache<ItemKey, Cached>,
+    /// The entries, weighed in bytes; its hash of a key also picks the key's stamp shard.
+    entries: Store,
     /// Budget and TTLs, per table.
     config: CacheConfig,
     /// The logical clock that orders fills and writes.
     clock: AtomicU64,
     /// Write stamps by key hash, sharded; a hash collision only costs a skipped fill.
     stamps: Box<[Mutex<StampShard>]>,
-    hasher: RandomState,
-    /// Bumped to invalidate everything at once.
-    global_generation: AtomicU64,
-    /// Bumped to invalidate one table.
-    table_generations: RwLock<HashMap<String, u64>>,
+    /// Clock values of the last invalidations. Held for reading while a fill or write takes
+    /// its start on the clock, so an invalidation's mark and its publication are one step
+    /// to them.
+    invalidated: RwLock<Invalidated>,
     /// Stamps older than this, with no write running, can no longer stop a fill (fills are
     /// bounded by the upstream timeout).
     stamp_lifetime: Duration,
     /// `table NUL projection` for projections DynamoDB has accepted, so only those are
     /// evaluated from cached items (DynamoDB alone decides what is a valid expression).
     known_projections: Cache<Arc<str>, ()>,
-    /// With stale-on-error on: how long past its TTL an entry is kept for upstream failures.
-    stale_grace: Option<Duration>,
     /// Evictions and invalidations are counted here.
     metrics: Arc<Metrics>,
 }
 
+/// The clock values of the last whole-table invalidations.
+#[derive(Default)]
+struct Invalidated {
+    all: u64,
+    tables: HashMap<String, u64>,
+}
+
 /// How many accepted projections are remembered (least used forgotten first).
 const KNOWN_PROJECTIONS: u64 = 10_000;
-
-struct PerEntryTtl;
-
-impl moka::Expiry<ItemKey, Cached> for PerEntryTtl {
-    fn expire_after_create(&self, _: &ItemKey, value: &Cached, _: Instant) -> Option<Duration> {
-        value.ttl
-    }
-
-    fn expire_after_update(
-        &self,
-        _: &ItemKey,
-        value: &Cached,
-        _: Instant,
-        _: Option<Duration>,
-    ) -> Option<Duration> {
-        value.ttl
-    }
-}
 
 impl ItemCache {
     /// A cache sized and timed by `config`; `upstream_timeout` bounds how long a fill can take.
@@ -254,14 +239,16 @@ impl ItemCache {
         upstream_timeout: Duration,
         metrics: Arc<Metrics>,
     ) -> ItemCache {
-        let entries = Cache::builder()
-            .max_capacity(config.item_max_bytes)
-            .weigher(|key: &ItemKey, value: &Cached| value.weight(key))
-            .expire_after(PerEntryTtl)
-            .eviction_listener(metrics.eviction_counter("item"))
-            .build();
+        let stale_grace = config
+            .serve_stale_on_error
+            .then(|| Duration::from_millis(config.stale_grace_ms));
         ItemCache {
-            entries,
+            entries: Store::new(
+                config.item_max_bytes,
+                stale_grace.unwrap_or_default(),
+                &metrics,
+                "item",
+            ),
             config: config.clone(),
             clock: AtomicU64::new(1),
             stamps: (0..SHARDS)
@@ -272,14 +259,9 @@ impl ItemCache {
                     })
                 })
                 .collect(),
-            hasher: RandomState::new(),
-            global_generation: AtomicU64::new(0),
-            table_generations: RwLock::new(HashMap::new()),
+            invalidated: RwLock::default(),
             stamp_lifetime: upstream_timeout * 2 + Duration::from_secs(1),
             known_projections: Cache::new(KNOWN_PROJECTIONS),
-            stale_grace: config
-                .serve_stale_on_error
-                .then(|| Duration::from_millis(config.stale_grace_ms)),
             metrics,
         }
     }
@@ -293,39 +275,40 @@ impl ItemCache {
     /// its TTL.
     pub fn get(&self, key: &ItemKey) -> Option<Cached> {
         let cached = self.get_stale(key)?;
-        match cached.fresh_until {
-            Some(until) if Instant::now() >= until => None,
-            _ => Some(cached),
-        }
+        (self.entries.now_ms() < cached.fresh_until).then_some(cached)
     }
 
     /// The entry for `key` even if its TTL has passed (within the stale grace), for answering
     /// when the upstream fails. Never an entry a write or invalidation has replaced.
     pub fn get_stale(&self, key: &ItemKey) -> Option<Cached> {
-        let cached = self.entries.get(key)?;
-        (cached.generations == self.generations(key.table())).then_some(cached)
+        let entry = self
+            .entries
+            .get(self.entries.hash(key.as_bytes()), key.as_bytes())?;
+        (entry.meta.as_of > self.invalidated_at(key.table())).then(|| Cached::from_entry(entry))
     }
 
-    /// Sets how long a new entry of `key`'s table lives, and is fresh.
-    fn set_lifetime(&self, key: &ItemKey, cached: &mut Cached) {
-        let ttl = self.config.item_ttl(key.table());
-        match (ttl, self.stale_grace) {
-            (Some(ttl), Some(grace)) => {
-                cached.ttl = Some(ttl + grace);
-                cached.fresh_until = Some(Instant::now() + ttl);
-            }
-            _ => {
-                cached.ttl = ttl;
-                cached.fresh_until = None;
-            }
-        }
+    /// Stores `cached` under `key` (hashed to `hash`), fresh for its table's TTL.
+    fn store(&self, key: &ItemKey, hash: u64, cached: Cached) {
+        let meta = Meta {
+            fresh_until: self.entries.deadline(self.config.item_ttl(key.table())),
+            as_of: cached.as_of,
+            // Rounding down only makes a stream record less likely to spare the entry.
+            written_s: (cached.written_ms / 1000).min(u64::from(u32::MAX)) as u32,
+            crc: cached.whole.as_ref().map_or(0, |w| w.crc),
+        };
+        self.entries.insert(
+            hash,
+            key.as_bytes(),
+            cached.whole.as_ref().map(|w| &w.answer[..]),
+            meta,
+            Some(cached.projections),
+        );
     }
 
-    /// Marks the start of an upstream read whose answer may fill `key`.
-    pub fn begin_fill(&self, key: &ItemKey) -> FillTicket {
+    /// Marks the start of an upstream read whose answer may fill the cache.
+    pub fn begin_fill(&self) -> FillTicket {
         FillTicket {
-            started: self.tick(),
-            generations: self.generations(key.table()),
+            started: self.start(),
         }
     }
 
@@ -338,19 +321,18 @@ impl ItemCache {
         ticket: FillTicket,
         merge: impl FnOnce(Option<Cached>) -> Cached,
     ) -> bool {
-        let hash = self.hasher.hash_one(key);
+        let hash = self.hash(key);
         let shard = self.shard(hash).lock().expect("lock poisoned");
         let overlapped = shard
             .stamps
             .get(&hash)
             .is_some_and(|s| s.in_flight > 0 || s.last >= ticket.started);
-        if overlapped || ticket.generations != self.generations(key.table()) {
+        if overlapped || ticket.started < self.invalidated_at(key.table()) {
             return false;
         }
         let mut cached = merge(self.get(key));
-        cached.generations = ticket.generations;
-        self.set_lifetime(key, &mut cached);
-        self.entries.insert(key.clone(), cached);
+        cached.as_of = ticket.started;
+        self.store(key, hash, cached);
         drop(shard);
         true
     }
@@ -381,10 +363,9 @@ impl ItemCache {
     pub fn whole(item: Option<&[u8]>) -> Cached {
         Cached {
             whole: Some(Whole::new(item)),
-            projections: Arc::new([]),
-            ttl: None,
-            fresh_until: None,
-            generations: (0, 0),
+            projections: NO_PROJECTIONS.clone(),
+            fresh_until: 0,
+            as_of: 0,
             written_ms: 0,
         }
     }
@@ -405,9 +386,8 @@ impl ItemCache {
         Cached {
             whole: full,
             projections: projections.into(),
-            ttl: None,
-            fresh_until: None,
-            generations: (0, 0),
+            fresh_until: 0,
+            as_of: 0,
             written_ms: 0,
         }
     }
@@ -417,7 +397,7 @@ impl ItemCache {
     /// those may share one upstream read (a reader that arrives after a write was acknowledged
     /// must not be handed an answer read before it).
     pub fn write_stamp(&self, key: &ItemKey) -> u64 {
-        let hash = self.hasher.hash_one(key);
+        let hash = self.hash(key);
         let shard = self.shard(hash).lock().expect("lock poisoned");
         shard.stamps.get(&hash).map_or(0, |s| s.last)
     }
@@ -425,9 +405,9 @@ impl ItemCache {
     /// Marks the start of a write to `key`: from now until [`ItemCache::end_write`], no fill
     /// that started earlier can store.
     pub fn begin_write(&self, key: &ItemKey) -> WriteTicket {
-        let hash = self.hasher.hash_one(key);
+        let hash = self.hash(key);
         let mut shard = self.shard(hash).lock().expect("lock poisoned");
-        let started = self.tick();
+        let started = self.start();
         let now = Instant::now();
         if shard.stamps.len() >= shard.prune_at {
             let lifetime = self.stamp_lifetime;
@@ -446,7 +426,6 @@ impl ItemCache {
         stamp.at = now;
         WriteTicket {
             started,
-            generations: self.generations(key.table()),
             started_ms: epoch_ms(),
         }
     }
@@ -454,28 +433,27 @@ impl ItemCache {
     /// Ends a write: stores its outcome if no other write to `key` overlapped it and the
     /// table's generation held; otherwise (or for an unknown outcome) drops the entry.
     pub fn end_write(&self, key: &ItemKey, ticket: WriteTicket, outcome: WriteOutcome) {
-        let hash = self.hasher.hash_one(key);
+        let hash = self.hash(key);
         let mut shard = self.shard(hash).lock().expect("lock poisoned");
         let stamp = shard
             .stamps
             .get_mut(&hash)
             .expect("begin_write left a stamp that only pruning of idle stamps removes");
         let alone = stamp.in_flight == 1 && stamp.last == ticket.started;
-        let generations_held = ticket.generations == self.generations(key.table());
+        let not_invalidated = ticket.started > self.invalidated_at(key.table());
         match outcome {
-            WriteOutcome::Item(item) if alone && generations_held => {
+            WriteOutcome::Item(item) if alone && not_invalidated => {
                 let mut cached = Self::whole(item.as_deref());
-                cached.generations = ticket.generations;
+                cached.as_of = ticket.started;
                 cached.written_ms = ticket.started_ms;
-                self.set_lifetime(key, &mut cached);
-                self.entries.insert(key.clone(), cached);
+                self.store(key, hash, cached);
             }
             WriteOutcome::Failed => {
-                self.entries.invalidate(key);
+                self.entries.remove(hash, key.as_bytes());
                 self.metrics.invalidated("item", "failed_write");
             }
             _ => {
-                self.entries.invalidate(key);
+                self.entries.remove(hash, key.as_bytes());
                 self.metrics.invalidated("item", "write");
             }
         }
@@ -496,7 +474,7 @@ impl ItemCache {
         now_is: Option<Option<serde_json::Value>>,
         changed_ms: Option<u64>,
     ) -> StreamVerdict {
-        let hash = self.hasher.hash_one(key);
+        let hash = self.hash(key);
         let mut shard = self.shard(hash).lock().expect("lock poisoned");
         if let Some(cached) = self.get(key) {
             let holds_it = match (&now_is, &cached.whole) {
@@ -529,7 +507,7 @@ impl ItemCache {
         });
         stamp.last = tick;
         stamp.at = now;
-        self.entries.invalidate(key);
+        self.entries.remove(hash, key.as_bytes());
         self.metrics.invalidated("item", "stream");
         StreamVerdict::Dropped
     }
@@ -546,44 +524,51 @@ impl ItemCache {
             .contains_key(&projection_id(table, projection))
     }
 
-    /// Drops every entry of `table` (lazily, by generation), counted under `reason`.
+    /// Drops every entry of `table` (lazily, by its mark), counted under `reason`.
     pub fn invalidate_table(&self, table: &str, reason: &'static str) {
-        let mut generations = self.table_generations.write().expect("lock poisoned");
-        *generations.entry(table.to_string()).or_insert(0) += 1;
+        let mut invalidated = self.invalidated.write().expect("lock poisoned");
+        let mark = self.tick();
+        invalidated.tables.insert(table.to_string(), mark);
+        drop(invalidated);
         self.metrics.invalidated("item", reason);
     }
 
-    /// Drops every entry (lazily, by generation), counted under `reason`.
+    /// Drops every entry (lazily, by its mark), counted under `reason`.
     pub fn invalidate_all(&self, reason: &'static str) {
-        self.global_generation.fetch_add(1, Ordering::SeqCst);
+        let mut invalidated = self.invalidated.write().expect("lock poisoned");
+        invalidated.all = self.tick();
+        drop(invalidated);
         self.metrics.invalidated("item", reason);
     }
 
     /// Calls `visit(table, weighted bytes)` for every live entry (O(entries); for `/cache`).
     pub fn for_each_entry(&self, mut visit: impl FnMut(&str, u64)) {
-        for (key, cached) in self.entries.iter() {
-            visit(key.table(), cached.weight(&key) as u64);
-        }
+        self.entries
+            .for_each(|key, bytes| visit(keys::table_of(key), bytes));
     }
 
-    /// Entries and weighted bytes now (approximate until moka's housekeeping runs).
+    /// Entries and weighted bytes now.
     pub fn usage(&self) -> (u64, u64) {
-        self.entries.run_pending_tasks();
-        (self.entries.entry_count(), self.entries.weighted_size())
+        self.entries.usage()
     }
 
-    fn generations(&self, table: &str) -> (u64, u64) {
-        let table_generation = self
-            .table_generations
-            .read()
-            .expect("lock poisoned")
-            .get(table)
-            .copied()
-            .unwrap_or(0);
-        (
-            self.global_generation.load(Ordering::SeqCst),
-            table_generation,
-        )
+    fn hash(&self, key: &ItemKey) -> u64 {
+        self.entries.hash(key.as_bytes())
+    }
+
+    /// The clock value of the last invalidation of `table` (or of everything).
+    fn invalidated_at(&self, table: &str) -> u64 {
+        let invalidated = self.invalidated.read().expect("lock poisoned");
+        invalidated
+            .all
+            .max(invalidated.tables.get(table).copied().unwrap_or(0))
+    }
+
+    /// A clock value for the start of a fill or write, taken where no invalidation is
+    /// between marking and publishing.
+    fn start(&self) -> u64 {
+        let _invalidations = self.invalidated.read().expect("lock poisoned");
+        self.tick()
     }
 
     fn tick(&self) -> u64 {
@@ -629,7 +614,7 @@ mod tests {
     fn a_fill_that_started_before_a_write_loses() {
         let cache = cache();
         let k = key("a");
-        let fill = cache.begin_fill(&k); // read of the old value starts
+        let fill = cache.begin_fill(); // read of the old value starts
         let write = cache.begin_write(&k);
         cache.end_write(&k, write, WriteOutcome::Item(body("new")));
         // The slow read arrives with the old value: refused.
@@ -642,11 +627,11 @@ mod tests {
         let cache = cache();
         let k = key("s");
         assert!(
-            cache.fill(&k, cache.begin_fill(&k), |_| ItemCache::whole(Some(
+            cache.fill(&k, cache.begin_fill(), |_| ItemCache::whole(Some(
                 br#"{"v":{"N":"1"}}"#
             )))
         );
-        let slow_fill = cache.begin_fill(&k); // a read that saw the item before the change
+        let slow_fill = cache.begin_fill(); // a read that saw the item before the change
         assert_eq!(
             cache.changed_elsewhere(&k, None, Some(epoch_ms())),
             StreamVerdict::Dropped
@@ -657,7 +642,7 @@ mod tests {
         ))));
         // A read that began after the record fills as usual.
         assert!(
-            cache.fill(&k, cache.begin_fill(&k), |_| ItemCache::whole(Some(
+            cache.fill(&k, cache.begin_fill(), |_| ItemCache::whole(Some(
                 br#"{"v":{"N":"2"}}"#
             )))
         );
@@ -694,7 +679,7 @@ mod tests {
         // Entries filled by reads are never spared by time, only by content, and then not on
         // behalf of the query cache.
         let k = key("read");
-        assert!(cache.fill(&k, cache.begin_fill(&k), |_| ItemCache::whole(None)));
+        assert!(cache.fill(&k, cache.begin_fill(), |_| ItemCache::whole(None)));
         assert_eq!(
             cache.changed_elsewhere(&k, Some(None), Some(now)), // deleted, and known absent
             StreamVerdict::Kept {
@@ -712,7 +697,7 @@ mod tests {
         let cache = cache();
         let k = key("a");
         let write = cache.begin_write(&k);
-        let fill = cache.begin_fill(&k); // started after the write began, before it ended
+        let fill = cache.begin_fill(); // started after the write began, before it ended
         assert!(!cache.fill(&k, fill, |_| ItemCache::whole(Some(b"old"))));
         cache.end_write(&k, write, WriteOutcome::Item(body("new")));
         assert!(!cache.fill(&k, fill, |_| ItemCache::whole(Some(b"old"))));
@@ -725,7 +710,7 @@ mod tests {
         let k = key("a");
         let write = cache.begin_write(&k);
         cache.end_write(&k, write, WriteOutcome::Unknown);
-        let fill = cache.begin_fill(&k);
+        let fill = cache.begin_fill();
         assert!(cache.fill(&k, fill, |_| ItemCache::whole(None)));
         assert_eq!(full(&cache, &k), Some(None));
     }
@@ -742,14 +727,14 @@ mod tests {
     }
 
     #[test]
-    fn table_and_global_generations_drop_entries_and_fills() {
+    fn table_and_global_invalidations_drop_entries_and_fills() {
         let cache = cache();
         let k = key("a");
-        let fill = cache.begin_fill(&k);
+        let fill = cache.begin_fill();
         assert!(cache.fill(&k, fill, |_| ItemCache::whole(Some(b"x"))));
         cache.invalidate_table("t", "table_change");
         assert!(cache.get(&k).is_none());
-        let fill = cache.begin_fill(&k);
+        let fill = cache.begin_fill();
         cache.invalidate_all("flush");
         assert!(!cache.fill(&k, fill, |_| ItemCache::whole(Some(b"x"))));
     }
@@ -759,7 +744,7 @@ mod tests {
         let cache = cache();
         let k = key("a");
         let p: Arc<str> = "v".into();
-        let fill = cache.begin_fill(&k);
+        let fill = cache.begin_fill();
         assert!(cache.fill(&k, fill, |e| ItemCache::with_projection(
             e,
             p.clone(),
@@ -854,7 +839,7 @@ mod stress {
             for _ in 0..2 {
                 s.spawn(|| {
                     while !done.load(Ordering::SeqCst) {
-                        let t = cache.begin_fill(&key);
+                        let t = cache.begin_fill();
                         let read = upstream.load(Ordering::SeqCst);
                         std::thread::yield_now();
                         cache.fill(&key, t, |_| {

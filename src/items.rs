@@ -226,7 +226,7 @@ pub async fn get_item(state: &State, target: &HeaderValue, body: Bytes) -> Handl
     let (fetched, coalesced) = state
         .flights
         .run(&flight, || async {
-            let ticket = cache.begin_fill(&key);
+            let ticket = cache.begin_fill();
             let result = forward(state, Operation::GetItem, target, body)
                 .await
                 .and_then(|answer| {
@@ -465,7 +465,7 @@ pub async fn batch_get_item(state: &State, target: &HeaderValue, body: Bytes) ->
     }
     let tickets: Vec<Vec<FillTicket>> = tables
         .iter()
-        .map(|t| t.misses.iter().map(|(_, k)| cache.begin_fill(k)).collect())
+        .map(|t| t.misses.iter().map(|_| cache.begin_fill()).collect())
         .collect();
     let request = Bytes::from(Value::Object(request).to_string());
     let answer = forward(state, op, target, request).await?;

@@ -132,14 +132,24 @@ impl ItemKey {
 
     /// The table this key belongs to.
     pub fn table(&self) -> &str {
-        let len = u32::from_le_bytes(self.0[..4].try_into().expect("length prefix")) as usize;
-        std::str::from_utf8(&self.0[4..4 + len]).expect("built from a str")
+        table_of(&self.0)
+    }
+
+    /// The canonical form: equal for equal keys, different otherwise.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
     }
 
     /// Bytes this key takes in memory (for the cache's weigher).
     pub fn weight(&self) -> usize {
         self.0.len()
     }
+}
+
+/// The table named by a key's canonical form ([`ItemKey::as_bytes`]).
+pub fn table_of(canonical: &[u8]) -> &str {
+    let len = u32::from_le_bytes(canonical[..4].try_into().expect("length prefix")) as usize;
+    std::str::from_utf8(&canonical[4..4 + len]).expect("built from a str")
 }
 
 /// One key value in canonical form (type tag and canonical bytes); `None` if invalid.

@@ -66,6 +66,7 @@ pub mod schema;
 pub mod server;
 pub mod staleness;
 pub mod state;
+pub mod store;
 pub mod streams;
 pub mod tls;
 pub mod upstream;

@@ -20,7 +20,13 @@ use crate::config::{CacheConfig, QueryInvalidation};
 use crate::keys::{KeyValue, canonical_value};
 use crate::metrics::Metrics;
 
-use crate::cache::ENTRY_OVERHEAD;
+/// What one entry costs in resident memory beyond its key and answer bytes: moka's bookkeeping
+/// (entry info, deque and timer nodes, hash-table bucket, its own key Arc), our struct, the
+/// Arcs, allocator rounding. Measured when the item cache was a moka cache too: a million
+/// 400-byte items grew resident memory by about 960 bytes an entry for 480 bytes of key and
+/// answer. Weighing entries with it keeps the byte budget what it says: the memory the cache
+/// takes, not the payload it holds.
+const ENTRY_OVERHEAD: usize = 480;
 
 const SLOTS: usize = 1 << 16;
 
