@@ -643,4 +643,46 @@ mod tests {
         });
         assert_eq!(seen, entries);
     }
+
+    #[test]
+    fn concurrent_readers_and_writers_only_ever_see_an_answer_stored_under_their_key() {
+        let metrics = Metrics::new();
+        // Small enough that eviction runs all the time.
+        let store = Store::new(
+            64 * (8 + 64 + ENTRY_OVERHEAD) as u64,
+            Duration::ZERO,
+            &metrics,
+            "item",
+        );
+        std::thread::scope(|scope| {
+            for t in 0..4u64 {
+                let store = &store;
+                scope.spawn(move || {
+                    for n in 0..20_000u64 {
+                        let key = format!("k{:05}", (n * 7 + t) % 500);
+                        match n % 5 {
+                            0 => store.remove(store.hash(key.as_bytes()), key.as_bytes()),
+                            1 | 2 => put(store, &key, &format!("{key}:{}", "v".repeat(57))),
+                            _ => {
+                                if let Some(answer) = answer(store, &key) {
+                                    assert!(answer.starts_with(key.as_bytes()), "{key}");
+                                }
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        let (entries, bytes) = store.usage();
+        assert!(bytes <= 64 * (8 + 64 + ENTRY_OVERHEAD) as u64);
+        let mut seen = 0;
+        store.for_each(|key, _| {
+            assert_eq!(
+                answer(&store, std::str::from_utf8(key).unwrap()).unwrap()[..key.len()],
+                *key
+            );
+            seen += 1;
+        });
+        assert_eq!(seen, entries);
+    }
 }
