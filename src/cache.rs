@@ -271,8 +271,8 @@ impl ItemCache {
         self.config.caches(table)
     }
 
-    /// The current entry for `key`, if it is fresh: not from an older generation, not past
-    /// its TTL.
+    /// The current entry for `key`, if it is fresh: not from before an invalidation of its
+    /// table, not past its TTL.
     pub fn get(&self, key: &ItemKey) -> Option<Cached> {
         let cached = self.get_stale(key)?;
         (self.entries.now_ms() < cached.fresh_until).then_some(cached)
@@ -312,8 +312,8 @@ impl ItemCache {
         }
     }
 
-    /// Stores what a read learned, unless a write to `key` overlapped the read or the table's
-    /// generation moved on. `merge` gets the current entry (if valid) and returns the new one.
+    /// Stores what a read learned, unless a write to `key` overlapped the read or the table
+    /// was invalidated since it began. `merge` gets the current entry (if valid) and returns the new one.
     /// Returns whether anything was stored.
     pub fn fill(
         &self,
@@ -431,7 +431,7 @@ impl ItemCache {
     }
 
     /// Ends a write: stores its outcome if no other write to `key` overlapped it and the
-    /// table's generation held; otherwise (or for an unknown outcome) drops the entry.
+    /// table was not invalidated since it began; otherwise (or for an unknown outcome) drops the entry.
     pub fn end_write(&self, key: &ItemKey, ticket: WriteTicket, outcome: WriteOutcome) {
         let hash = self.hash(key);
         let mut shard = self.shard(hash).lock().expect("lock poisoned");
