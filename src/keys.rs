@@ -139,11 +139,6 @@ impl ItemKey {
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
     }
-
-    /// Bytes this key takes in memory (for the cache's weigher).
-    pub fn weight(&self) -> usize {
-        self.0.len()
-    }
 }
 
 /// The table named by a key's canonical form ([`ItemKey::as_bytes`]).
