@@ -165,6 +165,19 @@ impl Proxy {
     pub async fn metric(&self, sample: &str) -> f64 {
         metric_value(&self.metrics().await, sample)
     }
+
+    /// The value of one sample once it reaches `expected`, or its last value after 5 s: for
+    /// counters bumped just after the event a client sees (a connection counted after it closed).
+    pub async fn metric_reaching(&self, sample: &str, expected: f64) -> f64 {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let value = self.metric(sample).await;
+            if value >= expected || std::time::Instant::now() >= deadline {
+                return value;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
 }
 
 /// The value of `sample` in a Prometheus text exposition, 0 when absent.
