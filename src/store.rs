@@ -289,25 +289,25 @@ impl Store {
         let now = self.now_ms();
         let mut guard = self.shard(hash).write().expect("lock poisoned");
         let shard = &mut *guard;
-        if let Some(&i) = shard
+        // A replaced entry keeps its slot and index bucket; it is emptied first, so the hand
+        // passes over it while making room.
+        let existing = shard
             .index
             .find(hash, |&i| shard.slots[i as usize].key() == key)
-        {
+            .copied();
+        if let Some(i) = existing {
             shard.release(i);
-            shard.fill(i, data, key.len(), meta, projections, weight);
-        } else {
-            while shard.bytes + weight > self.shard_budget {
-                match self.evict_one(shard, now) {
-                    Some(Cause::Size) => self.evicted_size.inc(),
-                    Some(Cause::Expired) => self.evicted_expired.inc(),
-                    None => break,
-                }
+        }
+        while shard.bytes + weight > self.shard_budget {
+            match self.evict_one(shard, now) {
+                Some(Cause::Size) => self.evicted_size.inc(),
+                Some(Cause::Expired) => self.evicted_expired.inc(),
+                None => break,
             }
-            let i = match shard.free.pop() {
-                Some(i) => i,
-                None => shard.slots.push(),
-            };
-            shard.fill(i, data, key.len(), meta, projections, weight);
+        }
+        let i = existing.unwrap_or_else(|| shard.free.pop().unwrap_or_else(|| shard.slots.push()));
+        shard.fill(i, data, key.len(), meta, projections, weight);
+        if existing.is_none() {
             let (index, slots, hasher) = (&mut shard.index, &shard.slots, &self.hasher);
             index.insert_unique(hash, i, |&j| hasher.hash_one(slots[j as usize].key()));
         }
@@ -587,6 +587,22 @@ mod tests {
             assert!(store.usage().1 <= per_entry * 10);
         }
         assert_eq!(evictions(&metrics, "size"), 990);
+    }
+
+    #[test]
+    fn replacing_entries_with_larger_ones_keeps_the_budget() {
+        let metrics = Metrics::new();
+        let budget = 10 * (4 + 100 + ENTRY_OVERHEAD) as u64;
+        let store = Store::new(budget, Duration::ZERO, &metrics, "item");
+        for i in 0..10 {
+            put(&store, &format!("k{i:03}"), &"x".repeat(100));
+        }
+        for i in 0..10 {
+            put(&store, &format!("k{i:03}"), &"y".repeat(300));
+            assert!(store.usage().1 <= budget);
+        }
+        assert!(answer(&store, "k009").is_some_and(|a| a.starts_with(b"y")));
+        assert!(evictions(&metrics, "size") > 0);
     }
 
     #[test]
