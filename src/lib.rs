@@ -13,6 +13,7 @@
 //!   ([`auth`]) -> answer from memory or go upstream and keep the cache in step ([`items`]) ->
 //!   respond ([`response`]).
 //! - [`keys`]: canonical item keys; [`cache`]: the item cache and its freshness rules;
+//!   [`store`]: the compact, byte-bounded map it keeps its entries in;
 //!   [`flight`]: concurrent misses share one upstream read; [`projection`]: projections
 //!   evaluated from cached items.
 //! - [`queries`]: Query and Scan on the request path; [`query_cache`]: their cache, kept fresh
