@@ -33,6 +33,10 @@ use crate::response::ProxyResponse;
 /// before idle ones are closed.
 const CLOSE_WINDOW: Duration = Duration::from_millis(500);
 
+/// Clients over the connection limit being told so at once; past this, a flood's connections
+/// are simply closed, so it cannot make the proxy hold unbounded tasks or TLS handshakes.
+const MAX_REFUSING: usize = 64;
+
 /// Bounds for one listener.
 #[derive(Debug, Clone, Copy)]
 pub struct ListenerLimits {
@@ -101,6 +105,7 @@ pub async fn serve<H, F>(
     }
 
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
     let mut next = 0usize;
     loop {
         let (stream, peer) = tokio::select! {
@@ -118,7 +123,9 @@ pub async fn serve<H, F>(
         let _ = stream.set_nodelay(true);
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             metrics.rejected_connections.inc();
-            tokio::spawn(refuse(stream, limits.max_connections));
+            if let Ok(refusal) = refusing.clone().try_acquire_owned() {
+                tokio::spawn(refuse(stream, tls.clone(), limits, refusal));
+            }
             continue;
         };
         // Handed over as a plain socket: the worker registers it with its own runtime.
@@ -244,12 +251,34 @@ async fn drive<H, F>(
     }
 }
 
-/// Tells a client over the connection limit why, then closes: a 503 the SDKs retry.
-///
-/// The request is read (briefly, boundedly) before answering and the socket is drained after:
-/// closing with unread bytes makes the kernel send a reset, which can destroy the answer
-/// before the client reads it.
-async fn refuse(mut stream: TcpStream, limit: usize) {
+/// Tells a client over the connection limit why, then closes: a 503 the SDKs retry. On a TLS
+/// listener the answer goes over TLS (the handshake bounded like a served connection's), since
+/// plain bytes would only tell the client that the server speaks no TLS.
+async fn refuse(
+    stream: TcpStream,
+    tls: Option<TlsAcceptor>,
+    limits: ListenerLimits,
+    _refusal: OwnedSemaphorePermit,
+) {
+    match tls {
+        None => answer_refusal(stream, limits.max_connections).await,
+        Some(tls) => {
+            let handshake = tokio::time::timeout(limits.header_read_timeout, tls.accept(stream));
+            // A failed or stalled handshake is closed unanswered, as a served one would be.
+            if let Ok(Ok(stream)) = handshake.await {
+                answer_refusal(stream, limits.max_connections).await;
+            }
+        }
+    }
+}
+
+/// The 503 itself. The request is read (briefly, boundedly) before answering and the socket is
+/// drained after: closing with unread bytes makes the kernel send a reset, which can destroy
+/// the answer before the client reads it.
+async fn answer_refusal<S>(mut stream: S, limit: usize)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     const LINGER: Duration = Duration::from_millis(500);
     let mut scratch = [0u8; 4096];
     let _ = tokio::time::timeout(LINGER, async {

@@ -181,3 +181,78 @@ async fn a_stalled_handshake_is_cut_off_at_the_header_timeout() {
         1.0
     );
 }
+
+#[tokio::test]
+async fn a_tls_client_over_the_connection_limit_is_told_why_over_tls() {
+    let upstream = Upstream::start().await;
+    let dir = scratch("limit");
+    let ca = issue(&dir, "limit");
+    let proxy = Proxy::start_with(&upstream.url, |c| {
+        c.tls.cert_file = Some(dir.join("cert.pem"));
+        c.tls.key_file = Some(dir.join("key.pem"));
+        c.limits.max_connections = 1;
+    })
+    .await;
+    // The first client's pooled keep-alive connection holds the only slot.
+    let holder = trusting(&proxy.url, &ca);
+    holder.list_tables().send().await.unwrap();
+
+    // A second client (its own pool) gets DynamoDB's throttling-style error, readable over TLS,
+    // not bytes its TLS layer cannot parse.
+    let err = trusting(&proxy.url, &ca)
+        .list_tables()
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("{:?}", aws_sdk_dynamodb::error::DisplayErrorContext(e)))
+        .unwrap_err();
+    assert!(err.contains("ServiceUnavailableException"), "{err}");
+    assert!(err.contains("connection limit"), "{err}");
+    assert_eq!(
+        proxy
+            .metric("dynamo_cache_rejected_connections_total")
+            .await,
+        1.0
+    );
+    // The holder is still served on its connection.
+    holder.list_tables().send().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_flood_over_the_limit_cannot_hold_unbounded_handshakes() {
+    use tokio::io::AsyncReadExt;
+    let upstream = Upstream::start().await;
+    let dir = scratch("flood");
+    let ca = issue(&dir, "flood");
+    let proxy = Proxy::start_with(&upstream.url, |c| {
+        c.tls.cert_file = Some(dir.join("cert.pem"));
+        c.tls.key_file = Some(dir.join("key.pem"));
+        c.limits.max_connections = 1;
+        c.limits.header_read_timeout_ms = 120_000;
+    })
+    .await;
+    let holder = trusting(&proxy.url, &ca);
+    holder.list_tables().send().await.unwrap();
+
+    // Connections over the limit that never start their handshake: each refusal waits for one,
+    // up to the (long) header timeout, until 64 are waiting.
+    let addr = proxy.url.trim_start_matches("https://").to_string();
+    let mut stalled = Vec::new();
+    for _ in 0..64 {
+        stalled.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    // The next is closed at once instead of getting a 65th wait.
+    let mut next = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let mut buf = [0u8; 16];
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(30), next.read(&mut buf))
+        .await
+        .expect("closed, not left waiting for a handshake");
+    assert!(matches!(closed, Ok(0) | Err(_)), "{closed:?}");
+    assert_eq!(
+        proxy
+            .metric("dynamo_cache_rejected_connections_total")
+            .await,
+        65.0
+    );
+    holder.list_tables().send().await.unwrap();
+}
