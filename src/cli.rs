@@ -44,6 +44,10 @@ pub enum Command {
         /// Ask /readyz (serving and able to reach DynamoDB) instead of /healthz.
         #[arg(long)]
         ready: bool,
+        /// The admin listener serves https (`tls.admin = true`). Its certificate is not checked:
+        /// the probe only asks whether the proxy answers, and sends nothing secret.
+        #[arg(long)]
+        https: bool,
     },
     /// Measure read latency at an endpoint (the proxy, DynamoDB, an emulator) through the AWS
     /// SDK, optionally against a second one, and print throughput, percentiles and speed-up.

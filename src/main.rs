@@ -35,7 +35,11 @@ fn main() -> anyhow::Result<()> {
             eprintln!("{}: ok", file.display());
             Ok(())
         }
-        Some(Command::Healthcheck { admin, ready }) => healthcheck(admin, ready),
+        Some(Command::Healthcheck {
+            admin,
+            ready,
+            https,
+        }) => healthcheck(admin, ready, https),
         Some(Command::Bench(args)) => bench(args),
         Some(Command::Serve(args)) => serve(args),
         None => serve(cli.serve),
@@ -196,7 +200,7 @@ fn write_json(
 }
 
 /// `GET /healthz` (or `/readyz`) on a running proxy's admin listener: exit 0 on 200.
-fn healthcheck(admin: std::net::SocketAddr, ready: bool) -> anyhow::Result<()> {
+fn healthcheck(admin: std::net::SocketAddr, ready: bool, https: bool) -> anyhow::Result<()> {
     use http_body_util::Empty;
     use hyper_util::client::legacy::Client;
     use hyper_util::rt::TokioExecutor;
@@ -208,7 +212,8 @@ fn healthcheck(admin: std::net::SocketAddr, ready: bool) -> anyhow::Result<()> {
         ip => ip,
     };
     let url = format!(
-        "http://{}/{}",
+        "{}://{}/{}",
+        if https { "https" } else { "http" },
         std::net::SocketAddr::new(host, admin.port()),
         if ready { "readyz" } else { "healthz" }
     );
@@ -216,7 +221,13 @@ fn healthcheck(admin: std::net::SocketAddr, ready: bool) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let status = runtime.block_on(async {
-        let client = Client::builder(TokioExecutor::new()).build_http::<Empty<bytes::Bytes>>();
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(dynamo_cache::tls::probe_client_config())
+            .https_or_http()
+            .enable_http1()
+            .build();
+        let client =
+            Client::builder(TokioExecutor::new()).build::<_, Empty<bytes::Bytes>>(connector);
         let uri: http::Uri = url.parse()?;
         let answer = tokio::time::timeout(Duration::from_secs(5), client.get(uri)).await;
         anyhow::Ok(match answer {

@@ -31,7 +31,7 @@ fn serve_embedded(extra: &[&str]) -> (Child, String, Vec<String>) {
     let first = lines.next().unwrap().unwrap();
     let url = first
         .split_whitespace()
-        .find(|w| w.starts_with("http://"))
+        .find(|w| w.starts_with("http://") || w.starts_with("https://"))
         .unwrap_or_else(|| panic!("no URL in {first:?}"))
         .to_string();
     let mut printed = vec![first];
@@ -134,6 +134,44 @@ async fn healthcheck_reports_a_running_proxy_and_fails_on_a_dead_port() {
     let dead = healthcheck(&["--admin", &admin]);
     assert_eq!(dead.status.code(), Some(1), "{dead:?}");
     assert!(String::from_utf8_lossy(&dead.stderr).contains("/healthz"));
+}
+
+#[tokio::test]
+async fn healthcheck_speaks_https_to_an_admin_listener_served_over_tls() {
+    let dir = std::env::temp_dir().join(format!("dynamo-cache-hc-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // A certificate for a name the probe does not use: it checks liveness, not identity.
+    let cert = rcgen::generate_simple_self_signed(vec!["cache.internal".to_string()]).unwrap();
+    std::fs::write(dir.join("cert.pem"), cert.cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), cert.signing_key.serialize_pem()).unwrap();
+    let config = dir.join("dynamo-cache.toml");
+    std::fs::write(
+        &config,
+        "[tls]\ncert_file = \"cert.pem\"\nkey_file = \"key.pem\"\nadmin = true\n",
+    )
+    .unwrap();
+
+    let (child, _, printed) = serve_embedded(&["--config", config.to_str().unwrap()]);
+    let urls = urls_in(&printed[0]);
+    assert!(urls[1].starts_with("https://"), "{printed:?}");
+    let admin = urls[1].trim_start_matches("https://").to_string();
+
+    let probe = admin.clone();
+    let over_https =
+        tokio::task::spawn_blocking(move || healthcheck(&["--admin", &probe, "--https"]))
+            .await
+            .unwrap();
+    assert!(over_https.status.success(), "{over_https:?}");
+    assert!(String::from_utf8_lossy(&over_https.stdout).contains("https://"));
+    // Plain http gets no health answer from a TLS listener.
+    let probe = admin.clone();
+    let over_http = tokio::task::spawn_blocking(move || healthcheck(&["--admin", &probe]))
+        .await
+        .unwrap();
+    assert_eq!(over_http.status.code(), Some(1), "{over_http:?}");
+
+    assert_eq!(terminate(child).await.code(), Some(0));
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]
