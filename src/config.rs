@@ -18,6 +18,10 @@ pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9464";
 pub const DEFAULT_MAX_BODY_BYTES: usize = 16 * 1024 * 1024 + 64 * 1024;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 pub const DEFAULT_HEADER_READ_TIMEOUT_MS: u64 = 10_000;
+/// Longer than the SDKs keep an idle pooled connection (90 s in the Rust and Go SDKs, 60 s in
+/// Java's), so that the client, not the proxy, closes it: a close that crosses a reused
+/// connection's next request costs that request a retry.
+pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 120_000;
 pub const DEFAULT_UPSTREAM_TIMEOUT_MS: u64 = 10_000;
 pub const DEFAULT_DRAIN_TIMEOUT_MS: u64 = 20_000;
 pub const DEFAULT_MAX_UPSTREAM_REQUESTS: usize = 1024;
@@ -287,6 +291,9 @@ pub struct Limits {
     pub max_body_bytes: usize,
     /// How long a client may take to send its request headers (slow clients hold a slot).
     pub header_read_timeout_ms: u64,
+    /// How long a keep-alive connection may wait, idle, for its next request; 0 = as long as
+    /// the client keeps it.
+    pub idle_timeout_ms: u64,
     /// How long one upstream exchange may take, from sending to the last body byte.
     pub upstream_timeout_ms: u64,
     /// On SIGTERM, how long in-flight requests get to finish before the proxy exits anyway.
@@ -322,6 +329,7 @@ impl Default for Limits {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             header_read_timeout_ms: DEFAULT_HEADER_READ_TIMEOUT_MS,
+            idle_timeout_ms: DEFAULT_IDLE_TIMEOUT_MS,
             upstream_timeout_ms: DEFAULT_UPSTREAM_TIMEOUT_MS,
             drain_timeout_ms: DEFAULT_DRAIN_TIMEOUT_MS,
             max_upstream_requests: DEFAULT_MAX_UPSTREAM_REQUESTS,
@@ -520,6 +528,12 @@ impl Config {
 
     pub fn header_read_timeout(&self) -> Duration {
         Duration::from_millis(self.limits.header_read_timeout_ms)
+    }
+
+    /// How long an idle keep-alive connection is kept; `None` = until the client closes it.
+    pub fn idle_timeout(&self) -> Option<Duration> {
+        let ms = self.limits.idle_timeout_ms;
+        (ms > 0).then(|| Duration::from_millis(ms))
     }
 
     pub fn upstream_queue_timeout(&self) -> Duration {

@@ -97,6 +97,7 @@ pub async fn run(
     let data_limits = server::ListenerLimits {
         max_connections: config.limits.max_connections,
         header_read_timeout: config.header_read_timeout(),
+        idle_timeout: config.idle_timeout(),
         drain_timeout: config.drain_timeout(),
     };
     let admin_limits = server::ListenerLimits {

@@ -45,6 +45,7 @@ pub struct Metrics {
     /// Connections closed because the client took longer than the header read timeout to send
     /// its request headers or finish a TLS handshake (slowloris).
     pub slow_clients: IntCounter,
+    pub idle_disconnects: IntCounter,
     /// Requests refused by inbound authentication, by reason (see `AuthError::reason`).
     pub auth_failures: IntCounterVec,
     /// Misses that shared another request's upstream read instead of making their own.
@@ -173,6 +174,11 @@ impl Metrics {
              the header read timeout.",
         )
         .expect("valid metric");
+        let idle_disconnects = IntCounter::new(
+            "dynamo_cache_idle_disconnects_total",
+            "Keep-alive connections closed after waiting limits.idle_timeout_ms for a request.",
+        )
+        .expect("valid metric");
         let auth_failures = IntCounterVec::new(
             Opts::new(
                 "dynamo_cache_auth_failures_total",
@@ -275,6 +281,7 @@ impl Metrics {
             Box::new(connections.clone()),
             Box::new(rejected_connections.clone()),
             Box::new(slow_clients.clone()),
+            Box::new(idle_disconnects.clone()),
             Box::new(auth_failures.clone()),
             Box::new(coalesced_misses.clone()),
             Box::new(cache_requests.clone()),
@@ -310,6 +317,7 @@ impl Metrics {
             connections,
             rejected_connections,
             slow_clients,
+            idle_disconnects,
             auth_failures,
             coalesced_misses,
             cache_requests,

@@ -6,8 +6,10 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -19,7 +21,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_rustls::TlsAcceptor;
@@ -43,6 +45,8 @@ pub struct ListenerLimits {
     pub max_connections: usize,
     /// Also bounds the TLS handshake: a client that dribbles either holds a slot no longer.
     pub header_read_timeout: Duration,
+    /// How long a keep-alive connection may wait for its next request; `None` = no limit.
+    pub idle_timeout: Option<Duration>,
     pub drain_timeout: Duration,
 }
 
@@ -171,7 +175,10 @@ async fn drive<H, F>(
         .keep_alive(true)
         // DynamoDB answers are small: one flattened buffer per response beats scattered writes.
         .writev(false)
-        .header_read_timeout(limits.header_read_timeout);
+        // hyper's own timer would also run while a keep-alive connection waits for its next
+        // request, cutting every pooled SDK connection idle that long: `guard` keeps the two
+        // apart.
+        .header_read_timeout(None);
     // Set once draining: every answer says `connection: close`, so a busy keep-alive client
     // learns to stop reusing its connection from a response instead of finding it closed
     // under a request it just sent.
@@ -183,11 +190,15 @@ async fn drive<H, F>(
         };
         let handler = handler.clone();
         let closing = closing.clone();
+        let activity = Arc::new(Activity::new());
+        let answering = activity.clone();
         let service = service_fn(move |request| {
+            answering.request();
             let response = handler(request);
-            let closing = closing.clone();
+            let (closing, answering) = (closing.clone(), answering.clone());
             async move {
                 let mut response = response.await;
+                answering.answered();
                 if closing.load(Ordering::Relaxed) {
                     response
                         .headers_mut()
@@ -202,29 +213,42 @@ async fn drive<H, F>(
         metrics.connections.inc();
         open.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
-            // (whether the client was too slow, what happened)
-            let served: Result<(), (bool, String)> = match tls {
-                None => watcher
-                    .watch(http.serve_connection(TokioIo::new(stream), service))
-                    .await
-                    .map_err(|e| (e.is_timeout(), e.to_string())),
+            // Ok(whether it was closed for idling), or Err((whether the client was too slow, what
+            // happened)).
+            let served: Result<bool, (bool, String)> = match tls {
+                None => {
+                    activity.start();
+                    let stream = Watched::new(stream, activity.clone());
+                    let connection = http.serve_connection(TokioIo::new(stream), service);
+                    guard(watcher.watch(connection), &activity, &limits).await
+                }
                 Some(tls) => {
                     match tokio::time::timeout(limits.header_read_timeout, tls.accept(stream)).await
                     {
-                        Ok(Ok(stream)) => watcher
-                            .watch(http.serve_connection(TokioIo::new(stream), service))
-                            .await
-                            .map_err(|e| (e.is_timeout(), e.to_string())),
+                        Ok(Ok(stream)) => {
+                            activity.start();
+                            let stream = Watched::new(stream, activity.clone());
+                            let connection = http.serve_connection(TokioIo::new(stream), service);
+                            guard(watcher.watch(connection), &activity, &limits).await
+                        }
                         Ok(Err(err)) => Err((false, format!("TLS handshake failed: {err}"))),
                         Err(_) => Err((true, "TLS handshake timed out".into())),
                     }
                 }
             };
-            if let Err((slow, err)) = served {
-                if slow {
+            match served {
+                Err((true, err)) => {
                     metrics.slow_clients.inc();
+                    tracing::debug!(%peer, error = %err, "slow client disconnected");
                 }
-                tracing::debug!(%peer, error = %err, "connection ended with an error");
+                Err((false, err)) => {
+                    tracing::debug!(%peer, error = %err, "connection ended with an error");
+                }
+                Ok(true) => {
+                    metrics.idle_disconnects.inc();
+                    tracing::debug!(%peer, "idle keep-alive connection closed");
+                }
+                Ok(false) => {}
             }
             metrics.connections.dec();
             open.fetch_sub(1, Ordering::Relaxed);
@@ -314,4 +338,170 @@ where
         while matches!(stream.read(&mut scratch).await, Ok(n) if n > 0) {}
     })
     .await;
+}
+
+/// Where a connection is between requests, for its two timeouts: a request's headers must
+/// arrive within the header timeout of its first byte (or of the connection's start), and an
+/// idle keep-alive connection is kept for the idle timeout. Updated by the connection's own
+/// task, read by its [`guard`].
+struct Activity {
+    base: std::time::Instant,
+    /// The phase in the top two bits, and when it began (ms since `base`) in the rest.
+    word: AtomicU64,
+}
+
+const PHASE_SHIFT: u32 = 62;
+const IDLE: u64 = 0;
+const HEAD: u64 = 1;
+const BUSY: u64 = 2;
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            base: std::time::Instant::now(),
+            word: AtomicU64::new(HEAD << PHASE_SHIFT),
+        }
+    }
+
+    fn set(&self, phase: u64) {
+        let at = self.base.elapsed().as_millis() as u64;
+        self.word
+            .store((phase << PHASE_SHIFT) | at, Ordering::Relaxed);
+    }
+
+    /// Ready for the first request (after any TLS handshake): its headers are due.
+    fn start(&self) {
+        self.set(HEAD);
+    }
+
+    /// Bytes arrived: on an idle connection, a request has begun.
+    fn read(&self) {
+        if self.word.load(Ordering::Relaxed) >> PHASE_SHIFT == IDLE {
+            self.set(HEAD);
+        }
+    }
+
+    /// The headers are in and the request is being answered: no timeout of ours applies.
+    fn request(&self) {
+        self.word.store(BUSY << PHASE_SHIFT, Ordering::Relaxed);
+    }
+
+    /// The answer is ready: the connection idles until the next request.
+    fn answered(&self) {
+        self.set(IDLE);
+    }
+
+    /// When the current phase runs out, and whether running out means a slow client;
+    /// `None` while a request is being answered or an idle connection may stay.
+    fn deadline(&self, limits: &ListenerLimits) -> Option<(std::time::Instant, bool)> {
+        let word = self.word.load(Ordering::Relaxed);
+        let since = self.base + Duration::from_millis(word & ((1 << PHASE_SHIFT) - 1));
+        match word >> PHASE_SHIFT {
+            HEAD => Some((since + limits.header_read_timeout, true)),
+            IDLE => limits.idle_timeout.map(|idle| (since + idle, false)),
+            _ => None,
+        }
+    }
+}
+
+/// Serves `connection` until it ends or its [`Activity`] runs out of time: Ok(true) when it
+/// was closed for idling, an error marked slow when a request's headers came too late.
+///
+/// The timer is checked only when it fires, so a busy connection pays no timer per request. It
+/// fires no later than the shortest timeout from now: a phase that begins meanwhile cannot run
+/// out before that, and is seen then.
+async fn guard<F, E>(
+    connection: F,
+    activity: &Activity,
+    limits: &ListenerLimits,
+) -> Result<bool, (bool, String)>
+where
+    F: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let mut connection = std::pin::pin!(connection);
+    let shortest = limits
+        .idle_timeout
+        .map_or(limits.header_read_timeout, |idle| {
+            idle.min(limits.header_read_timeout)
+        });
+    loop {
+        let soonest = std::time::Instant::now() + shortest;
+        let wake = match activity.deadline(limits) {
+            Some((at, _)) => at.min(soonest),
+            None => soonest,
+        };
+        tokio::select! {
+            // The connection first: bytes that are already here count before the timer does.
+            biased;
+            served = &mut connection => return served.map(|()| false).map_err(|e| (false, e.to_string())),
+            _ = tokio::time::sleep_until(wake.into()) => {
+                match activity.deadline(limits) {
+                    Some((at, true)) if at <= std::time::Instant::now() => {
+                        return Err((true, "request headers not received in time".into()));
+                    }
+                    Some((at, false)) if at <= std::time::Instant::now() => return Ok(true),
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+/// A client stream that tells its [`Activity`] when bytes arrive.
+struct Watched<S> {
+    inner: S,
+    activity: Arc<Activity>,
+}
+
+impl<S> Watched<S> {
+    fn new(inner: S, activity: Arc<Activity>) -> Self {
+        Watched { inner, activity }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            this.activity.read();
+        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
 }

@@ -258,3 +258,71 @@ async fn a_client_dribbling_its_headers_is_cut_off_and_others_are_served_meanwhi
     );
     assert_eq!(dynamo(&proxy.url, "ListTables", "{}").await.status, 200);
 }
+
+/// A keep-alive request on `stream` (ListTables), and the status line of its answer.
+async fn list_tables_on(stream: &mut tokio::net::TcpStream) -> String {
+    stream
+        .write_all(
+            b"POST / HTTP/1.1\r\nhost: x\r\nx-amz-target: DynamoDB_20120810.ListTables\r\n\
+              content-type: application/x-amz-json-1.0\r\ncontent-length: 2\r\n\r\n{}",
+        )
+        .await
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let n = stream.read(&mut buf).await.unwrap();
+    String::from_utf8_lossy(&buf[..n])
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_string()
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_not_a_slow_client() {
+    let shim = Shim::start(ok_reply()).await;
+    let proxy = Proxy::start_with(&shim.url, |c| c.limits.header_read_timeout_ms = 200).await;
+    let addr = proxy.url.trim_start_matches("http://").to_string();
+    let mut pooled = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    assert_eq!(list_tables_on(&mut pooled).await, "HTTP/1.1 200 OK");
+    // Idle between requests for longer than the header timeout, as an SDK's pooled connection
+    // is: that is not a client dribbling its headers.
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    assert_eq!(list_tables_on(&mut pooled).await, "HTTP/1.1 200 OK");
+    assert_eq!(
+        proxy
+            .metric("dynamo_cache_slow_client_disconnects_total")
+            .await,
+        0.0
+    );
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
+    let shim = Shim::start(ok_reply()).await;
+    let proxy = Proxy::start_with(&shim.url, |c| {
+        c.limits.header_read_timeout_ms = 60_000;
+        c.limits.idle_timeout_ms = 300;
+    })
+    .await;
+    let addr = proxy.url.trim_start_matches("http://").to_string();
+    let mut pooled = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    assert_eq!(list_tables_on(&mut pooled).await, "HTTP/1.1 200 OK");
+    let mut buf = [0u8; 16];
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(20), pooled.read(&mut buf))
+        .await
+        .expect("closed well before the 60 s header timeout");
+    assert!(matches!(closed, Ok(0)), "a clean close: {closed:?}");
+    // Both are counted when the connection's task ends.
+    assert_eq!(
+        proxy
+            .metric_reaching("dynamo_cache_idle_disconnects_total", 1.0)
+            .await,
+        1.0
+    );
+    assert_eq!(
+        proxy
+            .metric("dynamo_cache_slow_client_disconnects_total")
+            .await,
+        0.0
+    );
+}
