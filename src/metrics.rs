@@ -45,6 +45,7 @@ pub struct Metrics {
     /// Connections closed because the client took longer than the header read timeout to send
     /// its request headers or finish a TLS handshake (slowloris).
     pub slow_clients: IntCounter,
+    /// Keep-alive connections closed for waiting longer than the idle timeout for a request.
     pub idle_disconnects: IntCounter,
     /// Requests refused by inbound authentication, by reason (see `AuthError::reason`).
     pub auth_failures: IntCounterVec,

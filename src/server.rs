@@ -301,7 +301,7 @@ async fn refuse(
 /// the answer before the client reads it.
 async fn answer_refusal<S>(mut stream: S, limit: usize)
 where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin,
 {
     const LINGER: Duration = Duration::from_millis(500);
     let mut scratch = [0u8; 4096];
