@@ -9,6 +9,7 @@ use aws_sdk_dynamodb::config::{BehaviorVersion, Region};
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_smithy_http_client::tls;
 use common::*;
+use dynamo_cache::Config;
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 
 /// A CA, and a certificate it signed for `localhost` and 127.0.0.1, written to `dir`.
@@ -36,6 +37,25 @@ fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("dynamo-cache-tls-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// An emulator, and a proxy serving https in front of it with a certificate from a new CA
+/// (`adjust` sets anything else); returns both and the CA in PEM. The certificate files stay in
+/// the returned directory, for a reload.
+async fn https_proxy(
+    name: &str,
+    adjust: impl FnOnce(&mut Config),
+) -> (Upstream, Proxy, String, PathBuf) {
+    let upstream = Upstream::start().await;
+    let dir = scratch(name);
+    let ca = issue(&dir, name);
+    let proxy = Proxy::start_with(&upstream.url, |c| {
+        c.tls.cert_file = Some(dir.join("cert.pem"));
+        c.tls.key_file = Some(dir.join("key.pem"));
+        adjust(c);
+    })
+    .await;
+    (upstream, proxy, ca, dir)
 }
 
 /// An SDK client that trusts only `ca_pem`.
@@ -77,14 +97,7 @@ async fn read(client: &aws_sdk_dynamodb::Client) -> Result<String, String> {
 
 #[tokio::test]
 async fn an_sdk_trusting_a_private_ca_talks_https_and_a_reload_serves_the_new_certificate() {
-    let upstream = Upstream::start().await;
-    let dir = scratch("sdk");
-    let first_ca = issue(&dir, "one");
-    let proxy = Proxy::start_with(&upstream.url, |c| {
-        c.tls.cert_file = Some(dir.join("cert.pem"));
-        c.tls.key_file = Some(dir.join("key.pem"));
-    })
-    .await;
+    let (_upstream, proxy, first_ca, dir) = https_proxy("sdk", |_| {}).await;
     assert!(proxy.url.starts_with("https://127.0.0.1:"), "{}", proxy.url);
 
     let client = trusting(&proxy.url, &first_ca);
@@ -154,12 +167,7 @@ async fn send_plain(url: &str) -> Result<Raw, String> {
 #[tokio::test]
 async fn a_stalled_handshake_is_cut_off_at_the_header_timeout() {
     use tokio::io::AsyncReadExt;
-    let upstream = Upstream::start().await;
-    let dir = scratch("stall");
-    let ca = issue(&dir, "stall");
-    let proxy = Proxy::start_with(&upstream.url, |c| {
-        c.tls.cert_file = Some(dir.join("cert.pem"));
-        c.tls.key_file = Some(dir.join("key.pem"));
+    let (_upstream, proxy, ca, _) = https_proxy("stall", |c| {
         c.limits.header_read_timeout_ms = 200;
     })
     .await;
@@ -184,12 +192,7 @@ async fn a_stalled_handshake_is_cut_off_at_the_header_timeout() {
 
 #[tokio::test]
 async fn a_tls_client_over_the_connection_limit_is_told_why_over_tls() {
-    let upstream = Upstream::start().await;
-    let dir = scratch("limit");
-    let ca = issue(&dir, "limit");
-    let proxy = Proxy::start_with(&upstream.url, |c| {
-        c.tls.cert_file = Some(dir.join("cert.pem"));
-        c.tls.key_file = Some(dir.join("key.pem"));
+    let (_upstream, proxy, ca, _) = https_proxy("limit", |c| {
         c.limits.max_connections = 1;
     })
     .await;
@@ -221,12 +224,7 @@ async fn a_tls_client_over_the_connection_limit_is_told_why_over_tls() {
 #[tokio::test]
 async fn a_flood_over_the_limit_cannot_hold_unbounded_handshakes() {
     use tokio::io::AsyncReadExt;
-    let upstream = Upstream::start().await;
-    let dir = scratch("flood");
-    let ca = issue(&dir, "flood");
-    let proxy = Proxy::start_with(&upstream.url, |c| {
-        c.tls.cert_file = Some(dir.join("cert.pem"));
-        c.tls.key_file = Some(dir.join("key.pem"));
+    let (_upstream, proxy, ca, _) = https_proxy("flood", |c| {
         c.limits.max_connections = 1;
         c.limits.header_read_timeout_ms = 120_000;
     })
