@@ -299,10 +299,12 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
     let addr = proxy.url.trim_start_matches("http://").to_string();
     let mut pooled = tokio::net::TcpStream::connect(&addr).await.unwrap();
     assert_eq!(list_tables_on(&mut pooled).await, "HTTP/1.1 200 OK");
-    let mut buf = [0u8; 16];
-    let closed = tokio::time::timeout(std::time::Duration::from_secs(20), pooled.read(&mut buf))
-        .await
-        .expect("closed well before the 60 s header timeout");
+    let closed = closed_by_proxy(
+        &mut pooled,
+        20,
+        "closed well before the 60 s header timeout",
+    )
+    .await;
     assert!(matches!(closed, Ok(0)), "a clean close: {closed:?}");
     // Both are counted when the connection's task ends.
     assert_eq!(

@@ -166,7 +166,6 @@ async fn send_plain(url: &str) -> Result<Raw, String> {
 
 #[tokio::test]
 async fn a_stalled_handshake_is_cut_off_at_the_header_timeout() {
-    use tokio::io::AsyncReadExt;
     let (_upstream, proxy, ca, _) = https_proxy("stall", |c| {
         c.limits.header_read_timeout_ms = 200;
     })
@@ -176,10 +175,7 @@ async fn a_stalled_handshake_is_cut_off_at_the_header_timeout() {
     // Meanwhile a real client is served.
     let client = trusting(&proxy.url, &ca);
     client.list_tables().send().await.unwrap();
-    let mut buf = [0u8; 16];
-    let closed = tokio::time::timeout(std::time::Duration::from_secs(10), stalled.read(&mut buf))
-        .await
-        .expect("closed well within 10 s");
+    let closed = closed_by_proxy(&mut stalled, 10, "closed well within 10 s").await;
     assert!(matches!(closed, Ok(0) | Err(_)), "{closed:?}");
     // Counted once the connection's task ends, which may be just after the client saw it close.
     assert_eq!(
@@ -223,7 +219,6 @@ async fn a_tls_client_over_the_connection_limit_is_told_why_over_tls() {
 
 #[tokio::test]
 async fn a_flood_over_the_limit_cannot_hold_unbounded_handshakes() {
-    use tokio::io::AsyncReadExt;
     let (_upstream, proxy, ca, _) = https_proxy("flood", |c| {
         c.limits.max_connections = 1;
         c.limits.header_read_timeout_ms = 120_000;
@@ -241,10 +236,7 @@ async fn a_flood_over_the_limit_cannot_hold_unbounded_handshakes() {
     }
     // The next is closed at once instead of getting a 65th wait.
     let mut next = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    let mut buf = [0u8; 16];
-    let closed = tokio::time::timeout(std::time::Duration::from_secs(30), next.read(&mut buf))
-        .await
-        .expect("closed, not left waiting for a handshake");
+    let closed = closed_by_proxy(&mut next, 30, "closed, not left waiting for a handshake").await;
     assert!(matches!(closed, Ok(0) | Err(_)), "{closed:?}");
     assert_eq!(
         proxy

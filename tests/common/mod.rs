@@ -290,6 +290,20 @@ pub async fn send(request: http::Request<Full<Bytes>>) -> Result<Raw, String> {
     })
 }
 
+/// What the next read of `stream` gives once the proxy closes it (`Ok(0)` for a clean close);
+/// panics, saying `why`, if it is still open after `secs` seconds.
+pub async fn closed_by_proxy(
+    stream: &mut tokio::net::TcpStream,
+    secs: u64,
+    why: &str,
+) -> std::io::Result<usize> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 16];
+    tokio::time::timeout(Duration::from_secs(secs), stream.read(&mut buf))
+        .await
+        .unwrap_or_else(|_| panic!("{why}: still open after {secs} s"))
+}
+
 pub async fn http_get(url: &str) -> Result<Raw, String> {
     let request = http::Request::get(url)
         .body(Full::new(Bytes::new()))
