@@ -11,7 +11,7 @@
 //! and the GetItem answer the cache holds and serves (the same item as JSON). Prints the
 //! process's RSS before and after, and both ratios.
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../tests/it/common/mod.rs"]
 mod common;
 
 use std::sync::Arc;

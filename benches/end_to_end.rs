@@ -9,7 +9,7 @@
 //! Run with `cargo bench --bench end_to_end` (5 s per endpoint and workload), or set
 //! `E2E_SECS=20` for longer runs.
 
-#[path = "../tests/common/process.rs"]
+#[path = "../tests/it/common/process.rs"]
 mod process;
 
 use std::time::Duration;

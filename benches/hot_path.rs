@@ -9,8 +9,8 @@ use std::time::Duration;
 use criterion::{Criterion, criterion_group, criterion_main};
 use dynamo_cache::cache::ItemCache;
 use dynamo_cache::config::CacheConfig;
-use dynamo_cache::keys::{ItemKey, WireKeyRef};
-use dynamo_cache::operation::Target;
+use dynamo_cache::wire::keys::{ItemKey, WireKeyRef};
+use dynamo_cache::wire::operation::Target;
 
 const BODY: &[u8] =
     br#"{"TableName":"orders","Key":{"pk":{"S":"customer#12345"},"sk":{"N":"1700000000.25"}}}"#;
@@ -41,7 +41,7 @@ fn bench(c: &mut Criterion) {
     let cache = ItemCache::new(
         &CacheConfig::default(),
         Duration::from_secs(10),
-        std::sync::Arc::new(dynamo_cache::metrics::Metrics::new()),
+        std::sync::Arc::new(dynamo_cache::ops::metrics::Metrics::new()),
     );
     for i in 0..100_000 {
         let body = format!(

@@ -9,9 +9,9 @@
 //! the end, totals and errors by kind. Exits non-zero if a read ever returned a value older
 //! than a write the proxy had acknowledged to the same client.
 
-#[path = "../tests/common/process.rs"]
+#[path = "../tests/it/common/process.rs"]
 mod process;
-#[path = "../tests/common/shim.rs"]
+#[path = "../tests/it/common/shim.rs"]
 #[allow(dead_code)]
 mod shim;
 

@@ -8,7 +8,7 @@
 use bytes::Bytes;
 use http::StatusCode;
 
-use crate::response::{self, CacheStatus, ProxyResponse};
+use crate::proxy::answer::{self, CacheStatus, ProxyResponse};
 
 /// An error raised by the proxy, not by DynamoDB. `Clone` so that every waiter of a shared
 /// upstream read gets the same error.
@@ -94,7 +94,7 @@ impl ProxyError {
         let (status, kind) = self.status_and_type();
         let body = serde_json::json!({ "__type": kind, "message": self.to_string() });
         let body = Bytes::from(body.to_string());
-        response::generated(status, body, CacheStatus::Error)
+        answer::generated(status, body, CacheStatus::Error)
     }
 
     /// Whether the error counts against the upstream (for metrics and logs) rather than the

@@ -4,74 +4,52 @@
 //!
 //! # Layout
 //!
-//! - [`cli`]: command line and environment variables.
-//! - [`config`]: the TOML configuration, its defaults and validation.
-//! - [`server`]: accepting connections, limits, graceful drain (both listeners); [`tls`]: the
-//!   certificate served over https, reloadable.
-//! - [`proxy`]: **the request path**, read top to bottom: check the request -> classify the
-//!   operation ([`operation`]) -> read the body -> authenticate and authorise the caller
-//!   ([`auth`]) -> answer from memory or go upstream and keep the cache in step ([`items`]) ->
-//!   respond ([`response`]).
-//! - [`keys`]: canonical item keys; [`cache`]: the item cache and its freshness rules;
-//!   [`store`]: the compact, byte-bounded map it keeps its entries in;
-//!   [`flight`]: concurrent misses share one upstream read; [`projection`]: projections
-//!   evaluated from cached items.
-//! - [`queries`]: Query and Scan on the request path; [`query_cache`]: their cache, kept fresh
-//!   after writes; [`keycond`]: which partition a Query reads; [`partiql`]: which table a
-//!   PartiQL statement uses, and whether it writes.
-//! - [`upstream`]: the pooled, SigV4-signing client to DynamoDB; [`credentials`] keeps its
-//!   identity fresh.
-//! - [`schema`]: table key schemas from DescribeTable.
-//! - [`hot_keys`] and [`warm`]: the most used keys, and a new replica reading another's
-//!   before it reports ready.
-//! - [`streams`]: following the cached tables' DynamoDB streams, so writes that bypass the
-//!   proxy drop entries within the stream's lag.
-//! - [`error`]: what the proxy itself gets wrong, rendered as DynamoDB error JSON.
-//! - [`metrics`] and [`admin`]: Prometheus metrics, health and readiness on the admin listener.
-//! - [`state`]: the shared state every request sees.
-//! - `embedded` (feature `embedded`): a local DynamoDB emulator inside the binary.
-//! - [`bench`]: `dynamo-cache bench`, read latency through the AWS SDK at one endpoint or two;
-//!   [`plot`] draws its percentile curves; [`staleness`] measures how long others' writes take
-//!   to be served.
+//! One request path behind thin front-ends, by layer:
+//!
+//! - **Front-ends** (`front`): bytes in, typed requests to the request path, answers back
+//!   as bytes. `front::http` speaks the DynamoDB HTTP JSON API.
+//! - **The request path** (`proxy`), one file of phases read top to bottom: parse the
+//!   operation and body into a typed request ([`wire::request`]) -> authorise ([`auth`]) ->
+//!   answer from memory -> go upstream -> store or invalidate -> respond. Operation families
+//!   have a file each: get, batch_get, query (Query and Scan), write, passthrough.
+//! - **The cache layer** ([`cache`]): one API over the item cache, the query cache, single
+//!   flight and write tracking; every rule that keeps the two caches in step is there.
+//! - **Wire knowledge, no I/O** ([`wire`]): operations, the typed request, table names and
+//!   ARNs, canonical keys, projections, key conditions, PartiQL.
+//! - **Auth** ([`auth`]): the principals file, the SigV4 verifier, table and operation grants.
+//! - **Upstream** ([`upstream`]): the pooled, SigV4-signing client to DynamoDB, its
+//!   credentials, and table key schemas from DescribeTable.
+//! - **Sync**: following DynamoDB streams, hot keys and warm starts; they reach the caches
+//!   only through the cache layer.
+//! - **Operations** ([`ops`]): Prometheus metrics and the admin listener (health, readiness,
+//!   stats, flush); **listening** ([`net`]): connection limits, drain, TLS.
+//! - [`cli`] and [`config`]: command line, environment and the TOML file.
+//! - Tools beside the server: [`embedded`] (feature `embedded`), a local DynamoDB emulator
+//!   inside the binary; `bench` (feature `bench`), `dynamo-cache bench`. Neither is part of
+//!   the request path; a `--no-default-features` build carries neither.
 //!
 //! [`run`] serves already-bound listeners until a shutdown future resolves; `main` binds them
 //! and passes Ctrl-C/SIGTERM, tests pass port 0 and a channel.
 
 #![forbid(unsafe_code)]
 
-pub mod admin;
 pub mod auth;
+#[cfg(feature = "bench")]
 pub mod bench;
 pub mod cache;
 pub mod cli;
 pub mod config;
-pub mod credentials;
 #[cfg(feature = "embedded")]
 pub mod embedded;
-pub mod error;
-pub mod flight;
-pub mod hot_keys;
-pub mod items;
-pub mod keycond;
-pub mod keys;
-pub mod metrics;
-pub mod operation;
-pub mod partiql;
-pub mod plot;
-pub mod projection;
-pub mod proxy;
-pub mod queries;
-pub mod query_cache;
-pub mod response;
-pub mod schema;
-pub mod server;
-pub mod staleness;
-pub mod state;
-pub mod store;
-pub mod streams;
-pub mod tls;
+mod error;
+mod front;
+pub mod net;
+pub mod ops;
+mod proxy;
+mod state;
+mod sync;
 pub mod upstream;
-pub mod warm;
+pub mod wire;
 
 use std::future::Future;
 
@@ -94,13 +72,13 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) {
     let config = &state.config;
-    let data_limits = server::ListenerLimits {
+    let data_limits = net::server::ListenerLimits {
         max_connections: config.limits.max_connections,
         header_read_timeout: config.header_read_timeout(),
         idle_timeout: config.idle_timeout(),
         drain_timeout: config.drain_timeout(),
     };
-    let admin_limits = server::ListenerLimits {
+    let admin_limits = net::server::ListenerLimits {
         max_connections: ADMIN_MAX_CONNECTIONS,
         ..data_limits
     };
@@ -124,7 +102,7 @@ pub async fn run(
         let warming = state.clone();
         tokio::spawn(async move {
             let started = std::time::Instant::now();
-            match warm::warm(&warming, &warming.config.warm).await {
+            match sync::warm::warm(&warming, &warming.config.warm).await {
                 Ok(w) => tracing::info!(
                     listed = w.listed,
                     read = w.read,
@@ -143,7 +121,7 @@ pub async fn run(
     let admin_state = shared.clone();
     let acceptor = state.tls.as_ref().map(|certs| certs.acceptor());
     let admin_tls = acceptor.clone().filter(|_| config.tls.admin);
-    let admin_task = tokio::spawn(server::serve(
+    let admin_task = tokio::spawn(net::server::serve(
         admin,
         0,
         admin_limits,
@@ -152,12 +130,12 @@ pub async fn run(
         stop_admin.clone(),
         move |request| {
             let state = admin_state.clone();
-            async move { admin::handle(&state, request).await }
+            async move { ops::admin::handle(&state, request).await }
         },
     ));
     let data_state = shared;
     let workers = config.worker_threads();
-    let data_task = tokio::spawn(server::serve(
+    let data_task = tokio::spawn(net::server::serve(
         data,
         workers,
         data_limits,
@@ -166,7 +144,7 @@ pub async fn run(
         stop_data.clone(),
         move |request| {
             let state = data_state.clone();
-            async move { proxy::handle(&state, request).await }
+            async move { front::http::handle(&state, request).await }
         },
     ));
 

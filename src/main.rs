@@ -28,7 +28,7 @@ fn main() -> anyhow::Result<()> {
                 eprintln!("{}: {} principals", credentials.display(), principals.len());
             }
             if let (Some(cert), Some(key)) = (&config.tls.cert_file, &config.tls.key_file) {
-                dynamo_cache::tls::Certs::load(cert, key).map_err(anyhow::Error::msg)?;
+                dynamo_cache::net::tls::Certs::load(cert, key).map_err(anyhow::Error::msg)?;
             }
             let effective = toml::to_string_pretty(&config)?;
             println!("{}", effective.trim_end());
@@ -40,6 +40,7 @@ fn main() -> anyhow::Result<()> {
             ready,
             https,
         }) => healthcheck(admin, ready, https),
+        #[cfg(feature = "bench")]
         Some(Command::Bench(args)) => bench(args),
         Some(Command::Serve(args)) => serve(args),
         None => serve(cli.serve),
@@ -57,6 +58,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
 async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
     let signals = Signals::install()?;
+    #[cfg_attr(not(feature = "embedded"), allow(unused_mut))]
     let mut config = args.config()?;
 
     #[cfg(feature = "embedded")]
@@ -154,7 +156,8 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
 
 /// `dynamo-cache bench`: run, print the tables, write the JSON and the plot. Ctrl-C stops the
 /// run and still prints what it measured; a second Ctrl-C exits at once.
-fn bench(args: dynamo_cache::cli::BenchArgs) -> anyhow::Result<()> {
+#[cfg(feature = "bench")]
+fn bench(args: dynamo_cache::bench::args::BenchArgs) -> anyhow::Result<()> {
     use dynamo_cache::bench;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -171,7 +174,7 @@ fn bench(args: dynamo_cache::cli::BenchArgs) -> anyhow::Result<()> {
     });
     if args.staleness {
         let options = args.staleness_options()?;
-        let report = runtime.block_on(dynamo_cache::staleness::run(&options, stop))?;
+        let report = runtime.block_on(bench::staleness::run(&options, stop))?;
         print!("{}", report.render());
         return write_json(args.json.as_deref(), &report);
     }
@@ -180,13 +183,14 @@ fn bench(args: dynamo_cache::cli::BenchArgs) -> anyhow::Result<()> {
     print!("{}", report.render());
     write_json(args.json.as_deref(), &report)?;
     if let Some(path) = &args.plot {
-        dynamo_cache::plot::write(&report, path)?;
+        bench::plot::write(&report, path)?;
         println!("latency plot written to {}", path.display());
     }
     Ok(())
 }
 
 /// `--json FILE`: the figures, pretty-printed.
+#[cfg(feature = "bench")]
 fn write_json(
     path: Option<&std::path::Path>,
     report: &impl serde::Serialize,
@@ -222,7 +226,7 @@ fn healthcheck(admin: std::net::SocketAddr, ready: bool, https: bool) -> anyhow:
         .build()?;
     let status = runtime.block_on(async {
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(dynamo_cache::tls::probe_client_config())
+            .with_tls_config(dynamo_cache::net::tls::probe_client_config())
             .https_or_http()
             .enable_http1()
             .build();

@@ -6,18 +6,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use aws_credential_types::provider::SharedCredentialsProvider;
 
 use crate::auth::Gate;
-use crate::cache::ItemCache;
+use crate::cache::Caches;
 use crate::config::Config;
-use crate::credentials::CredentialCache;
-use crate::flight::Flights;
-use crate::hot_keys::HotKeys;
-use crate::items::{Fetched, FlightKey};
-use crate::metrics::Metrics;
-use crate::query_cache::QueryCache;
-use crate::schema::Schemas;
-use crate::streams::{self, Streams};
-use crate::tls::Certs;
+use crate::net::tls::Certs;
+use crate::ops::metrics::Metrics;
+use crate::sync::hot_keys::HotKeys;
+use crate::sync::streams::{self, Streams};
+use crate::upstream::credentials::CredentialCache;
+use crate::upstream::schema::Schemas;
 use crate::upstream::{Upstream, UpstreamLimits};
+use crate::wire::tables::Naming;
 
 /// Everything the data and admin listeners need.
 #[derive(Clone)]
@@ -30,12 +28,10 @@ pub struct State {
     pub schemas: Arc<Schemas>,
     /// What `/metrics` exports.
     pub metrics: Arc<Metrics>,
-    /// Items, by canonical key.
-    pub items: Arc<ItemCache>,
-    /// Query and Scan answers.
-    pub queries: Arc<QueryCache>,
-    /// Item reads in flight, so concurrent misses share one.
-    pub flights: Arc<Flights<FlightKey, Fetched>>,
+    /// The item and query caches, kept in step by one API.
+    pub caches: Arc<Caches>,
+    /// The proxy's region and account, to read table ARNs as plain names.
+    pub naming: Arc<Naming>,
     /// Followers of the cached tables' DynamoDB streams (idle unless enabled).
     pub streams: Arc<Streams>,
     /// The most read item keys, for other replicas' warm starts.
@@ -75,19 +71,20 @@ impl State {
         };
         let upstream = Upstream::new(&url, region, cache, limits)?;
         let metrics = Arc::new(Metrics::new());
+        let naming = Arc::new(Naming::new(region));
         let schemas = Arc::new(Schemas::new(
             &url,
             region,
             credentials.clone(),
             config.upstream_timeout(),
             metrics.clone(),
+            naming.clone(),
         ));
-        let items = Arc::new(ItemCache::new(
+        let caches = Arc::new(Caches::new(
             &config.cache,
             config.upstream_timeout(),
             metrics.clone(),
         ));
-        let queries = Arc::new(QueryCache::new(&config.cache, metrics.clone()));
         let streams = Streams::new(
             config.streams.clone(),
             streams::Endpoint {
@@ -96,17 +93,15 @@ impl State {
                 credentials,
                 timeout: config.upstream_timeout(),
             },
-            items.clone(),
-            queries.clone(),
+            caches.clone(),
             schemas.clone(),
             metrics.clone(),
         );
         Ok(State {
             upstream: Arc::new(upstream),
             schemas,
-            items,
-            flights: Arc::new(Flights::new()),
-            queries,
+            caches,
+            naming,
             streams: Arc::new(streams),
             hot_keys: Arc::new(HotKeys::default()),
             gate: Arc::new(gate),

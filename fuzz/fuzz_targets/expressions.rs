@@ -2,7 +2,7 @@
 //! expressions, PartiQL statements.
 #![no_main]
 
-use dynamo_cache::{keycond, partiql, projection::Projection};
+use dynamo_cache::wire::{keycond, partiql, projection::Projection};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

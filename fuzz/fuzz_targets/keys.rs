@@ -1,7 +1,7 @@
 //! Key canonicalisation on untrusted input: numbers, and whole keys as JSON.
 #![no_main]
 
-use dynamo_cache::keys::{ItemKey, WireKey, canonical_number, is_wire_canonical_number};
+use dynamo_cache::wire::keys::{ItemKey, WireKey, canonical_number, is_wire_canonical_number};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

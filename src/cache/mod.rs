@@ -1,0 +1,240 @@
+//! The cache layer: one API over the item cache, the query cache, single flight and write
+//! tracking. Every rule that keeps the two caches in step lives here, so no caller can update
+//! one and forget the other.
+//!
+//! - A **fill** stores what an upstream read returned, unless a write overlapped the read.
+//! - A **write** brackets the upstream call: [`Caches::begin_write`] stamps every key it
+//!   touches; [`Caches::end_write`] stores or drops each item and drops the query answers of
+//!   each touched partition, whatever the outcome.
+//! - **Invalidation** by key (a stream record), by table and of everything drops item entries
+//!   and query answers together.
+//!
+//! The pieces: [`items`] (the item cache and its freshness rules) over [`store`] (the compact,
+//! byte-bounded map), [`queries`] (Query and Scan answers), and [`flight`] (concurrent misses
+//! share one upstream read).
+
+pub mod flight;
+pub mod items;
+pub mod queries;
+pub mod store;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::config::CacheConfig;
+use crate::error::ProxyError;
+use crate::ops::metrics::Metrics;
+use crate::upstream::UpstreamResponse;
+use crate::wire::keys::{ItemKey, KeyValue};
+
+pub use items::{Cached, FillTicket, ItemCache, StreamVerdict, WriteOutcome};
+pub use queries::{QueryCache, QueryEntry, Scope, Watch};
+
+/// The shared result of one upstream read for a single-flight group.
+pub type Fetched = Arc<Result<UpstreamResponse, ProxyError>>;
+
+/// Key of a single-flight group: the item, the projection, whether capacity is reported
+/// (requests that differ in what the answer contains never share one), and the key's write
+/// stamp (requests that have seen different writes never share one).
+pub type FlightKey = (ItemKey, Option<Arc<str>>, bool, u64);
+
+/// What a write touches: the item's cache key, and its table and partition for the query
+/// cache (`None` partition: unknown, the whole table's queries are dropped).
+#[derive(Debug, Clone)]
+pub struct Touched {
+    pub key: ItemKey,
+    pub table: String,
+    pub partition: Option<KeyValue>,
+}
+
+/// Writes begun by [`Caches::begin_write`]; must be handed back to [`Caches::end_write`].
+#[must_use = "a write left open keeps its keys from ever being filled"]
+pub struct Writes {
+    open: Vec<(Touched, items::WriteTicket)>,
+}
+
+/// The item cache, the query cache and the reads in flight, kept in step.
+pub struct Caches {
+    items: ItemCache,
+    queries: QueryCache,
+    /// Item reads in flight, so concurrent misses share one.
+    flights: flight::Flights<FlightKey, Fetched>,
+}
+
+impl Caches {
+    pub fn new(config: &CacheConfig, upstream_timeout: Duration, metrics: Arc<Metrics>) -> Caches {
+        Caches {
+            items: ItemCache::new(config, upstream_timeout, metrics.clone()),
+            queries: QueryCache::new(config, metrics),
+            flights: flight::Flights::new(),
+        }
+    }
+
+    // -- reads --------------------------------------------------------------------------------
+
+    /// Whether `table`'s items are cached at all (an item TTL configured).
+    pub fn caches_items(&self, table: &str) -> bool {
+        self.items.caches(table)
+    }
+
+    /// Whether `table`'s Query and Scan answers are cached at all.
+    pub fn caches_queries(&self, table: &str) -> bool {
+        self.queries.ttl(table).is_some()
+    }
+
+    /// The entry for `key`, if fresh.
+    pub fn item(&self, key: &ItemKey) -> Option<Cached> {
+        self.items.get(key)
+    }
+
+    /// The entry for `key` within its stale grace (stale-on-error).
+    pub fn stale_item(&self, key: &ItemKey) -> Option<Cached> {
+        self.items.get_stale(key)
+    }
+
+    /// The cached answer for a canonical Query or Scan, if fresh.
+    pub fn query(&self, key: &Arc<[u8]>) -> Option<QueryEntry> {
+        self.queries.get(key)
+    }
+
+    /// The cached answer within its stale grace (stale-on-error).
+    pub fn stale_query(&self, key: &Arc<[u8]>) -> Option<QueryEntry> {
+        self.queries.get_stale(key)
+    }
+
+    /// Whether DynamoDB has accepted `projection` on `table` before.
+    pub fn knows_projection(&self, table: &str, projection: &str) -> bool {
+        self.items.knows_projection(table, projection)
+    }
+
+    /// The last write stamp of `key`: readers that saw the same stamp may share a read.
+    pub fn write_stamp(&self, key: &ItemKey) -> u64 {
+        self.items.write_stamp(key)
+    }
+
+    /// Runs `fetch` once for all concurrent callers with the same `key`; `true` when this
+    /// caller shared another's read.
+    pub async fn single_flight<F, Fut>(&self, key: &FlightKey, fetch: F) -> (Fetched, bool)
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Fetched>,
+    {
+        self.flights.run(key, fetch).await
+    }
+
+    // -- fills --------------------------------------------------------------------------------
+
+    /// Marks the start of an upstream item read whose answer may fill the cache.
+    pub fn begin_item_fill(&self) -> FillTicket {
+        self.items.begin_fill()
+    }
+
+    /// Stores what an item read returned: the whole item (`projection` `None`) or one
+    /// projection of it (`item` `None` = not found). Skipped if a write overlapped the read.
+    pub fn fill_item(
+        &self,
+        key: &ItemKey,
+        ticket: FillTicket,
+        projection: Option<Arc<str>>,
+        item: Option<Bytes>,
+    ) -> bool {
+        if let Some(projection) = &projection {
+            self.items.learn_projection(key.table(), projection);
+        }
+        self.items.fill_answer(key, ticket, projection, item)
+    }
+
+    /// Marks the start of an upstream Query or Scan of `table` whose answer depends on `scope`.
+    pub fn begin_query_fill(&self, table: &str, scope: &Scope) -> Watch {
+        self.queries.begin(table, scope)
+    }
+
+    /// Stores a Query or Scan answer, unless what it depends on changed since `watch`.
+    pub fn fill_query(&self, key: Arc<[u8]>, table: &str, watch: Watch, body: Bytes) -> bool {
+        self.queries.fill(key, table, watch, body)
+    }
+
+    // -- writes -------------------------------------------------------------------------------
+
+    /// Marks the start of a write to every item in `touched`: from now until
+    /// [`Caches::end_write`], no read that started earlier can fill them.
+    pub fn begin_write(&self, touched: Vec<Touched>) -> Writes {
+        let open = touched
+            .into_iter()
+            .map(|t| {
+                let ticket = self.items.begin_write(&t.key);
+                (t, ticket)
+            })
+            .collect();
+        Writes { open }
+    }
+
+    /// Ends the writes: each item becomes what its outcome says (in the order they were
+    /// begun; missing outcomes count as failed), and the query answers of every touched
+    /// partition are dropped whatever the outcome (a timed-out write may still have happened).
+    pub fn end_write(&self, writes: Writes, outcomes: Vec<WriteOutcome>) {
+        let mut outcomes = outcomes.into_iter();
+        for (touched, ticket) in writes.open {
+            let outcome = outcomes.next().unwrap_or(WriteOutcome::Failed);
+            self.items.end_write(&touched.key, ticket, outcome);
+            self.queries
+                .wrote(&touched.table, touched.partition.as_ref());
+        }
+    }
+
+    // -- invalidation -------------------------------------------------------------------------
+
+    /// A write that did not go through this proxy changed `key` (a stream record). The item
+    /// entry stays only if it already holds what the item became (`now_is`), or was written
+    /// here clearly later; the partition's query answers are dropped unless the proxy's own
+    /// write explains the record.
+    pub fn changed_elsewhere(
+        &self,
+        key: &ItemKey,
+        partition: Option<&KeyValue>,
+        now_is: Option<Option<serde_json::Value>>,
+        changed_ms: Option<u64>,
+    ) -> StreamVerdict {
+        let verdict = self.items.changed_elsewhere(key, now_is, changed_ms);
+        if !matches!(verdict, StreamVerdict::Kept { by_own_write: true }) {
+            self.queries.changed(key.table(), partition, "stream");
+        }
+        verdict
+    }
+
+    /// Drops every item and query answer of `table`, counted under `reason`.
+    pub fn invalidate_table(&self, table: &str, reason: &'static str) {
+        self.items.invalidate_table(table, reason);
+        self.queries.invalidate_table(table, reason);
+    }
+
+    /// Drops everything, counted under `reason`.
+    pub fn invalidate_all(&self, reason: &'static str) {
+        self.items.invalidate_all(reason);
+        self.queries.invalidate_all(reason);
+    }
+
+    // -- what is held -------------------------------------------------------------------------
+
+    /// Entries and weighted bytes of the item cache.
+    pub fn item_usage(&self) -> (u64, u64) {
+        self.items.usage()
+    }
+
+    /// Entries and weighted bytes of the query cache.
+    pub fn query_usage(&self) -> (u64, u64) {
+        self.queries.usage()
+    }
+
+    /// Calls `visit(table, weighted bytes)` for every live item entry.
+    pub fn for_each_item(&self, visit: impl FnMut(&str, u64)) {
+        self.items.for_each_entry(visit)
+    }
+
+    /// Calls `visit(table, bytes)` for every live query entry.
+    pub fn for_each_query(&self, visit: impl FnMut(&str, u64)) {
+        self.queries.for_each_entry(visit)
+    }
+}

@@ -1,0 +1,4 @@
+//! Front-ends: each turns its protocol's bytes into requests for [`crate::proxy`], and the
+//! answers back into bytes. [`http`] speaks the DynamoDB HTTP JSON API.
+
+pub mod http;

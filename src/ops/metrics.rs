@@ -1,0 +1,523 @@
+//! Prometheus metrics, in a registry this proxy owns (so each test gets a fresh one).
+//!
+//! Labels come from the classified operation and fixed result names, never from raw input.
+//! Latency buckets start at 10 µs because a cache hit takes tens of microseconds.
+
+use prometheus::{
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// From 10 µs to 10 s: resolves a hit, a DynamoDB round trip and a stuck upstream.
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+
+use arc_swap::ArcSwap;
+
+use crate::proxy::answer::CacheStatus;
+use crate::wire::operation::Operation;
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025,
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Every metric the proxy exports.
+pub struct Metrics {
+    /// The registry `/metrics` renders.
+    registry: Registry,
+    /// Requests answered, by operation and result (hit, miss, bypass, error).
+    pub requests: IntCounterVec,
+    /// Time from request headers read to response ready, by operation and result.
+    pub request_duration: HistogramVec,
+    /// Upstream exchanges that got an HTTP answer, by operation and status code.
+    pub upstream_requests: IntCounterVec,
+    /// Upstream exchanges that got no HTTP answer, by operation and kind.
+    pub upstream_errors: IntCounterVec,
+    /// Upstream round-trip time, by operation.
+    pub upstream_duration: HistogramVec,
+    /// Requests being handled now.
+    pub inflight: IntGauge,
+    /// Client connections open now.
+    pub connections: IntGauge,
+    /// Connections refused at the connection limit.
+    pub rejected_connections: IntCounter,
+    /// Connections closed because the client took longer than the header read timeout to send
+    /// its request headers or finish a TLS handshake (slowloris).
+    pub slow_clients: IntCounter,
+    /// Keep-alive connections closed for waiting longer than the idle timeout for a request.
+    pub idle_disconnects: IntCounter,
+    /// Requests refused by inbound authentication, by reason (see `AuthError::reason`).
+    pub auth_failures: IntCounterVec,
+    /// Misses that shared another request's upstream read instead of making their own.
+    pub coalesced_misses: IntCounter,
+    /// Cache lookups by cache (`item`, `query`) and result (`hit`, `miss`).
+    pub cache_requests: IntCounterVec,
+    /// Entries per cache, read at scrape time.
+    pub cache_entries: IntGaugeVec,
+    /// Weighted bytes per cache, read at scrape time.
+    pub cache_bytes: IntGaugeVec,
+    /// Entries removed by the cache itself, by cause (`size`, `expired`, `explicit`).
+    pub evictions: IntCounterVec,
+    /// Invalidations, by cache and reason (`write`, `failed_write`, `table_change`, `flush`).
+    pub invalidations: IntCounterVec,
+    /// Stream records applied (DynamoDB Streams invalidation).
+    pub stream_records: IntCounter,
+    /// Age of the newest stream record when it was applied: how far behind the writers the
+    /// caches are.
+    pub stream_lag: Gauge,
+    /// Shards being read, over every followed stream.
+    pub stream_shards: IntGauge,
+    /// Failed stream reads (the stream not readable, throttling).
+    pub stream_errors: IntCounter,
+    /// `requests` and `request_duration` resolved once per (operation, result), on first use,
+    /// so the hot path indexes an array instead of hashing label strings under a lock (and
+    /// series that never happened are not exported).
+    per_request: Vec<OnceLock<(IntCounter, Histogram, Option<IntCounter>)>>,
+    /// Every metric family name, for checking dashboards and alerts against.
+    names: Vec<String>,
+    /// Hits and misses per table, cache and result; only for tables the proxy has described.
+    pub table_requests: IntCounterVec,
+    /// The counters of each known table (lock-free to read on the hot path).
+    tables: ArcSwap<HashMap<String, Arc<TableCounters>>>,
+}
+
+/// How many tables get their own series; more would let table names grow the label set.
+pub const TABLE_LABEL_CAP: usize = 64;
+
+/// One table's hit and miss counters, per cache.
+pub struct TableCounters {
+    item: (IntCounter, IntCounter),
+    query: (IntCounter, IntCounter),
+}
+
+/// Which cache an operation's hits and misses belong to.
+fn cache_of(op: Operation) -> Option<&'static str> {
+    match op {
+        Operation::GetItem | Operation::BatchGetItem => Some("item"),
+        Operation::Query | Operation::Scan => Some("query"),
+        _ => None,
+    }
+}
+
+const RESULTS: [CacheStatus; 5] = [
+    CacheStatus::Hit,
+    CacheStatus::Miss,
+    CacheStatus::Bypass,
+    CacheStatus::Error,
+    CacheStatus::Stale,
+];
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "dynamo_cache_requests_total",
+                "Requests answered, by operation and result (hit, miss, bypass, error).",
+            ),
+            &["op", "result"],
+        )
+        .expect("valid metric");
+        let request_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "dynamo_cache_request_duration_seconds",
+                "Time to answer a request, by operation and result.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["op", "result"],
+        )
+        .expect("valid metric");
+        let upstream_requests = IntCounterVec::new(
+            Opts::new(
+                "dynamo_cache_upstream_requests_total",
+                "Upstream requests that got an HTTP answer, by operation and status code.",
+            ),
+            &["op", "status"],
+        )
+        .expect("valid metric");
+        let upstream_errors = IntCounterVec::new(
+            Opts::new(
+                "dynamo_cache_upstream_errors_total",
+                "Upstream requests that got no HTTP answer, by operation and kind \
+                 (unavailable, timeout, credentials).",
+            ),
+            &["op", "kind"],
+        )
+        .expect("valid metric");
+        let upstream_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "dynamo_cache_upstream_duration_seconds",
+                "Upstream round-trip time, by operation.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["op"],
+        )
+        .expect("valid metric");
+        let inflight = IntGauge::new(
+            "dynamo_cache_inflight_requests",
+            "Requests being handled now.",
+        )
+        .expect("valid metric");
+        let connections = IntGauge::new(
+            "dynamo_cache_open_connections",
+            "Client connections open now.",
+        )
+        .expect("valid metric");
+        let rejected_connections = IntCounter::new(
+            "dynamo_cache_rejected_connections_total",
+            "Client connections refused at the connection limit.",
+        )
+        .expect("valid metric");
+        let slow_clients = IntCounter::new(
+            "dynamo_cache_slow_client_disconnects_total",
+            "Connections closed because request headers or the TLS handshake took longer than \
+             the header read timeout.",
+        )
+        .expect("valid metric");
+        let idle_disconnects = IntCounter::new(
+            "dynamo_cache_idle_disconnects_total",
+            "Keep-alive connections closed after waiting limits.idle_timeout_ms for a request.",
+        )
+        .expect("valid metric");
+        let auth_failures = IntCounterVec::new(
+            Opts::new(
+                "dynamo_cache_auth_failures_total",
+                "Requests refused by inbound authentication or authorisation, by reason.",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        for reason in crate::auth::AuthError::REASONS {
+            auth_failures.with_label_values(&[reason]);
+        }
+        let coalesced_misses = IntCounter::new(
+            "dynamo_cache_coalesced_misses_total",
+            "Misses answered by another request's upstream read (single flight).",
+        )
+        .expect("valid metric");
+        let cache_requests = IntCounterVec::new(
+            Opts::new(
+                "dynamo_cache_cache_requests_total",
+                "Cache lookups by cache (item, query) and result (hit, miss).",
+            ),
+            &["cache", "result"],
+        )
+        .expect("valid metric");
+        let cache_entries = IntGaugeVec::new(
+            Opts::new("dynamo_cache_cache_entries", "Entries per cache."),
+            &["cache"],
+        )
+        .expect("valid metric");
+        let cache_bytes = IntGaugeVec::new(
+            Opts::new(
+                "dynamo_cache_cache_bytes",
+                "Weighted bytes per cache (keys, bodies, bookkeeping).",
+            ),
+            &["cache"],
+        )
+        .expect("valid metric");
+        let evictions = IntCounterVec::new(
+            Opts::new(
+                "dynamo_cache_evictions_total",
+                "Entries removed by the cache, by cache and cause (size, expired, explicit).",
+            ),
+            &["cache", "cause"],
+        )
+        .expect("valid metric");
+        let invalidations = IntCounterVec::new(
+            Opts::new(
+                "dynamo_cache_invalidations_total",
+                "Invalidations by cache and reason (write, failed_write, table_change, flush, stream).",
+            ),
+            &["cache", "reason"],
+        )
+        .expect("valid metric");
+        let table_requests = IntCounterVec::new(
+            Opts::new(
+                "dynamo_cache_table_requests_total",
+                "Cache lookups by table (tables the proxy has described, at most 64), cache \
+                 and result.",
+            ),
+            &["table", "cache", "result"],
+        )
+        .expect("valid metric");
+        let stream_records = IntCounter::new(
+            "dynamo_cache_stream_records_total",
+            "DynamoDB stream records applied to the caches.",
+        )
+        .expect("valid metric");
+        let stream_lag = Gauge::new(
+            "dynamo_cache_stream_lag_seconds",
+            "Age of the newest stream record when it was applied.",
+        )
+        .expect("valid metric");
+        let stream_shards = IntGauge::new(
+            "dynamo_cache_stream_shards",
+            "Stream shards being read now, over all followed tables.",
+        )
+        .expect("valid metric");
+        let stream_errors = IntCounter::new(
+            "dynamo_cache_stream_errors_total",
+            "Failed or throttled stream reads.",
+        )
+        .expect("valid metric");
+        let build_info = IntGaugeVec::new(
+            Opts::new("dynamo_cache_build_info", "Build information; always 1."),
+            &["version"],
+        )
+        .expect("valid metric");
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+
+        let mut names = Vec::new();
+        for collector in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(request_duration.clone()),
+            Box::new(upstream_requests.clone()),
+            Box::new(upstream_errors.clone()),
+            Box::new(upstream_duration.clone()),
+            Box::new(inflight.clone()),
+            Box::new(connections.clone()),
+            Box::new(rejected_connections.clone()),
+            Box::new(slow_clients.clone()),
+            Box::new(idle_disconnects.clone()),
+            Box::new(auth_failures.clone()),
+            Box::new(coalesced_misses.clone()),
+            Box::new(cache_requests.clone()),
+            Box::new(cache_entries.clone()),
+            Box::new(cache_bytes.clone()),
+            Box::new(evictions.clone()),
+            Box::new(invalidations.clone()),
+            Box::new(table_requests.clone()),
+            Box::new(stream_records.clone()),
+            Box::new(stream_lag.clone()),
+            Box::new(stream_shards.clone()),
+            Box::new(stream_errors.clone()),
+            Box::new(build_info),
+        ] {
+            names.extend(collector.desc().iter().map(|d| d.fq_name.clone()));
+            registry.register(collector).expect("names are unique");
+        }
+        let per_request = (0..Operation::ALL.len() * RESULTS.len())
+            .map(|_| OnceLock::new())
+            .collect();
+        Metrics {
+            table_requests,
+            tables: ArcSwap::from_pointee(HashMap::new()),
+            names,
+            per_request,
+            registry,
+            requests,
+            request_duration,
+            upstream_requests,
+            upstream_errors,
+            upstream_duration,
+            inflight,
+            connections,
+            rejected_connections,
+            slow_clients,
+            idle_disconnects,
+            auth_failures,
+            coalesced_misses,
+            cache_requests,
+            cache_entries,
+            cache_bytes,
+            evictions,
+            invalidations,
+            stream_records,
+            stream_lag,
+            stream_shards,
+            stream_errors,
+        }
+    }
+
+    /// Counts one answered request and its latency.
+    pub fn record_request(&self, op: Operation, result: CacheStatus, seconds: f64) {
+        let index = op as usize * RESULTS.len() + result as usize;
+        let (count, duration, cache) = self.per_request[index].get_or_init(|| {
+            let labels = [op.name(), result.as_str()];
+            let cache = match (cache_of(op), result) {
+                (Some(cache), CacheStatus::Hit | CacheStatus::Miss | CacheStatus::Stale) => Some(
+                    self.cache_requests
+                        .with_label_values(&[cache, result.as_str()]),
+                ),
+                _ => None,
+            };
+            (
+                self.requests.with_label_values(&labels),
+                self.request_duration.with_label_values(&labels),
+                cache,
+            )
+        });
+        count.inc();
+        duration.observe(seconds);
+        if let Some(cache) = cache {
+            cache.inc();
+        }
+    }
+
+    /// Gives `table` its own series (called when the proxy describes a table), up to
+    /// [`TABLE_LABEL_CAP`] tables.
+    pub fn know_table(&self, table: &str) {
+        self.tables.rcu(|known| {
+            let mut known = HashMap::clone(known);
+            if known.len() < TABLE_LABEL_CAP && !known.contains_key(table) {
+                let counter = |cache: &str, result: &str| {
+                    self.table_requests
+                        .with_label_values(&[table, cache, result])
+                };
+                known.insert(
+                    table.to_string(),
+                    Arc::new(TableCounters {
+                        item: (counter("item", "hit"), counter("item", "miss")),
+                        query: (counter("query", "hit"), counter("query", "miss")),
+                    }),
+                );
+            }
+            known
+        });
+    }
+
+    /// Counts a lookup of `table` in the item (`query = false`) or query cache.
+    pub fn record_table(&self, table: &str, query: bool, hit: bool) {
+        if let Some(counters) = self.tables.load().get(table) {
+            let (hits, misses) = if query {
+                &counters.query
+            } else {
+                &counters.item
+            };
+            if hit { hits.inc() } else { misses.inc() }
+        }
+    }
+
+    /// Hits and misses of `table` in the item (`query = false`) or query cache, if the table
+    /// has its own series.
+    pub fn table_lookups(&self, table: &str, query: bool) -> Option<(u64, u64)> {
+        let known = self.tables.load();
+        let counters = known.get(table)?;
+        let (hits, misses) = if query {
+            &counters.query
+        } else {
+            &counters.item
+        };
+        Some((hits.get(), misses.get()))
+    }
+
+    /// The name of every metric family exported (histograms add `_bucket`, `_sum`, `_count`).
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// Hits and misses of one cache so far.
+    pub fn cache_lookups(&self, cache: &str) -> (u64, u64) {
+        (
+            self.cache_requests.with_label_values(&[cache, "hit"]).get(),
+            self.cache_requests
+                .with_label_values(&[cache, "miss"])
+                .get(),
+        )
+    }
+
+    /// Counts an invalidation.
+    pub fn invalidated(&self, cache: &str, reason: &str) {
+        self.invalidations.with_label_values(&[cache, reason]).inc();
+    }
+
+    /// A moka eviction listener counting removals of `cache` by cause.
+    pub fn eviction_counter<K, V>(
+        &self,
+        cache: &'static str,
+    ) -> impl Fn(std::sync::Arc<K>, V, moka::notification::RemovalCause) + Send + Sync + 'static
+    {
+        let evictions = self.evictions.clone();
+        move |_, _, cause| {
+            use moka::notification::RemovalCause;
+            let cause = match cause {
+                RemovalCause::Size => "size",
+                RemovalCause::Expired => "expired",
+                RemovalCause::Explicit => "explicit",
+                RemovalCause::Replaced => return, // an update, not a removal
+            };
+            evictions.with_label_values(&[cache, cause]).inc();
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("encoding into a Vec cannot fail");
+        String::from_utf8(out).expect("the text format is UTF-8")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_series_are_capped() {
+        let metrics = Metrics::new();
+        for i in 0..TABLE_LABEL_CAP + 10 {
+            metrics.know_table(&format!("t{i}"));
+        }
+        metrics.know_table("t0"); // known twice: still one
+        metrics.record_table("t0", false, true);
+        metrics.record_table(&format!("t{}", TABLE_LABEL_CAP + 5), false, true);
+        assert_eq!(metrics.table_lookups("t0", false), Some((1, 0)));
+        assert_eq!(
+            metrics.table_lookups(&format!("t{}", TABLE_LABEL_CAP + 5), false),
+            None
+        );
+        let series = metrics
+            .render()
+            .lines()
+            .filter(|l| l.starts_with("dynamo_cache_table_requests_total{"))
+            .count();
+        assert_eq!(series, TABLE_LABEL_CAP * 4);
+    }
+
+    #[test]
+    fn recorded_requests_land_on_their_own_labels() {
+        let metrics = Metrics::new();
+        for op in Operation::ALL {
+            for result in RESULTS {
+                metrics.record_request(*op, result, 0.001);
+            }
+        }
+        metrics.record_request(Operation::GetItem, CacheStatus::Hit, 0.000_02);
+        let text = metrics.render();
+        let value = |sample: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(sample)?.trim().parse::<f64>().ok())
+                .unwrap_or_else(|| panic!("{sample} missing"))
+        };
+        assert_eq!(
+            value(r#"dynamo_cache_requests_total{op="GetItem",result="hit"}"#),
+            2.0
+        );
+        assert_eq!(
+            value(r#"dynamo_cache_requests_total{op="Other",result="error"}"#),
+            1.0
+        );
+        assert_eq!(
+            value(r#"dynamo_cache_requests_total{op="ListStreams",result="bypass"}"#),
+            1.0
+        );
+        assert_eq!(
+            value(
+                r#"dynamo_cache_request_duration_seconds_bucket{op="GetItem",result="hit",le="0.000025"}"#
+            ),
+            1.0
+        );
+    }
+}

@@ -1,0 +1,127 @@
+//! What every operation family shares: the per-request [`Context`], the request as it goes
+//! upstream ([`Outbound`]), and [`forward`], the one way a request reaches DynamoDB (counted in
+//! metrics and in the context).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{HeaderValue, StatusCode};
+
+use super::answer::{self, CacheStatus, ProxyResponse};
+use crate::error::ProxyError;
+use crate::state::State;
+use crate::upstream::UpstreamResponse;
+use crate::wire::operation::Operation;
+
+/// How a family of operations answered.
+pub type Handled = Result<(ProxyResponse, CacheStatus), ProxyError>;
+
+/// One request's context: what its metrics and its log line need, gathered along the path.
+pub struct Context {
+    pub op: Operation,
+    pub(super) started: Instant,
+    /// The upstream exchange, if there was one: status (0 = none answered) and microseconds.
+    upstream: AtomicU64,
+}
+
+impl Context {
+    /// A context for `op`, timed from `started` (when the front-end began reading it).
+    pub fn new(op: Operation, started: Instant) -> Context {
+        Context {
+            op,
+            started,
+            upstream: AtomicU64::new(u64::MAX),
+        }
+    }
+
+    pub(super) fn record_upstream(&self, status: u16, micros: u64) {
+        let packed = (u64::from(status) << 48) | micros.min((1 << 48) - 1);
+        self.upstream.store(packed, Ordering::Relaxed);
+    }
+
+    pub(super) fn upstream(&self) -> (u16, u64) {
+        match self.upstream.load(Ordering::Relaxed) {
+            u64::MAX => (0, 0),
+            packed => ((packed >> 48) as u16, packed & ((1 << 48) - 1)),
+        }
+    }
+}
+
+/// What goes upstream: the request as the caller sent it.
+pub struct Outbound {
+    pub op: Operation,
+    pub target: HeaderValue,
+    pub body: Bytes,
+}
+
+/// Sends `body` upstream as `out.op`, recording the exchange in metrics and in `ctx`.
+pub async fn forward(
+    state: &State,
+    ctx: &Context,
+    out: &Outbound,
+    body: Bytes,
+) -> Result<UpstreamResponse, ProxyError> {
+    let started = Instant::now();
+    let result = state.upstream.call(&out.target, body).await;
+    let metrics = &state.metrics;
+    let elapsed = started.elapsed();
+    metrics
+        .upstream_duration
+        .with_label_values(&[out.op.name()])
+        .observe(elapsed.as_secs_f64());
+    let status = result.as_ref().map_or(0, |a| a.status.as_u16());
+    ctx.record_upstream(status, elapsed.as_micros() as u64);
+    match &result {
+        Ok(answer) => metrics
+            .upstream_requests
+            .with_label_values(&[out.op.name(), answer.status.as_str()])
+            .inc(),
+        Err(err) => {
+            metrics
+                .upstream_errors
+                .with_label_values(&[out.op.name(), err.upstream_kind()])
+                .inc();
+        }
+    }
+    result
+}
+
+/// The upstream's answer, relayed as it came.
+pub fn relay(answer: &UpstreamResponse, cache: CacheStatus) -> ProxyResponse {
+    answer::relayed(answer.status, &answer.headers, answer.body.clone(), cache)
+}
+
+/// Whether DynamoDB failed to answer: the proxy could not reach it or read its answer, it
+/// answered 5xx, or it throttled. (Other 4xx are the caller's to handle.)
+pub fn upstream_failed(result: &Result<UpstreamResponse, ProxyError>) -> bool {
+    match result {
+        Err(err) => err.is_upstream(),
+        Ok(answer) if answer.status.is_server_error() => true,
+        Ok(answer) if answer.status == StatusCode::BAD_REQUEST => {
+            #[derive(serde::Deserialize)]
+            struct ErrorType<'a> {
+                #[serde(rename = "__type", borrow)]
+                kind: Option<&'a str>,
+            }
+            serde_json::from_slice::<ErrorType>(&answer.body)
+                .ok()
+                .and_then(|e| e.kind)
+                .is_some_and(|kind| {
+                    let name = kind.rsplit('#').next().unwrap_or(kind);
+                    matches!(
+                        name,
+                        "ThrottlingException"
+                            | "ProvisionedThroughputExceededException"
+                            | "RequestLimitExceeded"
+                    )
+                })
+        }
+        Ok(_) => false,
+    }
+}
+
+/// `"ConsumedCapacity":{"TableName":T,"CapacityUnits":0.0}`'s value: a hit costs nothing.
+pub fn zero_capacity(table: &str) -> serde_json::Value {
+    serde_json::json!({ "TableName": table, "CapacityUnits": 0.0 })
+}

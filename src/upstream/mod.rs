@@ -1,0 +1,259 @@
+//! The upstream DynamoDB: one pooled HTTP/1.1 client (rustls for https), every request signed
+//! afresh with SigV4 for service `dynamodb`, bounded by a timeout.
+//!
+//! A client signs the proxy's `Host`, so its signature can never be forwarded: the proxy signs
+//! with its own credentials and the upstream's host. Bodies go out byte for byte.
+
+pub mod credentials;
+pub mod schema;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
+use aws_sigv4::sign::v4;
+use aws_smithy_runtime_api::client::identity::Identity;
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, HOST, HeaderValue};
+use http::{HeaderMap, Method, Request, StatusCode, Uri};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use crate::error::ProxyError;
+use crate::proxy::answer::AMZ_JSON;
+use crate::upstream::credentials::CredentialCache;
+
+/// The largest response the proxy will buffer. DynamoDB's own are far smaller (16 MiB for a
+/// BatchGetItem at most); this only stops a misbehaving upstream from exhausting memory.
+const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+const TARGET: http::HeaderName = http::HeaderName::from_static("x-amz-target");
+
+/// An upstream answer, fully read.
+#[derive(Debug, Clone)]
+pub struct UpstreamResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// The signed, pooled connection to DynamoDB.
+pub struct Upstream {
+    /// Pooled keep-alive connections; cloning shares the pool.
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    /// Where requests go (`scheme://authority/`).
+    uri: Uri,
+    /// The same, as the string the signer canonicalises.
+    url: String,
+    /// `Host` as signed and sent.
+    host: HeaderValue,
+    /// SigV4 signing region.
+    region: String,
+    /// The proxy's own identity.
+    credentials: Arc<CredentialCache>,
+    /// Bound on one exchange, send to last byte.
+    timeout: Duration,
+    /// Upstream requests in flight at once, and how long one may wait for a slot.
+    slots: tokio::sync::Semaphore,
+    max_in_flight: usize,
+    queue_timeout: Duration,
+}
+
+/// How much the proxy asks of the upstream at once.
+#[derive(Debug, Clone, Copy)]
+pub struct UpstreamLimits {
+    /// Bound on one exchange, send to last byte.
+    pub timeout: Duration,
+    /// Requests in flight at once.
+    pub max_in_flight: usize,
+    /// How long a request may wait for a slot.
+    pub queue_timeout: Duration,
+}
+
+impl Upstream {
+    /// A client for `url` (`http://` or `https://`), signing for `region`.
+    pub fn new(
+        url: &str,
+        region: &str,
+        credentials: Arc<CredentialCache>,
+        limits: UpstreamLimits,
+    ) -> Result<Upstream, String> {
+        let uri: Uri = format!("{}/", url.trim_end_matches('/'))
+            .parse()
+            .map_err(|e| format!("upstream {url:?} is not a URL: {e}"))?;
+        let authority = uri
+            .authority()
+            .ok_or_else(|| format!("upstream {url:?} has no host"))?;
+        let host = HeaderValue::from_str(authority.as_str())
+            .map_err(|e| format!("upstream host {authority}: {e}"))?;
+        let tls = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_provider_and_webpki_roots(rustls::crypto::aws_lc_rs::default_provider())
+            .map_err(|e| format!("TLS set-up failed: {e}"))?
+            .https_or_http()
+            .enable_http1()
+            .build();
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(tls);
+        Ok(Upstream {
+            client,
+            url: uri.to_string(),
+            uri,
+            host,
+            region: region.to_string(),
+            credentials,
+            timeout: limits.timeout,
+            slots: tokio::sync::Semaphore::new(limits.max_in_flight),
+            max_in_flight: limits.max_in_flight,
+            queue_timeout: limits.queue_timeout,
+        })
+    }
+
+    /// The upstream URL, for logs and the startup line.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Sends one DynamoDB request (`target` is the `X-Amz-Target` value) and reads the answer.
+    pub async fn call(
+        &self,
+        target: &HeaderValue,
+        body: Bytes,
+    ) -> Result<UpstreamResponse, ProxyError> {
+        // Fail fast rather than queue without bound when the upstream is slow or down.
+        let _slot = match tokio::time::timeout(self.queue_timeout, self.slots.acquire()).await {
+            Ok(slot) => slot.expect("the semaphore is never closed"),
+            Err(_) => {
+                return Err(ProxyError::UpstreamSaturated {
+                    limit: self.max_in_flight,
+                    waited_ms: self.queue_timeout.as_millis() as u64,
+                });
+            }
+        };
+        let request = self.signed_request(target, body).await?;
+        let started = Instant::now();
+        let exchange = async {
+            let response = self
+                .client
+                .request(request)
+                .await
+                .map_err(|e| ProxyError::UpstreamUnavailable(error_chain(&e)))?;
+            let (parts, body) = response.into_parts();
+            let body = Limited::new(body, MAX_RESPONSE_BYTES)
+                .collect()
+                .await
+                .map_err(|e| ProxyError::UpstreamUnavailable(format!("reading body: {e}")))?
+                .to_bytes();
+            verify_crc(&parts.headers, &body)?;
+            Ok(UpstreamResponse {
+                status: parts.status,
+                headers: parts.headers,
+                body,
+            })
+        };
+        match tokio::time::timeout(self.timeout, exchange).await {
+            Ok(result) => result,
+            Err(_) => {
+                tracing::warn!(elapsed_ms = %started.elapsed().as_millis(), "upstream timed out");
+                Err(ProxyError::UpstreamTimeout(self.timeout.as_millis() as u64))
+            }
+        }
+    }
+
+    /// Whether the upstream answers HTTP at all (`GET /`, the SDKs' health check; unsigned).
+    pub async fn is_reachable(&self, within: Duration) -> bool {
+        let request = Request::builder()
+            .method(Method::GET)
+            .uri(self.uri.clone())
+            .header(HOST, self.host.clone())
+            .body(Full::new(Bytes::new()))
+            .expect("static request parts are valid");
+        let answered = async {
+            let response = self.client.request(request).await.ok()?;
+            response.into_body().collect().await.ok()
+        };
+        matches!(tokio::time::timeout(within, answered).await, Ok(Some(_)))
+    }
+
+    /// Whether the proxy's credentials are loaded and unexpired.
+    pub fn has_credentials(&self) -> bool {
+        self.credentials.is_loaded()
+    }
+
+    /// Loads (or refreshes) the proxy's credentials now.
+    pub async fn load_credentials(&self) -> Result<(), String> {
+        self.credentials.get().await.map(|_| ())
+    }
+
+    async fn signed_request(
+        &self,
+        target: &HeaderValue,
+        body: Bytes,
+    ) -> Result<Request<Full<Bytes>>, ProxyError> {
+        let creds = self
+            .credentials
+            .get()
+            .await
+            .map_err(ProxyError::Credentials)?;
+        let identity: Identity = creds.into();
+        let target_str = target.to_str().map_err(|_| ProxyError::UnknownOperation)?;
+        let host = self.host.to_str().expect("built from a str");
+        let params = v4::SigningParams::builder()
+            .identity(&identity)
+            .region(&self.region)
+            .name("dynamodb")
+            .time(SystemTime::now())
+            .settings(SigningSettings::default())
+            .build()
+            .map_err(|e| ProxyError::Credentials(format!("signing parameters: {e}")))?
+            .into();
+        let headers = [
+            ("host", host),
+            ("content-type", "application/x-amz-json-1.0"),
+            ("x-amz-target", target_str),
+        ];
+        let signable = SignableRequest::new(
+            "POST",
+            &self.url,
+            headers.into_iter(),
+            SignableBody::Bytes(&body),
+        )
+        .map_err(|e| ProxyError::Credentials(format!("signing: {e}")))?;
+        let (instructions, _signature) = sign(signable, &params)
+            .map_err(|e| ProxyError::Credentials(format!("signing: {e}")))?
+            .into_parts();
+        let mut request = Request::builder()
+            .method(Method::POST)
+            .uri(self.uri.clone())
+            .header(HOST, self.host.clone())
+            .header(CONTENT_TYPE, AMZ_JSON)
+            .header(TARGET, target.clone())
+            .body(Full::new(body))
+            .expect("validated parts");
+        instructions.apply_to_request_http1x(&mut request);
+        Ok(request)
+    }
+}
+
+/// DynamoDB sends `x-amz-crc32` of the body it meant; a body that does not match was damaged
+/// on the way, and is never cached or relayed.
+fn verify_crc(headers: &HeaderMap, body: &[u8]) -> Result<(), ProxyError> {
+    let Some(sent) = headers.get("x-amz-crc32") else {
+        return Ok(());
+    };
+    let sent = sent.to_str().ok().and_then(|s| s.parse::<u32>().ok());
+    match sent {
+        Some(sent) if sent == crc32fast::hash(body) => Ok(()),
+        _ => Err(ProxyError::UpstreamGarbled(format!(
+            "x-amz-crc32 {:?} does not match the {}-byte body",
+            headers["x-amz-crc32"],
+            body.len()
+        ))),
+    }
+}
+
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    crate::upstream::credentials::DisplayChain(err).to_string()
+}

@@ -1,0 +1,18 @@
+//! Wire knowledge with no I/O: what a DynamoDB request says, read once.
+//!
+//! - [`operation`]: which operation an `X-Amz-Target` names.
+//! - [`request`]: **the typed request**, parsed once from the operation and body; every later
+//!   step reads it.
+//! - [`tables`]: which tables a request names, and table ARNs placed by region and account.
+//! - [`keys`]: canonical item keys; [`projection`]: projections, canonical and evaluated on
+//!   cached items; [`keycond`]: which partition a Query reads; [`partiql`]: which table a
+//!   PartiQL statement uses, and whether it writes; [`json`]: JSON that refuses repeated keys.
+
+pub mod json;
+pub mod keycond;
+pub mod keys;
+pub mod operation;
+pub mod partiql;
+pub mod projection;
+pub mod request;
+pub mod tables;

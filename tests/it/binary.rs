@@ -1,0 +1,253 @@
+//! The real binary, as a new user runs it: `serve --embedded` prints how to call it, serves an
+//! SDK client, keeps data with `--embedded-db`, and exits 0 on SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+use crate::common::*;
+
+/// `dynamo-cache serve --embedded [extra...]` on free ports: the process, its data URL, and the
+/// first lines it printed.
+fn serve_embedded(extra: &[&str]) -> (Child, String, Vec<String>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dynamo-cache"))
+        .args([
+            "serve",
+            "--embedded",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .args(extra)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let first = lines.next().unwrap().unwrap();
+    let url = first
+        .split_whitespace()
+        .find(|w| w.starts_with("http://") || w.starts_with("https://"))
+        .unwrap_or_else(|| panic!("no URL in {first:?}"))
+        .to_string();
+    let mut printed = vec![first];
+    printed.extend(lines.by_ref().take(3).map(|l| l.unwrap()));
+    (child, url, printed)
+}
+
+/// SIGTERM, then the exit status.
+async fn terminate(mut child: Child) -> std::process::ExitStatus {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn serve_embedded_works_and_stops_cleanly_on_sigterm() {
+    let (child, url, printed) = serve_embedded(&[]);
+    assert!(
+        printed
+            .iter()
+            .any(|l| l.contains("aws dynamodb") && l.contains(&url)),
+        "no ready-to-run CLI line in {printed:#?}"
+    );
+
+    let client = sdk(&url);
+    create_table(&client, "quickstart").await;
+    let tables = client.list_tables().send().await.unwrap();
+    assert_eq!(tables.table_names(), ["quickstart"]);
+
+    let exit = terminate(child).await;
+    assert_eq!(exit.code(), Some(0), "{exit:?}");
+}
+
+#[tokio::test]
+async fn embedded_db_keeps_data_across_restarts() {
+    let dir = std::env::temp_dir().join(format!("dynamo-cache-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("local.db");
+    let path = path.to_str().unwrap();
+
+    let (child, url, _) = serve_embedded(&["--embedded-db", path]);
+    create_table(&sdk(&url), "kept").await;
+    assert_eq!(terminate(child).await.code(), Some(0));
+
+    let (child, url, _) = serve_embedded(&["--embedded-db", path]);
+    let tables = sdk(&url).list_tables().send().await.unwrap();
+    assert_eq!(tables.table_names(), ["kept"]);
+    assert_eq!(terminate(child).await.code(), Some(0));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The printed start-up line's two URLs: data and admin.
+fn urls_in(line: &str) -> Vec<String> {
+    line.split(|c: char| c.is_whitespace() || c == '(' || c == ')' || c == ',')
+        .filter(|w| w.starts_with("http://") || w.starts_with("https://"))
+        .map(str::to_string)
+        .collect()
+}
+
+fn healthcheck(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_dynamo-cache"))
+        .arg("healthcheck")
+        .args(args)
+        .env_remove("DYNAMO_CACHE_ADMIN_LISTEN")
+        .output()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn healthcheck_reports_a_running_proxy_and_fails_on_a_dead_port() {
+    let (child, _, printed) = serve_embedded(&[]);
+    let admin = urls_in(&printed[0])[1]
+        .trim_start_matches("http://")
+        .to_string();
+
+    let healthy = tokio::task::spawn_blocking({
+        let admin = admin.clone();
+        move || healthcheck(&["--admin", &admin])
+    })
+    .await
+    .unwrap();
+    assert!(healthy.status.success(), "{healthy:?}");
+    // Readiness waits for the upstream check; poll briefly.
+    let mut ready = healthcheck(&["--admin", &admin, "--ready"]);
+    for _ in 0..50 {
+        if ready.status.success() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        ready = healthcheck(&["--admin", &admin, "--ready"]);
+    }
+    assert!(ready.status.success(), "{ready:?}");
+    assert_eq!(terminate(child).await.code(), Some(0));
+
+    let dead = healthcheck(&["--admin", &admin]);
+    assert_eq!(dead.status.code(), Some(1), "{dead:?}");
+    assert!(String::from_utf8_lossy(&dead.stderr).contains("/healthz"));
+}
+
+#[tokio::test]
+async fn healthcheck_speaks_https_to_an_admin_listener_served_over_tls() {
+    let dir = std::env::temp_dir().join(format!("dynamo-cache-hc-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // A certificate for a name the probe does not use: it checks liveness, not identity.
+    let cert = rcgen::generate_simple_self_signed(vec!["cache.internal".to_string()]).unwrap();
+    std::fs::write(dir.join("cert.pem"), cert.cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), cert.signing_key.serialize_pem()).unwrap();
+    let config = dir.join("dynamo-cache.toml");
+    std::fs::write(
+        &config,
+        "[tls]\ncert_file = \"cert.pem\"\nkey_file = \"key.pem\"\nadmin = true\n",
+    )
+    .unwrap();
+
+    let (child, _, printed) = serve_embedded(&["--config", config.to_str().unwrap()]);
+    let urls = urls_in(&printed[0]);
+    assert!(urls[1].starts_with("https://"), "{printed:?}");
+    let admin = urls[1].trim_start_matches("https://").to_string();
+
+    let probe = admin.clone();
+    let over_https =
+        tokio::task::spawn_blocking(move || healthcheck(&["--admin", &probe, "--https"]))
+            .await
+            .unwrap();
+    assert!(over_https.status.success(), "{over_https:?}");
+    assert!(String::from_utf8_lossy(&over_https.stdout).contains("https://"));
+    // Plain http gets no health answer from a TLS listener.
+    let probe = admin.clone();
+    let over_http = tokio::task::spawn_blocking(move || healthcheck(&["--admin", &probe]))
+        .await
+        .unwrap();
+    assert_eq!(over_http.status.code(), Some(1), "{over_http:?}");
+
+    assert_eq!(terminate(child).await.code(), Some(0));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn the_clients_endpoint_variable_never_becomes_the_proxys_upstream() {
+    // A sidecar's environment often carries the app's settings; the proxy must not follow
+    // AWS_ENDPOINT_URL_DYNAMODB (or AWS_ENDPOINT_URL) to itself.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dynamo-cache"))
+        .args([
+            "serve",
+            "--region",
+            "eu-west-1",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .env("AWS_ENDPOINT_URL_DYNAMODB", "http://127.0.0.1:8000")
+        .env("AWS_ENDPOINT_URL", "http://127.0.0.1:8000")
+        .env("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
+        .env("AWS_SECRET_ACCESS_KEY", "secret")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let urls = urls_in(&first);
+    assert_eq!(
+        urls.last().map(|u| u.trim_end_matches('/')),
+        Some("https://dynamodb.eu-west-1.amazonaws.com"),
+        "{first}"
+    );
+    assert_eq!(terminate(child).await.code(), Some(0));
+}
+
+#[test]
+fn an_upstream_pointing_at_the_proxy_itself_is_refused() {
+    let out = Command::new(env!("CARGO_BIN_EXE_dynamo-cache"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:18555",
+            "--upstream",
+            "http://localhost:18555",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("own listener"), "{stderr}");
+}
+
+#[tokio::test]
+async fn the_proxy_keeps_serving_after_whoever_read_its_banner_goes_away() {
+    // `dynamo-cache serve --embedded | head -1`: the pipe closes after one line.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dynamo-cache"))
+        .args([
+            "serve",
+            "--embedded",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let first = {
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        lines.next().unwrap().unwrap()
+    };
+    let url = urls_in(&first)[0].clone();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let tables = sdk(&url).list_tables().send().await;
+    assert!(tables.is_ok(), "{tables:?}");
+    assert_eq!(terminate(child).await.code(), Some(0));
+}
