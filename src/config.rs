@@ -514,6 +514,15 @@ impl Config {
         }
     }
 
+    /// Where DynamoDB Streams requests go: `streams.endpoint`, else the upstream URL when one
+    /// is set (emulators serve both APIs there), else the region's Streams endpoint.
+    pub fn streams_url(&self, region: &str) -> String {
+        match (&self.streams.endpoint, &self.upstream) {
+            (Some(url), _) | (None, Some(url)) => url.trim_end_matches('/').to_string(),
+            (None, None) => format!("https://streams.dynamodb.{region}.amazonaws.com"),
+        }
+    }
+
     /// How many worker threads serve client connections.
     pub fn worker_threads(&self) -> usize {
         match self.workers {

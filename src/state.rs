@@ -24,6 +24,9 @@ pub struct State {
     pub config: Arc<Config>,
     /// The signed connection to DynamoDB.
     pub upstream: Arc<Upstream>,
+    /// The same to DynamoDB Streams, for clients' `DynamoDBStreams_20120810.*` requests
+    /// (on AWS a separate endpoint; on emulators usually the same URL).
+    pub streams_upstream: Arc<Upstream>,
     /// Table key schemas, for deriving item keys.
     pub schemas: Arc<Schemas>,
     /// What `/metrics` exports.
@@ -69,7 +72,8 @@ impl State {
             max_in_flight: config.limits.max_upstream_requests,
             queue_timeout: config.upstream_queue_timeout(),
         };
-        let upstream = Upstream::new(&url, region, cache, limits)?;
+        let upstream = Upstream::new(&url, region, cache.clone(), limits)?;
+        let streams_upstream = Upstream::new(&config.streams_url(region), region, cache, limits)?;
         let metrics = Arc::new(Metrics::new());
         let naming = Arc::new(Naming::new(region));
         let schemas = Arc::new(Schemas::new(
@@ -99,6 +103,7 @@ impl State {
         );
         Ok(State {
             upstream: Arc::new(upstream),
+            streams_upstream: Arc::new(streams_upstream),
             schemas,
             caches,
             naming,

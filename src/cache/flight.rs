@@ -37,6 +37,12 @@ impl<K: Hash + Eq + Clone, V: Clone> Flights<K, V> {
                 .or_insert_with(|| Arc::new(OnceCell::new()))
                 .clone()
         };
+        // Retires the flight when this caller leaves, finished or cancelled (see `Retire`).
+        let _retire = Retire {
+            running: &self.running,
+            key,
+            cell: &cell,
+        };
         let mut ran = false;
         let value = cell
             .get_or_init(|| {
@@ -45,13 +51,37 @@ impl<K: Hash + Eq + Clone, V: Clone> Flights<K, V> {
             })
             .await
             .clone();
-        // The first to finish retires the flight; later callers start afresh (and will
-        // usually find the value cached by then).
-        let mut running = self.running.lock().expect("lock poisoned");
-        if running.get(key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
-            running.remove(key);
-        }
         (value, !ran)
+    }
+
+    /// Flights under way (for tests).
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.running.lock().expect("lock poisoned").len()
+    }
+}
+
+/// Removes a flight from the map when a caller leaves it: the first to finish retires it
+/// (later callers start afresh, and usually find the value cached by then), and so does the
+/// last caller of a read nobody finished (its client went away), so an abandoned flight never
+/// stays in the map.
+struct Retire<'a, K: Hash + Eq, V> {
+    running: &'a Mutex<HashMap<K, Arc<OnceCell<V>>>>,
+    key: &'a K,
+    cell: &'a Arc<OnceCell<V>>,
+}
+
+impl<K: Hash + Eq, V> Drop for Retire<'_, K, V> {
+    fn drop(&mut self) {
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        let ours = running
+            .get(self.key)
+            .is_some_and(|c| Arc::ptr_eq(c, self.cell));
+        // Held by the map and by this caller alone: nobody else is waiting on it.
+        let abandoned = Arc::strong_count(self.cell) <= 2;
+        if ours && (self.cell.initialized() || abandoned) {
+            running.remove(self.key);
+        }
     }
 }
 
@@ -117,5 +147,26 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(20)).await;
         leader.abort();
         assert_eq!(waiter.await.unwrap().0, 5);
+        assert_eq!(flights.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_flight_whose_only_caller_left_is_forgotten() {
+        let flights = Arc::new(Flights::<u32, u32>::new());
+        for key in 0..100 {
+            let flights = flights.clone();
+            let caller = tokio::spawn(async move {
+                flights
+                    .run(&key, || async {
+                        std::future::pending::<()>().await;
+                        0
+                    })
+                    .await
+            });
+            tokio::task::yield_now().await;
+            caller.abort();
+            let _ = caller.await;
+        }
+        assert_eq!(flights.len(), 0, "abandoned flights stay in memory");
     }
 }

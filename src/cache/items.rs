@@ -229,6 +229,9 @@ struct Invalidated {
     tables: HashMap<String, u64>,
 }
 
+/// How many tables' invalidation marks are kept before they fold into one for everything.
+const MAX_TABLE_MARKS: usize = 4096;
+
 /// How many accepted projections are remembered (least used forgotten first).
 const KNOWN_PROJECTIONS: u64 = 10_000;
 
@@ -289,8 +292,14 @@ impl ItemCache {
 
     /// Stores `cached` under `key` (hashed to `hash`), fresh for its table's TTL.
     fn store(&self, key: &ItemKey, hash: u64, cached: Cached) {
+        let deadline = self.entries.deadline(self.config.item_ttl(key.table()));
         let meta = Meta {
-            fresh_until: self.entries.deadline(self.config.item_ttl(key.table())),
+            // An entry that carries parts filled earlier keeps their deadline: no part of an
+            // entry outlives its own fill by more than the TTL.
+            fresh_until: match cached.fresh_until {
+                0 => deadline,
+                earlier => earlier.min(deadline),
+            },
             as_of: cached.as_of,
             // Rounding down only makes a stream record less likely to spare the entry.
             written_s: (cached.written_ms / 1000).min(u64::from(u32::MAX)) as u32,
@@ -348,13 +357,8 @@ impl ItemCache {
         item: Option<Bytes>,
     ) -> bool {
         self.fill(key, ticket, |existing| match projection {
-            None => {
-                let mut entry = Self::whole(item.as_deref());
-                if let Some(existing) = existing {
-                    entry.projections = existing.projections;
-                }
-                entry
-            }
+            // Projections read earlier are not carried over: they would outlive their TTL.
+            None => Self::whole(item.as_deref()),
             Some(projection) => Self::with_projection(existing, projection, item),
         })
     }
@@ -376,9 +380,9 @@ impl ItemCache {
         projection: Arc<str>,
         answer: Option<Bytes>,
     ) -> Cached {
-        let (full, mut projections) = match existing {
-            Some(c) => (c.whole, c.projections.to_vec()),
-            None => (None, Vec::new()),
+        let (full, mut projections, fresh_until) = match existing {
+            Some(c) => (c.whole, c.projections.to_vec(), c.fresh_until),
+            None => (None, Vec::new(), 0),
         };
         projections.retain(|(p, _)| *p != projection);
         // A copy, not a slice of the upstream answer: see `QueryCache::fill`.
@@ -386,7 +390,8 @@ impl ItemCache {
         Cached {
             whole: full,
             projections: projections.into(),
-            fresh_until: 0,
+            // The parts already there keep their deadline.
+            fresh_until,
             as_of: 0,
             written_ms: 0,
         }
@@ -409,13 +414,7 @@ impl ItemCache {
         let mut shard = self.shard(hash).lock().expect("lock poisoned");
         let started = self.start();
         let now = Instant::now();
-        if shard.stamps.len() >= shard.prune_at {
-            let lifetime = self.stamp_lifetime;
-            shard
-                .stamps
-                .retain(|_, s| s.in_flight > 0 || now.duration_since(s.at) < lifetime);
-            shard.prune_at = (shard.stamps.len() * 2).max(PRUNE_AT);
-        }
+        self.prune(&mut shard, now);
         let stamp = shard.stamps.entry(hash).or_insert(Stamp {
             last: 0,
             in_flight: 0,
@@ -490,6 +489,9 @@ impl ItemCache {
                 },
                 _ => false,
             };
+            // Projections were read at their own times: the whole item matching says nothing
+            // about them.
+            let holds_it = holds_it && cached.projections.is_empty();
             let written_after = cached.written_ms > 0
                 && changed_ms.is_some_and(|c| cached.written_ms > c + STREAM_CLOCK_MARGIN_MS);
             if holds_it || written_after {
@@ -500,6 +502,8 @@ impl ItemCache {
         }
         // As if a write had just ended: fills that began earlier lose.
         let (tick, now) = (self.tick(), Instant::now());
+        // Records come for keys never cached too: their stamps are pruned like writes'.
+        self.prune(&mut shard, now);
         let stamp = shard.stamps.entry(hash).or_insert(Stamp {
             last: 0,
             in_flight: 0,
@@ -510,6 +514,18 @@ impl ItemCache {
         self.entries.remove(hash, key.as_bytes());
         self.metrics.invalidated("item", "stream");
         StreamVerdict::Dropped
+    }
+
+    /// Forgets the stamps that can no longer stop a fill, once a shard has grown enough that
+    /// doing so costs O(1) per stamp added.
+    fn prune(&self, shard: &mut StampShard, now: Instant) {
+        if shard.stamps.len() >= shard.prune_at {
+            let lifetime = self.stamp_lifetime;
+            shard
+                .stamps
+                .retain(|_, s| s.in_flight > 0 || now.duration_since(s.at) < lifetime);
+            shard.prune_at = (shard.stamps.len() * 2).max(PRUNE_AT);
+        }
     }
 
     /// Remembers that DynamoDB answered `projection` on `table` without error.
@@ -528,7 +544,14 @@ impl ItemCache {
     pub fn invalidate_table(&self, table: &str, reason: &'static str) {
         let mut invalidated = self.invalidated.write().expect("lock poisoned");
         let mark = self.tick();
-        invalidated.tables.insert(table.to_string(), mark);
+        if invalidated.tables.len() >= MAX_TABLE_MARKS && !invalidated.tables.contains_key(table) {
+            // Marks for ever more table names (DDL with made-up names) would grow without
+            // bound: one mark for everything replaces them, at the cost of a cold cache.
+            invalidated.tables.clear();
+            invalidated.all = mark;
+        } else {
+            invalidated.tables.insert(table.to_string(), mark);
+        }
         drop(invalidated);
         self.metrics.invalidated("item", reason);
     }
@@ -578,6 +601,15 @@ impl ItemCache {
     fn shard(&self, hash: u64) -> &Mutex<StampShard> {
         &self.stamps[(hash as usize) % SHARDS]
     }
+
+    /// Write stamps held, over all shards (for tests).
+    #[cfg(test)]
+    fn stamp_count(&self) -> usize {
+        self.stamps
+            .iter()
+            .map(|s| s.lock().expect("lock poisoned").stamps.len())
+            .sum()
+    }
 }
 
 fn projection_id(table: &str, projection: &str) -> Arc<str> {
@@ -608,6 +640,56 @@ mod tests {
 
     fn full(cache: &ItemCache, k: &ItemKey) -> Option<Option<Bytes>> {
         cache.get(k).and_then(|c| c.whole).map(|w| w.item())
+    }
+
+    #[test]
+    fn stream_records_for_keys_never_cached_do_not_pile_up() {
+        // Stamps outlive the longest fill: here 1 s (no upstream timeout).
+        let cache = ItemCache::new(
+            &CacheConfig::default(),
+            Duration::ZERO,
+            Arc::new(Metrics::new()),
+        );
+        for i in 0..20_000 {
+            cache.changed_elsewhere(&key(&format!("a{i}")), None, None);
+        }
+        std::thread::sleep(Duration::from_millis(1100));
+        for i in 0..20_000 {
+            cache.changed_elsewhere(&key(&format!("b{i}")), None, None);
+        }
+        let held = cache.stamp_count();
+        assert!(held < 30_000, "{held} stamps held for 40,000 records");
+    }
+
+    #[test]
+    fn invalidation_marks_for_ever_more_tables_stay_bounded() {
+        let cache = cache();
+        let k = key("a");
+        let fill = cache.begin_fill();
+        assert!(cache.fill_answer(&k, fill, None, body(r#"{"pk":{"S":"a"}}"#)));
+        for i in 0..MAX_TABLE_MARKS + 10 {
+            cache.invalidate_table(&format!("made-up-{i}"), "table_change");
+        }
+        assert!(cache.invalidated.read().unwrap().tables.len() <= MAX_TABLE_MARKS);
+        // Folding the marks into one for everything drops what was cached: never stale.
+        assert!(cache.get(&k).is_none());
+    }
+
+    #[test]
+    fn a_whole_item_fill_does_not_carry_older_projections() {
+        let cache = cache();
+        let k = key("a");
+        let fill = cache.begin_fill();
+        cache.fill_answer(&k, fill, Some("Pv".into()), body(r#"{"v":{"S":"old"}}"#));
+        let fill = cache.begin_fill();
+        cache.fill_answer(&k, fill, None, body(r#"{"pk":{"S":"a"},"v":{"S":"new"}}"#));
+        let cached = cache.get(&k).unwrap();
+        assert!(cached.projections.is_empty());
+        assert_eq!(
+            cached.answer(Some("Pv")),
+            None,
+            "the projection must be read again"
+        );
     }
 
     #[test]

@@ -182,8 +182,10 @@ fn flush(state: &State, query: Option<&str>) -> ProxyResponse {
     match table {
         Some("") => text(StatusCode::BAD_REQUEST, "table= needs a table name\n"),
         Some(table) => {
-            // A table named by its ARN is the same table as its plain name.
-            let table = state.naming.resolve(table).name().to_string();
+            // `?table=` may be percent-encoded (an ARN's `:` and `/`); a table named by its
+            // ARN is the same table as its plain name.
+            let table = percent_encoding::percent_decode_str(table).decode_utf8_lossy();
+            let table = state.naming.resolve(&table).name().to_string();
             state.caches.invalidate_table(&table, "flush");
             json(
                 StatusCode::OK,

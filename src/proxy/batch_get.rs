@@ -30,9 +30,6 @@ pub async fn batch_get(state: &State, ctx: &Context, out: Outbound, read: BatchG
     let mut splits = Vec::with_capacity(read.tables.len());
     for table in &read.tables {
         let cacheable = table.cacheable && caches.caches_items(&table.table);
-        if cacheable {
-            state.streams.follow(&table.table);
-        }
         let mut split = Split {
             table,
             cacheable,
@@ -98,6 +95,7 @@ pub async fn batch_get(state: &State, ctx: &Context, out: Outbound, read: BatchG
     for (split, tickets) in splits.iter().zip(tickets) {
         if split.cacheable {
             fill(caches, split, tickets, &output);
+            state.streams.follow(&split.table.table);
         }
     }
     let merged = merge(&splits, Some(&output), read.capacity);

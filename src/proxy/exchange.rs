@@ -48,6 +48,8 @@ impl Context {
     }
 }
 
+const STREAMS_PREFIX: &[u8] = b"DynamoDBStreams_20120810.";
+
 /// What goes upstream: the request as the caller sent it.
 pub struct Outbound {
     pub op: Operation,
@@ -63,7 +65,13 @@ pub async fn forward(
     body: Bytes,
 ) -> Result<UpstreamResponse, ProxyError> {
     let started = Instant::now();
-    let result = state.upstream.call(&out.target, body).await;
+    // The Streams API has an endpoint of its own on AWS.
+    let upstream = if out.target.as_bytes().starts_with(STREAMS_PREFIX) {
+        &state.streams_upstream
+    } else {
+        &state.upstream
+    };
+    let result = upstream.call(&out.target, body).await;
     let metrics = &state.metrics;
     let elapsed = started.elapsed();
     metrics

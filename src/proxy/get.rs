@@ -68,7 +68,6 @@ pub async fn miss(state: &State, ctx: &Context, out: Outbound, read: GetItem) ->
     if !caches.caches_items(&read.table) {
         return super::passthrough::bypass(state, ctx, out).await;
     }
-    state.streams.follow(&read.table);
     state.hot_keys.touch(&read.key, &read.table, || {
         serde_json::from_slice(&read.wire_key).ok()
     });
@@ -110,6 +109,9 @@ pub async fn miss(state: &State, ctx: &Context, out: Outbound, read: GetItem) ->
     }
     match &*fetched {
         Ok(upstream) => {
+            if upstream.status == StatusCode::OK {
+                state.streams.follow(&read.table);
+            }
             let mut response = relay(upstream, CacheStatus::Miss);
             // Each caller gets its own request id, as it would from DynamoDB.
             if coalesced {

@@ -41,7 +41,6 @@ pub async fn miss(state: &State, ctx: &Context, out: Outbound, read: QueryOrScan
     if !caches.caches_queries(&read.table) {
         return super::passthrough::bypass(state, ctx, out).await;
     }
-    state.streams.follow(&read.table);
     let scope = scope_of(state, out.op, &read).await;
     state.metrics.record_table(&read.table, true, false);
     let watch = caches.begin_query_fill(&read.table, &scope);
@@ -62,6 +61,7 @@ pub async fn miss(state: &State, ctx: &Context, out: Outbound, read: QueryOrScan
             ProxyError::UpstreamGarbled(format!("{} answer is not a JSON object", out.op.name()))
         })?;
         caches.fill_query(read.cache_key, &read.table, watch, stored);
+        state.streams.follow(&read.table);
     }
     Ok((
         answer::relayed(

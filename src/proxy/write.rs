@@ -263,9 +263,7 @@ async fn write_through(
     touched: Vec<Touched>,
     decide: impl FnOnce(&UpstreamResponse) -> Vec<WriteOutcome>,
 ) -> Handled {
-    for t in &touched {
-        state.streams.follow(&t.table);
-    }
+    let tables: Vec<String> = touched.iter().map(|t| t.table.clone()).collect();
     let writes = state.caches.begin_write(touched);
     let result = forward(state, ctx, &out, out.body.clone()).await;
     let outcomes = match &result {
@@ -274,6 +272,11 @@ async fn write_through(
     };
     state.caches.end_write(writes, outcomes);
     let upstream = result?;
+    if upstream.status == StatusCode::OK {
+        for table in &tables {
+            state.streams.follow(table);
+        }
+    }
     Ok((relay(&upstream, CacheStatus::Bypass), CacheStatus::Bypass))
 }
 

@@ -38,6 +38,8 @@ const RELIST_EVERY: Duration = Duration::from_secs(10);
 const NO_STREAM_RECHECK: Duration = Duration::from_secs(30);
 /// Longest pause after repeated errors.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// Most tables followed at once: each costs a task and a poll of its shards.
+const MAX_FOLLOWED_TABLES: usize = 256;
 /// GetRecords' own maximum: a full page means more is waiting.
 const RECORDS_PER_CALL: i32 = 1000;
 
@@ -70,6 +72,8 @@ pub struct Streams {
     runtime: OnceLock<tokio::runtime::Handle>,
     /// Cancelled at shutdown: every follower stops.
     stop: CancellationToken,
+    /// Whether the limit of followed tables was reported (once).
+    said_full: std::sync::atomic::AtomicBool,
 }
 
 /// Where the proxy's own SDK clients are pointed and with what identity.
@@ -111,6 +115,7 @@ impl Streams {
             metrics,
             runtime: OnceLock::new(),
             stop: CancellationToken::new(),
+            said_full: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -130,8 +135,9 @@ impl Streams {
         self.stop.cancel();
     }
 
-    /// The proxy is caching `table`: follow its stream, if that is not already happening.
-    /// Cheap when it is (one map lookup); called on misses and writes, never on hits.
+    /// The proxy is caching `table`, which DynamoDB has just answered for: follow its stream,
+    /// if that is not already happening. Cheap when it is (one map lookup); called after
+    /// successful misses and writes, never on hits, never for a name DynamoDB refused.
     pub fn follow(self: &Arc<Self>, table: &str) {
         if !self.config.enabled || self.stop.is_cancelled() {
             return;
@@ -142,6 +148,18 @@ impl Streams {
         {
             let mut tables = self.tables.lock().expect("lock poisoned");
             if tables.contains_key(table) {
+                return;
+            }
+            if tables.len() >= MAX_FOLLOWED_TABLES {
+                if !self
+                    .said_full
+                    .swap(true, std::sync::atomic::Ordering::Relaxed)
+                {
+                    tracing::warn!(
+                        limit = MAX_FOLLOWED_TABLES,
+                        "following as many streams as allowed; further tables get TTL freshness only"
+                    );
+                }
                 return;
             }
             tables.insert(table.to_string(), StreamStatus::Starting);
@@ -187,7 +205,12 @@ impl Streams {
                     said_no_stream = false;
                     self.follow_stream(&table, &arn).await
                 }
-                Ok(None) | Err(SchemaError::NotFound(_)) => {
+                Err(SchemaError::NotFound(_)) => {
+                    // Gone (or never there): nothing to follow, and nothing kept for it.
+                    self.tables.lock().expect("lock poisoned").remove(&table);
+                    return;
+                }
+                Ok(None) => {
                     if !said_no_stream {
                         tracing::warn!(
                             table = %table,

@@ -300,7 +300,7 @@ struct GetItemInput<'a> {
 fn get_item(body: &Bytes, naming: &Naming) -> Option<(Named, Form)> {
     let input: GetItemInput = serde_json::from_slice(body).ok()?;
     let resolved = naming.resolve(&input.table_name);
-    let named = Named::Tables(vec![resolved.name().to_string()]);
+    let named = tables::of_refs([&resolved]);
     let projection = ProjectionInput {
         projection_expression: input.projection_expression,
         expression_attribute_names: input.expression_attribute_names,
@@ -678,13 +678,12 @@ fn named(table: &str) -> Named {
 /// A write to tables of which one at least the proxy cannot place (another region or
 /// account, or an account it does not know yet).
 fn unplaced(refs: Vec<TableRef<'_>>) -> (Named, Form) {
-    let names: Vec<String> = refs.iter().map(|r| r.name().to_string()).collect();
     let own: Vec<String> = refs
         .iter()
         .filter(|r| !matches!(r, TableRef::Foreign(_)))
         .map(|r| r.name().to_string())
         .collect();
-    (tables::sorted(names), Form::WriteToTables(own))
+    (tables::of_refs(&refs), Form::WriteToTables(own))
 }
 
 /// A batch or transaction: typed when every table is the proxy's own, else table-wide.
@@ -788,6 +787,28 @@ mod tests {
             parse(Operation::ListTables, "nope").form,
             Form::Forward
         ));
+    }
+
+    #[test]
+    fn a_partiql_write_the_proxy_cannot_read_drops_everything() {
+        let r = parse(
+            Operation::ExecuteStatement,
+            r#"{"Statement":"DELETE FROM -- orders\n\"other\" WHERE pk='a'"}"#,
+        );
+        assert!(
+            matches!(r.form, Form::PartiQl { ref writes } if writes == &[None]),
+            "{:?}",
+            r.form
+        );
+        let r = parse(
+            Operation::BatchExecuteStatement,
+            r#"{"Statements":[{"Statement":"SELECT * FROM t"},{"Statement":"UPDATE u SET a=1 WHERE pk='a'"}]}"#,
+        );
+        assert!(
+            matches!(r.form, Form::PartiQl { ref writes } if writes == &[Some("u".to_string())]),
+            "{:?}",
+            r.form
+        );
     }
 
     #[test]

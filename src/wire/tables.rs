@@ -81,6 +81,18 @@ impl Naming {
         }
     }
 
+    /// Whether a resource ARN (a table's, its stream's, a backup's) may be of the proxy's
+    /// own region and account.
+    pub fn may_own(&self, arn: &str) -> bool {
+        let mut parts = arn.splitn(6, ':').skip(3);
+        let (region, account) = (parts.next(), parts.next());
+        region == Some(self.region.as_str())
+            && self
+                .account
+                .get()
+                .is_none_or(|own| Some(own.as_str()) == account)
+    }
+
     /// Places a table name or ARN.
     pub fn resolve<'a>(&self, name: &'a str) -> TableRef<'a> {
         let Some(arn) = Arn::parse(name) else {
@@ -125,6 +137,19 @@ impl<'a> Arn<'a> {
     }
 }
 
+/// The tables `refs` name, for grants: an ARN of another region or account is not one of the
+/// proxy's tables, so only a principal allowed every table (`*`) may use it.
+pub fn of_refs<'a>(refs: impl IntoIterator<Item = &'a TableRef<'a>>) -> Named {
+    let mut names = Vec::new();
+    for r in refs {
+        match r {
+            TableRef::Foreign(_) => return Named::Unknown,
+            r => names.push(r.name().to_string()),
+        }
+    }
+    sorted(names)
+}
+
 /// `names`, sorted and without repeats.
 pub fn sorted(mut names: Vec<String>) -> Named {
     names.sort_unstable();
@@ -154,15 +179,28 @@ const ARN_FIELDS: &[&str] = &[
 pub fn named(op: Operation, object: &Map<String, Value>, naming: &Naming) -> Option<Named> {
     let mut tables = Vec::new();
     let mut unknown = false;
-    let mut push_name = |v: &Value, tables: &mut Vec<String>| match v.as_str() {
-        Some(name) => tables.push(naming.resolve(name).name().to_string()),
-        None => unknown = true,
+    // Another region's or account's table is not one a grant names.
+    let place = |name: &str, tables: &mut Vec<String>| match naming.resolve(name) {
+        TableRef::Foreign(_) => false,
+        placed => {
+            tables.push(placed.name().to_string());
+            true
+        }
+    };
+    let mut push_name = |v: &Value, tables: &mut Vec<String>| {
+        if !v.as_str().is_some_and(|name| place(name, tables)) {
+            unknown = true;
+        }
     };
     match op {
         Operation::Other | Operation::GetRecords => return Some(Named::Unknown),
         Operation::BatchGetItem | Operation::BatchWriteItem => match object.get("RequestItems") {
             Some(Value::Object(items)) => {
-                tables.extend(items.keys().map(|t| naming.resolve(t).name().to_string()))
+                for table in items.keys() {
+                    if !place(table, &mut tables) {
+                        return Some(Named::Unknown);
+                    }
+                }
             }
             None => {}
             Some(_) => return Some(Named::Unknown),
@@ -190,8 +228,8 @@ pub fn named(op: Operation, object: &Map<String, Value>, naming: &Naming) -> Opt
         | Operation::ExecuteTransaction => {
             for statement in partiql::statements(object) {
                 match statement.and_then(|s| partiql::statement(s).table) {
-                    Some(table) => tables.push(naming.resolve(&table).name().to_string()),
-                    None => return Some(Named::Unknown),
+                    Some(table) if place(&table, &mut tables) => {}
+                    _ => return Some(Named::Unknown),
                 }
             }
         }
@@ -210,9 +248,10 @@ pub fn named(op: Operation, object: &Map<String, Value>, naming: &Naming) -> Opt
     }
     for field in ARN_FIELDS {
         if let Some(v) = object.get(*field) {
-            match v.as_str().and_then(table_of_arn) {
-                Some(table) => tables.push(table.to_string()),
-                None => unknown = true,
+            let arn = v.as_str().unwrap_or("");
+            match table_of_arn(arn) {
+                Some(table) if naming.may_own(arn) => tables.push(table.to_string()),
+                _ => unknown = true,
             }
         }
     }

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 
 import boto3
@@ -79,6 +80,11 @@ class Proxy:
 
     def cache_stats(self):
         return json.loads(urllib.request.urlopen(self.admin_url + "/cache").read())
+
+    def flush(self, table):
+        url = f"{self.admin_url}/cache/flush?table={urllib.parse.quote(table, safe='')}"
+        request = urllib.request.Request(url, method="POST")
+        return json.loads(urllib.request.urlopen(request).read())
 
     def metrics(self):
         return urllib.request.urlopen(self.admin_url + "/metrics").read().decode()

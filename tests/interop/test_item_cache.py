@@ -96,3 +96,39 @@ def test_queries_are_fresh_after_writes_through_the_proxy(cache_env):
                       ReturnConsumedCapacity="TOTAL")
     assert cache_of(offline) == "hit" and offline["Count"] == 2
     assert offline["ConsumedCapacity"] == {"TableName": TABLE, "CapacityUnits": 0.0}
+
+
+def test_a_table_named_by_its_arn_is_the_same_table(cache_env):
+    """DynamoDB takes a table's ARN wherever it takes its name: through the proxy, a write by
+    name is seen by a read by ARN at once, and the reverse."""
+    moto, proxy, c = cache_env
+    arn = c.describe_table(TableName=TABLE)["Table"]["TableArn"]
+    assert arn.startswith(f"arn:aws:dynamodb:{c.meta.region_name}:")
+    # A write through the proxy makes it describe the table and learn its account.
+    c.put_item(TableName=TABLE, Item={**key("arn"), "v": {"S": "one"}})
+    assert c.get_item(TableName=arn, Key=key("arn"))["Item"]["v"] == {"S": "one"}
+    read = c.get_item(TableName=arn, Key=key("arn"))
+    assert cache_of(read) == "hit"
+    # The same entry as the plain name's.
+    assert cache_of(c.get_item(TableName=TABLE, Key=key("arn"))) == "hit"
+
+    c.put_item(TableName=TABLE, Item={**key("arn"), "v": {"S": "two"}})
+    assert c.get_item(TableName=arn, Key=key("arn"))["Item"]["v"] == {"S": "two"}
+    c.put_item(TableName=arn, Item={**key("arn"), "v": {"S": "three"}})
+    assert c.get_item(TableName=TABLE, Key=key("arn"))["Item"]["v"] == {"S": "three"}
+    c.delete_item(TableName=arn, Key=key("arn"))
+    assert "Item" not in c.get_item(TableName=TABLE, Key=key("arn"))
+
+    # A flush by ARN is a flush of the table.
+    c.put_item(TableName=TABLE, Item={**key("arn"), "v": {"S": "four"}})
+    assert proxy.flush(arn) == {"flushed": {"table": TABLE}}
+    assert cache_of(c.get_item(TableName=TABLE, Key=key("arn"))) == "miss"
+
+    # Another region's table of the same name is another table: never served from memory.
+    other = arn.replace(f":{c.meta.region_name}:", ":eu-west-1:")
+    assert other != arn
+    try:
+        answer = c.get_item(TableName=other, Key=key("arn"))
+        assert cache_of(answer) != "hit"
+    except c.exceptions.ClientError:
+        pass

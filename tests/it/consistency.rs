@@ -164,3 +164,49 @@ async fn a_reader_never_joins_a_read_older_than_a_write_it_saw_acknowledged() {
     let early = early.await.unwrap();
     assert!(version_of(&early.json()["Item"]) >= 1);
 }
+
+/// Every write operation and every cached read, mixed at random for a few seconds through a
+/// relay that delays answers at random: no read that began after a write was acknowledged
+/// sees an older version. (`cargo bench --bench consistency` runs the same for minutes.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn randomised_mix_of_every_write_and_cached_read_keeps_read_your_writes() {
+    let upstream = Upstream::start().await;
+    let relay = Shim::relay(&upstream.url, 3).await;
+    let proxy = Proxy::start(&relay.url).await;
+    create_table(&sdk(&upstream.url), checker::TABLE).await;
+    let report = checker::run(&proxy.url, std::time::Duration::from_secs(5), 3, 4).await;
+    eprintln!("{report:#?}");
+    assert!(
+        report.violations.is_empty(),
+        "{} violations, the first: {:#?}",
+        report.violations.len(),
+        &report.violations[..report.violations.len().min(10)]
+    );
+    for op in [
+        "PutItem",
+        "UpdateItem",
+        "DeleteItem",
+        "BatchWriteItem",
+        "TransactWriteItems",
+        "ExecuteStatement",
+    ] {
+        assert!(
+            report.writes.get(op).copied().unwrap_or(0) > 0,
+            "no {op} was acknowledged"
+        );
+    }
+    for kind in [
+        "GetItem",
+        "GetItem projected",
+        "BatchGetItem",
+        "Query",
+        "Scan",
+    ] {
+        let (reads, hits) = report.reads.get(kind).copied().unwrap_or_default();
+        assert!(reads > 0, "no {kind} was checked");
+        assert!(
+            hits > 0,
+            "no {kind} was answered from memory: the check proved nothing"
+        );
+    }
+}

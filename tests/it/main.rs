@@ -11,6 +11,7 @@ mod bench;
 mod binary;
 mod config_files;
 mod consistency;
+mod correctness;
 mod deploy_files;
 mod deploy_manifests;
 mod forwarding;

@@ -18,6 +18,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+pub mod checker;
 pub mod process;
 pub mod shim;
 
@@ -262,9 +263,14 @@ fn raw_client() -> Client<HttpConnector, Full<Bytes>> {
 /// A DynamoDB request as an SDK would send it (the proxy re-signs, so the signature is a
 /// well-formed placeholder that the emulator accepts).
 pub async fn dynamo(url: &str, op: &str, body: &str) -> Raw {
+    dynamo_target(url, &format!("DynamoDB_20120810.{op}"), body).await
+}
+
+/// As [`dynamo`], with the whole `X-Amz-Target` given (the Streams API's, say).
+pub async fn dynamo_target(url: &str, target: &str, body: &str) -> Raw {
     let request = http::Request::post(format!("{url}/"))
         .header("content-type", "application/x-amz-json-1.0")
-        .header("x-amz-target", format!("DynamoDB_20120810.{op}"))
+        .header("x-amz-target", target)
         .header("x-amz-date", "20260101T000000Z")
         .header(
             "authorization",

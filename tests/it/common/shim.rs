@@ -80,6 +80,8 @@ pub struct Shim {
     pub url: String,
     pub seen: Arc<Mutex<Vec<Seen>>>,
     reply: Arc<Mutex<Reply>>,
+    /// Replies for one operation only (target suffix), ahead of `reply`.
+    only: Arc<Mutex<Vec<(String, Reply)>>>,
 }
 
 impl Shim {
@@ -88,15 +90,16 @@ impl Shim {
         let url = format!("http://{}", listener.local_addr().unwrap());
         let seen = Arc::new(Mutex::new(Vec::new()));
         let reply = Arc::new(Mutex::new(reply));
-        let (seen2, reply2) = (seen.clone(), reply.clone());
+        let only: Arc<Mutex<Vec<(String, Reply)>>> = Arc::default();
+        let (seen2, reply2, only2) = (seen.clone(), reply.clone(), only.clone());
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
-                let (seen, reply) = (seen2.clone(), reply2.clone());
+                let (seen, reply, only) = (seen2.clone(), reply2.clone(), only2.clone());
                 let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                    let (seen, reply) = (seen.clone(), reply.clone());
+                    let (seen, reply, only) = (seen.clone(), reply.clone(), only.clone());
                     async move {
                         let (parts, body) = req.into_parts();
                         let body = body.collect().await.unwrap().to_bytes();
@@ -107,7 +110,19 @@ impl Shim {
                             at: std::time::SystemTime::now(),
                         };
                         seen.lock().unwrap().push(request.clone());
-                        let reply = reply.lock().unwrap().clone();
+                        let target = request
+                            .headers
+                            .get("x-amz-target")
+                            .and_then(|t| t.to_str().ok())
+                            .unwrap_or("")
+                            .to_string();
+                        let special = only
+                            .lock()
+                            .unwrap()
+                            .iter()
+                            .find(|(op, _)| target.ends_with(&format!(".{op}")))
+                            .map(|(_, reply)| reply.clone());
+                        let reply = special.unwrap_or_else(|| reply.lock().unwrap().clone());
                         match reply {
                             Reply::Fixed {
                                 status,
@@ -187,7 +202,25 @@ impl Shim {
                 });
             }
         });
-        Shim { url, seen, reply }
+        Shim {
+            url,
+            seen,
+            reply,
+            only,
+        }
+    }
+
+    /// Answers requests for `op` (e.g. `DescribeTable`) with `reply`, and everything else as
+    /// before.
+    pub fn set_reply_for(&self, op: &str, reply: Reply) {
+        let mut only = self.only.lock().unwrap();
+        only.retain(|(o, _)| o != op);
+        only.push((op.to_string(), reply));
+    }
+
+    /// Stops answering `op` specially.
+    pub fn clear_reply_for(&self, op: &str) {
+        self.only.lock().unwrap().retain(|(o, _)| o != op);
     }
 
     /// The shared reply slot, to change the reply from another task.
@@ -223,14 +256,14 @@ impl Shim {
 
     /// How many requests of operation `op` reached the shim.
     pub fn count(&self, op: &str) -> usize {
-        let target = format!("DynamoDB_20120810.{op}");
+        self.count_target(&format!("DynamoDB_20120810.{op}"))
+    }
+
+    /// How many requests with exactly this `X-Amz-Target` reached the shim.
+    pub fn count_target(&self, target: &str) -> usize {
         self.requests()
             .iter()
-            .filter(|s| {
-                s.headers
-                    .get("x-amz-target")
-                    .is_some_and(|t| t == target.as_str())
-            })
+            .filter(|s| s.headers.get("x-amz-target").is_some_and(|t| t == target))
             .count()
     }
 
