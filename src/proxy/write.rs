@@ -82,12 +82,7 @@ pub async fn update_item(
     let cached = state.caches.caches_items(&update.table);
     // Asking for ALL_NEW on the caller's behalf only pays when the item is cached.
     let request = match (asked, cached) {
-        ("NONE", true) => serde_json::from_slice::<Map<String, Value>>(&out.body)
-            .ok()
-            .map(|mut fields| {
-                fields.insert("ReturnValues".into(), Value::String("ALL_NEW".into()));
-                Bytes::from(Value::Object(fields).to_string())
-            }),
+        ("NONE", true) => Some(update.asking_all_new(&out.body)),
         _ => None,
     };
     let trim = request.is_some();

@@ -146,6 +146,42 @@ pub struct KeyedWrite {
     pub table: String,
     pub key: WireKey,
     pub return_values: Option<String>,
+    /// Where `ReturnValues`' value sits in the body, so a copy asking for something else can
+    /// be made without reading the body again.
+    pub return_values_at: Option<std::ops::Range<usize>>,
+}
+
+impl KeyedWrite {
+    /// The request `body` asking for `ReturnValues: ALL_NEW` instead, every other byte as
+    /// the caller sent it.
+    pub fn asking_all_new(&self, body: &Bytes) -> Bytes {
+        const ALL_NEW: &[u8] = b"\"ALL_NEW\"";
+        let mut out = Vec::with_capacity(body.len() + 32);
+        match &self.return_values_at {
+            Some(at) => {
+                out.extend_from_slice(&body[..at.start]);
+                out.extend_from_slice(ALL_NEW);
+                out.extend_from_slice(&body[at.end..]);
+            }
+            None => {
+                // A JSON object (it was parsed as one): the field goes before its last `}`.
+                let close = body.iter().rposition(|b| *b == b'}').unwrap_or(body.len());
+                let empty = body[..close]
+                    .iter()
+                    .rev()
+                    .find(|b| !b.is_ascii_whitespace())
+                    == Some(&b'{');
+                out.extend_from_slice(&body[..close]);
+                if !empty {
+                    out.push(b',');
+                }
+                out.extend_from_slice(b"\"ReturnValues\":");
+                out.extend_from_slice(ALL_NEW);
+                out.extend_from_slice(&body[close..]);
+            }
+        }
+        Bytes::from(out)
+    }
 }
 
 /// One write of a batch or transaction.
@@ -487,10 +523,11 @@ fn put_item(body: &Bytes, naming: &Naming) -> Option<(Named, Form)> {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct KeyedInput {
+struct KeyedInput<'a> {
     table_name: String,
     key: WireKey,
-    return_values: Option<String>,
+    #[serde(borrow)]
+    return_values: Option<&'a RawValue>,
 }
 
 fn keyed_write(
@@ -499,13 +536,22 @@ fn keyed_write(
     form: fn(KeyedWrite) -> Form,
 ) -> Option<(Named, Form)> {
     let input: KeyedInput = serde_json::from_slice(body).ok()?;
+    let return_values = match input.return_values {
+        Some(raw) => Some(serde_json::from_str::<String>(raw.get()).ok()?),
+        None => None,
+    };
+    let return_values_at = input.return_values.map(|raw| {
+        let start = raw.get().as_ptr() as usize - body.as_ptr() as usize;
+        start..start + raw.get().len()
+    });
     Some(match naming.resolve(&input.table_name) {
         TableRef::Own(table) => {
             let table = table.into_owned();
             let write = KeyedWrite {
                 table: table.clone(),
                 key: input.key,
-                return_values: input.return_values,
+                return_values,
+                return_values_at,
             };
             (named(&table), form(write))
         }
@@ -787,6 +833,30 @@ mod tests {
             parse(Operation::ListTables, "nope").form,
             Form::Forward
         ));
+    }
+
+    #[test]
+    fn an_update_asks_for_all_new_without_its_body_being_read_again() {
+        for (body, expected) in [
+            (
+                r#"{"TableName":"t","Key":{"pk":{"S":"a"}},"ReturnValues":"NONE"}"#,
+                r#"{"TableName":"t","Key":{"pk":{"S":"a"}},"ReturnValues":"ALL_NEW"}"#,
+            ),
+            (
+                r#"{"TableName":"t","Key":{"pk":{"S":"a"}}} "#,
+                r#"{"TableName":"t","Key":{"pk":{"S":"a"}},"ReturnValues":"ALL_NEW"} "#,
+            ),
+            (
+                r#"{"ReturnValues" : "NONE" , "TableName":"t","Key":{"pk":{"S":"a"}}}"#,
+                r#"{"ReturnValues" : "ALL_NEW" , "TableName":"t","Key":{"pk":{"S":"a"}}}"#,
+            ),
+        ] {
+            let r = parse(Operation::UpdateItem, body);
+            let Form::UpdateItem(update) = r.form else {
+                panic!("{:?}", r.form)
+            };
+            assert_eq!(&update.asking_all_new(&r.body)[..], expected.as_bytes());
+        }
     }
 
     #[test]
