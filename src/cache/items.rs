@@ -347,8 +347,8 @@ impl ItemCache {
     }
 
     /// Stores what a read returned (see [`ItemCache::fill`]): the whole item when
-    /// `projection` is `None`, keeping the projections already known; otherwise one more
-    /// projection of the item.
+    /// `projection` is `None` (projections read earlier are dropped); otherwise one more
+    /// projection of the item, which keeps the entry's deadline.
     pub fn fill_answer(
         &self,
         key: &ItemKey,
@@ -401,10 +401,15 @@ impl ItemCache {
     /// starts or ends, so two readers that saw the same stamp have seen the same writes: only
     /// those may share one upstream read (a reader that arrives after a write was acknowledged
     /// must not be handed an answer read before it).
+    ///
+    /// A write the proxy can only attribute to a whole table (PartiQL, DDL, a write whose keys
+    /// it cannot tell) leaves no stamp on the key, but it marks the table: that mark counts
+    /// as the key's stamp too.
     pub fn write_stamp(&self, key: &ItemKey) -> u64 {
         let hash = self.hash(key);
         let shard = self.shard(hash).lock().expect("lock poisoned");
-        shard.stamps.get(&hash).map_or(0, |s| s.last)
+        let stamp = shard.stamps.get(&hash).map_or(0, |s| s.last);
+        stamp.max(self.invalidated_at(key.table()))
     }
 
     /// Marks the start of a write to `key`: from now until [`ItemCache::end_write`], no fill

@@ -165,6 +165,37 @@ async fn a_reader_never_joins_a_read_older_than_a_write_it_saw_acknowledged() {
     assert!(version_of(&early.json()["Item"]) >= 1);
 }
 
+/// The same when the write is one the proxy can only attribute to its table (PartiQL): a
+/// reader arriving after its acknowledgement does not share a read that began before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_never_joins_a_read_older_than_a_table_wide_write() {
+    let upstream = Upstream::start().await;
+    let relay = Shim::slow_relay(&upstream.url, ".GetItem", 300).await;
+    let proxy = Proxy::start(&relay.url).await;
+    create_table(&sdk(&upstream.url), "hot").await;
+    let get = json!({"TableName": "hot", "Key": {"pk": {"S": "k"}, "sk": {"N": "0"}}}).to_string();
+    let put = json!({"TableName": "hot", "Item": {"pk": {"S": "k"}, "sk": {"N": "0"},
+        "ver": {"N": "1"}}});
+    dynamo(&upstream.url, "PutItem", &put.to_string()).await;
+
+    let early = {
+        let (url, get) = (proxy.url.clone(), get.clone());
+        tokio::spawn(async move { dynamo(&url, "GetItem", &get).await })
+    };
+    relay.wait_for("GetItem").await;
+    let statement = json!({"Statement": "UPDATE \"hot\" SET ver = 2 WHERE pk = 'k' AND sk = 0"});
+    let ack = dynamo(&proxy.url, "ExecuteStatement", &statement.to_string()).await;
+    assert_eq!(ack.status, 200, "{:?}", ack.body);
+
+    let late = dynamo(&proxy.url, "GetItem", &get).await;
+    assert_eq!(
+        version_of(&late.json()["Item"]),
+        2,
+        "a read after the acknowledged PartiQL write shared an older read"
+    );
+    early.await.unwrap();
+}
+
 /// Every write operation and every cached read, mixed at random for a few seconds through a
 /// relay that delays answers at random: no read that began after a write was acknowledged
 /// sees an older version. (`cargo bench --bench consistency` runs the same for minutes.)
