@@ -26,33 +26,66 @@ pub struct Cli {
 pub enum Command {
     /// Run the proxy (the default).
     Serve(ServeArgs),
-    /// Validate a config file and print the effective configuration.
+    /// Validate a config file and print the effective configuration: the file, then the
+    /// environment and any `serve` flags given here, as `serve` would apply them.
     CheckConfig {
-        /// The TOML file to check.
-        file: PathBuf,
+        /// The TOML file to check (else `--config` or `DYNAMO_CACHE_CONFIG`, else the defaults).
+        file: Option<PathBuf>,
+        #[command(flatten)]
+        serve: ServeArgs,
     },
     /// Ask a running proxy's admin listener whether it is healthy; exit 0 if so, 1 if not.
     /// For container health checks in images without a shell or curl.
     Healthcheck {
-        /// Admin listener address.
-        #[arg(
-            long,
-            env = "DYNAMO_CACHE_ADMIN_LISTEN",
-            default_value = "127.0.0.1:9464"
-        )]
-        admin: SocketAddr,
-        /// Ask /readyz (serving and able to reach DynamoDB) instead of /healthz.
+        #[command(flatten)]
+        target: AdminTargetArgs,
+        /// Ask /readyz (able to serve: credentials loaded, warm start over) instead of /healthz.
         #[arg(long)]
         ready: bool,
-        /// The admin listener serves https (`tls.admin = true`). Its certificate is not checked:
-        /// the probe only asks whether the proxy answers, and sends nothing secret.
-        #[arg(long)]
-        https: bool,
+    },
+    /// Talk to a running proxy's admin listener: flush its cache, read its statistics.
+    Admin {
+        #[command(flatten)]
+        target: AdminTargetArgs,
+        #[command(subcommand)]
+        action: AdminAction,
     },
     /// Measure read latency at an endpoint (the proxy, DynamoDB, an emulator) through the AWS
     /// SDK, optionally against a second one, and print throughput, percentiles and speed-up.
     #[cfg(feature = "bench")]
     Bench(crate::bench::args::BenchArgs),
+}
+
+/// How to reach a running proxy's admin listener: from `--config` (the proxy's own file),
+/// overridden by the environment and flags, as `serve` reads them.
+#[derive(Debug, Clone, Args)]
+pub struct AdminTargetArgs {
+    /// The proxy's config file: its admin listener, `tls.admin` and admin token.
+    #[arg(long, env = "DYNAMO_CACHE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Admin listener address [default: 127.0.0.1:9464].
+    #[arg(long, env = "DYNAMO_CACHE_ADMIN_LISTEN")]
+    pub admin: Option<SocketAddr>,
+    /// The admin listener serves https (`tls.admin = true`). Its certificate is not checked:
+    /// this talks to the proxy on its own host.
+    #[arg(long)]
+    pub https: bool,
+    /// The admin token file (`auth.admin_token_file`).
+    #[arg(long, env = "DYNAMO_CACHE_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
+}
+
+/// What `dynamo-cache admin` does.
+#[derive(Debug, Clone, Subcommand)]
+pub enum AdminAction {
+    /// Drop cached items and query answers: of one table, or everything.
+    Flush {
+        /// The table (name or ARN); every table when left out.
+        #[arg(long)]
+        table: Option<String>,
+    },
+    /// What each cache holds and how well it hits (`GET /cache`), as JSON.
+    Stats,
 }
 
 /// Log line format.
@@ -125,6 +158,10 @@ pub struct ServeArgs {
     /// Log format.
     #[arg(long, env = "DYNAMO_CACHE_LOG_FORMAT", value_enum, default_value_t)]
     pub log_format: LogFormat,
+    /// What is logged (`info`, `debug`, or directives like `info,dynamo_cache=debug`);
+    /// `RUST_LOG` wins [default: info].
+    #[arg(long, env = "DYNAMO_CACHE_LOG_LEVEL")]
+    pub log_level: Option<String>,
 }
 
 impl ServeArgs {
@@ -177,6 +214,9 @@ impl ServeArgs {
         if let (Some(cert), Some(key)) = (&self.tls_cert_file, &self.tls_key_file) {
             config.tls.cert_file = Some(cert.clone());
             config.tls.key_file = Some(key.clone());
+        }
+        if let Some(level) = &self.log_level {
+            config.log_level = level.clone();
         }
         config.validate()?;
         Ok(config)

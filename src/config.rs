@@ -56,6 +56,9 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Certificates for serving https.
     pub tls: TlsConfig,
+    /// What is logged: a level (`info`) or `tracing` directives (`info,dynamo_cache=debug`);
+    /// `RUST_LOG`, when set, wins.
+    pub log_level: String,
 }
 
 /// How callers of the data listener prove who they are.
@@ -319,9 +322,13 @@ impl Default for Config {
             warm: WarmConfig::default(),
             auth: AuthConfig::default(),
             tls: TlsConfig::default(),
+            log_level: DEFAULT_LOG_LEVEL.into(),
         }
     }
 }
+
+/// What is logged unless configured otherwise.
+pub const DEFAULT_LOG_LEVEL: &str = "info";
 
 impl Default for Limits {
     fn default() -> Self {
@@ -397,6 +404,9 @@ impl Config {
     /// Checks what serde cannot: values in range, and an upstream that is not ourselves.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |msg: String| Err(ConfigError::Invalid(msg));
+        if let Err(err) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
+            return invalid(format!("log_level {:?}: {err}", self.log_level));
+        }
         let l = &self.limits;
         for (name, value) in [
             ("limits.max_connections", l.max_connections as u64),

@@ -128,9 +128,9 @@ pub async fn run(
         admin_tls,
         state.metrics.clone(),
         stop_admin.clone(),
-        move |request| {
+        move |request, peer: std::net::SocketAddr| {
             let state = admin_state.clone();
-            async move { ops::admin::handle(&state, request).await }
+            async move { ops::admin::handle(&state, request, peer).await }
         },
     ));
     let data_state = shared;
@@ -142,7 +142,7 @@ pub async fn run(
         acceptor,
         state.metrics.clone(),
         stop_data.clone(),
-        move |request| {
+        move |request, _peer| {
             let state = data_state.clone();
             async move { front::http::handle(&state, request).await }
         },

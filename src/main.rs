@@ -1,13 +1,11 @@
 //! The `dynamo-cache` binary: parse the command line, load config, set up logging, resolve the
 //! AWS region and credentials, bind, and hand over to [`dynamo_cache::run`].
 
-use std::time::Duration;
-
 use anyhow::{Context, bail};
 use aws_credential_types::Credentials;
 use aws_credential_types::provider::SharedCredentialsProvider;
 use clap::Parser;
-use dynamo_cache::cli::{Cli, Command, LogFormat, ServeArgs};
+use dynamo_cache::cli::{AdminAction, AdminTargetArgs, Cli, Command, LogFormat, ServeArgs};
 use dynamo_cache::{Config, State};
 use tokio::net::TcpListener;
 
@@ -19,8 +17,15 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Some(Command::CheckConfig { file }) => {
-            let config = Config::load(&file)?;
+        Some(Command::CheckConfig { file, mut serve }) => {
+            if file.is_some() {
+                serve.config = file;
+            }
+            let config = serve.config()?;
+            let source = serve.config.as_ref().map_or_else(
+                || "the defaults".to_string(),
+                |path| path.display().to_string(),
+            );
             // The files it names must load too, as `serve` would load them.
             if let Some(credentials) = &config.auth.credentials_file {
                 let principals = dynamo_cache::auth::Principals::load(credentials)
@@ -32,14 +37,22 @@ fn main() -> anyhow::Result<()> {
             }
             let effective = toml::to_string_pretty(&config)?;
             println!("{}", effective.trim_end());
-            eprintln!("{}: ok", file.display());
+            eprintln!("{source}, with the environment and flags: ok");
             Ok(())
         }
-        Some(Command::Healthcheck {
-            admin,
-            ready,
-            https,
-        }) => healthcheck(admin, ready, https),
+        Some(Command::Healthcheck { target, ready }) => {
+            let path = if ready { "/readyz" } else { "/healthz" };
+            admin_call(&target, http::Method::GET, path, false)
+        }
+        Some(Command::Admin { target, action }) => match action {
+            AdminAction::Flush { table } => admin_call(
+                &target,
+                http::Method::POST,
+                &dynamo_cache::ops::client::flush_path(table.as_deref()),
+                true,
+            ),
+            AdminAction::Stats => admin_call(&target, http::Method::GET, "/cache", true),
+        },
         #[cfg(feature = "bench")]
         Some(Command::Bench(args)) => bench(args),
         Some(Command::Serve(args)) => serve(args),
@@ -48,18 +61,19 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    init_logging(args.log_format);
+    let config = args.config()?;
+    init_logging(args.log_format, &config.log_level);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    runtime.block_on(serve_async(args))
+    runtime.block_on(serve_async(args, config))
 }
 
-async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
+async fn serve_async(args: ServeArgs, config: Config) -> anyhow::Result<()> {
     let signals = Signals::install()?;
     #[cfg_attr(not(feature = "embedded"), allow(unused_mut))]
-    let mut config = args.config()?;
+    let mut config = config;
 
     #[cfg(feature = "embedded")]
     let embedded = if args.embedded {
@@ -204,48 +218,39 @@ fn write_json(
 }
 
 /// `GET /healthz` (or `/readyz`) on a running proxy's admin listener: exit 0 on 200.
-fn healthcheck(admin: std::net::SocketAddr, ready: bool, https: bool) -> anyhow::Result<()> {
-    use http_body_util::Empty;
-    use hyper_util::client::legacy::Client;
-    use hyper_util::rt::TokioExecutor;
-
-    // An unspecified address (0.0.0.0) is reachable on loopback.
-    let host = match admin.ip() {
-        ip if ip.is_unspecified() && ip.is_ipv4() => std::net::Ipv4Addr::LOCALHOST.into(),
-        ip if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
-        ip => ip,
-    };
-    let url = format!(
-        "{}://{}/{}",
-        if https { "https" } else { "http" },
-        std::net::SocketAddr::new(host, admin.port()),
-        if ready { "readyz" } else { "healthz" }
-    );
+/// One request to a running proxy's admin listener; prints `URL: STATUS` (and with
+/// `print_body`, the answer), and fails on anything but a 2xx.
+fn admin_call(
+    target: &AdminTargetArgs,
+    method: http::Method,
+    path: &str,
+    print_body: bool,
+) -> anyhow::Result<()> {
+    let admin = dynamo_cache::ops::client::AdminTarget::resolve(
+        target.config.as_deref(),
+        target.admin,
+        target.https,
+        target.admin_token_file.as_deref(),
+    )
+    .map_err(anyhow::Error::msg)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let status = runtime.block_on(async {
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(dynamo_cache::net::tls::probe_client_config())
-            .https_or_http()
-            .enable_http1()
-            .build();
-        let client =
-            Client::builder(TokioExecutor::new()).build::<_, Empty<bytes::Bytes>>(connector);
-        let uri: http::Uri = url.parse()?;
-        let answer = tokio::time::timeout(Duration::from_secs(5), client.get(uri)).await;
-        anyhow::Ok(match answer {
-            Ok(Ok(response)) => Ok(response.status()),
-            Ok(Err(err)) => Err(err.to_string()),
-            Err(_) => Err("no answer within 5 s".into()),
-        })
-    })?;
-    match status {
-        Ok(status) if status.is_success() => {
-            println!("{url}: {status}");
+    let url = format!("{}{path}", admin.base);
+    match runtime.block_on(admin.call(method, path)) {
+        Ok((status, body)) if status.is_success() => {
+            if print_body {
+                println!("{}", String::from_utf8_lossy(&body).trim_end());
+                eprintln!("{url}: {status}");
+            } else {
+                println!("{url}: {status}");
+            }
             Ok(())
         }
-        Ok(status) => bail!("{url}: {status}"),
+        Ok((status, body)) => bail!(
+            "{url}: {status}: {}",
+            String::from_utf8_lossy(&body).trim_end()
+        ),
         Err(err) => bail!("{url}: {err}"),
     }
 }
@@ -329,11 +334,16 @@ impl Signals {
     }
 }
 
-fn init_logging(format: LogFormat) {
+/// Logs to stderr at `level`, unless `RUST_LOG` says otherwise. Colour only on a terminal,
+/// and never with `NO_COLOR` set (<https://no-color.org>): a file or a pipe gets plain text.
+fn init_logging(format: LogFormat, level: &str) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal() && !no_color)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),

@@ -75,6 +75,15 @@ impl State {
         let upstream = Upstream::new(&url, region, cache.clone(), limits)?;
         let streams_upstream = Upstream::new(&config.streams_url(region), region, cache, limits)?;
         let metrics = Arc::new(Metrics::new());
+        for (cache, budget) in [
+            ("item", config.cache.item_max_bytes),
+            ("query", config.cache.query_max_bytes),
+        ] {
+            metrics
+                .cache_max_bytes
+                .with_label_values(&[cache])
+                .set(i64::try_from(budget).unwrap_or(i64::MAX));
+        }
         let naming = Arc::new(Naming::new(region));
         let schemas = Arc::new(Schemas::new(
             &url,
@@ -131,6 +140,7 @@ impl State {
         {
             errors.push(err);
         }
+        self.metrics.reload_failures.inc_by(errors.len() as u64);
         if errors.is_empty() {
             Ok(())
         } else {

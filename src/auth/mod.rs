@@ -121,11 +121,16 @@ impl Gate {
 
     /// Whether an admin request may use an endpoint that changes or reveals the cache:
     /// always with the right `Authorization: Bearer` token; without a token configured, only
-    /// on a loopback admin listener.
-    pub fn admit_admin(&self, headers: &HeaderMap) -> Result<(), AdminRefusal> {
+    /// on a loopback admin listener or from a loopback peer (the proxy's own host, its pod or
+    /// its container).
+    pub fn admit_admin(
+        &self,
+        headers: &HeaderMap,
+        peer_on_loopback: bool,
+    ) -> Result<(), AdminRefusal> {
         let token = self.admin_token.load();
         let Some(token) = token.as_ref() else {
-            return if self.admin_on_loopback {
+            return if self.admin_on_loopback || peer_on_loopback {
                 Ok(())
             } else {
                 Err(AdminRefusal::NoTokenConfigured)
@@ -238,6 +243,20 @@ mod tests {
 
     fn principal(key: &str) -> Arc<Principal> {
         principals().by_key[key].clone()
+    }
+
+    #[test]
+    fn without_a_token_only_the_proxys_own_host_may_change_the_cache() {
+        let open = crate::config::AuthConfig::default();
+        let exposed = Gate::new(&open, "us-east-1", false).unwrap();
+        let none = HeaderMap::new();
+        assert_eq!(
+            exposed.admit_admin(&none, false),
+            Err(AdminRefusal::NoTokenConfigured)
+        );
+        assert_eq!(exposed.admit_admin(&none, true), Ok(()));
+        let local = Gate::new(&open, "us-east-1", true).unwrap();
+        assert_eq!(local.admit_admin(&none, false), Ok(()));
     }
 
     #[test]

@@ -68,7 +68,7 @@ pub async fn serve<H, F>(
     stop: CancellationToken,
     handler: H,
 ) where
-    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    H: Fn(Request<Incoming>, std::net::SocketAddr) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = ProxyResponse> + Send + 'static,
 {
     let mut lanes = Vec::new();
@@ -166,7 +166,7 @@ async fn drive<H, F>(
     metrics: Arc<Metrics>,
     handler: H,
 ) where
-    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    H: Fn(Request<Incoming>, std::net::SocketAddr) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = ProxyResponse> + Send + 'static,
 {
     let graceful = GracefulShutdown::new();
@@ -194,7 +194,7 @@ async fn drive<H, F>(
         let answering = activity.clone();
         let service = service_fn(move |request| {
             answering.request();
-            let response = handler(request);
+            let response = handler(request, peer);
             let (closing, answering) = (closing.clone(), answering.clone());
             async move {
                 let mut response = response.await;

@@ -1,11 +1,13 @@
-//! The admin listener: `/healthz`, `/readyz`, `/metrics`, `GET /cache` (what each cache holds
+//! The admin listener: `/healthz`, `/readyz`, `/upstream`, `/metrics`, `GET /cache` (what each cache holds
 //! and how well it hits), `POST /cache/flush[?table=NAME]` and `/debug/config` (the effective
 //! configuration, secrets masked), kept off the data port so that
 //! operators can scrape and probe without acting as a DynamoDB client.
 //!
 //! `/cache/*` and `/debug/*` change the cache or reveal keys and configuration: they need the
-//! bearer token of `auth.admin_token_file` when one is set, and are refused outright on a
-//! non-loopback admin listener without one. Probes, `/metrics` and `GET /cache` stay open.
+//! bearer token of `auth.admin_token_file` when one is set. Without one they are answered only
+//! on a loopback admin listener, or to a caller on the proxy's own host (a loopback peer:
+//! `dynamo-cache admin` run in the container or pod). Probes, `/metrics` and `GET /cache` stay
+//! open.
 
 use std::time::Duration;
 
@@ -17,21 +19,28 @@ use crate::auth::AdminRefusal;
 use crate::proxy::answer::ProxyResponse;
 use crate::state::State;
 
-/// How long `/readyz` waits for the upstream to answer.
-const READY_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long `/upstream` waits for DynamoDB to answer.
+const UPSTREAM_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Answers one admin request.
-pub async fn handle(state: &State, request: Request<Incoming>) -> ProxyResponse {
+pub async fn handle(
+    state: &State,
+    request: Request<Incoming>,
+    peer: std::net::SocketAddr,
+) -> ProxyResponse {
     let path = request.uri().path();
     // What changes the cache or reveals keys and configuration needs the admin token.
     if (path.starts_with("/cache/") || path.starts_with("/debug/"))
-        && let Err(refusal) = state.gate.admit_admin(request.headers())
+        && let Err(refusal) = state
+            .gate
+            .admit_admin(request.headers(), peer.ip().is_loopback())
     {
         return refused(refusal);
     }
     match (request.method(), request.uri().path()) {
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
         (&Method::GET, "/readyz") => readiness(state).await,
+        (&Method::GET, "/upstream") => upstream_health(state).await,
         (&Method::GET, "/metrics") => {
             record_cache_usage(state);
             let mut resp = text(StatusCode::OK, "");
@@ -48,8 +57,8 @@ pub async fn handle(state: &State, request: Request<Incoming>) -> ProxyResponse 
         (&Method::GET, "/debug/config") => json(StatusCode::OK, effective_config(state)),
         (
             _,
-            "/healthz" | "/readyz" | "/metrics" | "/cache" | "/cache/flush" | "/cache/hot-keys"
-            | "/debug/config",
+            "/healthz" | "/readyz" | "/upstream" | "/metrics" | "/cache" | "/cache/flush"
+            | "/cache/hot-keys" | "/debug/config",
         ) => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
@@ -71,7 +80,7 @@ fn refused(refusal: AdminRefusal) -> ProxyResponse {
         AdminRefusal::NoTokenConfigured => text(
             StatusCode::FORBIDDEN,
             "the admin listener is reachable from other hosts: set auth.admin_token_file to use \
-             this endpoint\n",
+             this endpoint from them, or run `dynamo-cache admin` on the proxy's host\n",
         ),
     }
 }
@@ -238,6 +247,9 @@ fn json(status: StatusCode, body: serde_json::Value) -> ProxyResponse {
 }
 
 /// Ready when not draining, credentials are loaded, and the upstream answers.
+/// Whether this process can serve: listening (it answers), not draining, warm start over,
+/// credentials loaded. DynamoDB's health is not part of it: a blip upstream must not take
+/// every replica out of service at once, when cached reads are what they are there for.
 async fn readiness(state: &State) -> ProxyResponse {
     if state.is_draining() {
         return text(StatusCode::SERVICE_UNAVAILABLE, "draining\n");
@@ -252,10 +264,16 @@ async fn readiness(state: &State) -> ProxyResponse {
             return text(StatusCode::SERVICE_UNAVAILABLE, "no AWS credentials\n");
         }
     }
-    if !state.upstream.is_reachable(READY_PROBE_TIMEOUT).await {
-        return text(StatusCode::SERVICE_UNAVAILABLE, "upstream unreachable\n");
-    }
     text(StatusCode::OK, "ready\n")
+}
+
+/// Whether DynamoDB answers at all (for dashboards and alerts, never for readiness).
+async fn upstream_health(state: &State) -> ProxyResponse {
+    if state.upstream.is_reachable(UPSTREAM_PROBE_TIMEOUT).await {
+        text(StatusCode::OK, "upstream reachable\n")
+    } else {
+        text(StatusCode::SERVICE_UNAVAILABLE, "upstream unreachable\n")
+    }
 }
 
 fn text(status: StatusCode, body: &'static str) -> ProxyResponse {

@@ -57,6 +57,10 @@ pub struct Metrics {
     pub cache_entries: IntGaugeVec,
     /// Weighted bytes per cache, read at scrape time.
     pub cache_bytes: IntGaugeVec,
+    /// Each cache's byte budget, so a fill ratio can be drawn.
+    pub cache_max_bytes: IntGaugeVec,
+    /// Reloads (SIGHUP) of a file that failed: the old value stays in force.
+    pub reload_failures: IntCounter,
     /// Entries removed by the cache itself, by cause (`size`, `expired`, `explicit`).
     pub evictions: IntCounterVec,
     /// Invalidations, by cache and reason (`write`, `failed_write`, `table_change`, `flush`).
@@ -217,6 +221,20 @@ impl Metrics {
             &["cache"],
         )
         .expect("valid metric");
+        let cache_max_bytes = IntGaugeVec::new(
+            Opts::new(
+                "dynamo_cache_cache_max_bytes",
+                "Byte budget per cache (cache.item_max_bytes, cache.query_max_bytes).",
+            ),
+            &["cache"],
+        )
+        .expect("valid metric");
+        let reload_failures = IntCounter::new(
+            "dynamo_cache_reload_failures_total",
+            "Files that failed to load on a reload (credentials, admin token, certificate); \
+             the old value stays in force.",
+        )
+        .expect("valid metric");
         let evictions = IntCounterVec::new(
             Opts::new(
                 "dynamo_cache_evictions_total",
@@ -288,6 +306,8 @@ impl Metrics {
             Box::new(cache_requests.clone()),
             Box::new(cache_entries.clone()),
             Box::new(cache_bytes.clone()),
+            Box::new(cache_max_bytes.clone()),
+            Box::new(reload_failures.clone()),
             Box::new(evictions.clone()),
             Box::new(invalidations.clone()),
             Box::new(table_requests.clone()),
@@ -296,6 +316,8 @@ impl Metrics {
             Box::new(stream_shards.clone()),
             Box::new(stream_errors.clone()),
             Box::new(build_info),
+            // Resident memory, CPU time, open file descriptors (the sizing advice is in RSS).
+            Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ] {
             names.extend(collector.desc().iter().map(|d| d.fq_name.clone()));
             registry.register(collector).expect("names are unique");
@@ -324,6 +346,8 @@ impl Metrics {
             cache_requests,
             cache_entries,
             cache_bytes,
+            cache_max_bytes,
+            reload_failures,
             evictions,
             invalidations,
             stream_records,

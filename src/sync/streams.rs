@@ -284,6 +284,7 @@ impl Streams {
         let mut throttled = 0u32;
         loop {
             let mut more_waiting = false;
+            let mut records_seen = false;
             let mut relist = listed_at.elapsed() >= RELIST_EVERY;
             let ids: Vec<String> = reading.keys().cloned().collect();
             for id in ids {
@@ -300,6 +301,7 @@ impl Streams {
                         throttled = 0;
                         let records = out.records();
                         more_waiting |= records.len() as i32 >= RECORDS_PER_CALL;
+                        records_seen |= !records.is_empty();
                         for record in records {
                             self.apply(table, partition_key.as_deref(), record);
                             if let Some(seq) = record.dynamodb().and_then(|d| d.sequence_number()) {
@@ -342,6 +344,11 @@ impl Streams {
                         _ => return Err(error_text(&err)),
                     },
                 }
+            }
+            // Every shard read to its end with nothing new: caught up. The lag of the last
+            // record read must not stand for ever (an alert on it would never clear).
+            if !records_seen && !more_waiting {
+                self.metrics.stream_lag.set(0.0);
             }
             if relist {
                 let listed = self.list_shards(arn).await?;

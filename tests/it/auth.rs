@@ -475,17 +475,18 @@ async fn cache_and_debug_endpoints_need_the_admin_token() {
     );
 }
 
+/// As deployed in a pod: the admin listener on every interface and no token. Callers from
+/// other hosts are refused cache changes (see the gate's unit tests); a caller on the proxy's
+/// own host (`dynamo-cache admin` in the container) is served.
 #[tokio::test]
-async fn a_non_loopback_admin_listener_without_a_token_refuses_cache_changes() {
+async fn a_non_loopback_admin_listener_without_a_token_serves_cache_changes_to_its_own_host() {
     let upstream = Upstream::start().await;
     let proxy = Proxy::start_with(&upstream.url, |c| {
-        // As deployed in a pod: reachable on every interface.
         c.admin_listen = std::net::SocketAddr::new([0, 0, 0, 0].into(), c.admin_listen.port());
     })
     .await;
     let got = admin(&proxy.admin_url, "POST", "/cache/flush", None).await;
-    assert_eq!(got.status, 403);
-    assert!(String::from_utf8_lossy(&got.body).contains("auth.admin_token_file"));
+    assert_eq!(got.status, 200, "{:?}", got.body);
     assert_eq!(
         admin(&proxy.admin_url, "GET", "/metrics", None)
             .await

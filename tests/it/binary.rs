@@ -9,6 +9,11 @@ use crate::common::*;
 /// `dynamo-cache serve --embedded [extra...]` on free ports: the process, its data URL, and the
 /// first lines it printed.
 fn serve_embedded(extra: &[&str]) -> (Child, String, Vec<String>) {
+    serve_embedded_admin_on("127.0.0.1:0", extra)
+}
+
+/// As [`serve_embedded`], with the admin listener on `admin`.
+fn serve_embedded_admin_on(admin: &str, extra: &[&str]) -> (Child, String, Vec<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_dynamo-cache"))
         .args([
             "serve",
@@ -16,7 +21,7 @@ fn serve_embedded(extra: &[&str]) -> (Child, String, Vec<String>) {
             "--listen",
             "127.0.0.1:0",
             "--admin-listen",
-            "127.0.0.1:0",
+            admin,
         ])
         .args(extra)
         .env("RUST_LOG", "warn")
@@ -95,10 +100,17 @@ fn urls_in(line: &str) -> Vec<String> {
 }
 
 fn healthcheck(args: &[&str]) -> std::process::Output {
+    dynamo_cache_command("healthcheck", args)
+}
+
+/// `dynamo-cache SUBCOMMAND args...`, with none of the caller's admin settings.
+fn dynamo_cache_command(subcommand: &str, args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_dynamo-cache"))
-        .arg("healthcheck")
+        .arg(subcommand)
         .args(args)
         .env_remove("DYNAMO_CACHE_ADMIN_LISTEN")
+        .env_remove("DYNAMO_CACHE_CONFIG")
+        .env_remove("DYNAMO_CACHE_ADMIN_TOKEN_FILE")
         .output()
         .unwrap()
 }
@@ -167,6 +179,15 @@ async fn healthcheck_speaks_https_to_an_admin_listener_served_over_tls() {
         .await
         .unwrap();
     assert_eq!(over_http.status.code(), Some(1), "{over_http:?}");
+    // With the proxy's own config file, `tls.admin` is followed without `--https`.
+    let probe = admin.clone();
+    let config_arg = config.to_str().unwrap().to_string();
+    let by_config = tokio::task::spawn_blocking(move || {
+        healthcheck(&["--config", &config_arg, "--admin", &probe])
+    })
+    .await
+    .unwrap();
+    assert!(by_config.status.success(), "{by_config:?}");
 
     assert_eq!(terminate(child).await.code(), Some(0));
     let _ = std::fs::remove_dir_all(&dir);
@@ -250,4 +271,122 @@ async fn the_proxy_keeps_serving_after_whoever_read_its_banner_goes_away() {
     let tables = sdk(&url).list_tables().send().await;
     assert!(tables.is_ok(), "{tables:?}");
     assert_eq!(terminate(child).await.code(), Some(0));
+}
+
+/// Logs written to a file carry no terminal escape codes, and `--log-level` chooses what is
+/// logged (here debug: one line per request).
+#[tokio::test]
+async fn logs_to_a_file_are_plain_text_at_the_configured_level() {
+    let path = std::env::temp_dir().join(format!("dynamo-cache-log-{}.txt", std::process::id()));
+    let log = std::fs::File::create(&path).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dynamo-cache"))
+        .args([
+            "serve",
+            "--embedded",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--log-level",
+            "info,dynamo_cache=debug",
+        ])
+        .env_remove("RUST_LOG")
+        .env_remove("NO_COLOR")
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let first = BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .next()
+        .unwrap()
+        .unwrap();
+    let url = first
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap()
+        .to_string();
+    dynamo(&url, "ListTables", "{}").await;
+    assert!(terminate(child).await.success());
+    let written = std::fs::read(&path).unwrap();
+    let _ = std::fs::remove_file(&path);
+    let text = String::from_utf8_lossy(&written);
+    assert!(
+        text.contains("op=\"ListTables\"") || text.contains("op=ListTables"),
+        "{text}"
+    );
+    assert!(
+        !written.contains(&0x1b),
+        "escape codes in a log file: {text:?}"
+    );
+}
+
+/// The binary is its own admin client: with the admin listener on every interface and no
+/// token (as the shipped compose and Kubernetes sidecar examples run it), a flush from the
+/// proxy's own host works; with a token, it reads the token file of the proxy's config.
+#[tokio::test]
+async fn the_admin_client_flushes_and_reads_stats() {
+    let dir = std::env::temp_dir().join(format!("dynamo-cache-admin-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (child, url, printed) = serve_embedded_admin_on("0.0.0.0:0", &[]);
+    let port = urls_in(&printed[0])[1]
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_string();
+    create_table(&sdk(&url), "orders").await;
+    let item = r#"{"TableName":"orders","Item":{"pk":{"S":"a"},"sk":{"N":"1"}}}"#;
+    dynamo(&url, "PutItem", item).await;
+    let get = r#"{"TableName":"orders","Key":{"pk":{"S":"a"},"sk":{"N":"1"}}}"#;
+    assert_eq!(dynamo(&url, "GetItem", get).await.cache_status(), "hit");
+
+    let admin = format!("0.0.0.0:{port}");
+    let flushed = tokio::task::spawn_blocking(move || {
+        dynamo_cache_command("admin", &["--admin", &admin, "flush", "--table", "orders"])
+    })
+    .await
+    .unwrap();
+    assert!(flushed.status.success(), "{flushed:?}");
+    assert!(
+        String::from_utf8_lossy(&flushed.stdout).contains(r#""table":"orders""#),
+        "{flushed:?}"
+    );
+    assert_eq!(dynamo(&url, "GetItem", get).await.cache_status(), "miss");
+
+    let admin = format!("127.0.0.1:{port}");
+    let stats = tokio::task::spawn_blocking(move || {
+        dynamo_cache_command("admin", &["--admin", &admin, "stats"])
+    })
+    .await
+    .unwrap();
+    assert!(stats.status.success(), "{stats:?}");
+    let stats: serde_json::Value = serde_json::from_slice(&stats.stdout).unwrap();
+    assert!(stats["item"]["entries"].is_number(), "{stats}");
+    assert_eq!(terminate(child).await.code(), Some(0));
+
+    // With a token: the client finds it through the proxy's config file.
+    std::fs::write(dir.join("admin.token"), "t0ken\n").unwrap();
+    let config = dir.join("dynamo-cache.toml");
+    std::fs::write(&config, "[auth]\nadmin_token_file = \"admin.token\"\n").unwrap();
+    let config = config.to_str().unwrap().to_string();
+    let (child, _, printed) = serve_embedded(&["--config", &config]);
+    let admin = urls_in(&printed[0])[1]
+        .trim_start_matches("http://")
+        .to_string();
+    let (with, without) = tokio::task::spawn_blocking(move || {
+        (
+            dynamo_cache_command("admin", &["--config", &config, "--admin", &admin, "flush"]),
+            dynamo_cache_command("admin", &["--admin", &admin, "flush"]),
+        )
+    })
+    .await
+    .unwrap();
+    assert!(with.status.success(), "{with:?}");
+    assert_eq!(without.status.code(), Some(1), "{without:?}");
+    assert!(
+        String::from_utf8_lossy(&without.stderr).contains("401"),
+        "{without:?}"
+    );
+    assert_eq!(terminate(child).await.code(), Some(0));
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -41,6 +41,7 @@ fn every_shipped_config_file_loads() {
         "sidecar.toml",
         "shared-fleet.toml",
         "per-table-ttls.toml",
+        "vm.toml",
     ] {
         assert!(names.contains(&expected), "{expected} missing: {names:?}");
     }
@@ -82,6 +83,26 @@ fn check_config_prints_the_effective_configuration() {
             .unwrap_or_else(|e| panic!("{}: printed config does not parse: {e}", path.display()));
         assert_eq!(printed, Config::load(&path).unwrap(), "{}", path.display());
     }
+}
+
+/// The effective configuration is the file with the environment and flags applied, as
+/// `serve` would run with it.
+#[test]
+fn check_config_applies_the_environment_and_flags() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/examples/sidecar.toml");
+    let out = Command::new(env!("CARGO_BIN_EXE_dynamo-cache"))
+        .arg("check-config")
+        .arg(&path)
+        .args(["--workers", "3"])
+        .env("DYNAMO_CACHE_UPSTREAM", "http://127.0.0.1:4566")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let printed: Config = toml::from_str(std::str::from_utf8(&out.stdout).unwrap()).unwrap();
+    let mut expected = Config::load(&path).unwrap();
+    expected.workers = 3;
+    expected.upstream = Some("http://127.0.0.1:4566".into());
+    assert_eq!(printed, expected);
 }
 
 #[test]

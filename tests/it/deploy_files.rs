@@ -16,11 +16,16 @@ fn exported() -> BTreeSet<String> {
     names
 }
 
-/// Every `dynamo_cache_*` identifier in a PromQL expression.
+/// Every metric identifier in a PromQL expression: the proxy's own (`dynamo_cache_*`) and the
+/// process metrics it exports (`process_*`).
 fn metrics_in(expr: &str) -> Vec<String> {
     let mut found = Vec::new();
     let mut rest = expr;
-    while let Some(at) = rest.find("dynamo_cache_") {
+    while let Some(at) = ["dynamo_cache_", "process_"]
+        .iter()
+        .filter_map(|prefix| rest.find(prefix))
+        .min()
+    {
         let name: String = rest[at..]
             .chars()
             .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
@@ -29,6 +34,32 @@ fn metrics_in(expr: &str) -> Vec<String> {
         found.push(name);
     }
     found
+}
+
+fn dashboard_expressions() -> Vec<String> {
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&deploy("grafana/dynamo-cache.json")).unwrap();
+    dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().unwrap())
+        .map(|t| t["expr"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn alert_expressions() -> Vec<String> {
+    let rules: serde_yaml::Value = serde_yaml::from_str(&deploy("prometheus/alerts.yml")).unwrap();
+    rules["groups"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["rules"].as_sequence().unwrap())
+        .map(|r| {
+            assert!(r["alert"].as_str().is_some() && r["annotations"]["summary"].is_string());
+            r["expr"].as_str().unwrap().to_string()
+        })
+        .collect()
 }
 
 fn check(expressions: &[String], source: &str) {
@@ -55,33 +86,73 @@ fn deploy(path: &str) -> String {
 
 #[test]
 fn the_dashboard_queries_only_exported_metrics() {
-    let dashboard: serde_json::Value =
-        serde_json::from_str(&deploy("grafana/dynamo-cache.json")).unwrap();
-    let expressions: Vec<String> = dashboard["panels"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|p| p["targets"].as_array().unwrap())
-        .map(|t| t["expr"].as_str().unwrap().to_string())
-        .collect();
+    let expressions = dashboard_expressions();
     assert!(expressions.len() >= 8);
     check(&expressions, "grafana/dynamo-cache.json");
 }
 
 #[test]
 fn the_alerts_query_only_exported_metrics() {
-    let rules: serde_yaml::Value = serde_yaml::from_str(&deploy("prometheus/alerts.yml")).unwrap();
-    let expressions: Vec<String> = rules["groups"]
-        .as_sequence()
-        .unwrap()
-        .iter()
-        .flat_map(|g| g["rules"].as_sequence().unwrap())
-        .map(|r| {
-            assert!(r["alert"].as_str().is_some() && r["annotations"]["summary"].is_string());
-            r["expr"].as_str().unwrap().to_string()
-        })
+    check(&alert_expressions(), "prometheus/alerts.yml");
+}
+
+/// What a running proxy's `/metrics` really exports is what the dashboard and the alerts
+/// query; every metric of the proxy's own has a panel; every panel follows the instance
+/// selector.
+#[tokio::test]
+async fn the_dashboard_and_alerts_match_what_metrics_exports() {
+    use crate::common::*;
+    // A little traffic of every kind, so that series created on first use exist.
+    let env = Relayed::start(|_| {}).await;
+    let item = r#"{"TableName":"orders","Item":{"pk":{"S":"a"},"sk":{"N":"1"}}}"#;
+    let key = r#"{"TableName":"orders","Key":{"pk":{"S":"a"},"sk":{"N":"1"}}}"#;
+    let query = r#"{"TableName":"orders","KeyConditionExpression":"pk = :p","ExpressionAttributeValues":{":p":{"S":"a"}}}"#;
+    env.call("PutItem", item).await;
+    env.call("GetItem", key).await;
+    env.call("Query", query).await;
+    env.call("Query", query).await;
+    // And one exchange that gets no answer.
+    env.relay
+        .set_reply_for("ListTables", crate::common::shim::Reply::Reset);
+    env.call("ListTables", "{}").await;
+    let scraped = env.proxy.metrics().await;
+    let families: BTreeSet<String> = scraped
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_string)
         .collect();
-    check(&expressions, "prometheus/alerts.yml");
+    let served = |name: &str| {
+        ["", "_bucket", "_sum", "_count"].iter().any(|suffix| {
+            name.strip_suffix(suffix)
+                .is_some_and(|base| families.contains(base))
+        })
+    };
+    let dashboard = dashboard_expressions();
+    for (source, expressions) in [("dashboard", &dashboard), ("alerts", &alert_expressions())] {
+        for expr in expressions {
+            for name in metrics_in(expr) {
+                assert!(served(&name), "{source}: {name} is not in /metrics");
+            }
+        }
+    }
+    let shown: BTreeSet<String> = dashboard.iter().flat_map(|e| metrics_in(e)).collect();
+    for family in families.iter().filter(|f| f.starts_with("dynamo_cache_")) {
+        assert!(
+            ["", "_bucket", "_count"]
+                .iter()
+                .any(|suffix| shown.contains(&format!("{family}{suffix}"))),
+            "{family} has no panel"
+        );
+    }
+    for expr in &dashboard {
+        let names = metrics_in(expr).len();
+        assert_eq!(
+            expr.matches(r#"instance=~"$instance""#).count(),
+            names,
+            "{expr} ignores the instance selector"
+        );
+    }
 }
 
 #[test]

@@ -415,15 +415,34 @@ fn kubernetes_shared_fleet_config_service_and_monitor_agree() {
         .iter()
         .find(|v| v["name"] == "credentials")
         .unwrap();
-    assert!(secret_volume["secret"]["secretName"].is_string());
+    let secret_name = secret_volume["secret"]["secretName"].as_str().unwrap();
+    // The Secret is defined in the same file, with a key for every file the config names.
+    let secret = kind(&docs, "Secret")
+        .into_iter()
+        .find(|s| s["metadata"]["name"] == secret_name)
+        .unwrap_or_else(|| panic!("no Secret {secret_name}"));
     for file in [&config.auth.credentials_file, &config.auth.admin_token_file] {
         let file = file.as_deref().unwrap();
+        let key = file
+            .strip_prefix(secret_mount)
+            .unwrap_or_else(|_| panic!("{} is not in the Secret", file.display()));
+        let key = key.to_str().unwrap();
         assert!(
-            file.starts_with(secret_mount),
-            "{} is not in the Secret",
-            file.display()
+            secret["stringData"][key].is_string(),
+            "the Secret has no {key}"
         );
     }
+    // Its principals file is one the proxy loads.
+    let principals = secret["stringData"]["principals.toml"].as_str().unwrap();
+    dynamo_cache::auth::Principals::parse(principals, Path::new("/")).unwrap();
+    // The NetworkPolicy admits callers from the namespaces the header describes.
+    let policy = kind(&docs, "NetworkPolicy")[0];
+    let callers = &policy["spec"]["ingress"][0]["from"][0];
+    assert!(
+        callers["namespaceSelector"].is_mapping(),
+        "callers only from the fleet's namespace"
+    );
+    assert!(callers["podSelector"].is_mapping());
     // Replicas of a fleet keep each other fresh through the tables' streams.
     assert!(
         config.streams.enabled,
@@ -517,9 +536,15 @@ fn systemd_unit_starts_the_binary_with_a_shipped_config_and_waits_for_the_drain(
     let Some(Command::Serve(args)) = cli.command else {
         panic!("serve expected")
     };
-    // The unit's config path gets the sidecar example, as its header says to install.
-    assert!(unit.contains("config/examples/sidecar.toml"));
-    let config = Config::load(&root().join("config/examples/sidecar.toml")).unwrap();
+    // The unit's config path gets the VM example, as its header says to install: both
+    // listeners on loopback.
+    assert!(unit.contains("install -D -m 0644 config/examples/vm.toml /etc/dynamo-cache/"));
+    let config = Config::load(&root().join("config/examples/vm.toml")).unwrap();
+    assert!(config.admin_listen.ip().is_loopback() && config.listen.ip().is_loopback());
+    assert_eq!(value("ExecReload"), "/bin/kill -HUP $MAINPID");
+    let docs = value("Documentation");
+    let doc_path = docs.strip_prefix("file:").expect("a file: URL");
+    assert!(unit.contains(&format!("install -D -m 0644 README.md {doc_path}")));
     assert_eq!(
         args.config.as_deref(),
         Some(Path::new("/etc/dynamo-cache/dynamo-cache.toml"))
@@ -602,4 +627,40 @@ fn every_variable_in_deploy_is_one_the_cli_reads_and_the_readme_documents() {
             );
         }
     }
+}
+
+/// The shipped compose and Kubernetes examples drop cached entries with the binary's own admin
+/// client, at the path the image installs it, with a command the binary accepts.
+#[test]
+fn the_shipped_examples_flush_with_the_binarys_own_admin_client() {
+    let dockerfile = read("deploy/Dockerfile");
+    assert!(dockerfile.contains(r#"ENTRYPOINT ["/usr/local/bin/dynamo-cache"]"#));
+    for file in [
+        "deploy/docker-compose.yml",
+        "deploy/kubernetes/sidecar.yaml",
+        "deploy/kubernetes/shared-fleet.yaml",
+    ] {
+        let text = read(file);
+        let line = text
+            .lines()
+            .find(|l| l.contains(" admin flush"))
+            .unwrap_or_else(|| panic!("{file}: no admin flush command"));
+        let start = line
+            .find("/usr/local/bin/dynamo-cache")
+            .unwrap_or_else(|| panic!("{file}: not the image's binary: {line}"));
+        let argv: Vec<&str> = line[start..].split_whitespace().collect();
+        let cli = Cli::try_parse_from(&argv).unwrap_or_else(|e| panic!("{file}: {e}"));
+        match cli.command {
+            Some(Command::Admin {
+                action: dynamo_cache::cli::AdminAction::Flush { table: Some(_) },
+                ..
+            }) => {}
+            other => panic!("{file}: {other:?}"),
+        }
+    }
+    // The shared fleet's client finds the token through the config the container names.
+    let fleet = read("deploy/kubernetes/shared-fleet.yaml");
+    assert!(fleet.contains("DYNAMO_CACHE_CONFIG"));
+    assert!(fleet.contains(r#"admin_token_file = "/etc/dynamo-cache/credentials/admin-token""#));
+    assert!(fleet.contains("mountPath: /etc/dynamo-cache/credentials"));
 }

@@ -36,6 +36,22 @@ async fn hits_are_served_while_the_upstream_is_down_and_consistent_reads_are_not
     );
     assert_eq!(hit.header("x-amzn-requestid").map(str::len), Some(52));
 
+    // The proxy stays ready while DynamoDB is away: its hits are what it is there for.
+    // DynamoDB's health is reported on /upstream instead.
+    let admin = &env.proxy.admin_url;
+    assert_eq!(
+        http_get(&format!("{admin}/readyz")).await.unwrap().status,
+        200
+    );
+    assert_eq!(
+        http_get(&format!("{admin}/upstream")).await.unwrap().status,
+        503
+    );
+    assert_eq!(
+        env.call("GetItem", &get("a", "1")).await.cache_status(),
+        "hit"
+    );
+
     let consistent = json!({"TableName": "orders", "ConsistentRead": true,
         "Key": {"pk": {"S": "a"}, "sk": {"N": "1"}}});
     let strong = env.call("GetItem", &consistent.to_string()).await;

@@ -198,3 +198,36 @@ fn every_config_key_is_in_the_reference_with_its_real_default() {
         assert_eq!(stated, real, "{key}: README default");
     }
 }
+
+/// The README's table of contents lists its sections, in order, with links GitHub resolves.
+#[test]
+fn the_table_of_contents_matches_the_sections() {
+    let readme = readme();
+    let sections: Vec<&str> = readme
+        .lines()
+        .filter_map(|l| l.strip_prefix("## "))
+        .filter(|h| *h != "Contents")
+        .collect();
+    let contents = &readme[readme.find("## Contents").expect("a table of contents")..];
+    let listed: Vec<(String, String)> = contents
+        .lines()
+        .skip(1)
+        .skip_while(|l| l.is_empty())
+        .take_while(|l| l.starts_with("- ["))
+        .map(|l| {
+            let (title, link) = l[3..].split_once("](#").unwrap();
+            (title.to_string(), link.trim_end_matches(')').to_string())
+        })
+        .collect();
+    let titles: Vec<&str> = listed.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(titles, sections);
+    for (title, link) in &listed {
+        let anchor: String = title
+            .to_lowercase()
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == ' ' || *c == '-')
+            .map(|c| if c == ' ' { '-' } else { c })
+            .collect();
+        assert_eq!(link, &anchor, "{title}");
+    }
+}
