@@ -21,8 +21,9 @@
 //!   credentials, and table key schemas from DescribeTable.
 //! - **Sync**: following DynamoDB streams, hot keys and warm starts; they reach the caches
 //!   only through the cache layer.
-//! - **Operations** ([`ops`]): Prometheus metrics and the admin listener (health, readiness,
-//!   stats, flush); **listening** ([`net`]): connection limits, drain, TLS.
+//! - **Operations** ([`ops`]): Prometheus metrics, the admin listener (health, readiness,
+//!   upstream health, stats, flush) and the binary's own client for it; **listening**
+//!   ([`net`]): connection limits, drain, TLS.
 //! - [`cli`] and [`config`]: command line, environment and the TOML file.
 //! - Tools beside the server: [`embedded`] (feature `embedded`), a local DynamoDB emulator
 //!   inside the binary; `bench` (feature `bench`), `dynamo-cache bench`. Neither is part of
