@@ -84,6 +84,9 @@ impl State {
                 .with_label_values(&[cache])
                 .set(i64::try_from(budget).unwrap_or(i64::MAX));
         }
+        if let Some(expiry) = tls.as_ref().and_then(|certs| certs.not_after()) {
+            metrics.tls_certificate_expiry.set(expiry);
+        }
         let naming = Arc::new(Naming::new(region));
         let schemas = Arc::new(Schemas::new(
             &url,
@@ -135,10 +138,15 @@ impl State {
         if let Err(err) = self.gate.reload() {
             errors.push(err);
         }
-        if let Some(tls) = &self.tls
-            && let Err(err) = tls.reload()
-        {
-            errors.push(err);
+        if let Some(tls) = &self.tls {
+            match tls.reload() {
+                Ok(()) => {
+                    if let Some(expiry) = tls.not_after() {
+                        self.metrics.tls_certificate_expiry.set(expiry);
+                    }
+                }
+                Err(err) => errors.push(err),
+            }
         }
         self.metrics.reload_failures.inc_by(errors.len() as u64);
         if errors.is_empty() {

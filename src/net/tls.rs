@@ -47,6 +47,14 @@ impl Certs {
         Ok(())
     }
 
+    /// When the served certificate stops being valid (Unix seconds), if it can be read.
+    pub fn not_after(&self) -> Option<i64> {
+        let current = self.current.load();
+        let leaf = current.cert.first()?;
+        let (_, cert) = x509_parser::parse_x509_certificate(leaf).ok()?;
+        Some(cert.validity().not_after.timestamp())
+    }
+
     /// An acceptor for HTTP/1.1 over TLS 1.2 or 1.3, always serving the current pair.
     pub fn acceptor(self: &Arc<Self>) -> TlsAcceptor {
         let mut config = rustls::ServerConfig::builder_with_provider(self.provider.clone())

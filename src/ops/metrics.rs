@@ -61,6 +61,8 @@ pub struct Metrics {
     pub cache_max_bytes: IntGaugeVec,
     /// Reloads (SIGHUP) of a file that failed: the old value stays in force.
     pub reload_failures: IntCounter,
+    /// When the served certificate expires (Unix seconds); 0 without TLS.
+    pub tls_certificate_expiry: IntGauge,
     /// Entries removed by the cache itself, by cause (`size`, `expired`, `explicit`).
     pub evictions: IntCounterVec,
     /// Invalidations, by cache and reason (`write`, `failed_write`, `table_change`, `flush`).
@@ -235,6 +237,11 @@ impl Metrics {
              the old value stays in force.",
         )
         .expect("valid metric");
+        let tls_certificate_expiry = IntGauge::new(
+            "dynamo_cache_tls_certificate_expiry_timestamp_seconds",
+            "When the certificate served over https stops being valid (Unix time); 0 without TLS.",
+        )
+        .expect("valid metric");
         let evictions = IntCounterVec::new(
             Opts::new(
                 "dynamo_cache_evictions_total",
@@ -308,6 +315,7 @@ impl Metrics {
             Box::new(cache_bytes.clone()),
             Box::new(cache_max_bytes.clone()),
             Box::new(reload_failures.clone()),
+            Box::new(tls_certificate_expiry.clone()),
             Box::new(evictions.clone()),
             Box::new(invalidations.clone()),
             Box::new(table_requests.clone()),
@@ -348,6 +356,7 @@ impl Metrics {
             cache_bytes,
             cache_max_bytes,
             reload_failures,
+            tls_certificate_expiry,
             evictions,
             invalidations,
             stream_records,

@@ -22,8 +22,10 @@ fn issue(dir: &Path, name: &str) -> String {
     let ca_key = KeyPair::generate().unwrap();
     let ca_cert = ca_params.self_signed(&ca_key).unwrap();
     let issuer = Issuer::new(ca_params, ca_key);
-    let params =
+    let mut params =
         CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+    // A reissued certificate ("two") lives a year longer, so a reload shows in the metric.
+    params.not_after = rcgen::date_time_ymd(if name == "two" { 2032 } else { 2031 }, 1, 1);
     let key = KeyPair::generate().unwrap();
     let cert = params.signed_by(&key, &issuer).unwrap();
     std::fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
@@ -116,6 +118,9 @@ async fn an_sdk_trusting_a_private_ca_talks_https_and_a_reload_serves_the_new_ce
             .await,
         1.0
     );
+    // 2031-01-01T00:00:00Z: when the served certificate expires.
+    let expiry = "dynamo_cache_tls_certificate_expiry_timestamp_seconds";
+    assert_eq!(proxy.metric(expiry).await, 1_924_992_000.0);
 
     // A client that does not trust the CA, and one speaking plain http, get nowhere.
     let stranger = trusting(&proxy.url, &issue(&scratch("stranger"), "stranger"));
@@ -135,6 +140,7 @@ async fn an_sdk_trusting_a_private_ca_talks_https_and_a_reload_serves_the_new_ce
     // longer vouches for what is served.
     let second_ca = issue(&dir, "two");
     proxy.state.reload().unwrap();
+    assert_eq!(proxy.metric(expiry).await, 1_956_528_000.0);
     assert_eq!(
         read(&trusting(&proxy.url, &second_ca)).await.unwrap(),
         "over tls"
@@ -148,6 +154,10 @@ async fn an_sdk_trusting_a_private_ca_talks_https_and_a_reload_serves_the_new_ce
     // A broken pair is refused and the served one stays.
     std::fs::write(dir.join("key.pem"), "not a key").unwrap();
     assert!(proxy.state.reload().is_err());
+    assert_eq!(
+        proxy.metric("dynamo_cache_reload_failures_total").await,
+        1.0
+    );
     assert_eq!(
         read(&trusting(&proxy.url, &second_ca)).await.unwrap(),
         "over tls"
