@@ -23,7 +23,7 @@ fuzz_target!(|data: &[u8]| {
     let request = DynamoRequest::parse(op, target, Bytes::copy_from_slice(body), &naming);
     assert_eq!(&request.body[..], body, "the body is forwarded byte for byte");
     if let Form::GetItem(get) = &request.form {
-        assert_eq!(request.tables, Some(Named::Tables(vec![get.table.clone()])));
+        assert_eq!(request.tables().as_deref(), Some(&Named::Tables(vec![get.table.clone()])));
         assert_eq!(get.key.table(), get.table);
     }
 });

@@ -320,7 +320,7 @@ mod tests {
             bytes::Bytes::copy_from_slice(body),
             &crate::wire::tables::Naming::new("us-east-1"),
         );
-        request.tables
+        request.tables().map(std::borrow::Cow::into_owned)
     }
 
     fn authorize(principal: &Principal, op: Operation, body: &[u8]) -> Result<(), AuthError> {

@@ -112,19 +112,6 @@ impl QueryCache {
         self.config.query_ttl(table)
     }
 
-    /// The cache key of a request: table, operation and the canonical request.
-    pub fn key(table: &str, op: &str, canonical_request: &str) -> Arc<[u8]> {
-        [
-            table.as_bytes(),
-            b"\0",
-            op.as_bytes(),
-            b"\0",
-            canonical_request.as_bytes(),
-        ]
-        .concat()
-        .into()
-    }
-
     /// The cached answer for `key`, if it is fresh: within its TTL, and no write it depends on
     /// happened since it was read.
     pub fn get(&self, key: &Arc<[u8]>) -> Option<QueryEntry> {
@@ -260,6 +247,7 @@ impl QueryCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::keys::query_key;
 
     fn cache(mode: QueryInvalidation) -> QueryCache {
         QueryCache::new(
@@ -285,9 +273,9 @@ mod tests {
     fn writes_drop_their_partition_and_the_tables_wide_reads() {
         let cache = cache(QueryInvalidation::Partition);
         let (qa, qb, scan) = (
-            QueryCache::key("t", "Query", "a"),
-            QueryCache::key("t", "Query", "b"),
-            QueryCache::key("t", "Scan", "{}"),
+            query_key("t", "Query", "a"),
+            query_key("t", "Query", "b"),
+            query_key("t", "Scan", "{}"),
         );
         assert!(stored(&cache, &qa, "t", &partition("a")));
         assert!(stored(&cache, &qb, "t", &partition("b")));
@@ -301,7 +289,7 @@ mod tests {
         cache.wrote("t", None);
         assert!(cache.get(&qa).is_none() && cache.get(&qb).is_none());
         // Other tables are untouched.
-        let other = QueryCache::key("u", "Scan", "{}");
+        let other = query_key("u", "Scan", "{}");
         assert!(stored(&cache, &other, "u", &Scope::Table));
         cache.wrote("t", None);
         assert!(cache.get(&other).is_some());
@@ -310,7 +298,7 @@ mod tests {
     #[test]
     fn a_fill_loses_to_a_write_that_finished_during_its_read() {
         let cache = cache(QueryInvalidation::Partition);
-        let key = QueryCache::key("t", "Query", "a");
+        let key = query_key("t", "Query", "a");
         let watch = cache.begin("t", &partition("a"));
         cache.wrote("t", Some(&KeyValue::S("a".into())));
         assert!(!cache.fill(key.clone(), "t", watch, Bytes::from_static(b"{}")));
@@ -319,7 +307,7 @@ mod tests {
 
     #[test]
     fn modes() {
-        let key = QueryCache::key("t", "Query", "b");
+        let key = query_key("t", "Query", "b");
         let table = cache(QueryInvalidation::Table);
         assert!(stored(&table, &key, "t", &partition("b")));
         table.wrote("t", Some(&KeyValue::S("a".into())));

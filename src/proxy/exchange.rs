@@ -2,7 +2,7 @@
 //! upstream ([`Outbound`]), and [`forward`], the one way a request reaches DynamoDB (counted in
 //! metrics and in the context).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -21,8 +21,9 @@ pub type Handled = Result<(ProxyResponse, CacheStatus), ProxyError>;
 pub struct Context {
     pub op: Operation,
     pub(super) started: Instant,
-    /// The upstream exchange, if there was one: status (0 = none answered) and microseconds.
-    upstream: AtomicU64,
+    /// The last upstream exchange's status (0: none, or no answer) and microseconds.
+    upstream_status: AtomicU16,
+    upstream_micros: AtomicU64,
 }
 
 impl Context {
@@ -31,20 +32,21 @@ impl Context {
         Context {
             op,
             started,
-            upstream: AtomicU64::new(u64::MAX),
+            upstream_status: AtomicU16::new(0),
+            upstream_micros: AtomicU64::new(0),
         }
     }
 
-    pub(super) fn record_upstream(&self, status: u16, micros: u64) {
-        let packed = (u64::from(status) << 48) | micros.min((1 << 48) - 1);
-        self.upstream.store(packed, Ordering::Relaxed);
+    fn record_upstream(&self, status: u16, micros: u64) {
+        self.upstream_status.store(status, Ordering::Relaxed);
+        self.upstream_micros.store(micros, Ordering::Relaxed);
     }
 
     pub(super) fn upstream(&self) -> (u16, u64) {
-        match self.upstream.load(Ordering::Relaxed) {
-            u64::MAX => (0, 0),
-            packed => ((packed >> 48) as u16, packed & ((1 << 48) - 1)),
-        }
+        (
+            self.upstream_status.load(Ordering::Relaxed),
+            self.upstream_micros.load(Ordering::Relaxed),
+        )
     }
 }
 
@@ -127,6 +129,12 @@ pub fn upstream_failed(result: &Result<UpstreamResponse, ProxyError>) -> bool {
         }
         Ok(_) => false,
     }
+}
+
+/// Whether DynamoDB refused a write (4xx): it changed nothing. Any other outcome (success,
+/// 5xx, no answer) may have changed what it touched.
+pub fn changed_nothing(result: &Result<UpstreamResponse, ProxyError>) -> bool {
+    matches!(result, Ok(answer) if answer.status.is_client_error())
 }
 
 /// `"ConsumedCapacity":{"TableName":T,"CapacityUnits":0.0}`'s value: a hit costs nothing.

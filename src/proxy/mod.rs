@@ -67,7 +67,7 @@ async fn serve(
     // 2. Authorise: before the cache is consulted, so nobody is served an entry of a table
     //    they may not read, and before anything goes upstream.
     if let Some(principal) = caller
-        && let Err(err) = auth::authorize(principal, request.op, request.tables.as_ref())
+        && let Err(err) = auth::authorize(principal, request.op, request.tables().as_deref())
     {
         state
             .metrics
@@ -80,7 +80,7 @@ async fn serve(
     // 3. Answer from memory.
     let answered = match &request.form {
         Form::GetItem(read) => get::from_memory(state, read),
-        Form::QueryOrScan(read) => query::from_memory(state, request.op, read),
+        Form::QueryOrScan(read) => query::from_memory(state, read),
         Form::NotJson => return Err(ProxyError::Serialization),
         _ => None,
     };

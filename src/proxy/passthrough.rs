@@ -3,7 +3,7 @@
 //! what they may have changed.
 
 use super::answer::CacheStatus;
-use super::exchange::{Context, Handled, Outbound, forward, relay};
+use super::exchange::{Context, Handled, Outbound, changed_nothing, forward, relay};
 use crate::state::State;
 
 /// Forwards the request uncached.
@@ -20,18 +20,17 @@ pub async fn table_change(
     out: Outbound,
     table: Option<String>,
 ) -> Handled {
-    let result = bypass(state, ctx, out).await;
-    if refused(&result) {
-        return result;
-    }
-    match table {
-        Some(table) => {
-            state.caches.invalidate_table(&table, "table_change");
-            state.schemas.forget(&table);
+    let result = forward(state, ctx, &out, out.body.clone()).await;
+    if !changed_nothing(&result) {
+        match table {
+            Some(table) => {
+                state.caches.invalidate_table(&table, "table_change");
+                state.schemas.forget(&table);
+            }
+            None => state.caches.invalidate_all("table_change"),
         }
-        None => state.caches.invalidate_all("table_change"),
     }
-    result
+    Ok((relay(&result?, CacheStatus::Bypass), CacheStatus::Bypass))
 }
 
 /// PartiQL: reads pass through uncached; a statement that writes drops its table's entries
@@ -42,20 +41,14 @@ pub async fn partiql(
     out: Outbound,
     writes: Vec<Option<String>>,
 ) -> Handled {
-    let result = bypass(state, ctx, out).await;
-    if refused(&result) {
-        return result;
-    }
-    for table in writes {
-        match table {
-            Some(table) => state.caches.invalidate_table(&table, "write"),
-            None => state.caches.invalidate_all("write"),
+    let result = forward(state, ctx, &out, out.body.clone()).await;
+    if !changed_nothing(&result) {
+        for table in writes {
+            match table {
+                Some(table) => state.caches.invalidate_table(&table, "write"),
+                None => state.caches.invalidate_all("write"),
+            }
         }
     }
-    result
-}
-
-/// Whether DynamoDB answered 4xx: it changed nothing.
-fn refused(result: &Handled) -> bool {
-    matches!(result, Ok((response, _)) if response.status().is_client_error())
+    Ok((relay(&result?, CacheStatus::Bypass), CacheStatus::Bypass))
 }

@@ -16,7 +16,7 @@ use crate::wire::operation::Operation;
 use crate::wire::request::QueryOrScan;
 
 /// A Query or Scan answered from memory, if it can be.
-pub fn from_memory(state: &State, _op: Operation, read: &QueryOrScan) -> Option<ProxyResponse> {
+pub fn from_memory(state: &State, read: &QueryOrScan) -> Option<ProxyResponse> {
     if !state.caches.caches_queries(&read.table) {
         return None;
     }

@@ -14,7 +14,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::answer::{self, CacheStatus};
-use super::exchange::{Context, Handled, Outbound, forward, relay};
+use super::exchange::{Context, Handled, Outbound, changed_nothing, forward, relay};
 use crate::cache::{Touched, WriteOutcome};
 use crate::state::State;
 use crate::upstream::UpstreamResponse;
@@ -236,10 +236,7 @@ pub async fn to_tables(
     tables: Vec<String>,
 ) -> Handled {
     let result = forward(state, ctx, &out, out.body.clone()).await;
-    // A 4xx from DynamoDB means nothing was written; anything else (success, 5xx, no answer)
-    // may have changed the tables.
-    let refused = matches!(&result, Ok(a) if a.status.is_client_error());
-    if !refused {
+    if !changed_nothing(&result) {
         for table in &tables {
             state.caches.invalidate_table(table, "write");
         }

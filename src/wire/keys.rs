@@ -33,22 +33,18 @@ pub enum KeyValueRef<'a> {
 /// A wire key borrowed from the request body.
 pub type WireKeyRef<'a> = BTreeMap<std::borrow::Cow<'a, str>, KeyValueRef<'a>>;
 
-/// A borrowed key back as DynamoDB JSON (`{"pk":{"S":"a"}}`), values as the client wrote them.
-pub fn wire_json(key: &WireKeyRef<'_>) -> serde_json::Value {
-    let fields = key
-        .iter()
-        .map(|(name, value)| {
-            let (tag, v) = match value {
-                KeyValueRef::S(v) => ("S", v),
-                KeyValueRef::N(v) => ("N", v),
-                KeyValueRef::B(v) => ("B", v),
-            };
-            let mut typed = serde_json::Map::new();
-            typed.insert(tag.to_string(), serde_json::Value::String(v.to_string()));
-            (name.to_string(), serde_json::Value::Object(typed))
-        })
-        .collect();
-    serde_json::Value::Object(fields)
+/// The query cache's key of a Query or Scan: table, operation and the canonical request
+/// (every parameter that changes the answer, keys sorted).
+pub fn query_key(table: &str, op: &str, canonical_request: &str) -> Arc<[u8]> {
+    [
+        table.as_bytes(),
+        b"\0",
+        op.as_bytes(),
+        b"\0",
+        canonical_request.as_bytes(),
+    ]
+    .concat()
+    .into()
 }
 
 /// The three types a key attribute can have.

@@ -20,7 +20,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::json;
-use super::keys::{ItemKey, WireKey, WireKeyRef, is_wire_canonical_number};
+use super::keys::{ItemKey, WireKey, WireKeyRef, is_wire_canonical_number, query_key};
 use super::operation::Operation;
 use super::partiql;
 use super::projection::ProjectionInput;
@@ -37,9 +37,9 @@ pub struct DynamoRequest {
     pub target: HeaderValue,
     /// The body as the caller sent it: forwarded byte for byte, never re-read.
     pub body: Bytes,
-    /// The tables it names, plain names for the proxy's own region; `None` when they cannot
-    /// be read with certainty (then only a principal allowed every table may send it).
-    pub tables: Option<Named>,
+    /// The tables it names (see [`DynamoRequest::tables`]); for a typed GetItem, its form
+    /// names its one table and this is not built, so a hit allocates nothing for it.
+    named: Option<Named>,
     /// What the engine does with it.
     pub form: Form,
 }
@@ -227,7 +227,7 @@ impl DynamoRequest {
             op,
             target,
             body,
-            tables,
+            named: tables,
             form,
         }
     }
@@ -243,10 +243,20 @@ impl DynamoRequest {
         )
     }
 
+    /// The tables it names, plain names for the proxy's own region; `None` when they cannot
+    /// be read with certainty (then only a principal allowed every table may send it).
+    pub fn tables(&self) -> Option<Cow<'_, Named>> {
+        match &self.form {
+            Form::GetItem(get) => Some(Cow::Owned(Named::Tables(vec![get.table.clone()]))),
+            _ => self.named.as_ref().map(Cow::Borrowed),
+        }
+    }
+
     /// The first table the request names, for logs.
     pub fn table(&self) -> Option<&str> {
-        match &self.tables {
-            Some(Named::Tables(tables)) => tables.first().map(String::as_str),
+        match (&self.form, &self.named) {
+            (Form::GetItem(get), _) => Some(&get.table),
+            (_, Some(Named::Tables(tables))) => tables.first().map(String::as_str),
             _ => None,
         }
     }
@@ -336,35 +346,36 @@ struct GetItemInput<'a> {
 fn get_item(body: &Bytes, naming: &Naming) -> Option<(Named, Form)> {
     let input: GetItemInput = serde_json::from_slice(body).ok()?;
     let resolved = naming.resolve(&input.table_name);
-    let named = tables::of_refs([&resolved]);
+    let named = || tables::of_refs([&resolved]);
     let projection = ProjectionInput {
         projection_expression: input.projection_expression,
         expression_attribute_names: input.expression_attribute_names,
         attributes_to_get: input.attributes_to_get,
     };
-    let TableRef::Own(table) = resolved else {
-        return Some((named, Form::Forward));
+    let TableRef::Own(table) = &resolved else {
+        return Some((named(), Form::Forward));
     };
     if input.consistent_read
         || !projection.acceptable()
         || !capacity_acceptable(input.return_consumed_capacity.as_deref())
     {
-        return Some((named, Form::Forward));
+        return Some((named(), Form::Forward));
     }
     let wire: WireKeyRef = serde_json::from_str(input.key.get()).ok()?;
-    let Some(key) = ItemKey::from_ref(&table, &wire) else {
-        return Some((named, Form::Forward));
+    let Some(key) = ItemKey::from_ref(table, &wire) else {
+        return Some((named(), Form::Forward));
     };
     let variant = projection.variant();
     Some((
-        named,
+        // The form names its table (`DynamoRequest::tables`); an empty list allocates nothing.
+        Named::Tables(Vec::new()),
         Form::GetItem(GetItem {
             key,
             wire_key: body.slice_ref(input.key.get().as_bytes()),
             variant,
             projection,
             capacity: wants_capacity(input.return_consumed_capacity.as_deref()),
-            table: table.into_owned(),
+            table: table.to_string(),
         }),
     ))
 }
@@ -481,15 +492,7 @@ fn query_or_scan(
     };
     // serde_json's map keeps keys sorted, so this text is canonical.
     let canonical = serde_json::to_string(&request).ok()?;
-    let cache_key = [
-        table.as_bytes(),
-        b"\0",
-        op.name().as_bytes(),
-        b"\0",
-        canonical.as_bytes(),
-    ]
-    .concat()
-    .into();
+    let cache_key = query_key(&table, op.name(), &canonical);
     Some(QueryOrScan {
         table,
         cache_key,
@@ -765,7 +768,10 @@ mod tests {
             Operation::GetItem,
             r##"{"TableName":"t","Key":{"pk":{"S":"a"}},"ProjectionExpression":"#v","ExpressionAttributeNames":{"#v":"v"}}"##,
         );
-        assert_eq!(r.tables, Some(Named::Tables(vec!["t".into()])));
+        assert_eq!(
+            r.tables().as_deref(),
+            Some(&Named::Tables(vec!["t".into()]))
+        );
         let Form::GetItem(get) = r.form else {
             panic!("{:?}", r.form)
         };
@@ -816,10 +822,10 @@ mod tests {
             Operation::GetItem,
             r#"{"TableName":"a","TableName":"b","Key":{"pk":{"S":"a"}}}"#,
         );
-        assert_eq!(r.tables, None);
+        assert_eq!(r.tables(), None);
         assert!(matches!(r.form, Form::Forward));
         let r = parse(Operation::Query, r#"{"TableName":"a","TableName":"b"}"#);
-        assert_eq!(r.tables, None);
+        assert_eq!(r.tables(), None);
     }
 
     #[test]
@@ -887,7 +893,10 @@ mod tests {
             Operation::GetItem,
             r#"{"TableName":"arn:aws:dynamodb:us-east-1:123456789012:table/orders","Key":{"pk":{"S":"a"}}}"#,
         );
-        assert_eq!(r.tables, Some(Named::Tables(vec!["orders".into()])));
+        assert_eq!(
+            r.tables().as_deref(),
+            Some(&Named::Tables(vec!["orders".into()]))
+        );
         // The account is not known yet: read through, never from memory.
         assert!(matches!(r.form, Form::Forward));
         let n = naming();

@@ -12,9 +12,11 @@ fn serve_embedded(extra: &[&str]) -> (Child, String, Vec<String>) {
     serve_embedded_admin_on("127.0.0.1:0", extra)
 }
 
-/// As [`serve_embedded`], with the admin listener on `admin`.
-fn serve_embedded_admin_on(admin: &str, extra: &[&str]) -> (Child, String, Vec<String>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_dynamo-cache"))
+/// `dynamo-cache serve --embedded` on a free data port and the admin listener on `admin`,
+/// printing to a pipe.
+fn embedded_command(admin: &str) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_dynamo-cache"));
+    command
         .args([
             "serve",
             "--embedded",
@@ -23,9 +25,15 @@ fn serve_embedded_admin_on(admin: &str, extra: &[&str]) -> (Child, String, Vec<S
             "--admin-listen",
             admin,
         ])
+        .stdout(Stdio::piped());
+    command
+}
+
+/// As [`serve_embedded`], with the admin listener on `admin`.
+fn serve_embedded_admin_on(admin: &str, extra: &[&str]) -> (Child, String, Vec<String>) {
+    let mut child = embedded_command(admin)
         .args(extra)
         .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
@@ -248,17 +256,8 @@ fn an_upstream_pointing_at_the_proxy_itself_is_refused() {
 #[tokio::test]
 async fn the_proxy_keeps_serving_after_whoever_read_its_banner_goes_away() {
     // `dynamo-cache serve --embedded | head -1`: the pipe closes after one line.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_dynamo-cache"))
-        .args([
-            "serve",
-            "--embedded",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-        ])
+    let mut child = embedded_command("127.0.0.1:0")
         .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
@@ -279,20 +278,10 @@ async fn the_proxy_keeps_serving_after_whoever_read_its_banner_goes_away() {
 async fn logs_to_a_file_are_plain_text_at_the_configured_level() {
     let path = std::env::temp_dir().join(format!("dynamo-cache-log-{}.txt", std::process::id()));
     let log = std::fs::File::create(&path).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_dynamo-cache"))
-        .args([
-            "serve",
-            "--embedded",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--log-level",
-            "info,dynamo_cache=debug",
-        ])
+    let mut child = embedded_command("127.0.0.1:0")
+        .args(["--log-level", "info,dynamo_cache=debug"])
         .env_remove("RUST_LOG")
         .env_remove("NO_COLOR")
-        .stdout(Stdio::piped())
         .stderr(log)
         .spawn()
         .unwrap();
