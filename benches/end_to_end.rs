@@ -6,6 +6,9 @@
 //! - a mix of GetItem, Query and BatchGetItem hits with a zipfian key distribution;
 //! - misses: strongly consistent GetItem, which the proxy always forwards.
 //!
+//! The emulator is reached through a delay line of `E2E_LATENCY_MS` (default 4) round trip, as
+//! DynamoDB in the application's region would be; `E2E_LATENCY_MS=0` measures bare loopback.
+//!
 //! Run with `cargo bench --bench end_to_end` (5 s per endpoint and workload), or set
 //! `E2E_SECS=20` for longer runs.
 
@@ -24,7 +27,17 @@ async fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(5.0);
-    let upstream = dynamo_cache::embedded::Embedded::start(None).await.unwrap();
+    let latency_ms: u64 = std::env::var("E2E_LATENCY_MS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(4);
+    let upstream = dynamo_cache::embedded::Embedded::start_with_latency(
+        None,
+        Duration::from_millis(latency_ms),
+    )
+    .await
+    .unwrap();
+    println!("emulator {latency_ms} ms away (round trip)");
     let proxy = Served::start(env!("CARGO_BIN_EXE_dynamo-cache"), &upstream.url, None);
 
     let workload = |mix: &str, distribution, consistent_read| Workload {

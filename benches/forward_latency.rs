@@ -27,6 +27,7 @@ fn client(url: &str) -> aws_sdk_dynamodb::Client {
             .region(Region::new("us-east-1"))
             .endpoint_url(url)
             .credentials_provider(creds())
+            .http_client(dynamo_cache::upstream::sdk_http_client())
             .build(),
     )
 }

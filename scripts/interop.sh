@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The interop suite: boto3 (which checks x-amz-crc32) and the AWS CLI through the real
-# dynamo-cache binary, against moto as an independent upstream.
+# The interop suite: boto3 (which checks x-amz-crc32), the AWS CLI and the README's Rust snippet
+# (the Rust SDK with its default features) through the real dynamo-cache binary, against moto as
+# an independent upstream or the embedded emulator.
 #
 # Creates a project-local virtualenv (.venv) with the pinned packages of
 # scripts/interop-requirements.txt on first use; later runs reuse it.
@@ -15,6 +16,10 @@ fi
 
 cargo build --quiet --bin dynamo-cache
 export DYNAMO_CACHE_BIN="$PWD/target/debug/dynamo-cache"
+# The README's Rust snippet, built as an application would build it (tests/readme-snippet).
+CARGO_TARGET_DIR="$PWD/target/readme-snippet" cargo build --quiet --locked \
+    --manifest-path tests/readme-snippet/Cargo.toml
+export README_SNIPPET_BIN="$PWD/target/readme-snippet/debug/readme-snippet"
 # The suite runs the AWS CLI from the virtualenv, not any other on the machine.
 export PATH="$PWD/$venv/bin:$PATH"
 # Keep the suite hermetic: no endpoint or profile from the caller's environment.

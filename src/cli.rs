@@ -155,6 +155,16 @@ pub struct ServeArgs {
     /// Keep the embedded emulator's data in this SQLite file instead of memory.
     #[arg(long, env = "DYNAMO_CACHE_EMBEDDED_DB", requires = "embedded")]
     pub embedded_db: Option<PathBuf>,
+    /// Hold each request to the embedded emulator and its answer this many milliseconds in all,
+    /// half each way: a simulation of DynamoDB in the application's region (try 4), so that
+    /// benchmarks show what the cache saves.
+    #[arg(
+        long,
+        env = "DYNAMO_CACHE_EMBEDDED_LATENCY_MS",
+        requires = "embedded",
+        value_parser = clap::value_parser!(u64).range(0..=60_000)
+    )]
+    pub embedded_latency_ms: Option<u64>,
     /// Log format.
     #[arg(long, env = "DYNAMO_CACHE_LOG_FORMAT", value_enum, default_value_t)]
     pub log_format: LogFormat,

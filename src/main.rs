@@ -77,9 +77,13 @@ async fn serve_async(args: ServeArgs, config: Config) -> anyhow::Result<()> {
 
     #[cfg(feature = "embedded")]
     let embedded = if args.embedded {
-        let embedded = dynamo_cache::embedded::Embedded::start(args.embedded_db.as_deref())
-            .await
-            .map_err(anyhow::Error::msg)?;
+        let latency = std::time::Duration::from_millis(args.embedded_latency_ms.unwrap_or(0));
+        let embedded = dynamo_cache::embedded::Embedded::start_with_latency(
+            args.embedded_db.as_deref(),
+            latency,
+        )
+        .await
+        .map_err(anyhow::Error::msg)?;
         config.upstream = Some(embedded.url.clone());
         Some(embedded)
     } else {
@@ -145,8 +149,12 @@ async fn serve_async(args: ServeArgs, config: Config) -> anyhow::Result<()> {
         state.upstream.url()
     );
     if args.embedded {
+        let away = match args.embedded_latency_ms {
+            Some(ms @ 1..) => format!(", {ms} ms away"),
+            _ => String::new(),
+        };
         banner.push_str(&format!(
-            "  the upstream is an embedded local DynamoDB; try it:\n    \
+            "  the upstream is an embedded local DynamoDB{away}; try it:\n    \
              AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local aws dynamodb list-tables \
              --endpoint-url http://{listen} --region {region}\n  \
              or point any AWS SDK's endpoint_url at http://{listen}; Ctrl-C stops it.\n"
@@ -257,21 +265,27 @@ fn admin_call(
 
 /// Region and credentials from the standard AWS chains (env, profile, web identity, ECS, IMDS).
 async fn aws_identity(config: &Config) -> (String, SharedCredentialsProvider) {
-    use aws_config::default_provider::{credentials, region};
-    let region = match &config.region {
-        Some(region) => region.clone(),
-        None => region::DefaultRegionChain::builder()
-            .build()
-            .region()
-            .await
-            .map(|r| r.to_string())
-            .unwrap_or_else(|| dynamo_cache::config::FALLBACK_REGION.into()),
+    let load = |region: Option<String>| {
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .http_client(dynamo_cache::upstream::sdk_http_client());
+        if let Some(region) = region {
+            loader = loader.region(aws_config::Region::new(region));
+        }
+        loader.load()
     };
-    let chain = credentials::DefaultCredentialsChain::builder()
-        .region(aws_config::Region::new(region.clone()))
-        .build()
-        .await;
-    (region, SharedCredentialsProvider::new(chain))
+    let mut sdk = load(config.region.clone()).await;
+    if sdk.region().is_none() {
+        sdk = load(Some(dynamo_cache::config::FALLBACK_REGION.into())).await;
+    }
+    let region = sdk
+        .region()
+        .map_or(dynamo_cache::config::FALLBACK_REGION.into(), |r| {
+            r.to_string()
+        });
+    let credentials = sdk
+        .credentials_provider()
+        .expect("aws_config's defaults always include the credentials chain");
+    (region, credentials)
 }
 
 async fn bind(addr: std::net::SocketAddr, which: &str) -> anyhow::Result<TcpListener> {

@@ -509,6 +509,7 @@ pub fn client(endpoint: &str, region: &str, credentials: SharedCredentialsProvid
         .region(Region::new(region.to_string()))
         .endpoint_url(endpoint)
         .credentials_provider(credentials)
+        .http_client(crate::upstream::sdk_http_client())
         .retry_config(RetryConfig::disabled())
         .timeout_config(
             TimeoutConfig::builder()
@@ -550,6 +551,10 @@ async fn credentials(endpoints: &[String], region: &str) -> SharedCredentialsPro
         return placeholder_credentials();
     }
     let chain = aws_config::default_provider::credentials::DefaultCredentialsChain::builder()
+        .configure(
+            aws_config::provider_config::ProviderConfig::without_region()
+                .with_http_client(crate::upstream::sdk_http_client()),
+        )
         .region(Region::new(region.to_string()))
         .build()
         .await;

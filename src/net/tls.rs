@@ -29,7 +29,7 @@ pub struct Certs {
 impl Certs {
     /// Loads the pair; an error says which file is wrong and why.
     pub fn load(cert_file: &Path, key_file: &Path) -> Result<Arc<Certs>, String> {
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
         let key = read(cert_file, key_file, &provider)?;
         let certs = Arc::new(Certs {
             cert_file: cert_file.to_path_buf(),
@@ -59,7 +59,7 @@ impl Certs {
     pub fn acceptor(self: &Arc<Self>) -> TlsAcceptor {
         let mut config = rustls::ServerConfig::builder_with_provider(self.provider.clone())
             .with_safe_default_protocol_versions()
-            .expect("the aws-lc-rs provider supports the default protocol versions")
+            .expect("the ring provider supports the default protocol versions")
             .with_no_client_auth()
             .with_cert_resolver(Arc::new(Current(self.clone())));
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
@@ -107,7 +107,7 @@ fn read(
 /// on the proxy's own host has no name to check a certificate against, no trust store of the
 /// proxy's CA, and nothing secret to send.
 pub fn probe_client_config() -> rustls::ClientConfig {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
     rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .expect("the default provider supports the default versions")

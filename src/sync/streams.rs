@@ -97,6 +97,7 @@ impl Streams {
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new(endpoint.region.to_string()))
             .credentials_provider(endpoint.credentials)
+            .http_client(crate::upstream::sdk_http_client())
             .timeout_config(
                 TimeoutConfig::builder()
                     .operation_timeout(endpoint.timeout)

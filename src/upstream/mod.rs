@@ -39,6 +39,23 @@ pub struct UpstreamResponse {
     pub body: Bytes,
 }
 
+/// The HTTPS client of every AWS SDK client the proxy builds (table descriptions, Streams, the
+/// credential and region chains, the bench): rustls with ring, as the data path uses. The SDK
+/// crates are built without their default client, so a client built without this one fails
+/// its first request instead of quietly bringing a second TLS stack.
+pub fn sdk_http_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
+    use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+    static CLIENT: std::sync::OnceLock<aws_smithy_runtime_api::client::http::SharedHttpClient> =
+        std::sync::OnceLock::new();
+    CLIENT
+        .get_or_init(|| {
+            aws_smithy_http_client::Builder::new()
+                .tls_provider(Provider::Rustls(CryptoMode::Ring))
+                .build_https()
+        })
+        .clone()
+}
+
 /// The signed, pooled connection to DynamoDB.
 pub struct Upstream {
     /// Pooled keep-alive connections; cloning shares the pool.
@@ -89,7 +106,7 @@ impl Upstream {
         let host = HeaderValue::from_str(authority.as_str())
             .map_err(|e| format!("upstream host {authority}: {e}"))?;
         let tls = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_webpki_roots(rustls::crypto::aws_lc_rs::default_provider())
+            .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
             .map_err(|e| format!("TLS set-up failed: {e}"))?
             .https_or_http()
             .enable_http1()

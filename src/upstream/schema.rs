@@ -65,6 +65,7 @@ impl Schemas {
             .region(Region::new(region.to_string()))
             .endpoint_url(endpoint)
             .credentials_provider(credentials)
+            .http_client(super::sdk_http_client())
             .timeout_config(TimeoutConfig::builder().operation_timeout(timeout).build())
             .build();
         Schemas {

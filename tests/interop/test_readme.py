@@ -51,6 +51,17 @@ def test_the_python_snippet_runs_against_the_quick_start_proxy(quick_start, monk
     assert 'dynamo_cache_cache_entries{cache="item"} 1' in quick_start.metrics()
 
 
+def test_the_rust_snippet_runs_against_the_quick_start_proxy(quick_start):
+    # tests/readme-snippet: the snippet in a program of its own, built by scripts/interop.sh
+    # with the SDK's default features, as an application has them. It checks that its copy
+    # is the README's.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(CREDS, AWS_DEFAULT_REGION=REGION, AWS_ENDPOINT_URL_DYNAMODB=quick_start.url)
+    subprocess.run([os.environ["README_SNIPPET_BIN"]], env=env, check=True, timeout=120)
+    # The read went through the cache: the item is cached now.
+    assert 'dynamo_cache_cache_entries{cache="item"} 1' in quick_start.metrics()
+
+
 def test_the_try_it_session_runs_against_the_quick_start_proxy(quick_start):
     script = block("### Try it", "sh")
     assert QUICK_START_URL in script and QUICK_START_ADMIN in script

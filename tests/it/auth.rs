@@ -67,6 +67,7 @@ fn client(url: &str, key: &str, secret: &str) -> aws_sdk_dynamodb::Client {
         .region(Region::new(REGION))
         .endpoint_url(url)
         .credentials_provider(Credentials::new(key, secret, None, None, "test"))
+        .http_client(dynamo_cache::upstream::sdk_http_client())
         .retry_config(aws_sdk_dynamodb::config::retry::RetryConfig::disabled())
         .build();
     aws_sdk_dynamodb::Client::from_conf(config)

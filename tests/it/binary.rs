@@ -99,7 +99,46 @@ async fn embedded_db_keeps_data_across_restarts() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// The printed start-up line's two URLs: data and admin.
+/// `--embedded-latency-ms` puts a delay line between the proxy and the emulator: the banner says
+/// how far away it is, and whole items, larger than one read of the line, cross it unchanged
+/// both through the proxy and straight at the upstream it names.
+#[tokio::test]
+async fn an_emulator_at_a_distance_still_answers_whole_items() {
+    let (child, url, printed) = serve_embedded(&["--embedded-latency-ms", "2"]);
+    assert!(
+        printed.iter().any(|l| l.contains("2 ms away")),
+        "{printed:#?}"
+    );
+    let upstream = urls_in(&printed[0]).pop().unwrap();
+    assert_ne!(upstream, url);
+
+    let proxied = sdk(&url);
+    create_table(&proxied, "far").await;
+    let large = "v".repeat(300 * 1024);
+    let item = aws_sdk_dynamodb::types::AttributeValue::S(large);
+    proxied
+        .put_item()
+        .table_name("far")
+        .item("pk", aws_sdk_dynamodb::types::AttributeValue::S("k".into()))
+        .item("v", item.clone())
+        .send()
+        .await
+        .unwrap();
+    for client in [&proxied, &sdk(&upstream)] {
+        let got = client
+            .get_item()
+            .table_name("far")
+            .key("pk", aws_sdk_dynamodb::types::AttributeValue::S("k".into()))
+            .consistent_read(true)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(got.item().unwrap()["v"], item);
+    }
+    assert_eq!(terminate(child).await.code(), Some(0));
+}
+
+/// The URLs of a printed start-up line: data, admin and upstream.
 fn urls_in(line: &str) -> Vec<String> {
     line.split(|c: char| c.is_whitespace() || c == '(' || c == ')' || c == ',')
         .filter(|w| w.starts_with("http://") || w.starts_with("https://"))

@@ -63,7 +63,7 @@ fn trusting(url: &str, ca_pem: &str) -> aws_sdk_dynamodb::Client {
     let trust = tls::TrustStore::empty().with_pem_certificate(ca_pem.as_bytes().to_vec());
     let http = aws_smithy_http_client::Builder::new()
         .tls_provider(tls::Provider::Rustls(
-            tls::rustls_provider::CryptoMode::AwsLc,
+            tls::rustls_provider::CryptoMode::Ring,
         ))
         .tls_context(
             tls::TlsContext::builder()

@@ -209,6 +209,7 @@ pub fn sdk(url: &str) -> aws_sdk_dynamodb::Client {
         .region(Region::new(REGION))
         .endpoint_url(url)
         .credentials_provider(test_credentials())
+        .http_client(dynamo_cache::upstream::sdk_http_client())
         .build();
     aws_sdk_dynamodb::Client::from_conf(config)
 }
