@@ -73,9 +73,10 @@ pub async fn serve<H, F>(
 {
     let mut lanes = Vec::new();
     let mut finished = Vec::new();
-    // Upstream connections are pooled across workers, each driven by a task on the runtime
-    // that opened it: a worker that has drained keeps its runtime running until every worker
-    // has, or the others' last requests would find their pooled connections dead.
+    // A pooled connection is driven by a task on the runtime that opened it, and the SDK
+    // clients' pools (table descriptions) are shared by every worker: a worker that has
+    // drained keeps its runtime running until every worker has, or the others' last requests
+    // could find their pooled connections dead.
     let release = CancellationToken::new();
     for worker in 0..workers.max(1) {
         let (lane, connections) = mpsc::unbounded_channel::<Accepted>();

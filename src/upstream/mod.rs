@@ -1,5 +1,10 @@
-//! The upstream DynamoDB: one pooled HTTP/1.1 client (rustls for https), every request signed
+//! The upstream DynamoDB: pooled HTTP/1.1 connections (rustls for https), every request signed
 //! afresh with SigV4 for service `dynamodb`, bounded by a timeout.
+//!
+//! Each thread has its own pool. A pooled connection is driven by a task on the runtime that
+//! opened it, so a pool shared by the per-core workers would have one worker's request written
+//! and its answer read by another worker's thread: two cross-thread wake-ups on every forwarded
+//! request. With a pool per thread, a worker's requests stay on its thread.
 //!
 //! A client signs the proxy's `Host`, so its signature can never be forwarded: the proxy signs
 //! with its own credentials and the upstream's host. Bodies go out byte for byte.
@@ -7,7 +12,9 @@
 pub mod credentials;
 pub mod schema;
 
-use std::sync::Arc;
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
@@ -18,8 +25,8 @@ use http::header::{CONTENT_TYPE, HOST, HeaderValue};
 use http::{HeaderMap, Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::{Client, ResponseFuture};
 use hyper_util::rt::TokioExecutor;
 
 use crate::error::ProxyError;
@@ -56,10 +63,24 @@ pub fn sdk_http_client() -> aws_smithy_runtime_api::client::http::SharedHttpClie
         .clone()
 }
 
+type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// Tells apart the [`Upstream`]s of one process in the per-thread pools.
+static NEXT_ID: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// This thread's pools, by upstream id, each with a token that lives as long as its
+    /// upstream (so pools of upstreams that are gone are dropped).
+    static POOLS: RefCell<Vec<(usize, Weak<()>, HttpClient)>> = const { RefCell::new(Vec::new()) };
+}
+
 /// The signed, pooled connection to DynamoDB.
 pub struct Upstream {
-    /// Pooled keep-alive connections; cloning shares the pool.
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    /// Identifies this upstream's pool in each thread's [`POOLS`].
+    id: usize,
+    alive: Arc<()>,
+    /// Connects (and does TLS) for every thread's pool; cloning shares its TLS configuration.
+    connector: HttpsConnector<HttpConnector>,
     /// Where requests go (`scheme://authority/`).
     uri: Uri,
     /// The same, as the string the signer canonicalises.
@@ -111,11 +132,10 @@ impl Upstream {
             .https_or_http()
             .enable_http1()
             .build();
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build(tls);
         Ok(Upstream {
-            client,
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            alive: Arc::new(()),
+            connector: tls,
             url: uri.to_string(),
             uri,
             host,
@@ -125,6 +145,22 @@ impl Upstream {
             slots: tokio::sync::Semaphore::new(limits.max_in_flight),
             max_in_flight: limits.max_in_flight,
             queue_timeout: limits.queue_timeout,
+        })
+    }
+
+    /// Sends `request` on one of this thread's pooled connections to the upstream.
+    fn send(&self, request: Request<Full<Bytes>>) -> ResponseFuture {
+        POOLS.with_borrow_mut(|pools| {
+            if let Some((_, _, client)) = pools.iter().find(|(id, _, _)| *id == self.id) {
+                return client.request(request);
+            }
+            pools.retain(|(_, alive, _)| alive.strong_count() > 0);
+            let client = Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(30))
+                .build(self.connector.clone());
+            let sent = client.request(request);
+            pools.push((self.id, Arc::downgrade(&self.alive), client));
+            sent
         })
     }
 
@@ -153,8 +189,7 @@ impl Upstream {
         let started = Instant::now();
         let exchange = async {
             let response = self
-                .client
-                .request(request)
+                .send(request)
                 .await
                 .map_err(|e| ProxyError::UpstreamUnavailable(error_chain(&e)))?;
             let (parts, body) = response.into_parts();
@@ -188,7 +223,7 @@ impl Upstream {
             .body(Full::new(Bytes::new()))
             .expect("static request parts are valid");
         let answered = async {
-            let response = self.client.request(request).await.ok()?;
+            let response = self.send(request).await.ok()?;
             response.into_body().collect().await.ok()
         };
         matches!(tokio::time::timeout(within, answered).await, Ok(Some(_)))
