@@ -120,6 +120,7 @@ async fn an_emulator_at_a_distance_still_answers_whole_items() {
         .put_item()
         .table_name("far")
         .item("pk", aws_sdk_dynamodb::types::AttributeValue::S("k".into()))
+        .item("sk", aws_sdk_dynamodb::types::AttributeValue::N("1".into()))
         .item("v", item.clone())
         .send()
         .await
@@ -129,6 +130,7 @@ async fn an_emulator_at_a_distance_still_answers_whole_items() {
             .get_item()
             .table_name("far")
             .key("pk", aws_sdk_dynamodb::types::AttributeValue::S("k".into()))
+            .key("sk", aws_sdk_dynamodb::types::AttributeValue::N("1".into()))
             .consistent_read(true)
             .send()
             .await
