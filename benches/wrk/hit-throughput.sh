@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
-# GetItem hit throughput through the proxy, measured in one run on loopback with wrk (16
-# connections), against two baselines:
+# GetItem hits and PutItem writes through the proxy, measured in one run on loopback with wrk,
+# against baselines on the same machine at the same time:
 #   - nginx answering the same bytes with `return 200` (the ceiling of an HTTP server here);
 #   - nginx `proxy_cache` in front of the same upstream, with the POST body in the cache key
-#     (what a user might try instead of a DynamoDB-aware cache).
-# Prints each and the ratios.
+#     (what a user might try instead of a DynamoDB-aware cache);
+#   - for forwarded requests (strongly consistent GetItem, PutItem), the emulator directly and
+#     nginx `proxy_pass` in front of it (what any proxy adds on this machine).
+# For each: requests/s at 16 connections, CPU time per request of the serving process(es) over
+# that run (from /proc/PID/stat: steadier than req/s on a shared machine), and p50/p99 at one
+# connection. Prints each and the ratios.
 #
-# Needs wrk and nginx (Debian: apt-get install wrk nginx-light). Bounded: three 10 s runs.
+# Needs wrk and nginx (Debian: apt-get install wrk nginx-light). Bounded: eighteen runs of
+# DURATION_S (default 10) each.
 #   benches/wrk/hit-throughput.sh [DURATION_S]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -17,6 +22,7 @@ trap 'kill $(jobs -p) 2>/dev/null; nginx -p "$work" -c nginx.conf -s stop 2>/dev
 cargo build --release --quiet --bin dynamo-cache
 ./target/release/dynamo-cache serve --embedded --listen 127.0.0.1:18000 --admin-listen 127.0.0.1:19464 \
     > "$work/proxy.out" 2>&1 &
+proxy_pid=$!
 for _ in $(seq 100); do curl -sf http://127.0.0.1:19464/healthz >/dev/null && break; sleep 0.1; done
 
 call() { # op body [url]
@@ -63,6 +69,15 @@ http {
             add_header X-Cache \$upstream_cache_status;
         }
     }
+    # A plain reverse proxy, no cache: what forwarding through any proxy costs here.
+    server {
+        listen 127.0.0.1:18082;
+        location / {
+            proxy_pass http://ddb;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
     server {
         listen 127.0.0.1:18080;
         location / {
@@ -74,18 +89,80 @@ http {
 CONF
 nginx -p "$work" -c nginx.conf
 
-rps() { wrk -t2 -c16 -d"${duration}s" -s benches/wrk/getitem.lua "$1" | awk '/Requests\/sec/ {print $2}'; }
-proxy=$(rps http://127.0.0.1:18000/)
-nginx_rps=$(rps http://127.0.0.1:18080/)
+# CPU seconds (user + system) used so far by the given processes.
+cpu() {
+    local ticks=0 pid
+    for pid in "$@"; do
+        # Fields 14 and 15 of /proc/PID/stat, counted after the command name's parentheses.
+        ticks=$((ticks + $(sed 's/.*) //' "/proc/$pid/stat" | awk '{print $12 + $13}')))
+    done
+    awk -v t="$ticks" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.4f", t / hz }'
+}
+# run NAME URL SCRIPT PID...: 16 connections, then one; sets NAME_rps, NAME_cpu_us (CPU µs per
+# request at 16 connections), NAME_p50, NAME_p99 and NAME_cpu1_us (at one connection).
+run() {
+    local name=$1 url=$2 script=$3; shift 3
+    local before after out requests
+    before=$(cpu "$@")
+    out=$(wrk -t2 -c16 -d"${duration}s" -s "$script" "$url")
+    after=$(cpu "$@")
+    requests=$(awk '/requests in/ {print $1}' <<<"$out")
+    printf -v "${name}_rps" '%s' "$(awk '/Requests\/sec/ {print $2}' <<<"$out")"
+    printf -v "${name}_cpu_us" '%s' "$(awk -v a="$after" -v b="$before" -v n="$requests" \
+        'BEGIN { printf "%.2f", (a - b) * 1e6 / n }')"
+    before=$(cpu "$@")
+    out=$(wrk -t1 -c1 -d"${duration}s" --latency -s "$script" "$url")
+    after=$(cpu "$@")
+    requests=$(awk '/requests in/ {print $1}' <<<"$out")
+    printf -v "${name}_cpu1_us" '%s' "$(awk -v a="$after" -v b="$before" -v n="$requests" \
+        'BEGIN { printf "%.2f", (a - b) * 1e6 / n }')"
+    printf -v "${name}_p50" '%s' "$(awk '$1 == "50%" {print $2}' <<<"$out")"
+    printf -v "${name}_p99" '%s' "$(awk '$1 == "99%" {print $2}' <<<"$out")"
+}
+nginx_pids=$(cat "$work/nginx.pid"; pgrep -P "$(cat "$work/nginx.pid")")
+
+run proxy http://127.0.0.1:18000/ benches/wrk/getitem.lua "$proxy_pid"
+# shellcheck disable=SC2086
+run static http://127.0.0.1:18080/ benches/wrk/getitem.lua $nginx_pids
 # One request first so the cache holds the answer; then check it really is a cache hit.
 get='{"TableName":"bench","Key":{"pk":{"S":"k"}}}'
 call GetItem "$get" http://127.0.0.1:18081/ -o /dev/null
 cached=$(call GetItem "$get" http://127.0.0.1:18081/ -o /dev/null -D - | awk 'tolower($1) == "x-cache:" {print $2}' | tr -d '\r')
-nginx_cache_rps=$(rps http://127.0.0.1:18081/)
+# shellcheck disable=SC2086
+run cache http://127.0.0.1:18081/ benches/wrk/getitem.lua $nginx_pids
 hits=$(curl -s http://127.0.0.1:19464/metrics | awk '/^dynamo_cache_requests_total\{op="GetItem",result="hit"\}/ {print $2}')
-echo "GetItem hits, 16 connections, ${duration}s each, one run"
-echo "  proxy (hits: $hits)  $proxy req/s"
-echo "  nginx return 200     $nginx_rps req/s"
-echo "  nginx proxy_cache    $nginx_cache_rps req/s (second request was a cache ${cached:-?})"
-awk -v p="$proxy" -v n="$nginx_rps" 'BEGIN { printf "  proxy/nginx return 200 = %.2f\n", p / n }'
-awk -v p="$proxy" -v n="$nginx_cache_rps" 'BEGIN { printf "  proxy/nginx proxy_cache = %.2f\n", p / n }'
+# Forwarded requests (strongly consistent reads, writes): through the proxy, through nginx
+# proxy_pass, and straight at the emulator. CPU is not compared: the proxy's process also
+# holds the emulator.
+run fwd http://127.0.0.1:18000/ benches/wrk/getitem-consistent.lua "$proxy_pid"
+run fwd_nginx http://127.0.0.1:18082/ benches/wrk/getitem-consistent.lua "$proxy_pid"
+run fwd_direct "http://$upstream/" benches/wrk/getitem-consistent.lua "$proxy_pid"
+run put http://127.0.0.1:18000/ benches/wrk/putitem.lua "$proxy_pid"
+run put_nginx http://127.0.0.1:18082/ benches/wrk/putitem.lua "$proxy_pid"
+run put_direct "http://$upstream/" benches/wrk/putitem.lua "$proxy_pid"
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+printf 'GetItem hits of a ~400-byte item (proxy hits counted: %s); %ss per run, one run each\n' "$hits" "$duration"
+printf '%-22s %12s %14s %10s %10s %14s\n' "" "req/s (16c)" "CPU µs/req" "p50 (1c)" "p99 (1c)" "CPU µs/req 1c"
+printf '%-22s %12s %14s %10s %10s %14s\n' "proxy" "$proxy_rps" "$proxy_cpu_us" "$proxy_p50" "$proxy_p99" "$proxy_cpu1_us"
+printf '%-22s %12s %14s %10s %10s %14s\n' "nginx return 200" "$static_rps" "$static_cpu_us" "$static_p50" "$static_p99" "$static_cpu1_us"
+printf '%-22s %12s %14s %10s %10s %14s\n' "nginx proxy_cache (${cached:-?})" "$cache_rps" "$cache_cpu_us" "$cache_p50" "$cache_p99" "$cache_cpu1_us"
+echo "  proxy/nginx return 200: req/s $(ratio "$proxy_rps" "$static_rps"), CPU per request $(ratio "$proxy_cpu_us" "$static_cpu_us")"
+echo "  proxy/nginx proxy_cache: req/s $(ratio "$proxy_rps" "$cache_rps"), CPU per request $(ratio "$proxy_cpu_us" "$cache_cpu_us")"
+# µs, from wrk's "123.00us" or "1.23ms".
+us() { awk -v v="$1" 'BEGIN { if (v ~ /ms$/) printf "%.0f", v * 1000; else printf "%.0f", v + 0 }'; }
+forwarded() { # title prefix
+    local p=$2
+    local rps=${p}_rps p50=${p}_p50 p99=${p}_p99
+    local nrps=${p}_nginx_rps np50=${p}_nginx_p50 np99=${p}_nginx_p99
+    local drps=${p}_direct_rps dp50=${p}_direct_p50 dp99=${p}_direct_p99
+    echo
+    echo "$1"
+    printf '%-22s %12s %10s %10s\n' "" "req/s (16c)" "p50 (1c)" "p99 (1c)"
+    printf '%-22s %12s %10s %10s\n' "proxy" "${!rps}" "${!p50}" "${!p99}"
+    printf '%-22s %12s %10s %10s\n' "nginx proxy_pass" "${!nrps}" "${!np50}" "${!np99}"
+    printf '%-22s %12s %10s %10s\n' "emulator directly" "${!drps}" "${!dp50}" "${!dp99}"
+    echo "  proxy/direct: req/s $(ratio "${!rps}" "${!drps}"); added at p50: $(( $(us "${!p50}") - $(us "${!dp50}") )) µs (nginx proxy_pass: $(( $(us "${!np50}") - $(us "${!dp50}") )) µs)"
+}
+forwarded "Strongly consistent GetItem (always forwarded)" fwd
+forwarded "PutItem of a ~400-byte item" put
