@@ -9,6 +9,9 @@
 //! The emulator is reached through a delay line of `E2E_LATENCY_MS` (default 4) round trip, as
 //! DynamoDB in the application's region would be; `E2E_LATENCY_MS=0` measures bare loopback.
 //!
+//! One request at a time by default (`E2E_CONCURRENCY` to change): the latency one call of an
+//! application sees. With more, on two cores, the SDK client's own CPU soon sets the pace.
+//!
 //! Run with `cargo bench --bench end_to_end` (5 s per endpoint and workload), or set
 //! `E2E_SECS=20` for longer runs.
 
@@ -27,6 +30,10 @@ async fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(5.0);
+    let concurrency: usize = std::env::var("E2E_CONCURRENCY")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
     let latency_ms: u64 = std::env::var("E2E_LATENCY_MS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -73,7 +80,7 @@ async fn main() {
             region: "us-east-1".into(),
             workload,
             pacing: Pacing {
-                concurrency: 8,
+                concurrency,
                 duration: Some(Duration::from_secs_f64(secs)),
                 requests: None,
                 warmup: Duration::from_secs(2),

@@ -93,8 +93,9 @@ nginx -p "$work" -c nginx.conf
 cpu() {
     local ticks=0 pid
     for pid in "$@"; do
-        # Fields 14 and 15 of /proc/PID/stat, counted after the command name's parentheses.
-        ticks=$((ticks + $(sed 's/.*) //' "/proc/$pid/stat" | awk '{print $12 + $13}')))
+        # Fields 14 and 15 of /proc/PID/stat, counted after the command name's parentheses. A
+        # process gone meanwhile (nginx's cache loader exits) counts nothing.
+        ticks=$((ticks + $(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null | awk '{print $12 + $13} END {if (!NR) print 0}')))
     done
     awk -v t="$ticks" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.4f", t / hz }'
 }
