@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
+use http::StatusCode;
 
 use crate::proxy::answer::CacheStatus;
 use crate::wire::operation::Operation;
@@ -80,6 +81,9 @@ pub struct Metrics {
     /// so the hot path indexes an array instead of hashing label strings under a lock (and
     /// series that never happened are not exported).
     per_request: Vec<OnceLock<(IntCounter, Histogram, Option<IntCounter>)>>,
+    /// `upstream_duration` and the `200` series of `upstream_requests`, per operation, resolved
+    /// on first use as `per_request` is: every forwarded request records both.
+    per_upstream: Vec<OnceLock<(Histogram, IntCounter)>>,
     /// Every metric family name, for checking dashboards and alerts against.
     names: Vec<String>,
     /// Hits and misses per table, cache and result; only for tables the proxy has described.
@@ -333,11 +337,13 @@ impl Metrics {
         let per_request = (0..Operation::ALL.len() * RESULTS.len())
             .map(|_| OnceLock::new())
             .collect();
+        let per_upstream = (0..Operation::ALL.len()).map(|_| OnceLock::new()).collect();
         Metrics {
             table_requests,
             tables: ArcSwap::from_pointee(HashMap::new()),
             names,
             per_request,
+            per_upstream,
             registry,
             requests,
             request_duration,
@@ -363,6 +369,30 @@ impl Metrics {
             stream_lag,
             stream_shards,
             stream_errors,
+        }
+    }
+
+    /// Counts one exchange with the upstream and its latency: its HTTP status, or the kind of
+    /// failure when there was no answer.
+    pub fn record_upstream(&self, op: Operation, outcome: Result<StatusCode, &str>, seconds: f64) {
+        let (duration, ok) = self.per_upstream[op as usize].get_or_init(|| {
+            (
+                self.upstream_duration.with_label_values(&[op.name()]),
+                self.upstream_requests
+                    .with_label_values(&[op.name(), "200"]),
+            )
+        });
+        duration.observe(seconds);
+        match outcome {
+            Ok(StatusCode::OK) => ok.inc(),
+            Ok(status) => self
+                .upstream_requests
+                .with_label_values(&[op.name(), status.as_str()])
+                .inc(),
+            Err(kind) => self
+                .upstream_errors
+                .with_label_values(&[op.name(), kind])
+                .inc(),
         }
     }
 

@@ -100,6 +100,23 @@ pub fn relayed(
     resp
 }
 
+/// As [`relayed`], taking the upstream's headers instead of copying them.
+pub fn relayed_owned(
+    status: StatusCode,
+    mut headers: HeaderMap,
+    body: Bytes,
+    cache: CacheStatus,
+) -> ProxyResponse {
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+    headers.insert(CACHE_HEADER, cache.header_value());
+    let mut resp = Response::new(body);
+    *resp.status_mut() = status;
+    *resp.headers_mut() = headers;
+    resp
+}
+
 /// A relayed response whose body the proxy had to change (an answer trimmed to what the
 /// caller asked for): the upstream's headers, the new body, and a CRC of the new body.
 pub fn relayed_with_body(
@@ -116,16 +133,19 @@ pub fn relayed_with_body(
 
 /// Headers that describe one connection, not the message (RFC 9110 section 7.6.1), plus the
 /// length, which hyper sets from the body it actually sends.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    http::header::CONNECTION,
+    http::header::TRANSFER_ENCODING,
+    http::header::CONTENT_LENGTH,
+    http::header::TE,
+    http::header::TRAILER,
+    http::header::UPGRADE,
+    http::header::PROXY_AUTHENTICATE,
+    HeaderName::from_static("keep-alive"),
+];
+
 fn is_hop_by_hop(name: &HeaderName) -> bool {
-    use http::header::*;
-    name == CONNECTION
-        || name == TRANSFER_ENCODING
-        || name == CONTENT_LENGTH
-        || name == TE
-        || name == TRAILER
-        || name == UPGRADE
-        || name == PROXY_AUTHENTICATE
-        || name.as_str() == "keep-alive"
+    HOP_BY_HOP.contains(name)
 }
 
 /// A request id in DynamoDB's shape: 52 characters of upper-case letters and digits.
@@ -182,11 +202,20 @@ mod tests {
             Bytes::from_static(b"{}"),
             CacheStatus::Bypass,
         );
-        assert_eq!(resp.status(), 400);
-        assert_eq!(resp.headers()["x-amzn-requestid"], "ABC");
-        assert_eq!(resp.headers()["x-amz-crc32"], "123");
-        assert!(resp.headers().get("connection").is_none());
-        assert!(resp.headers().get("content-length").is_none());
-        assert_eq!(resp.headers()["x-dynamo-cache"], "bypass");
+        let owned = relayed_owned(
+            StatusCode::BAD_REQUEST,
+            upstream,
+            Bytes::from_static(b"{}"),
+            CacheStatus::Bypass,
+        );
+        for resp in [resp, owned] {
+            assert_eq!(resp.status(), 400);
+            assert_eq!(resp.headers()["x-amzn-requestid"], "ABC");
+            assert_eq!(resp.headers()["x-amz-crc32"], "123");
+            assert!(resp.headers().get("connection").is_none());
+            assert!(resp.headers().get("content-length").is_none());
+            assert_eq!(resp.headers()["x-dynamo-cache"], "bypass");
+            assert_eq!(resp.headers().len(), 3);
+        }
     }
 }

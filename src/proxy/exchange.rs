@@ -74,32 +74,27 @@ pub async fn forward(
         &state.upstream
     };
     let result = upstream.call(&out.target, body).await;
-    let metrics = &state.metrics;
     let elapsed = started.elapsed();
-    metrics
-        .upstream_duration
-        .with_label_values(&[out.op.name()])
-        .observe(elapsed.as_secs_f64());
     let status = result.as_ref().map_or(0, |a| a.status.as_u16());
     ctx.record_upstream(status, elapsed.as_micros() as u64);
-    match &result {
-        Ok(answer) => metrics
-            .upstream_requests
-            .with_label_values(&[out.op.name(), answer.status.as_str()])
-            .inc(),
-        Err(err) => {
-            metrics
-                .upstream_errors
-                .with_label_values(&[out.op.name(), err.upstream_kind()])
-                .inc();
-        }
-    }
+    let outcome = match &result {
+        Ok(answer) => Ok(answer.status),
+        Err(err) => Err(err.upstream_kind()),
+    };
+    state
+        .metrics
+        .record_upstream(out.op, outcome, elapsed.as_secs_f64());
     result
 }
 
 /// The upstream's answer, relayed as it came.
 pub fn relay(answer: &UpstreamResponse, cache: CacheStatus) -> ProxyResponse {
     answer::relayed(answer.status, &answer.headers, answer.body.clone(), cache)
+}
+
+/// As [`relay`], for an answer nobody else needs: its headers move instead of being copied.
+pub fn relay_owned(answer: UpstreamResponse, cache: CacheStatus) -> ProxyResponse {
+    answer::relayed_owned(answer.status, answer.headers, answer.body, cache)
 }
 
 /// Whether DynamoDB failed to answer: the proxy could not reach it or read its answer, it

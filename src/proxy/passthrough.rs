@@ -3,13 +3,16 @@
 //! what they may have changed.
 
 use super::answer::CacheStatus;
-use super::exchange::{Context, Handled, Outbound, changed_nothing, forward, relay};
+use super::exchange::{Context, Handled, Outbound, changed_nothing, forward, relay_owned};
 use crate::state::State;
 
 /// Forwards the request uncached.
 pub async fn bypass(state: &State, ctx: &Context, out: Outbound) -> Handled {
     let upstream = forward(state, ctx, &out, out.body.clone()).await?;
-    Ok((relay(&upstream, CacheStatus::Bypass), CacheStatus::Bypass))
+    Ok((
+        relay_owned(upstream, CacheStatus::Bypass),
+        CacheStatus::Bypass,
+    ))
 }
 
 /// CreateTable, UpdateTable, DeleteTable: the table's entries and schema are dropped, unless
@@ -30,7 +33,10 @@ pub async fn table_change(
             None => state.caches.invalidate_all("table_change"),
         }
     }
-    Ok((relay(&result?, CacheStatus::Bypass), CacheStatus::Bypass))
+    Ok((
+        relay_owned(result?, CacheStatus::Bypass),
+        CacheStatus::Bypass,
+    ))
 }
 
 /// PartiQL: reads pass through uncached; a statement that writes drops its table's entries
@@ -50,5 +56,8 @@ pub async fn partiql(
             }
         }
     }
-    Ok((relay(&result?, CacheStatus::Bypass), CacheStatus::Bypass))
+    Ok((
+        relay_owned(result?, CacheStatus::Bypass),
+        CacheStatus::Bypass,
+    ))
 }
