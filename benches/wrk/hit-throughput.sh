@@ -89,13 +89,21 @@ http {
 CONF
 nginx -p "$work" -c nginx.conf
 
-# CPU seconds (user + system) used so far by the given processes.
+# CPU seconds (user + system) used so far by the given processes; `workers:PID` counts only
+# the proxy's worker threads (named dynamo-cache-N), which serve every request, and not the
+# embedded emulator's, which share its process.
 cpu() {
-    local ticks=0 pid
+    local ticks=0 pid stats
     for pid in "$@"; do
+        if [[ $pid == workers:* ]]; then
+            stats=$(grep -l '^dynamo-cache-' /proc/"${pid#workers:}"/task/*/comm | sed 's/comm$/stat/')
+        else
+            stats=/proc/$pid/stat
+        fi
         # Fields 14 and 15 of /proc/PID/stat, counted after the command name's parentheses. A
         # process gone meanwhile (nginx's cache loader exits) counts nothing.
-        ticks=$((ticks + $(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null | awk '{print $12 + $13} END {if (!NR) print 0}')))
+        # shellcheck disable=SC2086
+        ticks=$((ticks + $(cat $stats 2>/dev/null | sed 's/.*) //' | awk '{t += $12 + $13} END {print t + 0}')))
     done
     awk -v t="$ticks" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.4f", t / hz }'
 }
@@ -133,14 +141,16 @@ cached=$(call GetItem "$get" http://127.0.0.1:18081/ -o /dev/null -D - | awk 'to
 run cache http://127.0.0.1:18081/ benches/wrk/getitem.lua $nginx_pids
 hits=$(curl -s http://127.0.0.1:19464/metrics | awk '/^dynamo_cache_requests_total\{op="GetItem",result="hit"\}/ {print $2}')
 # Forwarded requests (strongly consistent reads, writes): through the proxy, through nginx
-# proxy_pass, and straight at the emulator. CPU is not compared: the proxy's process also
-# holds the emulator.
-run fwd http://127.0.0.1:18000/ benches/wrk/getitem-consistent.lua "$proxy_pid"
-run fwd_nginx http://127.0.0.1:18082/ benches/wrk/getitem-consistent.lua "$proxy_pid"
-run fwd_direct "http://$upstream/" benches/wrk/getitem-consistent.lua "$proxy_pid"
-run put http://127.0.0.1:18000/ benches/wrk/putitem.lua "$proxy_pid"
-run put_nginx http://127.0.0.1:18082/ benches/wrk/putitem.lua "$proxy_pid"
-run put_direct "http://$upstream/" benches/wrk/putitem.lua "$proxy_pid"
+# proxy_pass, and straight at the emulator. CPU: the proxy's worker threads, and nginx's
+# workers.
+run fwd http://127.0.0.1:18000/ benches/wrk/getitem-consistent.lua "workers:$proxy_pid"
+# shellcheck disable=SC2086
+run fwd_nginx http://127.0.0.1:18082/ benches/wrk/getitem-consistent.lua $nginx_pids
+run fwd_direct "http://$upstream/" benches/wrk/getitem-consistent.lua "workers:$proxy_pid"
+run put http://127.0.0.1:18000/ benches/wrk/putitem.lua "workers:$proxy_pid"
+# shellcheck disable=SC2086
+run put_nginx http://127.0.0.1:18082/ benches/wrk/putitem.lua $nginx_pids
+run put_direct "http://$upstream/" benches/wrk/putitem.lua "workers:$proxy_pid"
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 printf 'GetItem hits of a ~400-byte item (proxy hits counted: %s); %ss per run, one run each\n' "$hits" "$duration"
@@ -159,10 +169,11 @@ forwarded() { # title prefix
     local drps=${p}_direct_rps dp50=${p}_direct_p50 dp99=${p}_direct_p99
     echo
     echo "$1"
-    printf '%-22s %12s %10s %10s\n' "" "req/s (16c)" "p50 (1c)" "p99 (1c)"
-    printf '%-22s %12s %10s %10s\n' "proxy" "${!rps}" "${!p50}" "${!p99}"
-    printf '%-22s %12s %10s %10s\n' "nginx proxy_pass" "${!nrps}" "${!np50}" "${!np99}"
-    printf '%-22s %12s %10s %10s\n' "emulator directly" "${!drps}" "${!dp50}" "${!dp99}"
+    local cpu=${p}_cpu_us ncpu=${p}_nginx_cpu_us cpu1=${p}_cpu1_us ncpu1=${p}_nginx_cpu1_us
+    printf '%-22s %12s %14s %10s %10s %14s\n' "" "req/s (16c)" "CPU µs/req" "p50 (1c)" "p99 (1c)" "CPU µs/req 1c"
+    printf '%-22s %12s %14s %10s %10s %14s\n' "proxy" "${!rps}" "${!cpu}" "${!p50}" "${!p99}" "${!cpu1}"
+    printf '%-22s %12s %14s %10s %10s %14s\n' "nginx proxy_pass" "${!nrps}" "${!ncpu}" "${!np50}" "${!np99}" "${!ncpu1}"
+    printf '%-22s %12s %14s %10s %10s\n' "emulator directly" "${!drps}" "" "${!dp50}" "${!dp99}"
     echo "  proxy/direct: req/s $(ratio "${!rps}" "${!drps}"); added at p50: $(( $(us "${!p50}") - $(us "${!dp50}") )) µs (nginx proxy_pass: $(( $(us "${!np50}") - $(us "${!dp50}") )) µs)"
 }
 forwarded "Strongly consistent GetItem (always forwarded)" fwd
