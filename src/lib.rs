@@ -17,8 +17,9 @@
 //! - **Wire knowledge, no I/O** ([`wire`]): operations, the typed request, table names and
 //!   ARNs, canonical keys, projections, key conditions, PartiQL.
 //! - **Auth** ([`auth`]): the principals file, the SigV4 verifier, table and operation grants.
-//! - **Upstream** ([`upstream`]): the pooled, SigV4-signing client to DynamoDB, its
-//!   credentials, and table key schemas from DescribeTable.
+//! - **Upstream** ([`upstream`]): the SigV4-signing client to DynamoDB, with a connection
+//!   pool per thread, its credentials, table key schemas from DescribeTable, and the one HTTPS
+//!   client (rustls with ring) every AWS SDK client of the proxy uses.
 //! - **Sync**: following DynamoDB streams, hot keys and warm starts; they reach the caches
 //!   only through the cache layer.
 //! - **Operations** ([`ops`]): Prometheus metrics, the admin listener (health, readiness,
@@ -26,7 +27,7 @@
 //!   ([`net`]): connection limits, drain, TLS.
 //! - [`cli`] and [`config`]: command line, environment and the TOML file.
 //! - Tools beside the server: [`embedded`] (feature `embedded`), a local DynamoDB emulator
-//!   inside the binary; `bench` (feature `bench`), `dynamo-cache bench`. Neither is part of
+//!   inside the binary, optionally behind a delay line; `bench` (feature `bench`), `dynamo-cache bench`. Neither is part of
 //!   the request path; a `--no-default-features` build carries neither.
 //!
 //! [`run`] serves already-bound listeners until a shutdown future resolves; `main` binds them
