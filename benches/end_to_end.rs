@@ -24,20 +24,19 @@ use dynamo_cache::bench::{self, KeyDistribution, Mix, Options, Pacing, Workload}
 use process::Served;
 use tokio_util::sync::CancellationToken;
 
+/// The environment variable `name`, parsed, or `default` when it is unset or unreadable.
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let secs: f64 = std::env::var("E2E_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(5.0);
-    let concurrency: usize = std::env::var("E2E_CONCURRENCY")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1);
-    let latency_ms: u64 = std::env::var("E2E_LATENCY_MS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(4);
+    let secs: f64 = env_or("E2E_SECS", 5.0);
+    let concurrency: usize = env_or("E2E_CONCURRENCY", 1);
+    let latency_ms: u64 = env_or("E2E_LATENCY_MS", 4);
     let upstream = dynamo_cache::embedded::Embedded::start_with_latency(
         None,
         Duration::from_millis(latency_ms),

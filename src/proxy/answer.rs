@@ -88,16 +88,7 @@ pub fn relayed(
     body: Bytes,
     cache: CacheStatus,
 ) -> ProxyResponse {
-    let mut resp = Response::new(body);
-    *resp.status_mut() = status;
-    let headers = resp.headers_mut();
-    for (name, value) in upstream_headers {
-        if !is_hop_by_hop(name) {
-            headers.append(name, value.clone());
-        }
-    }
-    headers.insert(CACHE_HEADER, cache.header_value());
-    resp
+    relayed_owned(status, upstream_headers.clone(), body, cache)
 }
 
 /// As [`relayed`], taking the upstream's headers instead of copying them.
@@ -143,10 +134,6 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     http::header::PROXY_AUTHENTICATE,
     HeaderName::from_static("keep-alive"),
 ];
-
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    HOP_BY_HOP.contains(name)
-}
 
 /// A request id in DynamoDB's shape: 52 characters of upper-case letters and digits.
 /// Five random words give 320 bits; each character takes five of them (from a 32-symbol subset
