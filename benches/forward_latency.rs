@@ -68,6 +68,7 @@ fn main() {
             state,
             data,
             admin,
+            None,
             std::future::pending(),
         ));
 

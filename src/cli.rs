@@ -107,6 +107,14 @@ pub struct ServeArgs {
     /// Admin listener address (/metrics, /healthz, /readyz) [default: 127.0.0.1:9464].
     #[arg(long, env = "DYNAMO_CACHE_ADMIN_LISTEN")]
     pub admin_listen: Option<SocketAddr>,
+    /// DAX protocol listener for DAX client applications (`dax://`; `daxs://` with TLS), by
+    /// convention 127.0.0.1:8111 [default: none].
+    #[arg(long, env = "DYNAMO_CACHE_DAX_LISTEN")]
+    pub dax_listen: Option<SocketAddr>,
+    /// The address DAX clients are told to reach this node at (behind NAT or a load
+    /// balancer) [default: the address each client reached].
+    #[arg(long, env = "DYNAMO_CACHE_DAX_ADVERTISE", requires = "dax_listen")]
+    pub dax_advertise: Option<SocketAddr>,
     /// Upstream DynamoDB URL [default: https://dynamodb.<region>.amazonaws.com].
     #[arg(long, env = "DYNAMO_CACHE_UPSTREAM", conflicts_with = "embedded")]
     pub upstream: Option<String>,
@@ -187,6 +195,12 @@ impl ServeArgs {
         }
         if let Some(admin) = self.admin_listen {
             config.admin_listen = admin;
+        }
+        if let Some(dax) = self.dax_listen {
+            config.dax_listen = Some(dax);
+        }
+        if let Some(advertise) = self.dax_advertise {
+            config.dax_advertise = Some(advertise);
         }
         if let Some(upstream) = &self.upstream {
             config.upstream = Some(upstream.clone());

@@ -38,6 +38,13 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Admin listener: `/metrics`, `/healthz`, `/readyz`.
     pub admin_listen: SocketAddr,
+    /// DAX protocol listener (`dax://`, or `daxs://` with TLS), for applications that use a DAX
+    /// client; `None` (the default) serves no DAX. By convention `127.0.0.1:8111`.
+    pub dax_listen: Option<SocketAddr>,
+    /// The address DAX clients are told to reach this node at (the `endpoints` answer);
+    /// `None` means the address each client reached it on. Set it behind NAT, port mapping or
+    /// a load balancer.
+    pub dax_advertise: Option<SocketAddr>,
     /// Upstream DynamoDB URL; `None` means `https://dynamodb.<region>.amazonaws.com`.
     pub upstream: Option<String>,
     /// Signing region; `None` means the AWS region chain, then [`FALLBACK_REGION`].
@@ -313,6 +320,8 @@ impl Default for Config {
         Config {
             listen: DEFAULT_LISTEN.parse().expect("valid default"),
             admin_listen: DEFAULT_ADMIN_LISTEN.parse().expect("valid default"),
+            dax_listen: None,
+            dax_advertise: None,
             upstream: None,
             region: None,
             workers: 0,
@@ -485,6 +494,29 @@ impl Config {
                  auth.mode = \"sigv4\" with a credentials file, listen on loopback, or set \
                  auth.allow_unauthenticated = true if the network alone decides who may call",
                 self.listen
+            ));
+        }
+        if let Some(dax) = self.dax_listen
+            && self.auth.mode == AuthMode::None
+            && !dax.ip().is_loopback()
+            && !self.auth.allow_unauthenticated
+        {
+            return invalid(format!(
+                "dax_listen = {dax} is reachable from other hosts and auth.mode is \"none\": \
+                 anyone who reaches it would act with this proxy's AWS identity and read its \
+                 cache. Set auth.mode = \"sigv4\" with a credentials file, listen on loopback, or \
+                 set auth.allow_unauthenticated = true if the network alone decides who may call"
+            ));
+        }
+        if self.dax_advertise.is_some() && self.dax_listen.is_none() {
+            return invalid("dax_advertise needs dax_listen".into());
+        }
+        if let Some(dax) = self.dax_listen
+            && dax.port() != 0
+            && (dax == self.listen || dax == self.admin_listen)
+        {
+            return invalid(format!(
+                "dax_listen {dax} is also the data or admin listener; they must differ"
             ));
         }
         // Port 0 means "any free port": two of those never collide.

@@ -61,16 +61,24 @@ use tokio_util::sync::CancellationToken;
 pub use config::Config;
 pub use state::State;
 
+/// Entry points for fuzzing the decoders of untrusted input.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// Reads arbitrary bytes as a DAX connection's requests; never panics.
+    pub use crate::front::dax::decode_for_fuzzing as dax;
+}
+
 /// Admin connections are few (probes, scrapers); this bounds them separately.
 const ADMIN_MAX_CONNECTIONS: usize = 64;
 
-/// Serves the data and admin listeners until `shutdown` resolves, then drains: readiness turns
+/// Serves the data, admin and (when bound) DAX listeners until `shutdown` resolves, then drains: readiness turns
 /// 503, the data listener stops accepting and finishes in-flight requests (up to the drain
 /// deadline), and only then does the admin listener stop.
 pub async fn run(
     state: State,
     data: TcpListener,
     admin: TcpListener,
+    dax: Option<TcpListener>,
     shutdown: impl Future<Output = ()>,
 ) {
     let config = &state.config;
@@ -135,6 +143,9 @@ pub async fn run(
             async move { ops::admin::handle(&state, request, peer).await }
         },
     ));
+    let stop_dax = CancellationToken::new();
+    let dax_task =
+        dax.map(|dax| tokio::spawn(front::dax::serve(shared.clone(), dax, stop_dax.clone())));
     let data_state = shared;
     let workers = config.worker_threads();
     let data_task = tokio::spawn(net::server::serve(
@@ -155,7 +166,11 @@ pub async fn run(
     state.start_draining();
     state.streams.stop();
     stop_data.cancel();
+    stop_dax.cancel();
     let _ = data_task.await;
+    if let Some(dax_task) = dax_task {
+        let _ = dax_task.await;
+    }
     stop_admin.cancel();
     let _ = admin_task.await;
     tracing::info!("stopped");

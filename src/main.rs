@@ -108,6 +108,11 @@ async fn serve_async(args: ServeArgs, config: Config) -> anyhow::Result<()> {
 
     let data = bind(config.listen, "data").await?;
     let admin = bind(config.admin_listen, "admin").await?;
+    let dax = match config.dax_listen {
+        Some(addr) => Some(bind(addr, "dax").await?),
+        None => None,
+    };
+    let dax_addr = dax.as_ref().map(TcpListener::local_addr).transpose()?;
     let listen = data.local_addr()?;
     let admin_addr = admin.local_addr()?;
     let state = State::new(config, &region, credentials).map_err(anyhow::Error::msg)?;
@@ -128,6 +133,7 @@ async fn serve_async(args: ServeArgs, config: Config) -> anyhow::Result<()> {
     tracing::info!(
         listen = %listen,
         admin = %admin_addr,
+        dax = ?dax_addr,
         upstream = state.upstream.url(),
         region = %region,
         workers = state.config.worker_threads(),
@@ -148,6 +154,10 @@ async fn serve_async(args: ServeArgs, config: Config) -> anyhow::Result<()> {
         scheme(state.config.tls.admin),
         state.upstream.url()
     );
+    if let Some(dax_addr) = dax_addr {
+        let scheme = if state.tls.is_some() { "daxs" } else { "dax" };
+        banner.push_str(&format!("  DAX clients: endpoint {scheme}://{dax_addr}\n"));
+    }
     if args.embedded {
         let away = match args.embedded_latency_ms {
             Some(ms @ 1..) => format!(", {ms} ms away"),
@@ -167,7 +177,7 @@ async fn serve_async(args: ServeArgs, config: Config) -> anyhow::Result<()> {
         let _ = stdout.flush();
     }
 
-    dynamo_cache::run(state, data, admin, signals.shutdown()).await;
+    dynamo_cache::run(state, data, admin, dax, signals.shutdown()).await;
 
     #[cfg(feature = "embedded")]
     if let Some(embedded) = embedded {

@@ -21,6 +21,8 @@ pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(15 * 60);
 
 const ALGORITHM: &str = "AWS4-HMAC-SHA256";
 const SERVICE: &str = "dynamodb";
+/// What DAX clients sign for.
+const DAX_SERVICE: &str = "dax";
 const TERMINATOR: &str = "aws4_request";
 
 /// Checks signatures against the current credentials file.
@@ -131,27 +133,106 @@ impl Verifier {
         }
     }
 
+    /// Verifies a DAX connection's `authorizeConnection`: the signature over the string to
+    /// sign the client sent (DAX clients sign a fixed canonical request for service `dax`,
+    /// which the proxy cannot rebuild, as their host differs; the scope, date and key are
+    /// checked as for any signature).
+    pub fn verify_dax(
+        &self,
+        access_key_id: &str,
+        signature: &str,
+        string_to_sign: &str,
+        now: SystemTime,
+    ) -> Result<Arc<Principal>, AuthError> {
+        let malformed = || {
+            AuthError::Incomplete(
+                "authorizeConnection's string to sign is not a SigV4 string to sign".into(),
+            )
+        };
+        let mut lines = string_to_sign.split('\n');
+        let (Some(ALGORITHM), Some(amz_date), Some(scope), Some(hash), None) = (
+            lines.next(),
+            lines.next(),
+            lines.next(),
+            lines.next(),
+            lines.next(),
+        ) else {
+            return Err(malformed());
+        };
+        if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(malformed());
+        }
+        let mut parts = scope.split('/');
+        let (Some(date), Some(region), Some(service), Some(terminator), None) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
+            return Err(malformed());
+        };
+        let signed_at = parse_amz_date(amz_date).ok_or_else(malformed)?;
+        let auth = Authorization {
+            access_key_id,
+            date,
+            region,
+            service,
+            terminator,
+            signed_headers: "",
+            signature,
+        };
+        check_scope_for(&auth, amz_date, &self.region, DAX_SERVICE)?;
+        check_clock(amz_date, signed_at, now)?;
+        let principal = self
+            .principals
+            .load()
+            .by_key
+            .get(access_key_id)
+            .cloned()
+            .ok_or(AuthError::UnknownKey)?;
+        let key = self.signing_key_for(&principal, date, signed_at, DAX_SERVICE);
+        let expected = aws_sigv4::sign::v4::calculate_signature(&*key, string_to_sign.as_bytes());
+        if bool::from(expected.as_bytes().ct_eq(auth.signature.as_bytes())) {
+            Ok(principal)
+        } else {
+            Err(AuthError::Signature)
+        }
+    }
+
     fn signing_key(&self, principal: &Principal, date: &str, signed_at: SystemTime) -> Arc<[u8]> {
+        self.signing_key_for(principal, date, signed_at, SERVICE)
+    }
+
+    fn signing_key_for(
+        &self,
+        principal: &Principal,
+        date: &str,
+        signed_at: SystemTime,
+        service: &str,
+    ) -> Arc<[u8]> {
         let mut keys = principal
             .signing_keys
             .0
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        if let Some(key) = keys.get(date) {
+        let cached_as = format!("{date}/{service}");
+        if let Some(key) = keys.get(&cached_as) {
             return key.clone();
         }
         let derived = aws_sigv4::sign::v4::generate_signing_key(
             &principal.secret.0,
             signed_at,
             &self.region,
-            SERVICE,
+            service,
         );
         let key: Arc<[u8]> = Arc::from(derived.as_ref());
-        // Only dates within the clock window get here (two at most); the bound is a backstop.
-        if keys.len() >= 4 {
+        // Only dates within the clock window get here (two at most, per service); the bound is
+        // a backstop.
+        if keys.len() >= 8 {
             keys.clear();
         }
-        keys.insert(date.to_string(), key.clone());
+        keys.insert(cached_as, key.clone());
         key
     }
 }
@@ -218,6 +299,15 @@ fn parse_authorization(header: &str) -> Result<Authorization<'_>, AuthError> {
 }
 
 fn check_scope(auth: &Authorization<'_>, amz_date: &str, region: &str) -> Result<(), AuthError> {
+    check_scope_for(auth, amz_date, region, SERVICE)
+}
+
+fn check_scope_for(
+    auth: &Authorization<'_>,
+    amz_date: &str,
+    region: &str,
+    expected_service: &str,
+) -> Result<(), AuthError> {
     if !amz_date.starts_with(auth.date) || auth.date.len() != 8 {
         return Err(AuthError::Scope(format!(
             "Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from \
@@ -233,9 +323,9 @@ fn check_scope(auth: &Authorization<'_>, amz_date: &str, region: &str) -> Result
             auth.region
         )));
     }
-    if auth.service != SERVICE {
+    if auth.service != expected_service {
         return Err(AuthError::Scope(format!(
-            "Credential should be scoped to correct service: '{SERVICE}'. "
+            "Credential should be scoped to correct service: '{expected_service}'. "
         )));
     }
     if auth.terminator != TERMINATOR {

@@ -1,4 +1,6 @@
 //! Front-ends: each turns its protocol's bytes into requests for [`crate::proxy`], and the
-//! answers back into bytes. [`http`] speaks the DynamoDB HTTP JSON API.
+//! answers back into bytes. [`http`] speaks the DynamoDB HTTP JSON API, [`dax`] the DAX
+//! protocol of DAX client applications.
 
+pub mod dax;
 pub mod http;

@@ -110,6 +110,26 @@ fn cache_of(op: Operation) -> Option<&'static str> {
     }
 }
 
+/// The front-end a request came in through: the `protocol` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// The DynamoDB HTTP JSON API.
+    Http,
+    /// The DAX protocol.
+    Dax,
+}
+
+impl Protocol {
+    const ALL: [Protocol; 2] = [Protocol::Http, Protocol::Dax];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Http => "http",
+            Protocol::Dax => "dax",
+        }
+    }
+}
+
 const RESULTS: [CacheStatus; 5] = [
     CacheStatus::Hit,
     CacheStatus::Miss,
@@ -126,7 +146,7 @@ impl Metrics {
                 "dynamo_cache_requests_total",
                 "Requests answered, by operation and result (hit, miss, bypass, error).",
             ),
-            &["op", "result"],
+            &["op", "result", "protocol"],
         )
         .expect("valid metric");
         let request_duration = HistogramVec::new(
@@ -135,7 +155,7 @@ impl Metrics {
                 "Time to answer a request, by operation and result.",
             )
             .buckets(LATENCY_BUCKETS.to_vec()),
-            &["op", "result"],
+            &["op", "result", "protocol"],
         )
         .expect("valid metric");
         let upstream_requests = IntCounterVec::new(
@@ -334,7 +354,7 @@ impl Metrics {
             names.extend(collector.desc().iter().map(|d| d.fq_name.clone()));
             registry.register(collector).expect("names are unique");
         }
-        let per_request = (0..Operation::ALL.len() * RESULTS.len())
+        let per_request = (0..Operation::ALL.len() * RESULTS.len() * Protocol::ALL.len())
             .map(|_| OnceLock::new())
             .collect();
         let per_upstream = (0..Operation::ALL.len()).map(|_| OnceLock::new()).collect();
@@ -397,10 +417,17 @@ impl Metrics {
     }
 
     /// Counts one answered request and its latency.
-    pub fn record_request(&self, op: Operation, result: CacheStatus, seconds: f64) {
-        let index = op as usize * RESULTS.len() + result as usize;
+    pub fn record_request(
+        &self,
+        op: Operation,
+        result: CacheStatus,
+        protocol: Protocol,
+        seconds: f64,
+    ) {
+        let index = (op as usize * RESULTS.len() + result as usize) * Protocol::ALL.len()
+            + protocol as usize;
         let (count, duration, cache) = self.per_request[index].get_or_init(|| {
-            let labels = [op.name(), result.as_str()];
+            let labels = [op.name(), result.as_str(), protocol.as_str()];
             let cache = match (cache_of(op), result) {
                 (Some(cache), CacheStatus::Hit | CacheStatus::Miss | CacheStatus::Stale) => Some(
                     self.cache_requests
@@ -554,10 +581,21 @@ mod tests {
         let metrics = Metrics::new();
         for op in Operation::ALL {
             for result in RESULTS {
-                metrics.record_request(*op, result, 0.001);
+                metrics.record_request(*op, result, Protocol::Http, 0.001);
             }
         }
-        metrics.record_request(Operation::GetItem, CacheStatus::Hit, 0.000_02);
+        metrics.record_request(
+            Operation::GetItem,
+            CacheStatus::Hit,
+            Protocol::Http,
+            0.000_02,
+        );
+        metrics.record_request(
+            Operation::GetItem,
+            CacheStatus::Hit,
+            Protocol::Dax,
+            0.000_02,
+        );
         let text = metrics.render();
         let value = |sample: &str| {
             text.lines()
@@ -565,20 +603,26 @@ mod tests {
                 .unwrap_or_else(|| panic!("{sample} missing"))
         };
         assert_eq!(
-            value(r#"dynamo_cache_requests_total{op="GetItem",result="hit"}"#),
+            value(r#"dynamo_cache_requests_total{op="GetItem",protocol="http",result="hit"}"#),
             2.0
         );
         assert_eq!(
-            value(r#"dynamo_cache_requests_total{op="Other",result="error"}"#),
+            value(r#"dynamo_cache_requests_total{op="GetItem",protocol="dax",result="hit"}"#),
             1.0
         );
         assert_eq!(
-            value(r#"dynamo_cache_requests_total{op="ListStreams",result="bypass"}"#),
+            value(r#"dynamo_cache_requests_total{op="Other",protocol="http",result="error"}"#),
             1.0
         );
         assert_eq!(
             value(
-                r#"dynamo_cache_request_duration_seconds_bucket{op="GetItem",result="hit",le="0.000025"}"#
+                r#"dynamo_cache_requests_total{op="ListStreams",protocol="http",result="bypass"}"#
+            ),
+            1.0
+        );
+        assert_eq!(
+            value(
+                r#"dynamo_cache_request_duration_seconds_bucket{op="GetItem",protocol="http",result="hit",le="0.000025"}"#
             ),
             1.0
         );

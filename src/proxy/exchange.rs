@@ -10,6 +10,7 @@ use http::{HeaderValue, StatusCode};
 
 use super::answer::{self, CacheStatus, ProxyResponse};
 use crate::error::ProxyError;
+use crate::ops::metrics::Protocol;
 use crate::state::State;
 use crate::upstream::UpstreamResponse;
 use crate::wire::operation::Operation;
@@ -21,6 +22,8 @@ pub type Handled = Result<(ProxyResponse, CacheStatus), ProxyError>;
 pub struct Context {
     pub op: Operation,
     pub(super) started: Instant,
+    /// The front-end it came in through.
+    pub protocol: Protocol,
     /// The last upstream exchange's status (0: none, or no answer) and microseconds.
     upstream_status: AtomicU16,
     upstream_micros: AtomicU64,
@@ -32,8 +35,17 @@ impl Context {
         Context {
             op,
             started,
+            protocol: Protocol::Http,
             upstream_status: AtomicU16::new(0),
             upstream_micros: AtomicU64::new(0),
+        }
+    }
+
+    /// The same, for a request that came in through `protocol`.
+    pub fn over(protocol: Protocol, op: Operation, started: Instant) -> Context {
+        Context {
+            protocol,
+            ..Context::new(op, started)
         }
     }
 

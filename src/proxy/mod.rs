@@ -149,7 +149,7 @@ pub fn respond(
     let elapsed = ctx.started.elapsed();
     state
         .metrics
-        .record_request(ctx.op, result, elapsed.as_secs_f64());
+        .record_request(ctx.op, result, ctx.protocol, elapsed.as_secs_f64());
     let (upstream_status, upstream_micros) = ctx.upstream();
     tracing::debug!(
         op = ctx.op.name(),

@@ -27,6 +27,8 @@ pub struct TableSchema {
     pub key: KeySchema,
     /// Index name -> its key, for local and global secondary indexes.
     pub indexes: HashMap<String, KeySchema>,
+    /// The scalar type (`S`, `N`, `B`) of every key attribute of the table and its indexes.
+    pub types: HashMap<String, String>,
 }
 
 /// Why a schema could not be had.
@@ -98,7 +100,21 @@ impl Schemas {
             .chain(gsis)
             .filter_map(|(name, key)| Some((name?.to_string(), key_schema(key)?)))
             .collect();
-        let schema = Arc::new(TableSchema { key, indexes });
+        let types = description
+            .attribute_definitions()
+            .iter()
+            .map(|d| {
+                (
+                    d.attribute_name().to_string(),
+                    d.attribute_type().as_str().to_string(),
+                )
+            })
+            .collect();
+        let schema = Arc::new(TableSchema {
+            key,
+            indexes,
+            types,
+        });
         self.metrics.know_table(table);
         self.known
             .write()

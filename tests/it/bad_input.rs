@@ -87,13 +87,13 @@ async fn malformed_requests_are_refused_before_the_upstream() {
     // Two GetItem bodies were not JSON; the rest could not be classified at all.
     assert_eq!(
         proxy
-            .metric(r#"dynamo_cache_requests_total{op="GetItem",result="error"}"#)
+            .metric(r#"dynamo_cache_requests_total{op="GetItem",protocol="http",result="error"}"#)
             .await,
         2.0
     );
     assert_eq!(
         proxy
-            .metric(r#"dynamo_cache_requests_total{op="Other",result="error"}"#)
+            .metric(r#"dynamo_cache_requests_total{op="Other",protocol="http",result="error"}"#)
             .await,
         5.0
     );

@@ -108,7 +108,7 @@ async fn bench_measures_both_endpoints_and_writes_json_and_plots() {
         .count();
     assert_eq!(count, 200);
     let hits = proxy
-        .metric(r#"dynamo_cache_requests_total{op="GetItem",result="hit"}"#)
+        .metric(r#"dynamo_cache_requests_total{op="GetItem",protocol="http",result="hit"}"#)
         .await;
     assert!(hits > 100.0, "only {hits} GetItem hits through the proxy");
 
@@ -268,7 +268,7 @@ async fn ctrl_c_prints_what_was_measured() {
     .unwrap();
     // Interrupt once the measured run is under way (the proxy has served hits).
     while proxy
-        .metric(r#"dynamo_cache_requests_total{op="GetItem",result="hit"}"#)
+        .metric(r#"dynamo_cache_requests_total{op="GetItem",protocol="http",result="hit"}"#)
         .await
         < 50.0
     {

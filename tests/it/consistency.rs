@@ -117,7 +117,7 @@ async fn no_read_after_an_acknowledged_write_sees_an_older_version() {
         &violations[..violations.len().min(10)]
     );
     let hits = proxy
-        .metric(r#"dynamo_cache_requests_total{op="GetItem",result="hit"}"#)
+        .metric(r#"dynamo_cache_requests_total{op="GetItem",protocol="http",result="hit"}"#)
         .await;
     assert!(
         hits > 0.0,

@@ -85,7 +85,7 @@ async fn reads_miss_once_then_hit_and_the_upstream_sees_one_read() {
     assert_eq!(env.relay.count("GetItem"), 1);
     assert_eq!(
         env.proxy
-            .metric(r#"dynamo_cache_requests_total{op="GetItem",result="hit"}"#)
+            .metric(r#"dynamo_cache_requests_total{op="GetItem",protocol="http",result="hit"}"#)
             .await,
         1.0
     );

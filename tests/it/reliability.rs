@@ -321,7 +321,7 @@ async fn with_stale_on_error_an_expired_entry_answers_when_the_upstream_fails() 
         assert_eq!(
             proxy
                 .metric(&format!(
-                    r#"dynamo_cache_requests_total{{op="{op}",result="stale"}}"#
+                    r#"dynamo_cache_requests_total{{op="{op}",protocol="http",result="stale"}}"#
                 ))
                 .await,
             1.0

@@ -368,7 +368,7 @@ async fn the_staleness_bench_measures_both_kinds_of_proxy() {
     assert!(following.metric("dynamo_cache_stream_records_total").await >= 26.0);
     assert!(
         ttl_only
-            .metric(r#"dynamo_cache_requests_total{op="GetItem",result="hit"}"#)
+            .metric(r#"dynamo_cache_requests_total{op="GetItem",protocol="http",result="hit"}"#)
             .await
             >= 6.0
     );

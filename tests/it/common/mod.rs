@@ -69,6 +69,8 @@ impl Upstream {
 pub struct Proxy {
     pub url: String,
     pub admin_url: String,
+    /// Where its DAX listener is (every test proxy has one).
+    pub dax_addr: std::net::SocketAddr,
     pub state: State,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
@@ -93,9 +95,12 @@ impl Proxy {
     ) -> Proxy {
         let data = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let dax = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let dax_addr = dax.local_addr().unwrap();
         let mut config = Config {
             listen: data.local_addr().unwrap(),
             admin_listen: admin.local_addr().unwrap(),
+            dax_listen: Some(dax_addr),
             upstream: Some(upstream_url.to_string()),
             region: Some(REGION.into()),
             ..Config::default()
@@ -116,13 +121,14 @@ impl Proxy {
         let (stop, stopped) = oneshot::channel::<()>();
         let run_state = state.clone();
         let task = tokio::spawn(async move {
-            dynamo_cache::run(run_state, data, admin, async move {
+            dynamo_cache::run(run_state, data, admin, Some(dax), async move {
                 let _ = stopped.await;
             })
             .await;
         });
         let proxy = Proxy {
             url,
+            dax_addr,
             admin_url,
             state,
             stop: Some(stop),

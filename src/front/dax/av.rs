@@ -1,0 +1,272 @@
+//! Attribute values between DAX's CBOR and DynamoDB's JSON (`{"S": "x"}`).
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use minicbor::data::{Tag, Type};
+use minicbor::{Decoder, Encoder};
+use serde_json::{Map, Value, json};
+
+use super::DaxError;
+use super::number::Decimal;
+
+/// Nesting DynamoDB allows in one attribute value.
+pub const MAX_DEPTH: usize = 32;
+
+pub const TAG_STRING_SET: u64 = 3321;
+pub const TAG_NUMBER_SET: u64 = 3322;
+pub const TAG_BINARY_SET: u64 = 3323;
+/// A list index inside a document path (expressions only).
+pub const TAG_PATH_ORDINAL: u64 = 3324;
+
+/// Reads one attribute value.
+pub fn decode(d: &mut Decoder<'_>) -> Result<Value, DaxError> {
+    decode_at(d, 0)
+}
+
+fn decode_at(d: &mut Decoder<'_>, depth: usize) -> Result<Value, DaxError> {
+    if depth > MAX_DEPTH {
+        return Err(DaxError::validation(
+            "Nesting Levels have exceeded supported limits",
+        ));
+    }
+    Ok(match d.datatype()? {
+        Type::String | Type::StringIndef => json!({ "S": text(d)? }),
+        Type::Bytes | Type::BytesIndef => json!({ "B": BASE64.encode(bytes(d)?) }),
+        Type::Bool => json!({ "BOOL": d.bool()? }),
+        Type::Null => {
+            d.null()?;
+            json!({ "NULL": true })
+        }
+        Type::Array | Type::ArrayIndef => {
+            let mut list = Vec::new();
+            each(d, |d| {
+                list.push(decode_at(d, depth + 1)?);
+                Ok(())
+            })?;
+            json!({ "L": list })
+        }
+        Type::Map | Type::MapIndef => {
+            let mut map = Map::new();
+            each_pair(d, |d| {
+                let name = text(d)?;
+                let value = decode_at(d, depth + 1)?;
+                map.insert(name, value);
+                Ok(())
+            })?;
+            json!({ "M": map })
+        }
+        Type::Tag => {
+            let mut probe = d.clone();
+            let tag = probe.tag()?.as_u64();
+            match tag {
+                TAG_STRING_SET | TAG_NUMBER_SET | TAG_BINARY_SET => {
+                    d.tag()?;
+                    let mut members = Vec::new();
+                    each(d, |d| {
+                        members.push(match tag {
+                            TAG_STRING_SET => Value::String(text(d)?),
+                            TAG_NUMBER_SET => Value::String(Decimal::decode(d)?.to_text()?),
+                            _ => Value::String(BASE64.encode(bytes(d)?)),
+                        });
+                        Ok(())
+                    })?;
+                    let kind = match tag {
+                        TAG_STRING_SET => "SS",
+                        TAG_NUMBER_SET => "NS",
+                        _ => "BS",
+                    };
+                    json!({ kind: members })
+                }
+                _ => json!({ "N": Decimal::decode(d)?.to_text()? }),
+            }
+        }
+        Type::F16 | Type::F32 | Type::F64 => {
+            return Err(DaxError::validation(
+                "a number must be an integer or a decimal, not a float",
+            ));
+        }
+        Type::U8
+        | Type::U16
+        | Type::U32
+        | Type::U64
+        | Type::I8
+        | Type::I16
+        | Type::I32
+        | Type::I64
+        | Type::Int => json!({ "N": Decimal::decode(d)?.to_text()? }),
+        other => {
+            return Err(DaxError::malformed(format!(
+                "{other} is not an attribute value"
+            )));
+        }
+    })
+}
+
+/// Reads a text string, definite or indefinite.
+pub fn text(d: &mut Decoder<'_>) -> Result<String, DaxError> {
+    let mut out = String::new();
+    for chunk in d.str_iter()? {
+        out.push_str(chunk?);
+    }
+    Ok(out)
+}
+
+/// Reads a byte string, definite or indefinite.
+pub fn bytes(d: &mut Decoder<'_>) -> Result<Vec<u8>, DaxError> {
+    let mut out = Vec::new();
+    for chunk in d.bytes_iter()? {
+        out.extend_from_slice(chunk?);
+    }
+    Ok(out)
+}
+
+/// Calls `each` for every element of an array, definite or indefinite.
+pub fn each(
+    d: &mut Decoder<'_>,
+    mut each: impl FnMut(&mut Decoder<'_>) -> Result<(), DaxError>,
+) -> Result<(), DaxError> {
+    match d.array()? {
+        Some(n) => {
+            for _ in 0..n {
+                each(d)?;
+            }
+        }
+        None => {
+            while d.datatype()? != Type::Break {
+                each(d)?;
+            }
+            d.skip()?;
+        }
+    }
+    Ok(())
+}
+
+/// Calls `each` for every pair of a map, definite or indefinite (it reads key then value).
+pub fn each_pair(
+    d: &mut Decoder<'_>,
+    mut each: impl FnMut(&mut Decoder<'_>) -> Result<(), DaxError>,
+) -> Result<(), DaxError> {
+    match d.map()? {
+        Some(n) => {
+            for _ in 0..n {
+                each(d)?;
+            }
+        }
+        None => {
+            while d.datatype()? != Type::Break {
+                each(d)?;
+            }
+            d.skip()?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes one attribute value given in DynamoDB JSON.
+pub fn encode(e: &mut Encoder<&mut Vec<u8>>, value: &Value) -> Result<(), DaxError> {
+    let bad = || DaxError::internal("DynamoDB answered an attribute value the proxy cannot read");
+    let (kind, inner) = value
+        .as_object()
+        .filter(|o| o.len() == 1)
+        .and_then(|o| o.iter().next())
+        .ok_or_else(bad)?;
+    match (kind.as_str(), inner) {
+        ("S", Value::String(s)) => {
+            e.str(s)?;
+        }
+        ("N", Value::String(n)) => Decimal::parse(n).ok_or_else(bad)?.encode(e)?,
+        ("B", Value::String(b)) => {
+            e.bytes(&BASE64.decode(b).map_err(|_| bad())?)?;
+        }
+        ("BOOL", Value::Bool(b)) => {
+            e.bool(*b)?;
+        }
+        ("NULL", _) => {
+            e.null()?;
+        }
+        ("L", Value::Array(list)) => {
+            e.array(list.len() as u64)?;
+            for member in list {
+                encode(e, member)?;
+            }
+        }
+        ("M", Value::Object(map)) => {
+            e.map(map.len() as u64)?;
+            for (name, member) in map {
+                e.str(name)?;
+                encode(e, member)?;
+            }
+        }
+        (set @ ("SS" | "NS" | "BS"), Value::Array(members)) => {
+            let tag = match set {
+                "SS" => TAG_STRING_SET,
+                "NS" => TAG_NUMBER_SET,
+                _ => TAG_BINARY_SET,
+            };
+            e.tag(Tag::new(tag))?.array(members.len() as u64)?;
+            for member in members {
+                let member = member.as_str().ok_or_else(bad)?;
+                match set {
+                    "SS" => {
+                        e.str(member)?;
+                    }
+                    "NS" => Decimal::parse(member).ok_or_else(bad)?.encode(e)?,
+                    _ => {
+                        e.bytes(&BASE64.decode(member).map_err(|_| bad())?)?;
+                    }
+                }
+            }
+        }
+        _ => return Err(bad()),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip(value: Value) {
+        let mut out = Vec::new();
+        encode(&mut Encoder::new(&mut out), &value).unwrap();
+        let back = decode(&mut Decoder::new(&out)).unwrap();
+        assert_eq!(back, value);
+    }
+
+    #[test]
+    fn every_type_round_trips() {
+        round_trip(json!({"S": "héllo"}));
+        round_trip(json!({"N": "-12.5"}));
+        round_trip(json!({"B": "AAEC"}));
+        round_trip(json!({"BOOL": true}));
+        round_trip(json!({"NULL": true}));
+        round_trip(json!({"SS": ["a", "b"]}));
+        round_trip(json!({"NS": ["1", "2.5", "12345678901234567890123456789012345678"]}));
+        round_trip(json!({"BS": ["AA==", "AQ=="]}));
+        round_trip(json!({"L": [{"S": "x"}, {"M": {"n": {"L": []}}}]}));
+    }
+
+    #[test]
+    fn set_tags_are_the_ones_clients_use() {
+        let mut out = Vec::new();
+        encode(&mut Encoder::new(&mut out), &json!({"SS": ["a"]})).unwrap();
+        assert_eq!(out, [0xD9, 0x0C, 0xF9, 0x81, 0x61, b'a']);
+    }
+
+    #[test]
+    fn floats_and_deep_nesting_are_refused() {
+        assert!(decode(&mut Decoder::new(&[0xFB, 0, 0, 0, 0, 0, 0, 0, 0])).is_err());
+        let deep: Vec<u8> = std::iter::repeat_n(0x81, 40).chain([0x01]).collect();
+        assert!(decode(&mut Decoder::new(&deep)).is_err());
+    }
+
+    #[test]
+    fn indefinite_containers_are_read() {
+        // [_ "a", "b"] as an indefinite array and an indefinite text string.
+        let bytes = [0x9F, 0x7F, 0x61, b'a', 0xFF, 0x61, b'b', 0xFF];
+        assert_eq!(
+            decode(&mut Decoder::new(&bytes)).unwrap(),
+            json!({"L": [{"S": "a"}, {"S": "b"}]})
+        );
+    }
+}

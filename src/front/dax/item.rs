@@ -1,0 +1,417 @@
+//! Items in DAX's encoding: the primary key as one byte string laid out by the table's key
+//! schema, the other attributes as an attribute-list id and their values in that list's order,
+//! and projected items as `{ordinal: value}`.
+
+use std::sync::Arc;
+
+use minicbor::{Decoder, Encoder};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use super::DaxError;
+use super::av;
+use super::number::Decimal;
+use super::sexpr::{PathElem, value_at};
+use crate::upstream::schema::TableSchema;
+
+/// The attribute list of an item with no attributes but its key: both clients assume it.
+pub const EMPTY_LIST: i64 = 1;
+/// Attribute lists remembered at once. Ids are derived from the names, so a list that was
+/// forgotten gets the same id when it is defined again.
+const LISTS_CAPACITY: u64 = 100_000;
+/// Names one attribute list may hold (DynamoDB's item size bounds them far lower in practice).
+const MAX_LIST_NAMES: usize = 10_000;
+
+/// The attribute lists clients and answers use: id ↔ names, the same on every connection.
+pub struct Lists {
+    by_id: moka::sync::Cache<i64, Arc<[String]>>,
+}
+
+impl Default for Lists {
+    fn default() -> Lists {
+        Lists {
+            by_id: moka::sync::Cache::builder()
+                .max_capacity(LISTS_CAPACITY)
+                .build(),
+        }
+    }
+}
+
+impl Lists {
+    /// The id of this exact, ordered list of names; registered so it can be looked up.
+    ///
+    /// Ids are a 63-bit hash of the names, never 0 or 1: a client keeps them across this
+    /// proxy's restarts, and a restarted proxy hands out the same id for the same list.
+    pub fn id_of(&self, names: &[String]) -> Result<i64, DaxError> {
+        if names.is_empty() {
+            return Ok(EMPTY_LIST);
+        }
+        if names.len() > MAX_LIST_NAMES {
+            return Err(DaxError::validation("too many attributes in one list"));
+        }
+        let mut hash = Sha256::new();
+        for name in names {
+            hash.update((name.len() as u64).to_be_bytes());
+            hash.update(name.as_bytes());
+        }
+        let digest = hash.finalize();
+        let raw = u64::from_be_bytes(digest[..8].try_into().expect("8 bytes")) >> 1;
+        let id = (raw as i64).max(2);
+        if !self.by_id.contains_key(&id) {
+            self.by_id.insert(id, names.to_vec().into());
+        }
+        Ok(id)
+    }
+
+    /// The names of a list id.
+    pub fn names(&self, id: i64) -> Result<Arc<[String]>, DaxError> {
+        if id == EMPTY_LIST {
+            return Ok(Arc::from(Vec::new()));
+        }
+        self.by_id.get(&id).ok_or_else(|| {
+            DaxError::validation(format!(
+                "Unknown attribute list id {id}: define the attribute list again"
+            ))
+        })
+    }
+}
+
+/// The scalar type of a key attribute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scalar {
+    S,
+    N,
+    B,
+}
+
+/// A table's primary key, as DAX lays it out in a byte string.
+#[derive(Debug, Clone)]
+pub struct KeyShape {
+    hash: (String, Scalar),
+    range: Option<(String, Scalar)>,
+}
+
+impl KeyShape {
+    pub fn of(schema: &TableSchema) -> Result<KeyShape, DaxError> {
+        let typed = |name: &str| -> Result<(String, Scalar), DaxError> {
+            let scalar = match schema.types.get(name).map(String::as_str) {
+                Some("S") => Scalar::S,
+                Some("N") => Scalar::N,
+                Some("B") => Scalar::B,
+                _ => {
+                    return Err(DaxError::internal(format!(
+                        "the type of key attribute {name} is not known"
+                    )));
+                }
+            };
+            Ok((name.to_string(), scalar))
+        };
+        Ok(KeyShape {
+            hash: typed(&schema.key.partition)?,
+            range: schema.key.sort.as_deref().map(typed).transpose()?,
+        })
+    }
+
+    /// A string hash key `pk` and a numeric range key `sk`, for decoding without an upstream.
+    pub fn for_fuzzing() -> KeyShape {
+        KeyShape {
+            hash: ("pk".into(), Scalar::S),
+            range: Some(("sk".into(), Scalar::N)),
+        }
+    }
+
+    /// `defineKeySchema`'s answer: hash key first, then range key.
+    pub fn described(&self) -> Vec<(&str, &'static str)> {
+        let kind = |s: Scalar| match s {
+            Scalar::S => "S",
+            Scalar::N => "N",
+            Scalar::B => "B",
+        };
+        std::iter::once(&self.hash)
+            .chain(self.range.as_ref())
+            .map(|(name, s)| (name.as_str(), kind(*s)))
+            .collect()
+    }
+
+    pub fn is_key(&self, name: &str) -> bool {
+        self.hash.0 == name || self.range.as_ref().is_some_and(|r| r.0 == name)
+    }
+
+    /// The key in a request's `bytes(key)`, as DynamoDB JSON.
+    pub fn decode(&self, bytes: &[u8]) -> Result<Map<String, Value>, DaxError> {
+        let mut key = Map::new();
+        match &self.range {
+            None => {
+                key.insert(self.hash.0.clone(), raw_scalar(self.hash.1, bytes, true)?);
+            }
+            Some((range, range_type)) => {
+                let mut d = Decoder::new(bytes);
+                let hash = av::decode(&mut d)?;
+                check_scalar(self.hash.1, &hash)?;
+                key.insert(self.hash.0.clone(), hash);
+                let rest = &bytes[d.position()..];
+                key.insert(range.clone(), raw_scalar(*range_type, rest, false)?);
+            }
+        }
+        Ok(key)
+    }
+
+    /// The key attributes of `item` as `bytes(key)`'s contents.
+    pub fn encode(&self, item: &Map<String, Value>) -> Result<Vec<u8>, DaxError> {
+        let missing =
+            |name: &str| DaxError::internal(format!("an item has no key attribute {name}"));
+        let hash = item
+            .get(&self.hash.0)
+            .ok_or_else(|| missing(&self.hash.0))?;
+        let mut out = Vec::new();
+        match &self.range {
+            None => write_raw_scalar(self.hash.1, hash, &mut out, true)?,
+            Some((range, range_type)) => {
+                av::encode(&mut Encoder::new(&mut out), hash)?;
+                let range = item.get(range).ok_or_else(|| missing(range))?;
+                write_raw_scalar(*range_type, range, &mut out, false)?;
+            }
+        }
+        Ok(out)
+    }
+
+    /// `item` without its key attributes.
+    pub fn others<'a>(&self, item: &'a Map<String, Value>) -> Vec<(&'a String, &'a Value)> {
+        item.iter().filter(|(name, _)| !self.is_key(name)).collect()
+    }
+}
+
+fn check_scalar(expected: Scalar, value: &Value) -> Result<(), DaxError> {
+    let kind = value
+        .as_object()
+        .and_then(|o| o.keys().next())
+        .map(String::as_str);
+    let matches = matches!(
+        (expected, kind),
+        (Scalar::S, Some("S")) | (Scalar::N, Some("N")) | (Scalar::B, Some("B"))
+    );
+    if matches {
+        Ok(())
+    } else {
+        Err(DaxError::validation(
+            "The provided key element does not match the schema",
+        ))
+    }
+}
+
+/// A key value written without a CBOR header: UTF-8, raw bytes, or (a range key) LexDecimal;
+/// a hash-only number is one CBOR number.
+fn raw_scalar(scalar: Scalar, bytes: &[u8], hash_only: bool) -> Result<Value, DaxError> {
+    use base64::Engine;
+    Ok(match scalar {
+        Scalar::S => serde_json::json!({ "S": std::str::from_utf8(bytes)
+            .map_err(|_| DaxError::malformed("a string key is not UTF-8"))? }),
+        Scalar::B => {
+            serde_json::json!({ "B": base64::engine::general_purpose::STANDARD.encode(bytes) })
+        }
+        Scalar::N if hash_only => {
+            let mut d = Decoder::new(bytes);
+            let n = Decimal::decode(&mut d)?;
+            if d.position() != bytes.len() {
+                return Err(DaxError::malformed("a numeric key has trailing bytes"));
+            }
+            serde_json::json!({ "N": n.to_text()? })
+        }
+        Scalar::N => serde_json::json!({ "N": Decimal::from_lex(bytes)?.to_text()? }),
+    })
+}
+
+fn write_raw_scalar(
+    scalar: Scalar,
+    value: &Value,
+    out: &mut Vec<u8>,
+    hash_only: bool,
+) -> Result<(), DaxError> {
+    use base64::Engine;
+    let bad = || DaxError::internal("a key attribute does not have its table's type");
+    let (kind, inner) = value
+        .as_object()
+        .and_then(|o| o.iter().next())
+        .ok_or_else(bad)?;
+    let inner = inner.as_str().ok_or_else(bad)?;
+    match (scalar, kind.as_str()) {
+        (Scalar::S, "S") => out.extend_from_slice(inner.as_bytes()),
+        (Scalar::B, "B") => out.extend_from_slice(
+            &base64::engine::general_purpose::STANDARD
+                .decode(inner)
+                .map_err(|_| bad())?,
+        ),
+        (Scalar::N, "N") if hash_only => av::encode(&mut Encoder::new(out), value)?,
+        (Scalar::N, "N") => {
+            out.extend_from_slice(&Decimal::parse(inner).ok_or_else(bad)?.to_lex());
+        }
+        _ => return Err(bad()),
+    }
+    Ok(())
+}
+
+/// Reads `bytes(id, AV...)`: an item's non-key attributes.
+pub fn decode_values(lists: &Lists, bytes: &[u8]) -> Result<Map<String, Value>, DaxError> {
+    let mut d = Decoder::new(bytes);
+    let id = d.i64()?;
+    let names = lists.names(id)?;
+    let mut item = Map::new();
+    for name in names.iter() {
+        if d.position() >= bytes.len() {
+            return Err(DaxError::validation(
+                "an item has fewer values than its attribute list has names",
+            ));
+        }
+        item.insert(name.clone(), av::decode(&mut d)?);
+    }
+    if d.position() != bytes.len() {
+        return Err(DaxError::validation(
+            "an item has more values than its attribute list has names",
+        ));
+    }
+    Ok(item)
+}
+
+/// Writes `id, AV...` for an item's attributes other than its key, sorted by name.
+pub fn encode_values(
+    lists: &Lists,
+    shape: &KeyShape,
+    item: &Map<String, Value>,
+) -> Result<Vec<u8>, DaxError> {
+    let mut others = shape.others(item);
+    others.sort_by(|a, b| a.0.cmp(b.0));
+    let names: Vec<String> = others.iter().map(|(n, _)| (*n).clone()).collect();
+    let mut out = Vec::new();
+    let mut e = Encoder::new(&mut out);
+    e.i64(lists.id_of(&names)?)?;
+    for (_, value) in others {
+        av::encode(&mut e, value)?;
+    }
+    Ok(out)
+}
+
+/// Reads a compound key (`ExclusiveStartKey` with an index): a map of names to values.
+pub fn decode_compound(bytes: &[u8]) -> Result<Map<String, Value>, DaxError> {
+    let mut d = Decoder::new(bytes);
+    let mut key = Map::new();
+    av::each_pair(&mut d, |d| {
+        let name = av::text(d)?;
+        key.insert(name, av::decode(d)?);
+        Ok(())
+    })?;
+    Ok(key)
+}
+
+/// Writes a compound key as a stream map, which Go's client requires.
+pub fn encode_compound(key: &Map<String, Value>) -> Result<Vec<u8>, DaxError> {
+    let mut out = Vec::new();
+    let mut e = Encoder::new(&mut out);
+    e.begin_map()?;
+    for (name, value) in key {
+        e.str(name)?;
+        av::encode(&mut e, value)?;
+    }
+    e.end()?;
+    Ok(out)
+}
+
+/// Writes a projected item: `{ordinal: value at that path}` for each path the item has.
+pub fn encode_projected(
+    e: &mut Encoder<&mut Vec<u8>>,
+    paths: &[Vec<PathElem>],
+    item: &Map<String, Value>,
+) -> Result<(), DaxError> {
+    let found: Vec<(usize, &Value)> = paths
+        .iter()
+        .enumerate()
+        .filter_map(|(i, path)| Some((i, value_at(item, paths, path)?)))
+        .collect();
+    e.map(found.len() as u64)?;
+    for (ordinal, value) in found {
+        e.u64(ordinal as u64)?;
+        av::encode(e, value)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use std::collections::HashMap;
+
+    fn shape(hash: (&str, &str), range: Option<(&str, &str)>) -> KeyShape {
+        let mut types = HashMap::new();
+        types.insert(hash.0.to_string(), hash.1.to_string());
+        if let Some(r) = range {
+            types.insert(r.0.to_string(), r.1.to_string());
+        }
+        KeyShape::of(&TableSchema {
+            key: crate::upstream::schema::KeySchema {
+                partition: hash.0.into(),
+                sort: range.map(|r| r.0.to_string()),
+            },
+            indexes: HashMap::new(),
+            types,
+        })
+        .unwrap()
+    }
+
+    fn object(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn keys_are_laid_out_as_the_clients_lay_them_out() {
+        let s = shape(("pk", "S"), None);
+        assert_eq!(
+            s.encode(&object(json!({"pk": {"S": "ab"}}))).unwrap(),
+            b"ab"
+        );
+        let sn = shape(("pk", "S"), Some(("sk", "N")));
+        let key = object(json!({"pk": {"S": "ab"}, "sk": {"N": "100"}}));
+        let bytes = sn.encode(&key).unwrap();
+        assert_eq!(bytes, [0x62, b'a', b'b', 0xC3, 0x1C, 0x00, 0x20]);
+        assert_eq!(sn.decode(&bytes).unwrap(), key);
+        let n = shape(("id", "N"), None);
+        assert_eq!(
+            n.encode(&object(json!({"id": {"N": "7"}}))).unwrap(),
+            [0x07]
+        );
+        let nb = shape(("id", "N"), Some(("b", "B")));
+        let key = object(json!({"id": {"N": "-3"}, "b": {"B": "AAE="}}));
+        assert_eq!(nb.decode(&nb.encode(&key).unwrap()).unwrap(), key);
+    }
+
+    #[test]
+    fn a_key_of_the_wrong_type_is_refused() {
+        let sn = shape(("pk", "S"), Some(("sk", "N")));
+        // hash as a number
+        assert!(sn.decode(&[0x01, 0x80]).is_err());
+    }
+
+    #[test]
+    fn list_ids_are_stable_and_never_the_empty_list() {
+        let lists = Lists::default();
+        let names = vec!["a".to_string(), "b".to_string()];
+        let id = lists.id_of(&names).unwrap();
+        assert!(id >= 2);
+        assert_eq!(Lists::default().id_of(&names).unwrap(), id);
+        assert_eq!(&*lists.names(id).unwrap(), &names[..]);
+        assert_eq!(lists.id_of(&[]).unwrap(), EMPTY_LIST);
+        assert!(lists.names(12345).is_err());
+    }
+
+    #[test]
+    fn values_round_trip_in_name_order() {
+        let lists = Lists::default();
+        let s = shape(("pk", "S"), None);
+        let item = object(json!({"pk": {"S": "k"}, "z": {"N": "1"}, "a": {"S": "x"}}));
+        let bytes = encode_values(&lists, &s, &item).unwrap();
+        let back = decode_values(&lists, &bytes).unwrap();
+        assert_eq!(back, object(json!({"a": {"S": "x"}, "z": {"N": "1"}})));
+        // Fewer values than names.
+        let short = &bytes[..bytes.len() - 1];
+        assert!(decode_values(&lists, short).is_err());
+    }
+}

@@ -1,0 +1,534 @@
+//! The DAX front-end: applications that use a DAX client (`dax://host:8111`, or `daxs://`
+//! with TLS) talk to the same cache engine as HTTP clients.
+//!
+//! A connection starts with a preamble, then carries one request at a time: CBOR items with no
+//! length prefix ([`frame`]). Metadata methods are answered here: cluster discovery
+//! (`endpoints`), key schemas and attribute lists ([`item::Lists`], shared by every connection
+//! and stable across restarts). A data method becomes the DynamoDB request it stands for
+//! ([`request`]), takes the same request path as an HTTP request ([`crate::proxy::handle`]),
+//! and its answer is written back in DAX's encoding ([`response`]); errors in DAX's
+//! ([`DaxError`]).
+//!
+//! The wire details follow `DAX-PROTOCOL.md`'s description of what the public DAX clients send
+//! and expect.
+
+mod av;
+mod error;
+pub mod frame;
+mod item;
+mod number;
+mod request;
+mod response;
+mod sexpr;
+
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::HeaderValue;
+use minicbor::Encoder;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::Principal;
+use crate::ops::metrics::Protocol;
+use crate::proxy::{self, CacheStatus, Context, Inbound};
+use crate::state::State;
+use crate::upstream::schema::SchemaError;
+use crate::wire::operation::Operation;
+
+pub use error::DaxError;
+use frame::{FrameError, Method};
+use item::{KeyShape, Lists};
+use request::{Items, Shapes};
+
+/// What is read from a socket at a time.
+const READ_CHUNK: usize = 16 * 1024;
+/// Room a request may take beyond the body limit: its envelope and keyword items.
+const FRAME_SLACK: usize = 64 * 1024;
+
+/// What every DAX connection shares.
+pub struct Dax {
+    lists: Lists,
+    /// Reported as the leader's session: when this node started.
+    started: u64,
+}
+
+impl Default for Dax {
+    fn default() -> Dax {
+        Dax {
+            lists: Lists::default(),
+            started: SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+        }
+    }
+}
+
+/// Serves DAX connections on `listener` until `stop`, then lets the requests in flight finish
+/// (up to the drain timeout).
+pub async fn serve(state: Arc<State>, listener: TcpListener, stop: CancellationToken) {
+    let dax = Arc::new(Dax::default());
+    let max = state.config.limits.max_connections;
+    let slots = Arc::new(Semaphore::new(max));
+    let acceptor = state.tls.as_ref().map(|certs| certs.acceptor());
+    loop {
+        let (stream, _peer) = tokio::select! {
+            _ = stop.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    tracing::warn!(error = %err, "DAX accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            state.metrics.rejected_connections.inc();
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let Ok(local) = stream.local_addr() else {
+            continue;
+        };
+        let (state, dax, stop, acceptor) =
+            (state.clone(), dax.clone(), stop.clone(), acceptor.clone());
+        tokio::spawn(async move {
+            state.metrics.connections.inc();
+            match acceptor {
+                None => connection(&state, &dax, stream, local, &stop).await,
+                Some(acceptor) => {
+                    let handshake = tokio::time::timeout(
+                        state.config.header_read_timeout(),
+                        acceptor.accept(stream),
+                    );
+                    match handshake.await {
+                        Ok(Ok(tls)) => connection(&state, &dax, tls, local, &stop).await,
+                        Ok(Err(err)) => tracing::debug!(error = %err, "DAX TLS handshake failed"),
+                        Err(_) => state.metrics.slow_clients.inc(),
+                    }
+                }
+            }
+            state.metrics.connections.dec();
+            drop(slot);
+        });
+    }
+    // Every connection holds a slot: all of them back means all have closed.
+    let drained = slots.acquire_many(max as u32);
+    let _ = tokio::time::timeout(state.config.drain_timeout(), drained).await;
+}
+
+/// What one connection knows about its caller.
+#[derive(Default)]
+struct Caller {
+    /// Who `authorizeConnection` proved the caller to be.
+    principal: Option<Arc<Principal>>,
+    /// Why the last `authorizeConnection` failed: told on the next request, as it has no
+    /// answer of its own.
+    refused: Option<DaxError>,
+}
+
+/// Reads into `buf` until `ready` finds something; `None` at end of stream or on stop.
+async fn fill<S, T>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+    limit: usize,
+    stop: &CancellationToken,
+    mut ready: impl FnMut(&[u8]) -> Result<Option<T>, FrameError>,
+) -> Result<Option<T>, FrameError>
+where
+    S: AsyncRead + Unpin,
+{
+    loop {
+        if let Some(found) = ready(buf)? {
+            return Ok(Some(found));
+        }
+        if buf.len() > limit {
+            return Err(FrameError::Malformed(format!(
+                "a request larger than {limit} bytes"
+            )));
+        }
+        buf.reserve(READ_CHUNK);
+        let read = tokio::select! {
+            // Between requests only: a request that has begun is read to its end.
+            _ = stop.cancelled(), if buf.is_empty() => return Ok(None),
+            read = stream.read_buf(buf) => read,
+        };
+        match read {
+            Ok(0) | Err(_) => return Ok(None),
+            Ok(_) => {}
+        }
+    }
+}
+
+async fn connection<S>(
+    state: &State,
+    dax: &Dax,
+    mut stream: S,
+    local: SocketAddr,
+    stop: &CancellationToken,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let limit = state.config.limits.max_body_bytes + FRAME_SLACK;
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let preamble = tokio::time::timeout(
+        state.config.header_read_timeout(),
+        fill(&mut stream, &mut buf, FRAME_SLACK, stop, frame::preamble),
+    );
+    match preamble.await {
+        Ok(Ok(Some(len))) => buf.advance(len),
+        Ok(Err(err)) => {
+            tracing::debug!(error = ?err, "not a DAX client");
+            return;
+        }
+        Ok(Ok(None)) => return,
+        Err(_) => {
+            state.metrics.slow_clients.inc();
+            return;
+        }
+    }
+    let mut caller = Caller::default();
+    let mut out = Vec::with_capacity(READ_CHUNK);
+    loop {
+        let frame = match fill(&mut stream, &mut buf, limit, stop, frame::split).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => return,
+            Err(err) => {
+                // The request's end cannot be found: say why, then close.
+                let message = match err {
+                    FrameError::UnknownMethod(id) => format!("Unknown method {id}"),
+                    FrameError::Malformed(why) => format!("Malformed request: {why}"),
+                };
+                out.clear();
+                DaxError::validation(message).encode(&mut out);
+                let _ = stream.write_all(&out).await;
+                let _ = stream.shutdown().await;
+                return;
+            }
+        };
+        let request = buf.split_to(frame.len).freeze();
+        out.clear();
+        answer(state, dax, &mut caller, &frame, &request, local, &mut out).await;
+        if !out.is_empty() && stream.write_all(&out).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Answers one request into `out` (nothing for `authorizeConnection`).
+async fn answer(
+    state: &State,
+    dax: &Dax,
+    caller: &mut Caller,
+    frame: &frame::Frame,
+    request: &Bytes,
+    local: SocketAddr,
+    out: &mut Vec<u8>,
+) {
+    let items = Items::new(request, frame);
+    if frame.method == Method::AuthorizeConnection {
+        authorize(state, caller, &items);
+        return;
+    }
+    let started = Instant::now();
+    let result = match frame.method {
+        Method::Endpoints => endpoints(state, dax, local, out),
+        Method::DefineAttributeListId => define_attribute_list_id(dax, &items, out),
+        Method::DefineAttributeList => define_attribute_list(dax, &items, out),
+        Method::DefineKeySchema => define_key_schema(state, caller, &items, out).await,
+        _ => data(state, dax, caller, frame.method, &items, started, out).await,
+    };
+    if let Err(err) = result {
+        out.clear();
+        err.encode(out);
+    }
+}
+
+/// `authorizeConnection`: the caller's SigV4 signature, verified when authentication is on.
+fn authorize(state: &State, caller: &mut Caller, items: &Items<'_>) {
+    let Some(verifier) = &state.gate.verifier else {
+        return;
+    };
+    let verified = (|| {
+        let access_key = av::text(&mut items.decoder(0))?;
+        let signature = av::text(&mut items.decoder(1))?;
+        let string_to_sign = String::from_utf8(items.bytes(2)?)
+            .map_err(|_| DaxError::malformed("the string to sign is not UTF-8"))?;
+        verifier
+            .verify_dax(&access_key, &signature, &string_to_sign, SystemTime::now())
+            .map_err(|err| {
+                state
+                    .metrics
+                    .auth_failures
+                    .with_label_values(&[err.reason()])
+                    .inc();
+                DaxError::unauthenticated(
+                    err.error_type()
+                        .rsplit('#')
+                        .next()
+                        .unwrap_or("UnrecognizedClientException"),
+                    err.to_string(),
+                )
+            })
+    })();
+    match verified {
+        Ok(principal) => {
+            caller.principal = Some(principal);
+            caller.refused = None;
+        }
+        Err(err) => {
+            caller.principal = None;
+            caller.refused = Some(err);
+        }
+    }
+}
+
+impl Caller {
+    /// Who is calling, when authentication is on (`Ok(None)`: it is off).
+    fn identity(&self, state: &State) -> Result<Option<Arc<Principal>>, DaxError> {
+        if state.gate.verifier.is_none() {
+            return Ok(None);
+        }
+        if let Some(refused) = &self.refused {
+            return Err(refused.clone());
+        }
+        match &self.principal {
+            Some(principal) => Ok(Some(principal.clone())),
+            None => Err(DaxError::unauthenticated(
+                "MissingAuthenticationTokenException",
+                "Request is missing Authentication Token",
+            )),
+        }
+    }
+}
+
+/// `endpoints`: this node, as the one leader of its cluster.
+fn endpoints(
+    state: &State,
+    dax: &Dax,
+    local: SocketAddr,
+    out: &mut Vec<u8>,
+) -> Result<(), DaxError> {
+    let node = state.config.dax_advertise.unwrap_or(local);
+    let address = match node.ip() {
+        IpAddr::V4(ip) => ip.octets().to_vec(),
+        IpAddr::V6(ip) => match ip.to_ipv4_mapped() {
+            Some(v4) => v4.octets().to_vec(),
+            None => ip.octets().to_vec(),
+        },
+    };
+    out.push(response::SUCCESS);
+    let mut e = Encoder::new(out);
+    e.array(1)?.map(7)?;
+    e.u8(0)?.u8(0)?;
+    e.u8(1)?.str(&node.ip().to_string())?;
+    e.u8(2)?.bytes(&address)?;
+    e.u8(3)?.u16(node.port())?;
+    // The leader: clients send writes to leaders only.
+    e.u8(4)?.u8(1)?;
+    e.u8(5)?.str("local")?;
+    e.u8(6)?.u64(dax.started)?;
+    Ok(())
+}
+
+fn define_attribute_list_id(
+    dax: &Dax,
+    items: &Items<'_>,
+    out: &mut Vec<u8>,
+) -> Result<(), DaxError> {
+    let mut names = Vec::new();
+    av::each(&mut items.decoder(0), |d| {
+        names.push(av::text(d)?);
+        Ok(())
+    })?;
+    let id = dax.lists.id_of(&names)?;
+    out.push(response::SUCCESS);
+    Encoder::new(out).i64(id)?;
+    Ok(())
+}
+
+fn define_attribute_list(dax: &Dax, items: &Items<'_>, out: &mut Vec<u8>) -> Result<(), DaxError> {
+    let id = items.decoder(0).i64()?;
+    let names = dax.lists.names(id)?;
+    out.push(response::SUCCESS);
+    let mut e = Encoder::new(out);
+    e.array(names.len() as u64)?;
+    for name in names.iter() {
+        e.str(name)?;
+    }
+    Ok(())
+}
+
+async fn define_key_schema(
+    state: &State,
+    caller: &Caller,
+    items: &Items<'_>,
+    out: &mut Vec<u8>,
+) -> Result<(), DaxError> {
+    let principal = caller.identity(state)?;
+    let table = String::from_utf8(items.bytes(0)?)
+        .map_err(|_| DaxError::malformed("a table name is not UTF-8"))?;
+    if let Some(principal) = principal
+        && !principal.may_use(&table)
+    {
+        return Err(DaxError::access_denied(format!(
+            "User: {} is not authorized to use table {table}",
+            principal.name
+        )));
+    }
+    let shape = key_shape(state, &table).await?;
+    out.push(response::SUCCESS);
+    let described = shape.described();
+    let mut e = Encoder::new(out);
+    e.map(described.len() as u64)?;
+    for (name, kind) in described {
+        e.str(name)?.str(kind)?;
+    }
+    Ok(())
+}
+
+async fn key_shape(state: &State, table: &str) -> Result<KeyShape, DaxError> {
+    match state.schemas.get(table).await {
+        Ok(schema) => KeyShape::of(&schema),
+        Err(SchemaError::NotFound(_)) => Err(DaxError::not_found(format!(
+            "Requested resource not found: Table: {table} not found"
+        ))),
+        Err(err) => Err(DaxError::internal(err.to_string())),
+    }
+}
+
+/// Key shapes for translating one request.
+struct Lookup<'a> {
+    state: &'a State,
+    lists: &'a Lists,
+}
+
+impl Shapes for Lookup<'_> {
+    fn lists(&self) -> &Lists {
+        self.lists
+    }
+
+    async fn shape(&self, table: &str) -> Result<KeyShape, DaxError> {
+        key_shape(self.state, table).await
+    }
+}
+
+/// A data method: translated, answered by the request path, written back.
+async fn data(
+    state: &State,
+    dax: &Dax,
+    caller: &Caller,
+    method: Method,
+    items: &Items<'_>,
+    started: Instant,
+    out: &mut Vec<u8>,
+) -> Result<(), DaxError> {
+    let fail = |op: Operation, err: DaxError| {
+        state.metrics.record_request(
+            op,
+            CacheStatus::Error,
+            Protocol::Dax,
+            started.elapsed().as_secs_f64(),
+        );
+        err
+    };
+    let principal = caller
+        .identity(state)
+        .map_err(|e| fail(Operation::Other, e))?;
+    let lookup = Lookup {
+        state,
+        lists: &dax.lists,
+    };
+    let translated = request::translate(&lookup, method, items)
+        .await
+        .map_err(|e| fail(Operation::Other, e))?;
+    let op = translated.op;
+    let body = serde_json::to_vec(&translated.body).expect("JSON values serialise");
+    let target = HeaderValue::from_str(&format!("DynamoDB_20120810.{}", op.name()))
+        .expect("operation names are header-safe");
+    let ctx = Context::over(Protocol::Dax, op, started);
+    let inbound = Inbound {
+        op,
+        target,
+        body: Bytes::from(body),
+        caller: principal,
+    };
+    let answered = proxy::handle(state, &ctx, inbound).await;
+    let status = answered.status().as_u16();
+    let json: serde_json::Value = serde_json::from_slice(answered.body())
+        .map_err(|_| DaxError::internal("DynamoDB's answer is not JSON"))?;
+    if status != 200 {
+        let mut err = DaxError::from_dynamo(status, &json);
+        if err.code == "TransactionCanceledException" {
+            err.reasons = Some(response::cancellation_reasons(
+                &dax.lists,
+                &translated.reply,
+                &json,
+            )?);
+        }
+        return Err(err);
+    }
+    response::encode(
+        &dax.lists,
+        &translated.reply,
+        translated.capacity,
+        &json,
+        out,
+    )
+}
+
+/// Reads DAX requests from arbitrary bytes, as a connection would, and answers the ones that
+/// need no upstream: for fuzzing the frame and CBOR decoders. Never panics; what it returns
+/// is the bytes a client would have received.
+pub fn decode_for_fuzzing(input: &[u8]) -> Vec<u8> {
+    let dax = Dax::default();
+    let mut out = Vec::new();
+    let mut rest = match frame::preamble(input) {
+        Ok(Some(len)) => &input[len..],
+        _ => input,
+    };
+    while let Ok(Some(frame)) = frame::split(rest) {
+        let request = &rest[..frame.len];
+        let items = Items::new(request, &frame);
+        let _ = match frame.method {
+            Method::DefineAttributeListId => define_attribute_list_id(&dax, &items, &mut out),
+            Method::DefineAttributeList => define_attribute_list(&dax, &items, &mut out),
+            method => translate_offline(&dax.lists, method, &items),
+        };
+        rest = &rest[frame.len..];
+    }
+    out
+}
+
+/// Translates a data request against one made-up table (a string hash key and a numeric range
+/// key), without an upstream.
+fn translate_offline(lists: &Lists, method: Method, items: &Items<'_>) -> Result<(), DaxError> {
+    struct Fixed<'a> {
+        lists: &'a Lists,
+        shape: KeyShape,
+    }
+    impl Shapes for Fixed<'_> {
+        fn lists(&self) -> &Lists {
+            self.lists
+        }
+        async fn shape(&self, _table: &str) -> Result<KeyShape, DaxError> {
+            Ok(self.shape.clone())
+        }
+    }
+    let fixed = Fixed {
+        lists,
+        shape: KeyShape::for_fuzzing(),
+    };
+    let translating = std::pin::pin!(request::translate(&fixed, method, items));
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match translating.poll(&mut cx) {
+        std::task::Poll::Ready(result) => result.map(drop),
+        std::task::Poll::Pending => Ok(()),
+    }
+}

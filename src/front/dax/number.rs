@@ -1,0 +1,517 @@
+//! DynamoDB numbers in DAX's forms: CBOR integers, bignums (tags 2 and 3) and decimal fractions
+//! (tag 4) inside attribute values, and LexDecimal, the byte-sortable form of a numeric sort key.
+//!
+//! Everything goes through [`Decimal`], an exact sign, digits and exponent; nothing is ever a
+//! float.
+
+use minicbor::data::{Tag, Type};
+use minicbor::{Decoder, Encoder};
+
+use super::DaxError;
+
+/// Most significant digits DynamoDB keeps.
+const MAX_DIGITS: usize = 38;
+/// Widest number text the proxy writes: DynamoDB's range is 1E-130 to 1E+126, so anything
+/// longer would be refused anyway, and the bound keeps a hostile exponent from costing memory.
+const MAX_TEXT: usize = 200;
+
+const TAG_POSITIVE_BIGNUM: u64 = 2;
+const TAG_NEGATIVE_BIGNUM: u64 = 3;
+const TAG_DECIMAL: u64 = 4;
+
+/// An exact decimal: `(-1)^negative × digits × 10^exponent`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decimal {
+    negative: bool,
+    /// ASCII digits without leading zeros; empty for zero.
+    digits: Vec<u8>,
+    exponent: i64,
+}
+
+impl Decimal {
+    fn new(negative: bool, digits: Vec<u8>, exponent: i64) -> Decimal {
+        let start = digits
+            .iter()
+            .position(|&d| d != b'0')
+            .unwrap_or(digits.len());
+        let digits = digits[start..].to_vec();
+        let negative = negative && !digits.is_empty();
+        Decimal {
+            negative,
+            digits,
+            exponent,
+        }
+    }
+
+    /// Reads DynamoDB's number text (`-12.5`, `1E+3`, `007`).
+    pub fn parse(text: &str) -> Option<Decimal> {
+        let (negative, rest) = match text.as_bytes().first()? {
+            b'-' => (true, &text[1..]),
+            b'+' => (false, &text[1..]),
+            _ => (false, text),
+        };
+        let (mantissa, exponent) = match rest.find(['e', 'E']) {
+            Some(at) => (&rest[..at], rest[at + 1..].parse::<i64>().ok()?),
+            None => (rest, 0),
+        };
+        let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+        if whole.is_empty() && fraction.is_empty() {
+            return None;
+        }
+        let digits: Vec<u8> = whole.bytes().chain(fraction.bytes()).collect();
+        if !digits.iter().all(u8::is_ascii_digit) || exponent.unsigned_abs() > 1 << 20 {
+            return None;
+        }
+        Some(Decimal::new(
+            negative,
+            digits,
+            exponent - fraction.len() as i64,
+        ))
+    }
+
+    fn is_zero(&self) -> bool {
+        self.digits.is_empty()
+    }
+
+    /// DynamoDB's normal form: an integer keeps every digit (exponent 0), a fraction loses its
+    /// trailing zeros.
+    fn normal(&self) -> Decimal {
+        let mut n = self.clone();
+        if n.is_zero() {
+            n.exponent = 0;
+        } else if n.exponent >= 0 {
+            n.digits
+                .extend(std::iter::repeat_n(b'0', n.exponent as usize));
+            n.exponent = 0;
+        } else {
+            while n.exponent < 0 && n.digits.last() == Some(&b'0') {
+                n.digits.pop();
+                n.exponent += 1;
+            }
+        }
+        n
+    }
+
+    /// The number as DynamoDB's text, in plain notation.
+    pub fn to_text(&self) -> Result<String, DaxError> {
+        if self.is_zero() {
+            return Ok("0".into());
+        }
+        let width = self.digits.len() as i64 + self.exponent.abs();
+        if width > MAX_TEXT as i64 {
+            return Err(DaxError::validation(
+                "Number overflow. Attempting to store a number with magnitude larger than \
+                 supported range",
+            ));
+        }
+        let n = self.normal();
+        let digits = std::str::from_utf8(&n.digits).expect("ascii digits");
+        let mut text = String::with_capacity(width as usize + 3);
+        if n.negative {
+            text.push('-');
+        }
+        if n.exponent >= 0 {
+            text.push_str(digits);
+        } else {
+            let point = digits.len() as i64 + n.exponent;
+            if point <= 0 {
+                text.push_str("0.");
+                text.extend(std::iter::repeat_n('0', (-point) as usize));
+                text.push_str(digits);
+            } else {
+                text.push_str(&digits[..point as usize]);
+                text.push('.');
+                text.push_str(&digits[point as usize..]);
+            }
+        }
+        Ok(text)
+    }
+
+    /// Reads a number attribute value: an integer, a bignum or a decimal fraction.
+    pub fn decode(d: &mut Decoder<'_>) -> Result<Decimal, DaxError> {
+        match d.datatype()? {
+            Type::Tag => {
+                let tag = d.tag()?.as_u64();
+                match tag {
+                    TAG_POSITIVE_BIGNUM | TAG_NEGATIVE_BIGNUM => {
+                        bignum(d.bytes()?, tag == TAG_NEGATIVE_BIGNUM)
+                    }
+                    TAG_DECIMAL => {
+                        if d.array()? != Some(2) {
+                            return Err(DaxError::malformed("a decimal is [exponent, mantissa]"));
+                        }
+                        let exponent = i64::try_from(i128::from(d.int()?))
+                            .ok()
+                            .filter(|e| e.unsigned_abs() <= 1 << 20)
+                            .ok_or_else(|| DaxError::validation("Number overflow"))?;
+                        let mantissa = Decimal::decode(d)?;
+                        if mantissa.exponent != 0 {
+                            return Err(DaxError::malformed("a decimal's mantissa is an integer"));
+                        }
+                        Ok(Decimal {
+                            exponent,
+                            ..mantissa
+                        })
+                    }
+                    _ => Err(DaxError::malformed("a number has an unknown tag")),
+                }
+            }
+            Type::U8
+            | Type::U16
+            | Type::U32
+            | Type::U64
+            | Type::I8
+            | Type::I16
+            | Type::I32
+            | Type::I64
+            | Type::Int => {
+                let n = i128::from(d.int()?);
+                Ok(Decimal::new(
+                    n < 0,
+                    n.unsigned_abs().to_string().into_bytes(),
+                    0,
+                ))
+            }
+            _ => Err(DaxError::malformed("expected a number")),
+        }
+    }
+
+    /// Writes the number as an attribute value: an integer when it is one (a bignum past 64
+    /// bits), otherwise a decimal fraction without trailing zeros. Never a float.
+    pub fn encode(&self, e: &mut Encoder<&mut Vec<u8>>) -> Result<(), DaxError> {
+        let n = self.normal();
+        if n.exponent < 0 {
+            e.tag(Tag::new(TAG_DECIMAL))?.array(2)?.i64(n.exponent)?;
+            let mantissa = Decimal {
+                exponent: 0,
+                ..n.clone()
+            };
+            return mantissa.encode(e);
+        }
+        let magnitude = digits_to_be_bytes(&n.digits);
+        let value = magnitude
+            .iter()
+            .try_fold(0u128, |acc, b| acc.checked_mul(256)?.checked_add(*b as u128))
+            .filter(|m| *m <= u64::MAX as u128 + n.negative as u128);
+        match value {
+            Some(m) if !n.negative => {
+                e.u64(m as u64)?;
+            }
+            Some(m) => {
+                let int = minicbor::data::Int::try_from(-(m as i128)).expect("within -2^64");
+                e.int(int)?;
+            }
+            None if !n.negative => {
+                e.tag(Tag::new(TAG_POSITIVE_BIGNUM))?.bytes(&magnitude)?;
+            }
+            None => {
+                // Tag 3 holds -1 - n.
+                e.tag(Tag::new(TAG_NEGATIVE_BIGNUM))?
+                    .bytes(&minus_one(magnitude))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads LexDecimal, the byte-sortable form DAX clients give a numeric sort key.
+    pub fn from_lex(bytes: &[u8]) -> Result<Decimal, DaxError> {
+        let bad = || DaxError::malformed("a numeric sort key is not LexDecimal");
+        let (&header, mut rest) = bytes.split_first().ok_or_else(bad)?;
+        let (negative, exponent) = match header {
+            0x00 | 0xFF => return Err(bad()),
+            0x7F | 0x80 => return Ok(Decimal::new(false, Vec::new(), 0)),
+            0x01 | 0x7E | 0x81 | 0xFE => {
+                let raw: [u8; 4] = rest.get(..4).ok_or_else(bad)?.try_into().expect("4 bytes");
+                rest = &rest[4..];
+                let negative = header < 0x80;
+                let mask = if negative { 0x7FFF_FFFF } else { 0x8000_0000 };
+                (negative, (u32::from_be_bytes(raw) ^ mask) as i32 as i64)
+            }
+            h if h >= 0x82 => (false, h as i64 - 0xC0),
+            h => (true, 0x3F - h as i64),
+        };
+        let mut digits = Vec::new();
+        let (mut accumulator, mut bits) = (0u32, 0u32);
+        let mut last: Option<u32> = None;
+        loop {
+            let (&byte, tail) = rest.split_first().ok_or_else(bad)?;
+            rest = tail;
+            accumulator = (accumulator << 8) | byte as u32;
+            bits += 8;
+            if bits < 10 {
+                continue;
+            }
+            let code = (accumulator >> (bits - 10)) & 0x3FF;
+            bits -= 10;
+            accumulator &= (1 << bits) - 1;
+            let terminator = if negative { 1023 - code } else { code };
+            if terminator <= 2 {
+                let group = last.ok_or_else(bad)?;
+                let text = format!("{group:03}");
+                digits.extend_from_slice(&text.as_bytes()[..terminator as usize + 1]);
+                break;
+            }
+            if let Some(group) = last {
+                digits.extend_from_slice(format!("{group:03}").as_bytes());
+            }
+            let group = if negative {
+                1011 - code as i64
+            } else {
+                code as i64 - 12
+            };
+            if !(0..=999).contains(&group) || digits.len() > 3 * MAX_DIGITS {
+                return Err(bad());
+            }
+            last = Some(group as u32);
+        }
+        let precision = digits.len() as i64;
+        Ok(Decimal::new(negative, digits, exponent - precision))
+    }
+
+    /// Writes LexDecimal, in DynamoDB's normal form so the client prints what DynamoDB would.
+    pub fn to_lex(&self) -> Vec<u8> {
+        if self.is_zero() {
+            return vec![0x80];
+        }
+        let n = self.normal();
+        let precision = n.digits.len() as i64;
+        let e = precision + n.exponent;
+        let mut out = Vec::with_capacity(8 + precision as usize * 10 / 24);
+        if (-62..62).contains(&e) {
+            out.push(if n.negative {
+                (0x3F - e) as u8
+            } else {
+                (0xC0 + e) as u8
+            });
+        } else {
+            let word = if n.negative {
+                out.push(if e < 0 { 0x7E } else { 0x01 });
+                (e as u32) ^ 0x7FFF_FFFF
+            } else {
+                out.push(if e < 0 { 0x81 } else { 0xFE });
+                (e as u32) ^ 0x8000_0000
+            };
+            out.extend_from_slice(&word.to_be_bytes());
+        }
+        let mut codes: Vec<u32> = n
+            .digits
+            .chunks(3)
+            .map(|chunk| {
+                let mut group = 0u32;
+                for i in 0..3 {
+                    group = group * 10 + chunk.get(i).map_or(0, |d| (d - b'0') as u32);
+                }
+                if n.negative { 1011 - group } else { group + 12 }
+            })
+            .collect();
+        let terminator = (n.digits.len() as u32 - 1) % 3;
+        codes.push(if n.negative {
+            1023 - terminator
+        } else {
+            terminator
+        });
+        let (mut accumulator, mut bits) = (0u32, 0u32);
+        for code in codes {
+            accumulator = (accumulator << 10) | code;
+            bits += 10;
+            while bits >= 8 {
+                bits -= 8;
+                out.push((accumulator >> bits) as u8);
+            }
+            accumulator &= (1 << bits) - 1;
+        }
+        if bits > 0 {
+            out.push((accumulator << (8 - bits)) as u8);
+        }
+        out
+    }
+}
+
+/// A bignum's big-endian magnitude as a decimal (tag 3 holds -1 - n).
+fn bignum(bytes: &[u8], negative: bool) -> Result<Decimal, DaxError> {
+    if bytes.len() > 64 {
+        return Err(DaxError::validation("Number overflow"));
+    }
+    // Base 10^9 limbs, least significant first.
+    let mut limbs: Vec<u32> = Vec::new();
+    for &byte in bytes {
+        let mut carry = byte as u64;
+        for limb in limbs.iter_mut() {
+            let v = *limb as u64 * 256 + carry;
+            *limb = (v % 1_000_000_000) as u32;
+            carry = v / 1_000_000_000;
+        }
+        while carry > 0 {
+            limbs.push((carry % 1_000_000_000) as u32);
+            carry /= 1_000_000_000;
+        }
+    }
+    if negative {
+        // -1 - n: add one to the magnitude.
+        let mut carry = 1u64;
+        for limb in limbs.iter_mut() {
+            let v = *limb as u64 + carry;
+            *limb = (v % 1_000_000_000) as u32;
+            carry = v / 1_000_000_000;
+        }
+        if carry > 0 {
+            limbs.push(carry as u32);
+        }
+    }
+    let mut text = String::new();
+    for (i, limb) in limbs.iter().rev().enumerate() {
+        if i == 0 {
+            text.push_str(&limb.to_string());
+        } else {
+            text.push_str(&format!("{limb:09}"));
+        }
+    }
+    Ok(Decimal::new(negative, text.into_bytes(), 0))
+}
+
+/// Decimal digits as a big-endian unsigned magnitude.
+fn digits_to_be_bytes(digits: &[u8]) -> Vec<u8> {
+    // Base 256 limbs, least significant first.
+    let mut limbs: Vec<u8> = Vec::new();
+    for &d in digits {
+        let mut carry = (d - b'0') as u32;
+        for limb in limbs.iter_mut() {
+            let v = *limb as u32 * 10 + carry;
+            *limb = v as u8;
+            carry = v >> 8;
+        }
+        while carry > 0 {
+            limbs.push(carry as u8);
+            carry >>= 8;
+        }
+    }
+    limbs.reverse();
+    limbs
+}
+
+/// A big-endian magnitude less one (for a positive magnitude).
+fn minus_one(mut magnitude: Vec<u8>) -> Vec<u8> {
+    for byte in magnitude.iter_mut().rev() {
+        if *byte > 0 {
+            *byte -= 1;
+            break;
+        }
+        *byte = 0xFF;
+    }
+    let start = magnitude
+        .iter()
+        .position(|&b| b != 0)
+        .unwrap_or(magnitude.len());
+    magnitude[start..].to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(n: &str) -> String {
+        Decimal::parse(n).unwrap().to_text().unwrap()
+    }
+
+    fn cbor_round_trip(n: &str) -> (Vec<u8>, String) {
+        let mut out = Vec::new();
+        Decimal::parse(n)
+            .unwrap()
+            .encode(&mut Encoder::new(&mut out))
+            .unwrap();
+        let back = Decimal::decode(&mut Decoder::new(&out)).unwrap();
+        (out, back.to_text().unwrap())
+    }
+
+    #[test]
+    fn number_text_is_plain_and_exact() {
+        assert_eq!(text("1E+2"), "100");
+        assert_eq!(text("100.0"), "100");
+        assert_eq!(text("-0.0012e-3"), "-0.0000012");
+        assert_eq!(text("007.50"), "7.5");
+        assert_eq!(text("-0"), "0");
+        assert!(Decimal::parse("1e").is_none());
+        assert!(Decimal::parse("abc").is_none());
+        assert!(Decimal::parse(".").is_none());
+    }
+
+    #[test]
+    fn integers_are_cbor_integers_and_fractions_are_decimals() {
+        assert_eq!(cbor_round_trip("100"), (vec![0x18, 100], "100".into()));
+        assert_eq!(cbor_round_trip("-1"), (vec![0x20], "-1".into()));
+        // 1.5 = [-1, 15]
+        assert_eq!(
+            cbor_round_trip("1.50"),
+            (vec![0xC4, 0x82, 0x20, 0x0F], "1.5".into())
+        );
+        let max = "18446744073709551615";
+        assert_eq!(cbor_round_trip(max).0[0], 0x1B);
+        assert_eq!(cbor_round_trip("-18446744073709551616").0[0], 0x3B);
+    }
+
+    #[test]
+    fn thirty_eight_digits_survive_as_bignums() {
+        for n in [
+            "12345678901234567890123456789012345678",
+            "-12345678901234567890123456789012345678",
+            "1234567890123456789012345678.9012345678",
+            "-0.00000000000000000000000000000000000000000000000000000000000000000000000000001",
+            "18446744073709551616",
+            "-18446744073709551617",
+        ] {
+            assert_eq!(cbor_round_trip(n).1, n, "{n}");
+        }
+        assert_eq!(cbor_round_trip("18446744073709551616").0[0], 0xC2);
+        assert_eq!(cbor_round_trip("-18446744073709551617").0[0], 0xC3);
+    }
+
+    #[test]
+    fn lex_decimal_round_trips_and_sorts() {
+        let values = [
+            "-1E+100",
+            "-1000",
+            "-999.5",
+            "-1",
+            "-0.001",
+            "0",
+            "0.001",
+            "0.5",
+            "1",
+            "7",
+            "100",
+            "999",
+            "1000",
+            "123456.789",
+            "12345678901234567890123456789012345678",
+            "1E+70",
+        ];
+        let mut encoded = Vec::new();
+        for v in values {
+            let lex = Decimal::parse(v).unwrap().to_lex();
+            let back = Decimal::from_lex(&lex).unwrap();
+            assert_eq!(back.to_text().unwrap(), text(v), "{v}");
+            encoded.push(lex);
+        }
+        let mut sorted = encoded.clone();
+        sorted.sort();
+        assert_eq!(sorted, encoded, "byte order is numeric order");
+    }
+
+    #[test]
+    fn lex_decimal_reads_what_the_client_writes() {
+        // The client encodes the text as given: 1E+2 has one digit, 100 has three.
+        // 100 (p=3, E=3): header C3, group 100+12=112, terminator 2.
+        assert_eq!(
+            Decimal::parse("100").unwrap().to_lex(),
+            vec![0xC3, 0x1C, 0x00, 0x20]
+        );
+        // 1E+2 (p=1, E=3): group 100+12, terminator 0.
+        let one_e2 = [0xC3, 0x1C, 0x00, 0x00];
+        assert_eq!(
+            Decimal::from_lex(&one_e2).unwrap().to_text().unwrap(),
+            "100"
+        );
+        assert!(Decimal::from_lex(&[0xC3]).is_err());
+        assert!(Decimal::from_lex(&[0x00]).is_err());
+    }
+}

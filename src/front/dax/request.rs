@@ -1,0 +1,774 @@
+//! A DAX data request turned into the DynamoDB request it stands for (operation and JSON
+//! body), plus what the answer's encoding needs to know ([`Reply`]). The body then takes the
+//! same typed path as an HTTP request's.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::Arc;
+
+use minicbor::Decoder;
+use minicbor::data::Type;
+use serde_json::{Map, Value, json};
+
+use super::DaxError;
+use super::av;
+use super::frame::{Frame, Method};
+use super::item::{self, KeyShape, Lists};
+use super::sexpr::{Expressions, PathElem};
+use crate::wire::operation::Operation;
+
+/// Keyword parameters of the data methods (`DaxDataRequestParam`).
+mod kw {
+    pub const PROJECTION: u64 = 0;
+    pub const CONSISTENT_READ: u64 = 2;
+    pub const RETURN_CONSUMED_CAPACITY: u64 = 3;
+    pub const CONDITION: u64 = 4;
+    pub const RETURN_ITEM_COLLECTION_METRICS: u64 = 6;
+    pub const RETURN_VALUES: u64 = 7;
+    pub const UPDATE: u64 = 8;
+    pub const EXCLUSIVE_START_KEY: u64 = 9;
+    pub const FILTER: u64 = 10;
+    pub const INDEX_NAME: u64 = 11;
+    pub const LIMIT: u64 = 13;
+    pub const SCAN_INDEX_FORWARD: u64 = 14;
+    pub const SELECT: u64 = 15;
+    pub const SEGMENT: u64 = 16;
+    pub const TOTAL_SEGMENTS: u64 = 17;
+    pub const CLIENT_REQUEST_TOKEN: u64 = 19;
+}
+
+/// Keyword parameters a request may carry; more is not a DAX client.
+const MAX_KWARGS: usize = 64;
+
+/// `ReturnValues` as DAX numbers them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReturnValues {
+    None,
+    AllOld,
+    UpdatedOld,
+    AllNew,
+    UpdatedNew,
+}
+
+impl ReturnValues {
+    fn name(self) -> &'static str {
+        match self {
+            ReturnValues::None => "NONE",
+            ReturnValues::AllOld => "ALL_OLD",
+            ReturnValues::UpdatedOld => "UPDATED_OLD",
+            ReturnValues::AllNew => "ALL_NEW",
+            ReturnValues::UpdatedNew => "UPDATED_NEW",
+        }
+    }
+
+    /// Whether the client reads `Attributes` as a whole item (rather than by ordinal).
+    pub fn whole_item(self) -> bool {
+        matches!(self, ReturnValues::AllOld | ReturnValues::AllNew)
+    }
+}
+
+/// A projection's paths, whose positions are the ordinals of the answer.
+pub type Paths = Arc<Vec<Vec<PathElem>>>;
+
+/// How the answer to a data request is written back.
+#[derive(Debug)]
+pub enum Reply {
+    GetItem {
+        shape: KeyShape,
+        projection: Option<Paths>,
+    },
+    Write {
+        shape: KeyShape,
+        return_values: ReturnValues,
+    },
+    QueryOrScan {
+        shape: KeyShape,
+        /// With an index, keys travel as compound keys.
+        index: bool,
+        projection: Option<Paths>,
+    },
+    BatchGet {
+        tables: HashMap<String, (KeyShape, Option<Paths>)>,
+    },
+    BatchWrite {
+        tables: HashMap<String, KeyShape>,
+    },
+    TransactGet {
+        items: Vec<(KeyShape, Option<Paths>)>,
+    },
+    TransactWrite {
+        items: Vec<KeyShape>,
+    },
+}
+
+/// A data request as DynamoDB would have received it.
+#[derive(Debug)]
+pub struct Translated {
+    pub op: Operation,
+    pub body: Value,
+    pub reply: Reply,
+    /// Whether the client asked for consumed capacity (it reads it only then).
+    pub capacity: bool,
+}
+
+/// What translating needs: the attribute lists, and each table's key shape.
+pub trait Shapes {
+    fn lists(&self) -> &Lists;
+    fn shape(&self, table: &str) -> impl Future<Output = Result<KeyShape, DaxError>> + Send;
+}
+
+/// One request's items.
+pub struct Items<'a> {
+    buf: &'a [u8],
+    ranges: &'a [Range<usize>],
+}
+
+impl<'a> Items<'a> {
+    pub fn new(buf: &'a [u8], frame: &'a Frame) -> Items<'a> {
+        Items {
+            buf,
+            ranges: &frame.items,
+        }
+    }
+
+    pub fn decoder(&self, i: usize) -> Decoder<'a> {
+        Decoder::new(&self.buf[self.ranges[i].clone()])
+    }
+
+    pub fn bytes(&self, i: usize) -> Result<Vec<u8>, DaxError> {
+        av::bytes(&mut self.decoder(i))
+    }
+
+    pub fn is_null(&self, i: usize) -> bool {
+        self.decoder(i).datatype().ok() == Some(Type::Null)
+    }
+
+    fn table(&self, i: usize) -> Result<String, DaxError> {
+        utf8(self.bytes(i)?)
+    }
+}
+
+fn utf8(bytes: Vec<u8>) -> Result<String, DaxError> {
+    String::from_utf8(bytes).map_err(|_| DaxError::malformed("a name is not UTF-8"))
+}
+
+/// The trailing keyword map: each key's value, as bytes to decode (the last one wins, as
+/// Python sends a condition twice: its text, then its compiled form).
+struct Kwargs<'a> {
+    values: HashMap<u64, &'a [u8]>,
+}
+
+impl<'a> Kwargs<'a> {
+    fn read(item: &'a [u8]) -> Result<Kwargs<'a>, DaxError> {
+        let mut values = HashMap::new();
+        let mut d = Decoder::new(item);
+        if d.datatype()? == Type::Null {
+            return Ok(Kwargs { values });
+        }
+        let mut count = 0;
+        av::each_pair(&mut d, |d| {
+            count += 1;
+            if count > MAX_KWARGS {
+                return Err(DaxError::malformed("too many parameters"));
+            }
+            let key = d.u64()?;
+            let start = d.position();
+            d.skip()?;
+            values.insert(key, &item[start..d.position()]);
+            Ok(())
+        })?;
+        Ok(Kwargs { values })
+    }
+
+    fn decoder(&self, key: u64) -> Option<Decoder<'a>> {
+        self.values.get(&key).map(|b| Decoder::new(b))
+    }
+
+    fn bytes(&self, key: u64) -> Result<Option<Vec<u8>>, DaxError> {
+        match self.decoder(key) {
+            Some(mut d) if d.datatype()? != Type::Null => Ok(Some(av::bytes(&mut d)?)),
+            _ => Ok(None),
+        }
+    }
+
+    fn int(&self, key: u64) -> Result<Option<i64>, DaxError> {
+        match self.decoder(key) {
+            Some(mut d) if d.datatype()? != Type::Null => Ok(Some(d.i64()?)),
+            _ => Ok(None),
+        }
+    }
+
+    /// A flag that is a bool in some methods and 0/1 in others.
+    fn flag(&self, key: u64) -> Result<Option<bool>, DaxError> {
+        match self.decoder(key) {
+            Some(mut d) => match d.datatype()? {
+                Type::Null => Ok(None),
+                Type::Bool => Ok(Some(d.bool()?)),
+                _ => Ok(Some(d.i64()? != 0)),
+            },
+            None => Ok(None),
+        }
+    }
+
+    /// A compiled condition (Python also sends the text first under the same key: a compiled
+    /// form starts with `[1, ...]`, `0x83 0x01`).
+    fn expression(&self, key: u64) -> Result<Option<Vec<u8>>, DaxError> {
+        Ok(self.bytes(key)?.filter(|b| b.starts_with(&[0x83, 0x01])))
+    }
+
+    fn text(&self, key: u64) -> Result<Option<String>, DaxError> {
+        match self.decoder(key) {
+            Some(mut d) => match d.datatype()? {
+                Type::Null => Ok(None),
+                Type::String | Type::StringIndef => Ok(Some(av::text(&mut d)?)),
+                _ => Ok(Some(utf8(av::bytes(&mut d)?)?)),
+            },
+            None => Ok(None),
+        }
+    }
+
+    /// `ReturnConsumedCapacity` into `body`; whether the client asked for it.
+    fn capacity(&self, body: &mut Map<String, Value>) -> Result<bool, DaxError> {
+        let value = match self.int(kw::RETURN_CONSUMED_CAPACITY)? {
+            None | Some(0) => return Ok(false),
+            Some(1) => "TOTAL",
+            Some(2) => "INDEXES",
+            Some(_) => return Err(DaxError::validation("Unknown ReturnConsumedCapacity")),
+        };
+        body.insert("ReturnConsumedCapacity".into(), json!(value));
+        Ok(true)
+    }
+
+    fn collection_metrics(&self, body: &mut Map<String, Value>) -> Result<(), DaxError> {
+        match self.int(kw::RETURN_ITEM_COLLECTION_METRICS)? {
+            None | Some(0) => {}
+            Some(1) => {
+                body.insert("ReturnItemCollectionMetrics".into(), json!("SIZE"));
+            }
+            Some(_) => return Err(DaxError::validation("Unknown ReturnItemCollectionMetrics")),
+        }
+        Ok(())
+    }
+
+    fn return_values(&self) -> Result<ReturnValues, DaxError> {
+        Ok(match self.int(kw::RETURN_VALUES)? {
+            None | Some(1) => ReturnValues::None,
+            Some(2) => ReturnValues::AllOld,
+            Some(3) => ReturnValues::UpdatedOld,
+            Some(4) => ReturnValues::AllNew,
+            Some(5) => ReturnValues::UpdatedNew,
+            Some(_) => return Err(DaxError::validation("Unknown ReturnValues")),
+        })
+    }
+}
+
+/// Puts an expression's placeholders into `body`.
+fn placeholders(body: &mut Map<String, Value>, x: Expressions) {
+    if !x.names.is_empty() {
+        body.insert("ExpressionAttributeNames".into(), Value::Object(x.names));
+    }
+    if !x.values.is_empty() {
+        body.insert("ExpressionAttributeValues".into(), Value::Object(x.values));
+    }
+}
+
+fn projection(
+    x: &mut Expressions,
+    body: &mut Map<String, Value>,
+    compiled: Option<Vec<u8>>,
+) -> Result<Option<Paths>, DaxError> {
+    let Some(compiled) = compiled else {
+        return Ok(None);
+    };
+    let (text, paths) = x.projection(&compiled)?;
+    body.insert("ProjectionExpression".into(), json!(text));
+    Ok(Some(Arc::new(paths)))
+}
+
+/// Translates a data method.
+pub async fn translate(
+    shapes: &impl Shapes,
+    method: Method,
+    items: &Items<'_>,
+) -> Result<Translated, DaxError> {
+    match method {
+        Method::GetItem => get_item(shapes, items).await,
+        Method::PutItem | Method::UpdateItem | Method::DeleteItem => {
+            write_item(shapes, method, items).await
+        }
+        Method::Query | Method::Scan => query_or_scan(shapes, method, items).await,
+        Method::BatchGetItem => batch_get(shapes, items).await,
+        Method::BatchWriteItem => batch_write(shapes, items).await,
+        Method::TransactGetItems => transact_get(shapes, items).await,
+        Method::TransactWriteItems => transact_write(shapes, items).await,
+        _ => Err(DaxError::internal("not a data method")),
+    }
+}
+
+async fn get_item(shapes: &impl Shapes, items: &Items<'_>) -> Result<Translated, DaxError> {
+    let table = items.table(0)?;
+    let shape = shapes.shape(&table).await?;
+    let key = shape.decode(&items.bytes(1)?)?;
+    let k = Kwargs::read(&items.buf[items.ranges[2].clone()])?;
+    let mut body = Map::new();
+    body.insert("TableName".into(), json!(table));
+    body.insert("Key".into(), Value::Object(key));
+    if let Some(consistent) = k.flag(kw::CONSISTENT_READ)? {
+        body.insert("ConsistentRead".into(), json!(consistent));
+    }
+    let capacity = k.capacity(&mut body)?;
+    let mut x = Expressions::default();
+    let projection = projection(&mut x, &mut body, k.bytes(kw::PROJECTION)?)?;
+    placeholders(&mut body, x);
+    Ok(Translated {
+        op: Operation::GetItem,
+        body: Value::Object(body),
+        reply: Reply::GetItem { shape, projection },
+        capacity,
+    })
+}
+
+async fn write_item(
+    shapes: &impl Shapes,
+    method: Method,
+    items: &Items<'_>,
+) -> Result<Translated, DaxError> {
+    let table = items.table(0)?;
+    let shape = shapes.shape(&table).await?;
+    let mut key = shape.decode(&items.bytes(1)?)?;
+    let kwargs_at = if method == Method::PutItem { 3 } else { 2 };
+    let k = Kwargs::read(&items.buf[items.ranges[kwargs_at].clone()])?;
+    let mut body = Map::new();
+    body.insert("TableName".into(), json!(table));
+    let op = match method {
+        Method::PutItem => {
+            let values = item::decode_values(shapes.lists(), &items.bytes(2)?)?;
+            key.extend(values);
+            body.insert("Item".into(), Value::Object(key));
+            Operation::PutItem
+        }
+        Method::UpdateItem => {
+            body.insert("Key".into(), Value::Object(key));
+            Operation::UpdateItem
+        }
+        _ => {
+            body.insert("Key".into(), Value::Object(key));
+            Operation::DeleteItem
+        }
+    };
+    let return_values = k.return_values()?;
+    if return_values != ReturnValues::None {
+        body.insert("ReturnValues".into(), json!(return_values.name()));
+    }
+    let capacity = k.capacity(&mut body)?;
+    k.collection_metrics(&mut body)?;
+    let mut x = Expressions::default();
+    if let Some(update) = k.bytes(kw::UPDATE)? {
+        if method != Method::UpdateItem {
+            return Err(DaxError::malformed("only updateItem takes an update"));
+        }
+        let text = x.update(&update)?;
+        body.insert("UpdateExpression".into(), json!(text));
+    }
+    if let Some(condition) = k.expression(kw::CONDITION)? {
+        let text = x.condition(&condition, "c")?;
+        body.insert("ConditionExpression".into(), json!(text));
+    }
+    placeholders(&mut body, x);
+    Ok(Translated {
+        op,
+        body: Value::Object(body),
+        reply: Reply::Write {
+            shape,
+            return_values,
+        },
+        capacity,
+    })
+}
+
+async fn query_or_scan(
+    shapes: &impl Shapes,
+    method: Method,
+    items: &Items<'_>,
+) -> Result<Translated, DaxError> {
+    let table = items.table(0)?;
+    let shape = shapes.shape(&table).await?;
+    let kwargs_at = if method == Method::Query { 2 } else { 1 };
+    let k = Kwargs::read(&items.buf[items.ranges[kwargs_at].clone()])?;
+    let mut body = Map::new();
+    body.insert("TableName".into(), json!(table));
+    let mut x = Expressions::default();
+    let op = if method == Method::Query {
+        if items.is_null(1) {
+            return Err(DaxError::validation(
+                "Either the KeyConditions or KeyConditionExpression parameter must be specified \
+                 in the request.",
+            ));
+        }
+        let text = x.condition(&items.bytes(1)?, "k")?;
+        body.insert("KeyConditionExpression".into(), json!(text));
+        Operation::Query
+    } else {
+        Operation::Scan
+    };
+    let index = match k.bytes(kw::INDEX_NAME)? {
+        Some(name) => {
+            body.insert("IndexName".into(), json!(utf8(name)?));
+            true
+        }
+        None => false,
+    };
+    if let Some(limit) = k.int(kw::LIMIT)? {
+        body.insert("Limit".into(), json!(limit));
+    }
+    if let Some(consistent) = k.flag(kw::CONSISTENT_READ)? {
+        body.insert("ConsistentRead".into(), json!(consistent));
+    }
+    if let Some(forward) = k.flag(kw::SCAN_INDEX_FORWARD)? {
+        body.insert("ScanIndexForward".into(), json!(forward));
+    }
+    if let Some(segment) = k.int(kw::SEGMENT)? {
+        body.insert("Segment".into(), json!(segment));
+    }
+    if let Some(total) = k.int(kw::TOTAL_SEGMENTS)? {
+        body.insert("TotalSegments".into(), json!(total));
+    }
+    if let Some(select) = k.int(kw::SELECT)? {
+        let select = match select {
+            1 => "ALL_ATTRIBUTES",
+            2 => "ALL_PROJECTED_ATTRIBUTES",
+            3 => "COUNT",
+            4 => "SPECIFIC_ATTRIBUTES",
+            _ => return Err(DaxError::validation("Unknown Select")),
+        };
+        body.insert("Select".into(), json!(select));
+    }
+    if let Some(start) = k.bytes(kw::EXCLUSIVE_START_KEY)? {
+        let start = if index {
+            item::decode_compound(&start)?
+        } else {
+            shape.decode(&start)?
+        };
+        body.insert("ExclusiveStartKey".into(), Value::Object(start));
+    }
+    let capacity = k.capacity(&mut body)?;
+    if let Some(filter) = k.bytes(kw::FILTER)? {
+        let text = x.condition(&filter, "f")?;
+        body.insert("FilterExpression".into(), json!(text));
+    }
+    let projection = projection(&mut x, &mut body, k.bytes(kw::PROJECTION)?)?;
+    placeholders(&mut body, x);
+    Ok(Translated {
+        op,
+        body: Value::Object(body),
+        reply: Reply::QueryOrScan {
+            shape,
+            index,
+            projection,
+        },
+        capacity,
+    })
+}
+
+/// The table names of a batch's `{table: ...}` map, in order.
+fn batch_tables(d: &mut Decoder<'_>) -> Result<Vec<String>, DaxError> {
+    let mut tables = Vec::new();
+    av::each_pair(d, |d| {
+        tables.push(av::text(d)?);
+        d.skip()?;
+        Ok(())
+    })?;
+    Ok(tables)
+}
+
+async fn shapes_of(
+    shapes: &impl Shapes,
+    tables: &[String],
+) -> Result<HashMap<String, KeyShape>, DaxError> {
+    let mut known = HashMap::new();
+    for table in tables {
+        if !known.contains_key(table) {
+            known.insert(table.clone(), shapes.shape(table).await?);
+        }
+    }
+    Ok(known)
+}
+
+async fn batch_get(shapes: &impl Shapes, items: &Items<'_>) -> Result<Translated, DaxError> {
+    let tables = batch_tables(&mut items.decoder(0))?;
+    let mut known = shapes_of(shapes, &tables).await?;
+    let mut request_items = Map::new();
+    let mut reply = HashMap::new();
+    let mut d = items.decoder(0);
+    av::each_pair(&mut d, |d| {
+        let table = av::text(d)?;
+        let shape = known
+            .remove(&table)
+            .ok_or_else(|| DaxError::validation("a table is named twice"))?;
+        if d.array()? != Some(3) {
+            return Err(DaxError::malformed(
+                "a batch table is [consistent, projection, keys]",
+            ));
+        }
+        let mut entry = Map::new();
+        let consistent = match d.datatype()? {
+            Type::Bool => d.bool()?,
+            Type::Null => {
+                d.null()?;
+                false
+            }
+            _ => d.i64()? != 0,
+        };
+        if consistent {
+            entry.insert("ConsistentRead".into(), json!(true));
+        }
+        let compiled = match d.datatype()? {
+            Type::Null => {
+                d.null()?;
+                None
+            }
+            _ => Some(av::bytes(d)?),
+        };
+        let mut x = Expressions::default();
+        let projection = projection(&mut x, &mut entry, compiled)?;
+        let mut keys = Vec::new();
+        av::each(d, |d| {
+            keys.push(Value::Object(shape.decode(&av::bytes(d)?)?));
+            Ok(())
+        })?;
+        entry.insert("Keys".into(), Value::Array(keys));
+        placeholders(&mut entry, x);
+        request_items.insert(table.clone(), Value::Object(entry));
+        reply.insert(table, (shape, projection));
+        Ok(())
+    })?;
+    let k = Kwargs::read(&items.buf[items.ranges[1].clone()])?;
+    let mut body = Map::new();
+    body.insert("RequestItems".into(), Value::Object(request_items));
+    let capacity = k.capacity(&mut body)?;
+    Ok(Translated {
+        op: Operation::BatchGetItem,
+        body: Value::Object(body),
+        reply: Reply::BatchGet { tables: reply },
+        capacity,
+    })
+}
+
+async fn batch_write(shapes: &impl Shapes, items: &Items<'_>) -> Result<Translated, DaxError> {
+    let tables = batch_tables(&mut items.decoder(0))?;
+    let known = shapes_of(shapes, &tables).await?;
+    let mut request_items = Map::new();
+    let mut d = items.decoder(0);
+    av::each_pair(&mut d, |d| {
+        let table = av::text(d)?;
+        let shape = &known[&table];
+        let mut writes = Vec::new();
+        let mut pending_key: Option<Map<String, Value>> = None;
+        av::each(d, |d| {
+            match pending_key.take() {
+                None => pending_key = Some(shape.decode(&av::bytes(d)?)?),
+                Some(mut key) => {
+                    if d.datatype()? == Type::Null {
+                        d.null()?;
+                        writes.push(json!({"DeleteRequest": {"Key": key}}));
+                    } else {
+                        key.extend(item::decode_values(shapes.lists(), &av::bytes(d)?)?);
+                        writes.push(json!({"PutRequest": {"Item": key}}));
+                    }
+                }
+            }
+            Ok(())
+        })?;
+        if pending_key.is_some() {
+            return Err(DaxError::malformed("a batch write is (key, values) pairs"));
+        }
+        if request_items.insert(table, Value::Array(writes)).is_some() {
+            return Err(DaxError::validation("a table is named twice"));
+        }
+        Ok(())
+    })?;
+    let k = Kwargs::read(&items.buf[items.ranges[1].clone()])?;
+    let mut body = Map::new();
+    body.insert("RequestItems".into(), Value::Object(request_items));
+    let capacity = k.capacity(&mut body)?;
+    k.collection_metrics(&mut body)?;
+    Ok(Translated {
+        op: Operation::BatchWriteItem,
+        body: Value::Object(body),
+        reply: Reply::BatchWrite { tables: known },
+        capacity,
+    })
+}
+
+/// An array item of byte strings (or nulls), each decoded by `each`.
+fn byte_list<T>(
+    d: &mut Decoder<'_>,
+    mut each: impl FnMut(Option<Vec<u8>>) -> Result<T, DaxError>,
+) -> Result<Vec<T>, DaxError> {
+    let mut out = Vec::new();
+    if d.datatype()? == Type::Null {
+        return Ok(out);
+    }
+    av::each(d, |d| {
+        let value = if d.datatype()? == Type::Null {
+            d.null()?;
+            None
+        } else {
+            Some(av::bytes(d)?)
+        };
+        out.push(each(value)?);
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+fn table_names(items: &Items<'_>, i: usize) -> Result<Vec<String>, DaxError> {
+    byte_list(&mut items.decoder(i), |b| {
+        utf8(b.ok_or_else(|| DaxError::malformed("a table name is missing"))?)
+    })
+}
+
+async fn transact_get(shapes: &impl Shapes, items: &Items<'_>) -> Result<Translated, DaxError> {
+    let tables = table_names(items, 0)?;
+    let known = shapes_of(shapes, &tables).await?;
+    let keys = byte_list(&mut items.decoder(1), |b| {
+        b.ok_or_else(|| DaxError::malformed("a key is missing"))
+    })?;
+    let projections = byte_list(&mut items.decoder(2), Ok)?;
+    if keys.len() != tables.len() || (!projections.is_empty() && projections.len() != keys.len()) {
+        return Err(DaxError::malformed(
+            "transactGetItems' lists differ in length",
+        ));
+    }
+    let mut transact = Vec::new();
+    let mut reply = Vec::new();
+    for (i, (table, key)) in tables.iter().zip(keys).enumerate() {
+        let shape = known[table].clone();
+        let mut get = Map::new();
+        get.insert("TableName".into(), json!(table));
+        get.insert("Key".into(), Value::Object(shape.decode(&key)?));
+        let mut x = Expressions::default();
+        let projection = projection(&mut x, &mut get, projections.get(i).cloned().flatten())?;
+        placeholders(&mut get, x);
+        transact.push(json!({ "Get": get }));
+        reply.push((shape, projection));
+    }
+    let k = Kwargs::read(&items.buf[items.ranges[3].clone()])?;
+    let mut body = Map::new();
+    body.insert("TransactItems".into(), Value::Array(transact));
+    let capacity = k.capacity(&mut body)?;
+    Ok(Translated {
+        op: Operation::TransactGetItems,
+        body: Value::Object(body),
+        reply: Reply::TransactGet { items: reply },
+        capacity,
+    })
+}
+
+async fn transact_write(shapes: &impl Shapes, items: &Items<'_>) -> Result<Translated, DaxError> {
+    let mut ops = Vec::new();
+    av::each(&mut items.decoder(0), |d| {
+        ops.push(d.u64()?);
+        Ok(())
+    })?;
+    let tables = table_names(items, 1)?;
+    let known = shapes_of(shapes, &tables).await?;
+    let keys = byte_list(&mut items.decoder(2), |b| {
+        b.ok_or_else(|| DaxError::malformed("a key is missing"))
+    })?;
+    let values = byte_list(&mut items.decoder(3), Ok)?;
+    // Item 4 is ReturnValues, always null.
+    let mut on_failure = Vec::new();
+    if !items.is_null(5) {
+        av::each(&mut items.decoder(5), |d| {
+            on_failure.push(d.u64()?);
+            Ok(())
+        })?;
+    }
+    let conditions = byte_list(&mut items.decoder(6), Ok)?;
+    let updates = byte_list(&mut items.decoder(7), Ok)?;
+    let n = ops.len();
+    let lengths_agree = tables.len() == n
+        && keys.len() == n
+        && [
+            values.len(),
+            on_failure.len(),
+            conditions.len(),
+            updates.len(),
+        ]
+        .iter()
+        .all(|&len| len == 0 || len == n);
+    if !lengths_agree {
+        return Err(DaxError::malformed(
+            "transactWriteItems' lists differ in length",
+        ));
+    }
+    let mut transact = Vec::new();
+    let mut reply = Vec::new();
+    for i in 0..n {
+        let shape = known[&tables[i]].clone();
+        let mut key = shape.decode(&keys[i])?;
+        let mut entry = Map::new();
+        entry.insert("TableName".into(), json!(tables[i]));
+        let kind = match ops[i] {
+            2 => {
+                let values = values
+                    .get(i)
+                    .cloned()
+                    .flatten()
+                    .ok_or_else(|| DaxError::malformed("a Put without its item"))?;
+                key.extend(item::decode_values(shapes.lists(), &values)?);
+                entry.insert("Item".into(), Value::Object(key));
+                "Put"
+            }
+            7 => {
+                entry.insert("Key".into(), Value::Object(key));
+                "Delete"
+            }
+            9 => {
+                entry.insert("Key".into(), Value::Object(key));
+                "Update"
+            }
+            12 => {
+                entry.insert("Key".into(), Value::Object(key));
+                "ConditionCheck"
+            }
+            _ => return Err(DaxError::validation("Unknown transaction operation")),
+        };
+        let mut x = Expressions::default();
+        if let Some(update) = updates.get(i).cloned().flatten() {
+            if kind != "Update" {
+                return Err(DaxError::malformed("only an Update takes an update"));
+            }
+            let text = x.update(&update)?;
+            entry.insert("UpdateExpression".into(), json!(text));
+        }
+        if let Some(condition) = conditions.get(i).cloned().flatten() {
+            let text = x.condition(&condition, "c")?;
+            entry.insert("ConditionExpression".into(), json!(text));
+        }
+        placeholders(&mut entry, x);
+        if on_failure.get(i) == Some(&2) {
+            entry.insert(
+                "ReturnValuesOnConditionCheckFailure".into(),
+                json!("ALL_OLD"),
+            );
+        }
+        transact.push(json!({ kind: entry }));
+        reply.push(shape);
+    }
+    let k = Kwargs::read(&items.buf[items.ranges[8].clone()])?;
+    let mut body = Map::new();
+    body.insert("TransactItems".into(), Value::Array(transact));
+    let capacity = k.capacity(&mut body)?;
+    k.collection_metrics(&mut body)?;
+    if let Some(token) = k.text(kw::CLIENT_REQUEST_TOKEN)? {
+        body.insert("ClientRequestToken".into(), json!(token));
+    }
+    Ok(Translated {
+        op: Operation::TransactWriteItems,
+        body: Value::Object(body),
+        reply: Reply::TransactWrite { items: reply },
+        capacity,
+    })
+}

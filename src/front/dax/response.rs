@@ -1,0 +1,449 @@
+//! DynamoDB's JSON answer written as the DAX answer the client reads: `0x80`, then the
+//! method's body. Every item count is exact: one item too many or too few and the client
+//! misreads every answer after it on the connection.
+
+use minicbor::Encoder;
+use serde_json::{Map, Value};
+
+use super::DaxError;
+use super::item::{self, KeyShape, Lists};
+use super::request::{Paths, Reply};
+
+/// Response parameters (`DaxResponseParam`).
+mod param {
+    pub const ITEM: u64 = 0;
+    pub const CONSUMED_CAPACITY: u64 = 1;
+    pub const ATTRIBUTES: u64 = 2;
+    pub const ITEM_COLLECTION_METRICS: u64 = 3;
+    pub const ITEMS: u64 = 7;
+    pub const COUNT: u64 = 8;
+    pub const LAST_EVALUATED_KEY: u64 = 9;
+    pub const SCANNED_COUNT: u64 = 10;
+}
+
+/// The success status: an empty array.
+pub const SUCCESS: u8 = 0x80;
+
+type E<'a> = Encoder<&'a mut Vec<u8>>;
+
+fn object<'a>(value: &'a Value, field: &str) -> Option<&'a Map<String, Value>> {
+    value.get(field).and_then(Value::as_object)
+}
+
+fn array<'a>(value: &'a Value, field: &str) -> &'a [Value] {
+    value
+        .get(field)
+        .and_then(Value::as_array)
+        .map_or(&[], Vec::as_slice)
+}
+
+fn as_item(value: &Value) -> Result<&Map<String, Value>, DaxError> {
+    value
+        .as_object()
+        .ok_or_else(|| DaxError::internal("DynamoDB answered an item that is not an object"))
+}
+
+/// Writes the answer to a data request.
+pub fn encode(
+    lists: &Lists,
+    reply: &Reply,
+    capacity: bool,
+    answer: &Value,
+    out: &mut Vec<u8>,
+) -> Result<(), DaxError> {
+    out.push(SUCCESS);
+    let mut e = Encoder::new(out);
+    match reply {
+        Reply::GetItem { shape, projection } => {
+            let item = object(answer, "Item");
+            let cc = capacity.then(|| answer.get("ConsumedCapacity")).flatten();
+            e.map(item.is_some() as u64 + cc.is_some() as u64)?;
+            if let Some(item) = item {
+                e.u64(param::ITEM)?;
+                write_item(&mut e, lists, shape, projection.as_ref(), item)?;
+            }
+            if let Some(cc) = cc {
+                e.u64(param::CONSUMED_CAPACITY)?;
+                compact_capacity(&mut e, cc)?;
+            }
+        }
+        Reply::Write {
+            shape,
+            return_values,
+        } => {
+            let attributes = object(answer, "Attributes");
+            let cc = capacity.then(|| answer.get("ConsumedCapacity")).flatten();
+            let icm = answer.get("ItemCollectionMetrics").filter(|v| !v.is_null());
+            e.map(attributes.is_some() as u64 + cc.is_some() as u64 + icm.is_some() as u64)?;
+            if let Some(attributes) = attributes {
+                e.u64(param::ATTRIBUTES)?;
+                if return_values.whole_item() {
+                    e.bytes(&item::encode_values(lists, shape, attributes)?)?;
+                } else {
+                    updated_attributes(&mut e, lists, attributes)?;
+                }
+            }
+            if let Some(cc) = cc {
+                e.u64(param::CONSUMED_CAPACITY)?;
+                compact_capacity(&mut e, cc)?;
+            }
+            if let Some(icm) = icm {
+                e.u64(param::ITEM_COLLECTION_METRICS)?;
+                collection_metrics(&mut e, icm)?;
+            }
+        }
+        Reply::QueryOrScan {
+            shape,
+            index,
+            projection,
+        } => {
+            let items = answer.get("Items").and_then(Value::as_array);
+            let last = object(answer, "LastEvaluatedKey");
+            let cc = capacity.then(|| answer.get("ConsumedCapacity")).flatten();
+            e.map(2 + items.is_some() as u64 + last.is_some() as u64 + cc.is_some() as u64)?;
+            if let Some(items) = items {
+                e.u64(param::ITEMS)?.array(items.len() as u64)?;
+                for item in items {
+                    let item = as_item(item)?;
+                    match projection {
+                        Some(paths) => item::encode_projected(&mut e, paths, item)?,
+                        None => {
+                            e.array(2)?;
+                            e.bytes(&shape.encode(item)?)?;
+                            e.bytes(&item::encode_values(lists, shape, item)?)?;
+                        }
+                    }
+                }
+            }
+            let count = |field| answer.get(field).and_then(Value::as_u64).unwrap_or(0);
+            e.u64(param::COUNT)?.u64(count("Count"))?;
+            if let Some(last) = last {
+                e.u64(param::LAST_EVALUATED_KEY)?;
+                if *index {
+                    e.bytes(&item::encode_compound(last)?)?;
+                } else {
+                    e.bytes(&shape.encode(last)?)?;
+                }
+            }
+            e.u64(param::SCANNED_COUNT)?.u64(count("ScannedCount"))?;
+            if let Some(cc) = cc {
+                e.u64(param::CONSUMED_CAPACITY)?;
+                compact_capacity(&mut e, cc)?;
+            }
+        }
+        Reply::BatchGet { tables } => {
+            e.array(2)?;
+            let responses = object(answer, "Responses");
+            let empty = Map::new();
+            let responses = responses.unwrap_or(&empty);
+            e.map(responses.len() as u64)?;
+            for (table, items) in responses {
+                let (shape, projection) = tables.get(table).ok_or_else(|| {
+                    DaxError::internal("DynamoDB answered for a table not asked for")
+                })?;
+                let items = items.as_array().map_or(&[][..], Vec::as_slice);
+                e.str(table)?;
+                match projection {
+                    Some(paths) => {
+                        e.array(items.len() as u64)?;
+                        for item in items {
+                            item::encode_projected(&mut e, paths, as_item(item)?)?;
+                        }
+                    }
+                    None => {
+                        e.array(2 * items.len() as u64)?;
+                        for item in items {
+                            let item = as_item(item)?;
+                            e.bytes(&shape.encode(item)?)?;
+                            e.bytes(&item::encode_values(lists, shape, item)?)?;
+                        }
+                    }
+                }
+            }
+            let unprocessed = object(answer, "UnprocessedKeys").unwrap_or(&empty);
+            e.map(unprocessed.len() as u64)?;
+            for (table, entry) in unprocessed {
+                let (shape, _) = tables.get(table).ok_or_else(|| {
+                    DaxError::internal("DynamoDB answered for a table not asked for")
+                })?;
+                let keys = array(entry, "Keys");
+                e.str(table)?.array(keys.len() as u64)?;
+                for key in keys {
+                    e.bytes(&shape.encode(as_item(key)?)?)?;
+                }
+            }
+            capacity_list(&mut e, capacity, answer, false)?;
+        }
+        Reply::BatchWrite { tables } => {
+            let empty = Map::new();
+            let unprocessed = object(answer, "UnprocessedItems").unwrap_or(&empty);
+            e.map(unprocessed.len() as u64)?;
+            for (table, writes) in unprocessed {
+                let shape = tables.get(table).ok_or_else(|| {
+                    DaxError::internal("DynamoDB answered for a table not asked for")
+                })?;
+                let writes = writes.as_array().map_or(&[][..], Vec::as_slice);
+                e.str(table)?.array(2 * writes.len() as u64)?;
+                for write in writes {
+                    if let Some(item) = write.pointer("/PutRequest/Item") {
+                        let item = as_item(item)?;
+                        e.bytes(&shape.encode(item)?)?;
+                        e.bytes(&item::encode_values(lists, shape, item)?)?;
+                    } else {
+                        let key = write.pointer("/DeleteRequest/Key").ok_or_else(|| {
+                            DaxError::internal("DynamoDB answered a write it does not have")
+                        })?;
+                        e.bytes(&shape.encode(as_item(key)?)?)?.null()?;
+                    }
+                }
+            }
+            capacity_list(&mut e, capacity, answer, false)?;
+            let metrics = object(answer, "ItemCollectionMetrics").unwrap_or(&empty);
+            e.map(metrics.len() as u64)?;
+            for (table, list) in metrics {
+                let list = list.as_array().map_or(&[][..], Vec::as_slice);
+                e.str(table)?.array(list.len() as u64)?;
+                for icm in list {
+                    collection_metrics(&mut e, icm)?;
+                }
+            }
+        }
+        Reply::TransactGet { items } => {
+            e.array(2)?;
+            let responses = array(answer, "Responses");
+            e.array(items.len() as u64)?;
+            for (i, (shape, projection)) in items.iter().enumerate() {
+                match responses.get(i).and_then(|r| object(r, "Item")) {
+                    None => {
+                        e.null()?;
+                    }
+                    Some(item) => write_item(&mut e, lists, shape, projection.as_ref(), item)?,
+                }
+            }
+            capacity_list(&mut e, capacity, answer, true)?;
+        }
+        Reply::TransactWrite { .. } => {
+            e.array(3)?.array(0)?;
+            capacity_list(&mut e, capacity, answer, true)?;
+            let metrics = object(answer, "ItemCollectionMetrics");
+            e.map(metrics.map_or(0, Map::len) as u64)?;
+            for (table, list) in metrics.into_iter().flatten() {
+                let list = list.as_array().map_or(&[][..], Vec::as_slice);
+                e.str(table)?.array(list.len() as u64)?;
+                for icm in list {
+                    collection_metrics(&mut e, icm)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// An item as `bytes(values)` (the client puts the key back) or, projected, by ordinal.
+fn write_item(
+    e: &mut E<'_>,
+    lists: &Lists,
+    shape: &KeyShape,
+    projection: Option<&Paths>,
+    item: &Map<String, Value>,
+) -> Result<(), DaxError> {
+    match projection {
+        Some(paths) => item::encode_projected(e, paths, item),
+        None => {
+            e.bytes(&item::encode_values(lists, shape, item)?)?;
+            Ok(())
+        }
+    }
+}
+
+/// UPDATED_OLD / UPDATED_NEW: `bytes(id, {ordinal: value})` over the sorted names returned.
+fn updated_attributes(
+    e: &mut E<'_>,
+    lists: &Lists,
+    attributes: &Map<String, Value>,
+) -> Result<(), DaxError> {
+    let mut names: Vec<&String> = attributes.keys().collect();
+    names.sort();
+    let owned: Vec<String> = names.iter().map(|n| (*n).clone()).collect();
+    let mut inner = Vec::new();
+    let mut ie = Encoder::new(&mut inner);
+    ie.i64(lists.id_of(&owned)?)?.map(names.len() as u64)?;
+    for (ordinal, name) in names.iter().enumerate() {
+        ie.u64(ordinal as u64)?;
+        super::av::encode(&mut ie, &attributes[*name])?;
+    }
+    e.bytes(&inner)?;
+    Ok(())
+}
+
+fn units(value: &Value) -> f64 {
+    value
+        .get("CapacityUnits")
+        .and_then(Value::as_f64)
+        .unwrap_or(0.0)
+}
+
+/// `bytes(table, units, table units | null, {gsi: units} | null, {lsi: units} | null)`.
+fn compact_capacity(e: &mut E<'_>, cc: &Value) -> Result<(), DaxError> {
+    let mut inner = Vec::new();
+    let mut ie = Encoder::new(&mut inner);
+    ie.str(cc.get("TableName").and_then(Value::as_str).unwrap_or(""))?
+        .f64(units(cc))?;
+    match cc.get("Table") {
+        Some(table) => {
+            ie.f64(units(table))?;
+        }
+        None => {
+            ie.null()?;
+        }
+    }
+    for field in ["GlobalSecondaryIndexes", "LocalSecondaryIndexes"] {
+        match object(cc, field) {
+            Some(indexes) => {
+                ie.map(indexes.len() as u64)?;
+                for (name, index) in indexes {
+                    ie.str(name)?.f64(units(index))?;
+                }
+            }
+            None => {
+                ie.null()?;
+            }
+        }
+    }
+    e.bytes(&inner)?;
+    Ok(())
+}
+
+/// A transaction's capacity entry: a map with int keys.
+fn extended_capacity(e: &mut E<'_>, cc: &Value) -> Result<(), DaxError> {
+    fn units_map(e: &mut E<'_>, value: &Value) -> Result<(), DaxError> {
+        let fields = [
+            (1u64, "CapacityUnits"),
+            (2, "ReadCapacityUnits"),
+            (3, "WriteCapacityUnits"),
+        ];
+        let present: Vec<(u64, f64)> = fields
+            .iter()
+            .filter_map(|(k, f)| Some((*k, value.get(*f)?.as_f64()?)))
+            .collect();
+        e.map(present.len() as u64)?;
+        for (k, v) in present {
+            e.u64(k)?.f64(v)?;
+        }
+        Ok(())
+    }
+    let mut count = 0;
+    for field in [
+        "CapacityUnits",
+        "ReadCapacityUnits",
+        "WriteCapacityUnits",
+        "TableName",
+        "Table",
+        "GlobalSecondaryIndexes",
+        "LocalSecondaryIndexes",
+    ] {
+        count += cc.get(field).is_some_and(|v| !v.is_null()) as u64;
+    }
+    e.map(count)?;
+    for (key, field) in [
+        (1u64, "CapacityUnits"),
+        (2, "ReadCapacityUnits"),
+        (3, "WriteCapacityUnits"),
+    ] {
+        if let Some(v) = cc.get(field).and_then(Value::as_f64) {
+            e.u64(key)?.f64(v)?;
+        }
+    }
+    if let Some(table) = cc.get("TableName").and_then(Value::as_str) {
+        e.u64(4)?.str(table)?;
+    }
+    if let Some(table) = cc.get("Table").filter(|v| !v.is_null()) {
+        e.u64(5)?;
+        units_map(e, table)?;
+    }
+    for (key, field) in [
+        (6u64, "GlobalSecondaryIndexes"),
+        (7, "LocalSecondaryIndexes"),
+    ] {
+        if let Some(indexes) = object(cc, field) {
+            e.u64(key)?.map(indexes.len() as u64)?;
+            for (name, index) in indexes {
+                e.str(name)?;
+                units_map(e, index)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The batch and transaction answers' array of capacities (empty unless asked for).
+fn capacity_list(
+    e: &mut E<'_>,
+    capacity: bool,
+    answer: &Value,
+    extended: bool,
+) -> Result<(), DaxError> {
+    let list = if capacity {
+        array(answer, "ConsumedCapacity")
+    } else {
+        &[]
+    };
+    e.array(list.len() as u64)?;
+    for cc in list {
+        if extended {
+            extended_capacity(e, cc)?;
+        } else {
+            compact_capacity(e, cc)?;
+        }
+    }
+    Ok(())
+}
+
+/// `bytes(partition key value, lower GB, upper GB)`.
+fn collection_metrics(e: &mut E<'_>, icm: &Value) -> Result<(), DaxError> {
+    let key = object(icm, "ItemCollectionKey")
+        .and_then(|k| k.values().next())
+        .ok_or_else(|| DaxError::internal("item collection metrics without a key"))?;
+    let range = array(icm, "SizeEstimateRangeGB");
+    let mut inner = Vec::new();
+    let mut ie = Encoder::new(&mut inner);
+    super::av::encode(&mut ie, key)?;
+    ie.f64(range.first().and_then(Value::as_f64).unwrap_or(0.0))?
+        .f64(range.get(1).and_then(Value::as_f64).unwrap_or(0.0))?;
+    e.bytes(&inner)?;
+    Ok(())
+}
+
+/// TransactionCanceledException's reasons: `code, message, item` for every transaction item.
+pub fn cancellation_reasons(
+    lists: &Lists,
+    reply: &Reply,
+    body: &Value,
+) -> Result<Vec<u8>, DaxError> {
+    let reasons = array(body, "CancellationReasons");
+    let shapes: Vec<&KeyShape> = match reply {
+        Reply::TransactWrite { items } => items.iter().collect(),
+        Reply::TransactGet { items } => items.iter().map(|(s, _)| s).collect(),
+        _ => Vec::new(),
+    };
+    let mut out = Vec::new();
+    let mut e = Encoder::new(&mut out);
+    e.array(3 * shapes.len() as u64)?;
+    for (i, shape) in shapes.iter().enumerate() {
+        let reason = reasons.get(i);
+        let text = |field| reason.and_then(|r| r.get(field)).and_then(Value::as_str);
+        match text("Code") {
+            Some(code) => e.str(code)?,
+            None => e.null()?,
+        };
+        match text("Message") {
+            Some(message) => e.str(message)?,
+            None => e.null()?,
+        };
+        match reason.and_then(|r| object(r, "Item")) {
+            Some(item) => e.bytes(&item::encode_values(lists, shape, item)?)?,
+            None => e.null()?,
+        };
+    }
+    Ok(out)
+}
