@@ -1,15 +1,18 @@
 """Fixtures for the interop suite: two moto servers (one behind the proxy, one called
 directly), the real dynamo-cache binary in front of the first, and boto3 clients."""
 
+import http.server
 import json
 import os
 import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 import urllib.request
+import zlib
 
 import boto3
 import pytest
@@ -76,6 +79,14 @@ class Proxy:
         if len(found) < 2:
             raise RuntimeError(f"unexpected start-up line: {line!r}")
         self.url, self.admin_url = found[0], found[1]
+        # With --dax-listen, the next line names the DAX endpoint.
+        self.dax_url = None
+        if "--dax-listen" in extra:
+            dax_line = self.proc.stdout.readline()
+            found = re.findall(r"daxs?://[0-9.:]+", dax_line)
+            if not found:
+                raise RuntimeError(f"unexpected DAX line: {dax_line!r}")
+            self.dax_url = found[0]
         _wait_http(self.admin_url + "/healthz")
 
     def cache_stats(self):
@@ -93,6 +104,81 @@ class Proxy:
         self.proc.terminate()
         code = self.proc.wait(timeout=30)
         assert code == 0, f"proxy exited with {code} on SIGTERM"
+
+
+class FaultShim:
+    """An HTTP relay in front of moto that answers some requests itself, for what moto
+    never does: throttling, and batches DynamoDB only partly processed. Item reads and writes
+    of tables named `throttled*` always get ProvisionedThroughputExceededException; in BatchGetItem and
+    BatchWriteItem, a `partial*` table's last key or write (of more than one) is held back
+    and answered as unprocessed."""
+
+    def __init__(self, upstream):
+        shim = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                target = self.headers.get("X-Amz-Target", "")
+                status, answer = shim.answer(target, body, self.headers)
+                self.send_response(status)
+                self.send_header("Content-Type", "application/x-amz-json-1.0")
+                self.send_header("x-amz-crc32", str(zlib.crc32(answer)))
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+        self.upstream = upstream
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def forward(self, body, headers):
+        request = urllib.request.Request(self.upstream + "/", data=body, method="POST")
+        for name in ("X-Amz-Target", "Content-Type", "Authorization", "X-Amz-Date"):
+            if headers.get(name) is not None:
+                request.add_header(name, headers.get(name))
+        try:
+            with urllib.request.urlopen(request) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as err:
+            return err.code, err.read()
+
+    def answer(self, target, body, headers):
+        request = json.loads(body or b"{}")
+        op = target.rsplit(".", 1)[-1]
+        tables = [request.get("TableName", "")] + list(request.get("RequestItems", {}))
+        data_ops = ("GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query", "Scan",
+                    "BatchGetItem", "BatchWriteItem")
+        if op in data_ops and any(t.startswith("throttled") for t in tables):
+            return 400, json.dumps({
+                "__type": "com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException",
+                "message": "The level of configured provisioned throughput for the table was exceeded.",
+            }).encode()
+        held = {}
+        if op in ("BatchGetItem", "BatchWriteItem"):
+            for table, entry in request["RequestItems"].items():
+                items = entry["Keys"] if op == "BatchGetItem" else entry
+                if table.startswith("partial") and len(items) > 1:
+                    held[table] = items.pop()
+        status, answer = self.forward(json.dumps(request).encode(), headers)
+        if held and status == 200:
+            answer = json.loads(answer)
+            if op == "BatchGetItem":
+                answer["UnprocessedKeys"] = {
+                    t: {"Keys": [k], **{f: v for f, v in request["RequestItems"][t].items() if f != "Keys"}}
+                    for t, k in held.items()}
+            else:
+                answer["UnprocessedItems"] = {t: [w] for t, w in held.items()}
+            answer = json.dumps(answer).encode()
+        return status, answer
+
+    def stop(self):
+        self.server.shutdown()
 
 
 def client(url):

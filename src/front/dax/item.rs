@@ -290,6 +290,21 @@ pub fn encode_values(
     Ok(out)
 }
 
+/// Writes `id, AV...` for every attribute of `item`, its key included: for unprocessed
+/// writes, whose key the Python client drops when it reads them back.
+pub fn encode_whole(lists: &Lists, item: &Map<String, Value>) -> Result<Vec<u8>, DaxError> {
+    let mut all: Vec<(&String, &Value)> = item.iter().collect();
+    all.sort_by(|a, b| a.0.cmp(b.0));
+    let names: Vec<String> = all.iter().map(|(n, _)| (*n).clone()).collect();
+    let mut out = Vec::new();
+    let mut e = Encoder::new(&mut out);
+    e.i64(lists.id_of(&names)?)?;
+    for (_, value) in all {
+        av::encode(&mut e, value)?;
+    }
+    Ok(out)
+}
+
 /// Reads a compound key (`ExclusiveStartKey` with an index): a map of names to values.
 pub fn decode_compound(bytes: &[u8]) -> Result<Map<String, Value>, DaxError> {
     let mut d = Decoder::new(bytes);

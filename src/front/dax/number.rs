@@ -191,7 +191,9 @@ impl Decimal {
         let magnitude = digits_to_be_bytes(&n.digits);
         let value = magnitude
             .iter()
-            .try_fold(0u128, |acc, b| acc.checked_mul(256)?.checked_add(*b as u128))
+            .try_fold(0u128, |acc, b| {
+                acc.checked_mul(256)?.checked_add(*b as u128)
+            })
             .filter(|m| *m <= u64::MAX as u128 + n.negative as u128);
         match value {
             Some(m) if !n.negative => {

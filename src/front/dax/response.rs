@@ -188,7 +188,9 @@ pub fn encode(
                     if let Some(item) = write.pointer("/PutRequest/Item") {
                         let item = as_item(item)?;
                         e.bytes(&shape.encode(item)?)?;
-                        e.bytes(&item::encode_values(lists, shape, item)?)?;
+                        // With its key: the Python client reads the key of an unprocessed
+                        // put and then drops it, so the values must carry it too.
+                        e.bytes(&item::encode_whole(lists, item)?)?;
                     } else {
                         let key = write.pointer("/DeleteRequest/Key").ok_or_else(|| {
                             DaxError::internal("DynamoDB answered a write it does not have")
