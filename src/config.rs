@@ -693,6 +693,23 @@ mod tests {
     }
 
     #[test]
+    fn the_dax_listener_is_off_by_default_and_guarded_like_the_data_listener() {
+        assert_eq!(Config::default().dax_listen, None);
+        let local = Config::parse("dax_listen = \"127.0.0.1:8111\"\n").unwrap();
+        local.validate().unwrap();
+        let open = Config::parse("dax_listen = \"0.0.0.0:8111\"\n").unwrap();
+        let err = open.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("dax_listen") && err.contains("allow_unauthenticated"),
+            "{err}"
+        );
+        let clash = Config::parse("dax_listen = \"127.0.0.1:8000\"\n").unwrap();
+        assert!(clash.validate().is_err());
+        let alone = Config::parse("dax_advertise = \"10.0.0.1:8111\"\n").unwrap();
+        assert!(alone.validate().is_err());
+    }
+
+    #[test]
     fn default_upstream_follows_the_region() {
         assert_eq!(
             Config::default().upstream_url("eu-west-1"),

@@ -12,6 +12,7 @@ mod binary;
 mod config_files;
 mod consistency;
 mod correctness;
+mod dax;
 mod deploy_files;
 mod deploy_manifests;
 mod forwarding;

@@ -1,0 +1,479 @@
+//! The DAX listener, byte for byte: requests written as the DAX clients write them (see
+//! `DAX-PROTOCOL.md`), answers read item by item. The real Python client runs in the interop
+//! suite; these pin the wire details, bad input, authentication and the shared cache.
+
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime};
+
+use minicbor::{Decoder, Encoder};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::common::{Relayed, metric_value};
+
+/// The Python client's preamble: magic, no layering, a session id, its user agent, no types.
+const PREAMBLE: &[u8] = b"\x67J7yne5G\x00\x50\x01\x02\x03\x04\x05\x06\x07\x08\x09\x0a\x0b\x0c\x0d\x0e\x0f\x10\xa1\x69UserAgent\x75DaxPythonClient-2.1.0\x00";
+
+const ENDPOINTS: i64 = 455855874;
+const DEFINE_ATTRIBUTE_LIST: i64 = 670678385;
+const DEFINE_KEY_SCHEMA: i64 = -742646399;
+const GET_ITEM: i64 = 263244906;
+const PUT_ITEM: i64 = -2106490455;
+const AUTHORIZE: i64 = 1489122155;
+
+/// `orders` key ("a", 1): the hash key as CBOR text, the sort key as LexDecimal.
+const KEY_A1: &[u8] = &[0x61, b'a', 0xC1, 0x1C, 0x00, 0x00];
+
+/// A raw DAX connection.
+struct Conn {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Conn {
+    async fn open(addr: SocketAddr) -> Conn {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream.write_all(PREAMBLE).await.unwrap();
+        Conn {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    async fn send(&mut self, request: &[u8]) {
+        self.stream.write_all(request).await.unwrap();
+    }
+
+    /// Reads until `items` whole CBOR items have arrived; their bytes.
+    async fn items(&mut self, items: usize) -> Vec<u8> {
+        loop {
+            let mut d = Decoder::new(&self.buf);
+            let complete = (0..items).all(|_| d.skip().is_ok());
+            if complete {
+                let end = d.position();
+                return self.buf.drain(..end).collect();
+            }
+            let mut chunk = [0u8; 65536];
+            let n = tokio::time::timeout(Duration::from_secs(10), self.stream.read(&mut chunk))
+                .await
+                .expect("an answer in time")
+                .unwrap();
+            assert!(n > 0, "connection closed; have {:02x?}", self.buf);
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Whether the server closed the connection (after anything it still had to say).
+    async fn closed(&mut self) -> bool {
+        let mut chunk = [0u8; 4096];
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), self.stream.read(&mut chunk)).await
+            {
+                Ok(Ok(0)) | Ok(Err(_)) => return true,
+                Ok(Ok(n)) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(_) => return false,
+            }
+        }
+    }
+}
+
+/// `1, method, items...` as the clients write it.
+fn request(method: i64, write: impl FnOnce(&mut Encoder<&mut Vec<u8>>)) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut e = Encoder::new(&mut out);
+    e.u8(1).unwrap().i64(method).unwrap();
+    write(&mut e);
+    out
+}
+
+fn get_item(table: &str, key: &[u8]) -> Vec<u8> {
+    request(GET_ITEM, |e| {
+        e.bytes(table.as_bytes()).unwrap().bytes(key).unwrap();
+        // Python's keyword map: ReturnConsumedCapacity NONE.
+        e.begin_map()
+            .unwrap()
+            .u8(3)
+            .unwrap()
+            .u8(0)
+            .unwrap()
+            .end()
+            .unwrap();
+    })
+}
+
+/// An error answer's code path and error code.
+fn error_of(bytes: &[u8]) -> (Vec<u32>, String) {
+    let mut d = Decoder::new(bytes);
+    let n = d.array().unwrap().unwrap();
+    let codes: Vec<u32> = (0..n).map(|_| d.u32().unwrap()).collect();
+    let _message = d.str().unwrap();
+    assert_eq!(d.array().unwrap(), Some(3));
+    d.skip().unwrap();
+    let code = d.str().unwrap().to_string();
+    (codes, code)
+}
+
+#[tokio::test]
+async fn endpoints_name_this_node_as_its_leader() {
+    let bench = Relayed::start(|_| {}).await;
+    let addr = bench.proxy.dax_addr;
+    let mut conn = Conn::open(addr).await;
+    conn.send(&request(ENDPOINTS, |_| {})).await;
+    let answer = conn.items(2).await;
+    assert_eq!(answer[0], 0x80, "success is exactly 0x80");
+    let mut d = Decoder::new(&answer[1..]);
+    assert_eq!(d.array().unwrap(), Some(1));
+    assert_eq!(d.map().unwrap(), Some(7));
+    let mut fields = std::collections::BTreeMap::new();
+    for _ in 0..7 {
+        let key = d.u8().unwrap();
+        let start = d.position();
+        d.skip().unwrap();
+        fields.insert(key, answer[1 + start..1 + d.position()].to_vec());
+    }
+    assert_eq!(
+        fields.keys().copied().collect::<Vec<_>>(),
+        (0..7).collect::<Vec<_>>()
+    );
+    assert_eq!(fields[&2], [0x44, 127, 0, 0, 1], "the address as 4 bytes");
+    let mut port = Vec::new();
+    Encoder::new(&mut port).u16(addr.port()).unwrap();
+    assert_eq!(fields[&3], port);
+    assert_eq!(fields[&4], [0x01], "the leader");
+}
+
+#[tokio::test]
+async fn endpoints_advertise_the_configured_address() {
+    let advertised: SocketAddr = "10.1.2.3:9111".parse().unwrap();
+    let bench = Relayed::start(|c| c.dax_advertise = Some(advertised)).await;
+    let mut conn = Conn::open(bench.proxy.dax_addr).await;
+    conn.send(&request(ENDPOINTS, |_| {})).await;
+    let answer = conn.items(2).await;
+    let address = [0x44, 10, 1, 2, 3];
+    assert!(answer.windows(5).any(|w| w == address), "{answer:02x?}");
+    assert!(
+        answer.windows(3).any(|w| w == [0x19, 0x23, 0x97]),
+        "port 9111"
+    );
+}
+
+#[tokio::test]
+async fn a_write_over_http_is_read_over_dax_from_the_shared_cache() {
+    let bench = Relayed::start(|_| {}).await;
+    bench
+        .call(
+            "PutItem",
+            r#"{"TableName":"orders","Item":{"pk":{"S":"a"},"sk":{"N":"1"},"v":{"S":"one"}}}"#,
+        )
+        .await;
+    let mut conn = Conn::open(bench.proxy.dax_addr).await;
+
+    // The key schema, hash key first.
+    conn.send(&request(DEFINE_KEY_SCHEMA, |e| {
+        e.bytes(b"orders").unwrap();
+    }))
+    .await;
+    let schema = conn.items(2).await;
+    let mut expected = vec![0x80, 0xA2];
+    for text in ["pk", "S", "sk", "N"] {
+        expected.push(0x60 + text.len() as u8);
+        expected.extend_from_slice(text.as_bytes());
+    }
+    assert_eq!(schema, expected);
+
+    // Written through HTTP, stored by the write, read over DAX: a hit.
+    let before = bench.relay.count("GetItem");
+    conn.send(&get_item("orders", KEY_A1)).await;
+    let answer = conn.items(2).await;
+    assert_eq!(answer[0], 0x80);
+    let mut d = Decoder::new(&answer[1..]);
+    assert_eq!(d.map().unwrap(), Some(1));
+    assert_eq!(d.u8().unwrap(), 0, "Item");
+    let values = d.bytes().unwrap();
+    let mut v = Decoder::new(values);
+    let list = v.i64().unwrap();
+    assert_eq!(v.str().unwrap(), "one");
+    assert_eq!(v.position(), values.len(), "one value: v");
+    assert_eq!(bench.relay.count("GetItem"), before, "answered from memory");
+
+    // The list id names the non-key attributes.
+    conn.send(&request(DEFINE_ATTRIBUTE_LIST, |e| {
+        e.i64(list).unwrap();
+    }))
+    .await;
+    assert_eq!(conn.items(2).await, [0x80, 0x81, 0x61, b'v']);
+
+    // An update over HTTP is seen over DAX at once.
+    bench
+        .call(
+            "UpdateItem",
+            r#"{"TableName":"orders","Key":{"pk":{"S":"a"},"sk":{"N":"1"}},"UpdateExpression":"SET v = :v","ExpressionAttributeValues":{":v":{"S":"two"}}}"#,
+        )
+        .await;
+    conn.send(&get_item("orders", KEY_A1)).await;
+    let answer = conn.items(2).await;
+    assert!(answer.windows(4).any(|w| w == b"\x63two"), "{answer:02x?}");
+
+    // A put over DAX (values under the same list) is read over HTTP.
+    conn.send(&request(PUT_ITEM, |e| {
+        let mut values = Vec::new();
+        Encoder::new(&mut values)
+            .i64(list)
+            .unwrap()
+            .str("three")
+            .unwrap();
+        e.bytes(b"orders").unwrap().bytes(KEY_A1).unwrap();
+        e.bytes(&values).unwrap().null().unwrap();
+    }))
+    .await;
+    assert_eq!(conn.items(2).await, [0x80, 0xA0]);
+    let read = bench
+        .call(
+            "GetItem",
+            r#"{"TableName":"orders","Key":{"pk":{"S":"a"},"sk":{"N":"1"}}}"#,
+        )
+        .await;
+    assert_eq!(read.json()["Item"]["v"]["S"], "three");
+
+    let exposition = bench.proxy.metrics().await;
+    let dax_hits = metric_value(
+        &exposition,
+        r#"dynamo_cache_requests_total{op="GetItem",protocol="dax",result="hit"}"#,
+    );
+    assert_eq!(dax_hits, 2.0);
+    let http_hits = metric_value(
+        &exposition,
+        r#"dynamo_cache_requests_total{op="GetItem",protocol="http",result="hit"}"#,
+    );
+    assert_eq!(http_hits, 1.0);
+}
+
+#[tokio::test]
+async fn a_miss_leaves_the_item_out_and_errors_keep_the_connection() {
+    let bench = Relayed::start(|_| {}).await;
+    let mut conn = Conn::open(bench.proxy.dax_addr).await;
+    conn.send(&get_item("orders", KEY_A1)).await;
+    assert_eq!(conn.items(2).await, [0x80, 0xA0], "no Item key at all");
+
+    // A table that does not exist.
+    conn.send(&get_item("nothing-here", b"a")).await;
+    let (codes, code) = error_of(&conn.items(3).await);
+    assert_eq!(codes, [4, 37, 38, 39, 41]);
+    assert_eq!(code, "ResourceNotFoundException");
+
+    // A key that is not the table's: a number where the hash key is a string.
+    conn.send(&get_item("orders", &[0x01, 0xC1, 0x1C, 0x00, 0x00]))
+        .await;
+    let (codes, code) = error_of(&conn.items(3).await);
+    assert_eq!(codes, [4, 37, 38, 39, 46]);
+    assert_eq!(code, "ValidationException");
+
+    // An expression the proxy cannot read: function 99.
+    let compiled = [0x83, 0x01, 0x81, 0x18, 99, 0x80];
+    conn.send(&request(PUT_ITEM, |e| {
+        e.bytes(b"orders").unwrap().bytes(KEY_A1).unwrap();
+        e.bytes(&[0x01]).unwrap();
+        e.begin_map()
+            .unwrap()
+            .u8(4)
+            .unwrap()
+            .bytes(&compiled)
+            .unwrap();
+        e.end().unwrap();
+    }))
+    .await;
+    let (codes, _) = error_of(&conn.items(3).await);
+    assert_eq!(codes, [4, 37, 38, 39, 46]);
+    assert_eq!(
+        bench.relay.count("PutItem"),
+        0,
+        "nothing was guessed and sent"
+    );
+
+    // The connection still serves.
+    conn.send(&request(ENDPOINTS, |_| {})).await;
+    assert_eq!(conn.items(2).await[0], 0x80);
+}
+
+#[tokio::test]
+async fn bytes_that_are_not_dax_close_the_connection() {
+    let bench = Relayed::start(|c| c.limits.max_body_bytes = 64 * 1024).await;
+    let addr = bench.proxy.dax_addr;
+    let open = || async {
+        metric_value(
+            &bench.proxy.metrics().await,
+            "dynamo_cache_open_connections",
+        )
+    };
+    let before = open().await;
+
+    // Not a DAX client at all.
+    let mut http = TcpStream::connect(addr).await.unwrap();
+    http.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    http.read_to_end(&mut answer).await.unwrap();
+    assert!(answer.is_empty());
+
+    // A method nobody defined: its end cannot be found, so an error, then the close.
+    let mut conn = Conn::open(addr).await;
+    conn.send(&request(ENDPOINTS, |_| {})).await;
+    conn.items(2).await;
+    assert_eq!(open().await, before + 1.0, "a DAX connection is counted");
+    conn.send(&request(12345, |_| {})).await;
+    let (codes, _) = error_of(&conn.items(3).await);
+    assert_eq!(codes[0], 4);
+    assert!(conn.closed().await);
+
+    // A byte string that claims a gigabyte: the proxy holds at most its limit, then closes.
+    let mut conn = Conn::open(addr).await;
+    let mut header = vec![0x01, 0x1A, 0x0F, 0xB0, 0xCC, 0x6A, 0x5A];
+    header.extend_from_slice(&(1u32 << 30).to_be_bytes());
+    conn.send(&header).await;
+    let chunk = vec![0u8; 16 * 1024];
+    let mut sent = 0;
+    while sent < 512 * 1024 {
+        if conn.stream.write_all(&chunk).await.is_err() {
+            break;
+        }
+        sent += chunk.len();
+    }
+    assert!(conn.closed().await);
+
+    // Every connection is gone again.
+    for _ in 0..100 {
+        if open().await == before {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("connections stayed open");
+}
+
+#[tokio::test]
+async fn authorize_connection_is_verified_when_sigv4_is_on() {
+    let dir = std::env::temp_dir().join(format!("dynamo-cache-dax-auth-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("principals.toml");
+    std::fs::write(
+        &file,
+        "[[principal]]\nname = \"app\"\naccess_key_id = \"AKIDAPP\"\nsecret_access_key = \"app-secret\"\ntables = [\"orders\"]\noperations = [\"read\"]\n",
+    )
+    .unwrap();
+    let bench = Relayed::start(|c| {
+        c.auth.mode = dynamo_cache::config::AuthMode::Sigv4;
+        c.auth.credentials_file = Some(file);
+    })
+    .await;
+    let addr = bench.proxy.dax_addr;
+
+    // No authorizeConnection: refused, as an authentication error the clients re-auth on.
+    let mut conn = Conn::open(addr).await;
+    conn.send(&get_item("orders", KEY_A1)).await;
+    let (codes, code) = error_of(&conn.items(3).await);
+    assert_eq!(&codes[1..3], [23, 31]);
+    assert_eq!(code, "MissingAuthenticationTokenException");
+
+    // Signed as the Python client signs: then reads are allowed, writes are not.
+    let mut conn = Conn::open(addr).await;
+    conn.send(&authorize("AKIDAPP", "app-secret")).await;
+    conn.send(&get_item("orders", KEY_A1)).await;
+    assert_eq!(conn.items(2).await, [0x80, 0xA0]);
+    conn.send(&request(PUT_ITEM, |e| {
+        e.bytes(b"orders").unwrap().bytes(KEY_A1).unwrap();
+        e.bytes(&[0x01]).unwrap().null().unwrap();
+    }))
+    .await;
+    let (codes, code) = error_of(&conn.items(3).await);
+    assert_eq!(codes, [4, 37, 38, 42]);
+    assert_eq!(code, "AccessDeniedException");
+    assert_eq!(bench.relay.count("PutItem"), 0);
+
+    // The wrong secret.
+    let mut conn = Conn::open(addr).await;
+    conn.send(&authorize("AKIDAPP", "not-the-secret")).await;
+    conn.send(&get_item("orders", KEY_A1)).await;
+    let (codes, code) = error_of(&conn.items(3).await);
+    assert_eq!(&codes[1..3], [23, 31]);
+    assert_eq!(code, "InvalidSignatureException");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// `authorizeConnection` as the Python client builds it: SigV4 over a fixed canonical request,
+/// for service `dax`.
+fn authorize(key: &str, secret: &str) -> Vec<u8> {
+    use sha2::Digest;
+    let now = SystemTime::now();
+    let amz_date = time::OffsetDateTime::from(now)
+        .format(time::macros::format_description!(
+            "[year][month][day]T[hour][minute][second]Z"
+        ))
+        .unwrap();
+    let date = &amz_date[..8];
+    let canonical = format!(
+        "POST\n/\n\nhost:dax.amazonaws.com\nx-amz-date:{amz_date}\n\nhost;x-amz-date\n{}",
+        hex::encode(sha2::Sha256::digest(b""))
+    );
+    let string_to_sign = format!(
+        "AWS4-HMAC-SHA256\n{amz_date}\n{date}/{}/dax/aws4_request\n{}",
+        crate::common::REGION,
+        hex::encode(sha2::Sha256::digest(canonical.as_bytes()))
+    );
+    let signing_key =
+        aws_sigv4::sign::v4::generate_signing_key(secret, now, crate::common::REGION, "dax");
+    let signature =
+        aws_sigv4::sign::v4::calculate_signature(signing_key.as_ref(), string_to_sign.as_bytes());
+    request(AUTHORIZE, |e| {
+        e.str(key).unwrap().str(&signature).unwrap();
+        e.bytes(string_to_sign.as_bytes()).unwrap();
+        e.null().unwrap().str("DaxPythonClient-2.1.0").unwrap();
+    })
+}
+
+#[test]
+fn the_decoder_survives_mutated_requests() {
+    // Seeds: a preamble and one request of each shape, then mutations of them (a bounded,
+    // deterministic stand-in for the fuzz target in tests/fuzz).
+    let mut seeds: Vec<Vec<u8>> = Vec::new();
+    let mut session = PREAMBLE.to_vec();
+    session.extend(get_item("orders", KEY_A1));
+    seeds.push(session);
+    seeds.push(request(PUT_ITEM, |e| {
+        e.bytes(b"t").unwrap().bytes(KEY_A1).unwrap();
+        e.bytes(&[0x18, 0x20, 0x81, 0x01]).unwrap();
+        e.begin_map().unwrap().u8(4).unwrap();
+        e.bytes(&[
+            0x83, 0x01, 0x83, 0x00, 0x82, 0x12, 0x61, b'a', 0x82, 0x11, 0x00, 0x81, 0x01,
+        ])
+        .unwrap();
+        e.end().unwrap();
+    }));
+    seeds.push(request(-1230579644, |e| {
+        e.array(2).unwrap().str("a").unwrap().str("b").unwrap();
+    }));
+    seeds.push(request(-931250863, |e| {
+        e.bytes(b"t").unwrap().null().unwrap();
+        e.map(2).unwrap().u8(9).unwrap().bytes(KEY_A1).unwrap();
+        e.u8(13).unwrap().u8(5).unwrap();
+    }));
+    let mut rng = fastrand::Rng::with_seed(20261202);
+    for round in 0..20_000 {
+        let mut input = seeds[round % seeds.len()].clone();
+        for _ in 0..rng.usize(1..8) {
+            let at = rng.usize(..input.len());
+            match rng.u8(..4) {
+                0 => input[at] = rng.u8(..),
+                1 => input.insert(at, rng.u8(..)),
+                2 => {
+                    input.remove(at);
+                }
+                _ => input[at] ^= 1 << rng.u8(..8),
+            }
+            if input.is_empty() {
+                input.push(0);
+            }
+        }
+        let _ = dynamo_cache::fuzzing::dax(&input);
+    }
+}
