@@ -65,7 +65,7 @@ pub use state::State;
 #[doc(hidden)]
 pub mod fuzzing {
     /// Reads arbitrary bytes as a DAX connection's requests; never panics.
-    pub use crate::front::dax::decode_for_fuzzing as dax;
+    pub use crate::front::dax::decode_session as dax;
 }
 
 /// Admin connections are few (probes, scrapers); this bounds them separately.

@@ -483,12 +483,15 @@ async fn data(
     )
 }
 
-/// Reads DAX requests from arbitrary bytes, as a connection would, and answers the ones that
-/// need no upstream: for fuzzing the frame and CBOR decoders. Never panics; what it returns
-/// is the bytes a client would have received.
-pub fn decode_for_fuzzing(input: &[u8]) -> Vec<u8> {
+/// Reads DAX requests from arbitrary bytes, as a connection would, and decodes every one that
+/// needs no upstream: for fuzzing the frame and CBOR decoders, and for checking what recorded
+/// client sessions decode to. Never panics. Each data request gives its operation and the
+/// DynamoDB JSON it stands for (against one made-up table with a string hash key `pk` and a
+/// numeric range key `sk`), or why not.
+pub fn decode_session(input: &[u8]) -> Vec<Result<(&'static str, serde_json::Value), String>> {
     let dax = Dax::default();
     let mut out = Vec::new();
+    let mut decoded = Vec::new();
     let mut rest = match frame::preamble(input) {
         Ok(Some(len)) => &input[len..],
         _ => input,
@@ -496,19 +499,32 @@ pub fn decode_for_fuzzing(input: &[u8]) -> Vec<u8> {
     while let Ok(Some(frame)) = frame::split(rest) {
         let request = &rest[..frame.len];
         let items = Items::new(request, &frame);
-        let _ = match frame.method {
-            Method::DefineAttributeListId => define_attribute_list_id(&dax, &items, &mut out),
-            Method::DefineAttributeList => define_attribute_list(&dax, &items, &mut out),
-            method => translate_offline(&dax.lists, method, &items),
-        };
+        out.clear();
+        match frame.method {
+            Method::DefineAttributeListId => {
+                let _ = define_attribute_list_id(&dax, &items, &mut out);
+            }
+            Method::DefineAttributeList => {
+                let _ = define_attribute_list(&dax, &items, &mut out);
+            }
+            Method::AuthorizeConnection | Method::Endpoints | Method::DefineKeySchema => {}
+            method => decoded.push(
+                translate_offline(&dax.lists, method, &items)
+                    .map(|t| (t.op.name(), t.body))
+                    .map_err(|e| e.to_string()),
+            ),
+        }
         rest = &rest[frame.len..];
     }
-    out
+    decoded
 }
 
-/// Translates a data request against one made-up table (a string hash key and a numeric range
-/// key), without an upstream.
-fn translate_offline(lists: &Lists, method: Method, items: &Items<'_>) -> Result<(), DaxError> {
+/// Translates a data request against the made-up table, without an upstream.
+fn translate_offline(
+    lists: &Lists,
+    method: Method,
+    items: &Items<'_>,
+) -> Result<request::Translated, DaxError> {
     struct Fixed<'a> {
         lists: &'a Lists,
         shape: KeyShape,
@@ -528,7 +544,7 @@ fn translate_offline(lists: &Lists, method: Method, items: &Items<'_>) -> Result
     let translating = std::pin::pin!(request::translate(&fixed, method, items));
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
     match translating.poll(&mut cx) {
-        std::task::Poll::Ready(result) => result.map(drop),
-        std::task::Poll::Pending => Ok(()),
+        std::task::Poll::Ready(result) => result,
+        std::task::Poll::Pending => Err(DaxError::internal("translation waited")),
     }
 }
