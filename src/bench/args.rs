@@ -20,11 +20,12 @@ pub enum Distribution {
 /// `dynamo-cache bench`'s flags.
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
-    /// Endpoint to measure, e.g. the proxy: http://127.0.0.1:8000.
+    /// Endpoint to measure, e.g. the proxy: http://127.0.0.1:8000 (through the AWS SDK), or
+    /// its DAX listener: dax://127.0.0.1:8111 (through the bench's own DAX client).
     #[arg(long)]
     pub endpoint: String,
-    /// A second endpoint measured with the same workload (e.g. DynamoDB itself); the report
-    /// says how many times faster --endpoint is.
+    /// A second endpoint measured with the same workload (e.g. DynamoDB itself, or the proxy's
+    /// DAX listener); the report says how many times faster --endpoint is.
     #[arg(long)]
     pub compare: Option<String>,
     /// Table to read; with --seed, created (keys pk S, sk N) and filled first.

@@ -39,6 +39,7 @@ use tokio_util::sync::CancellationToken;
 use crate::upstream::credentials::DisplayChain;
 
 pub mod args;
+pub mod dax;
 pub mod plot;
 pub mod staleness;
 
@@ -279,12 +280,24 @@ impl Options {
             return bad("--endpoint is required");
         }
         for endpoint in &self.endpoints {
+            if is_dax(endpoint) {
+                if endpoint
+                    .trim_start_matches("dax://")
+                    .parse::<std::net::SocketAddr>()
+                    .is_err()
+                {
+                    return Err(BenchError::Options(format!(
+                        "{endpoint:?} is not a dax://IP:PORT endpoint"
+                    )));
+                }
+                continue;
+            }
             let uri: http::Uri = endpoint.parse().map_err(|_| {
                 BenchError::Options(format!("{endpoint:?} is not a URL (http://host:port)"))
             })?;
             if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
                 return Err(BenchError::Options(format!(
-                    "{endpoint:?} is not an http:// or https:// URL"
+                    "{endpoint:?} is not an http://, https:// or dax:// URL"
                 )));
             }
         }
@@ -292,6 +305,9 @@ impl Options {
         let p = &self.pacing;
         if w.keys == 0 {
             return bad("--keys must be at least 1");
+        }
+        if self.seed_table && self.endpoints.iter().all(|e| is_dax(e)) {
+            return bad("--seed needs an http:// endpoint to create and fill the table through");
         }
         if !(1..=100).contains(&w.batch_size) {
             return bad("--batch-size must be between 1 and 100 (DynamoDB's limit)");
@@ -406,7 +422,7 @@ pub struct Report {
 
 /// Runs the whole bench; `stop` (Ctrl-C) ends it early with the figures so far.
 pub async fn run(options: &Options, stop: CancellationToken) -> Result<Report, BenchError> {
-    let clients = prepare(options, &stop).await?;
+    let clients = prepare_targets(options, &stop).await?;
     let picker = Arc::new(KeyPicker::new(
         options.workload.keys,
         options.workload.distribution,
@@ -450,27 +466,65 @@ pub async fn run(options: &Options, stop: CancellationToken) -> Result<Report, B
     })
 }
 
-/// Checks the options, builds one SDK client per endpoint, checks each has the table (creating
-/// and filling it through the first with `seed_table`).
+/// How the bench reaches one endpoint.
+#[derive(Clone)]
+pub enum Target {
+    /// Through the AWS SDK (`http://`, `https://`).
+    Sdk(Client),
+    /// Through the bench's own DAX client (`dax://`), a connection per worker.
+    Dax(String),
+}
+
+fn is_dax(endpoint: &str) -> bool {
+    endpoint.starts_with("dax://")
+}
+
+/// Checks the options, builds one client per endpoint, checks each HTTP endpoint has the table
+/// (creating and filling it through the first with `seed_table`).
+pub async fn prepare_targets(
+    options: &Options,
+    stop: &CancellationToken,
+) -> Result<Vec<Target>, BenchError> {
+    options.validate()?;
+    let credentials = credentials(&options.endpoints, &options.region).await;
+    let targets: Vec<Target> = options
+        .endpoints
+        .iter()
+        .map(|e| match is_dax(e) {
+            true => Target::Dax(e.clone()),
+            false => Target::Sdk(client(e, &options.region, credentials.clone())),
+        })
+        .collect();
+    let mut seeder = None;
+    for (target, endpoint) in targets.iter().zip(&options.endpoints) {
+        let Target::Sdk(client) = target else {
+            continue;
+        };
+        let seed_here = options.seed_table && seeder.is_none();
+        check_table(client, endpoint, &options.table, seed_here).await?;
+        seeder.get_or_insert(client);
+    }
+    if let (true, Some(client)) = (options.seed_table, seeder) {
+        seed(client, options, stop).await?;
+    }
+    Ok(targets)
+}
+
+/// [`prepare_targets`] for HTTP endpoints only (the staleness bench).
 pub async fn prepare(
     options: &Options,
     stop: &CancellationToken,
 ) -> Result<Vec<Client>, BenchError> {
-    options.validate()?;
-    let credentials = credentials(&options.endpoints, &options.region).await;
-    let clients: Vec<Client> = options
-        .endpoints
-        .iter()
-        .map(|e| client(e, &options.region, credentials.clone()))
-        .collect();
-    for (i, (client, endpoint)) in clients.iter().zip(&options.endpoints).enumerate() {
-        let seed_here = options.seed_table && i == 0;
-        check_table(client, endpoint, &options.table, seed_here).await?;
-    }
-    if options.seed_table {
-        seed(&clients[0], options, stop).await?;
-    }
-    Ok(clients)
+    prepare_targets(options, stop)
+        .await?
+        .into_iter()
+        .map(|target| match target {
+            Target::Sdk(client) => Ok(client),
+            Target::Dax(endpoint) => Err(BenchError::Options(format!(
+                "{endpoint}: this bench reads over HTTP only"
+            ))),
+        })
+        .collect()
 }
 
 /// Writes item `k` (about `size` bytes, attribute `ver` = `version`).
@@ -935,7 +989,7 @@ struct Live {
 
 /// One run (warm-up or measured) against one endpoint.
 async fn measure(
-    client: &Client,
+    client: &Target,
     options: &Options,
     pacing: &Pacing,
     picker: &Arc<KeyPicker>,
@@ -958,7 +1012,8 @@ async fn measure(
     let mut workers = Vec::new();
     for worker in 0..pacing.concurrency {
         let ctx = Worker {
-            client: client.clone(),
+            target: client.clone(),
+            dax: None,
             table: options.table.clone(),
             workload: options.workload.clone(),
             picker: picker.clone(),
@@ -1012,7 +1067,9 @@ async fn measure(
 
 /// One of `concurrency` request loops.
 struct Worker {
-    client: Client,
+    target: Target,
+    /// This worker's DAX connection, opened on first use (and again after a failure).
+    dax: Option<dax::DaxConnection>,
     table: String,
     workload: Workload,
     picker: Arc<KeyPicker>,
@@ -1074,13 +1131,93 @@ impl Worker {
     }
 
     async fn issue(&mut self, op: Op, version: u64) -> Result<(), String> {
+        let client = match &self.target {
+            Target::Sdk(client) => client.clone(),
+            Target::Dax(endpoint) => {
+                let endpoint = endpoint.clone();
+                let result =
+                    tokio::time::timeout(REQUEST_TIMEOUT, self.issue_dax(&endpoint, op, version))
+                        .await
+                        .unwrap_or_else(|_| Err("timeout".into()));
+                if result
+                    .as_ref()
+                    .is_err_and(|e| e.starts_with("connection") || e == "timeout")
+                {
+                    self.dax = None;
+                }
+                return result;
+            }
+        };
+        self.issue_sdk(&client, op, version).await
+    }
+
+    async fn issue_dax(&mut self, endpoint: &str, op: Op, version: u64) -> Result<(), String> {
+        if self.dax.is_none() {
+            self.dax = Some(
+                dax::DaxConnection::connect(endpoint)
+                    .await
+                    .map_err(|_| "connection failed".to_string())?,
+            );
+        }
+        let w = self.workload.clone();
+        let table = self.table.clone();
+        let consistent = w.consistent_read;
+        let partition = |k: u64| format!("k{}", k / ITEMS_PER_PARTITION);
+        let key = self.picker.pick(&mut self.rng);
+        let picked: Vec<(String, u64)> = match op {
+            Op::BatchGetItem => {
+                let mut picked: Vec<u64> = (0..w.batch_size.min(w.keys as usize))
+                    .map(|_| self.picker.pick(&mut self.rng))
+                    .collect();
+                picked.sort_unstable();
+                picked.dedup();
+                picked
+                    .into_iter()
+                    .map(|k| (partition(k), k % ITEMS_PER_PARTITION))
+                    .collect()
+            }
+            _ => Vec::new(),
+        };
+        let conn = self.dax.as_mut().expect("connected above");
+        match op {
+            Op::GetItem => {
+                conn.get_item(
+                    &table,
+                    &partition(key),
+                    key % ITEMS_PER_PARTITION,
+                    consistent,
+                )
+                .await
+            }
+            Op::Query => conn.query(&table, &partition(key), consistent).await,
+            Op::BatchGetItem => conn.batch_get(&table, &picked, consistent).await,
+            Op::PutItem => {
+                let others = item_of(key, w.item_size, version)
+                    .into_iter()
+                    .filter(|(name, _)| name != PK && name != SK)
+                    .map(|(name, value)| {
+                        let value = match value {
+                            AttributeValue::S(s) => serde_json::json!({ "S": s }),
+                            AttributeValue::N(n) => serde_json::json!({ "N": n }),
+                            _ => unreachable!("bench items hold strings and numbers"),
+                        };
+                        (name, value)
+                    })
+                    .collect();
+                conn.put_item(&table, &partition(key), key % ITEMS_PER_PARTITION, &others)
+                    .await
+            }
+        }
+    }
+
+    async fn issue_sdk(&mut self, client: &Client, op: Op, version: u64) -> Result<(), String> {
         let w = &self.workload;
         let table = self.table.as_str();
         let consistent = w.consistent_read;
         match op {
             Op::GetItem => {
                 let key = self.picker.pick(&mut self.rng);
-                self.client
+                client
                     .get_item()
                     .table_name(table)
                     .set_key(Some(key_of(key)))
@@ -1092,7 +1229,7 @@ impl Worker {
             }
             Op::Query => {
                 let partition = self.picker.pick(&mut self.rng) / ITEMS_PER_PARTITION;
-                self.client
+                client
                     .query()
                     .table_name(table)
                     .key_condition_expression("#pk = :pk")
@@ -1116,7 +1253,7 @@ impl Worker {
                     .consistent_read(consistent)
                     .build()
                     .expect("keys are set");
-                self.client
+                client
                     .batch_get_item()
                     .request_items(table, keys)
                     .send()
@@ -1126,7 +1263,7 @@ impl Worker {
             }
             Op::PutItem => {
                 let key = self.picker.pick(&mut self.rng);
-                self.client
+                client
                     .put_item()
                     .table_name(table)
                     .set_item(Some(item_of(key, w.item_size, version)))

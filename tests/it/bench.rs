@@ -290,3 +290,52 @@ async fn ctrl_c_prints_what_was_measured() {
     assert!(stdout.contains("interrupted"), "{stdout}");
     assert!(stdout.contains(&proxy.url), "{stdout}");
 }
+
+#[tokio::test]
+async fn bench_drives_the_dax_listener_with_its_own_client() {
+    let upstream = Upstream::start().await;
+    let proxy = Proxy::start(&upstream.url).await;
+    let dax = format!("dax://{}", proxy.dax_addr);
+    let json = scratch("dax-figures.json");
+    let out = bench(&[
+        "--endpoint",
+        &proxy.url,
+        "--compare",
+        &dax,
+        "--table",
+        "bench_dax",
+        "--seed",
+        "--keys",
+        "100",
+        "--mix",
+        "get=7,query=1,batch-get=1,put=1",
+        "--requests",
+        "300",
+        "--warmup",
+        "0.2",
+        "--concurrency",
+        "2",
+        "--json",
+        json.to_str().unwrap(),
+    ])
+    .await;
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    let figures: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let over_dax = &figures["endpoints"][1];
+    assert_eq!(over_dax["endpoint"], dax.as_str());
+    assert_eq!(over_dax["requests"], 300, "{over_dax}");
+    assert_eq!(over_dax["errors"], 0, "{over_dax}");
+    assert_eq!(over_dax["by_op"].as_object().unwrap().len(), 4);
+
+    // The DAX requests were the proxy's, and its reads hits.
+    let hits = proxy
+        .metric(r#"dynamo_cache_requests_total{op="GetItem",protocol="dax",result="hit"}"#)
+        .await;
+    assert!(hits > 100.0, "only {hits} GetItem hits over DAX");
+    let puts = proxy
+        .metric(r#"dynamo_cache_requests_total{op="PutItem",protocol="dax",result="bypass"}"#)
+        .await;
+    assert!(puts > 0.0, "no PutItem over DAX");
+}

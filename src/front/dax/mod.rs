@@ -13,6 +13,8 @@
 //! and expect.
 
 mod av;
+#[cfg(feature = "bench")]
+pub(crate) mod client;
 mod error;
 pub mod frame;
 mod item;
