@@ -115,6 +115,14 @@ pub struct ServeArgs {
     /// balancer) [default: the address each client reached].
     #[arg(long, env = "DYNAMO_CACHE_DAX_ADVERTISE", requires = "dax_listen")]
     pub dax_advertise: Option<SocketAddr>,
+    /// File that keeps DAX attribute lists across restarts (DAX clients keep the ids they were
+    /// given) [default: memory only].
+    #[arg(
+        long,
+        env = "DYNAMO_CACHE_DAX_ATTRIBUTE_LISTS_FILE",
+        requires = "dax_listen"
+    )]
+    pub dax_attribute_lists_file: Option<PathBuf>,
     /// Upstream DynamoDB URL [default: https://dynamodb.<region>.amazonaws.com].
     #[arg(long, env = "DYNAMO_CACHE_UPSTREAM", conflicts_with = "embedded")]
     pub upstream: Option<String>,
@@ -201,6 +209,9 @@ impl ServeArgs {
         }
         if let Some(advertise) = self.dax_advertise {
             config.dax_advertise = Some(advertise);
+        }
+        if let Some(file) = &self.dax_attribute_lists_file {
+            config.dax_attribute_lists_file = Some(file.clone());
         }
         if let Some(upstream) = &self.upstream {
             config.upstream = Some(upstream.clone());

@@ -45,6 +45,9 @@ pub struct Config {
     /// `None` means the address each client reached it on. Set it behind NAT, port mapping or
     /// a load balancer.
     pub dax_advertise: Option<SocketAddr>,
+    /// Where the DAX attribute lists are kept across restarts (DAX clients keep the ids they
+    /// were given for as long as they run); `None` keeps them in memory only.
+    pub dax_attribute_lists_file: Option<PathBuf>,
     /// Upstream DynamoDB URL; `None` means `https://dynamodb.<region>.amazonaws.com`.
     pub upstream: Option<String>,
     /// Signing region; `None` means the AWS region chain, then [`FALLBACK_REGION`].
@@ -322,6 +325,7 @@ impl Default for Config {
             admin_listen: DEFAULT_ADMIN_LISTEN.parse().expect("valid default"),
             dax_listen: None,
             dax_advertise: None,
+            dax_attribute_lists_file: None,
             upstream: None,
             region: None,
             workers: 0,
@@ -395,6 +399,7 @@ impl Config {
             &mut self.auth.admin_token_file,
             &mut self.tls.cert_file,
             &mut self.tls.key_file,
+            &mut self.dax_attribute_lists_file,
         ]
         .into_iter()
         .flatten()
@@ -508,8 +513,10 @@ impl Config {
                  set auth.allow_unauthenticated = true if the network alone decides who may call"
             ));
         }
-        if self.dax_advertise.is_some() && self.dax_listen.is_none() {
-            return invalid("dax_advertise needs dax_listen".into());
+        if (self.dax_advertise.is_some() || self.dax_attribute_lists_file.is_some())
+            && self.dax_listen.is_none()
+        {
+            return invalid("dax_advertise and dax_attribute_lists_file need dax_listen".into());
         }
         if let Some(dax) = self.dax_listen
             && dax.port() != 0

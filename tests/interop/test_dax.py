@@ -3,6 +3,7 @@ moto behind it (through a relay that adds throttling and partly processed batche
 answer is also checked against what boto3 reads over HTTP, through the same proxy and cache."""
 
 import os
+import time
 from decimal import Decimal
 import tempfile
 import urllib.request
@@ -421,3 +422,36 @@ def test_dax_locally_with_the_embedded_emulator():
         dax.close()
     finally:
         proxy.stop()
+
+
+def test_a_client_that_outlives_a_restart_keeps_its_attribute_lists():
+    """DAX clients keep attribute-list ids for as long as they run. With
+    --dax-attribute-lists-file a restarted proxy still knows them."""
+    from conftest import _free_port
+    moto = Moto()
+    port = _free_port()
+    with tempfile.TemporaryDirectory() as scratch:
+        lists = os.path.join(scratch, "lists")
+        extra = ["--dax-listen", f"127.0.0.1:{port}", "--dax-attribute-lists-file", lists]
+        proxy = Proxy(moto.url, extra=extra)
+        try:
+            create(client(proxy.url), "restarts")
+            dax = dax_client(proxy.dax_url)
+            dax.put_item(TableName="restarts", Item={**key("a"), "v": {"S": "before"}})
+            proxy.stop()
+            proxy = Proxy(moto.url, extra=extra)
+            # The same client, the same list id, a proxy that started since.
+            for attempt in range(50):
+                try:
+                    dax.put_item(TableName="restarts", Item={**key("a"), "v": {"S": "after"}})
+                    break
+                except Exception:
+                    if attempt == 49:
+                        raise
+                    time.sleep(0.1)
+            got = client(proxy.url).get_item(TableName="restarts", Key=key("a"))["Item"]
+            assert got["v"] == {"S": "after"}
+            dax.close()
+        finally:
+            proxy.stop()
+            moto.stop()

@@ -2,7 +2,9 @@
 //! schema, the other attributes as an attribute-list id and their values in that list's order,
 //! and projected items as `{ordinal: value}`.
 
-use std::sync::Arc;
+use std::io::Write;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use minicbor::{Decoder, Encoder};
 use serde_json::{Map, Value};
@@ -22,9 +24,19 @@ const LISTS_CAPACITY: u64 = 100_000;
 /// Names one attribute list may hold (DynamoDB's item size bounds them far lower in practice).
 const MAX_LIST_NAMES: usize = 10_000;
 
+/// Lists written to the file at most: past it, new lists live in memory only.
+const MAX_PERSISTED: usize = 1_000_000;
+
 /// The attribute lists clients and answers use: id ↔ names, the same on every connection.
 pub struct Lists {
     by_id: moka::sync::Cache<i64, Arc<[String]>>,
+    /// Where new lists are appended, one JSON array of names per line, to survive restarts.
+    file: Option<Mutex<Persisted>>,
+}
+
+struct Persisted {
+    out: std::fs::File,
+    lines: usize,
 }
 
 impl Default for Lists {
@@ -33,11 +45,45 @@ impl Default for Lists {
             by_id: moka::sync::Cache::builder()
                 .max_capacity(LISTS_CAPACITY)
                 .build(),
+            file: None,
         }
     }
 }
 
 impl Lists {
+    /// Lists kept in `path` too: the ones it holds are loaded (the newest first, up to the
+    /// memory bound), and new ones are appended.
+    pub fn persisted(path: &Path) -> std::io::Result<Lists> {
+        let mut lists = Lists::default();
+        let mut lines = 0;
+        let mut cut_short = false;
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                cut_short = !text.is_empty() && !text.ends_with('\n');
+                let all: Vec<&str> = text.lines().collect();
+                lines = all.len();
+                for line in all.iter().rev().take(LISTS_CAPACITY as usize) {
+                    // A line cut short by a crash is skipped.
+                    if let Ok(names) = serde_json::from_str::<Vec<String>>(line) {
+                        let id = list_id(&names);
+                        lists.by_id.insert(id, names.into());
+                    }
+                }
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => return Err(err),
+        }
+        let mut out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        if cut_short {
+            out.write_all(b"\n")?;
+        }
+        lists.file = Some(Mutex::new(Persisted { out, lines }));
+        Ok(lists)
+    }
+
     /// The id of this exact, ordered list of names; registered so it can be looked up.
     ///
     /// Ids are a 63-bit hash of the names, never 0 or 1: a client keeps them across this
@@ -49,18 +95,28 @@ impl Lists {
         if names.len() > MAX_LIST_NAMES {
             return Err(DaxError::validation("too many attributes in one list"));
         }
-        let mut hash = Sha256::new();
-        for name in names {
-            hash.update((name.len() as u64).to_be_bytes());
-            hash.update(name.as_bytes());
-        }
-        let digest = hash.finalize();
-        let raw = u64::from_be_bytes(digest[..8].try_into().expect("8 bytes")) >> 1;
-        let id = (raw as i64).max(2);
+        let id = list_id(names);
         if !self.by_id.contains_key(&id) {
             self.by_id.insert(id, names.to_vec().into());
+            self.persist(names);
         }
         Ok(id)
+    }
+
+    fn persist(&self, names: &[String]) {
+        let Some(file) = &self.file else {
+            return;
+        };
+        let mut file = file.lock().unwrap_or_else(|p| p.into_inner());
+        if file.lines >= MAX_PERSISTED {
+            return;
+        }
+        let mut line = serde_json::to_string(names).expect("names serialise");
+        line.push('\n');
+        match file.out.write_all(line.as_bytes()) {
+            Ok(()) => file.lines += 1,
+            Err(err) => tracing::warn!(error = %err, "cannot keep a DAX attribute list"),
+        }
     }
 
     /// The names of a list id.
@@ -74,6 +130,18 @@ impl Lists {
             ))
         })
     }
+}
+
+/// A list's id: a 63-bit hash of its names, never 0 or 1.
+fn list_id(names: &[String]) -> i64 {
+    let mut hash = Sha256::new();
+    for name in names {
+        hash.update((name.len() as u64).to_be_bytes());
+        hash.update(name.as_bytes());
+    }
+    let digest = hash.finalize();
+    let raw = u64::from_be_bytes(digest[..8].try_into().expect("8 bytes")) >> 1;
+    (raw as i64).max(2)
 }
 
 /// The scalar type of a key attribute.
@@ -415,6 +483,34 @@ mod tests {
         assert_eq!(&*lists.names(id).unwrap(), &names[..]);
         assert_eq!(lists.id_of(&[]).unwrap(), EMPTY_LIST);
         assert!(lists.names(12345).is_err());
+    }
+
+    #[test]
+    fn persisted_lists_survive_a_restart() {
+        let path = std::env::temp_dir().join(format!("dax-lists-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let names = vec!["a".to_string(), "b c".to_string()];
+        let id = Lists::persisted(&path).unwrap().id_of(&names).unwrap();
+        // A line cut short is skipped.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"[\"tru")
+            .unwrap();
+        let restarted = Lists::persisted(&path).unwrap();
+        assert_eq!(&*restarted.names(id).unwrap(), &names[..]);
+        let more = vec!["z".to_string()];
+        let other = restarted.id_of(&more).unwrap();
+        drop(restarted);
+        let again = Lists::persisted(&path).unwrap();
+        assert_eq!(
+            &*again.names(other).unwrap(),
+            &more[..],
+            "written after the cut line"
+        );
+        assert!(Lists::default().names(id).is_err());
+        let _ = std::fs::remove_file(&path);
     }
 
     #[test]

@@ -74,7 +74,18 @@ impl Default for Dax {
 /// Serves DAX connections on `listener` until `stop`, then lets the requests in flight finish
 /// (up to the drain timeout).
 pub async fn serve(state: Arc<State>, listener: TcpListener, stop: CancellationToken) {
-    let dax = Arc::new(Dax::default());
+    let mut dax = Dax::default();
+    if let Some(path) = &state.config.dax_attribute_lists_file {
+        match Lists::persisted(path) {
+            Ok(lists) => dax.lists = lists,
+            Err(err) => tracing::warn!(
+                path = %path.display(),
+                error = %err,
+                "cannot keep DAX attribute lists in this file; keeping them in memory only"
+            ),
+        }
+    }
+    let dax = Arc::new(dax);
     let max = state.config.limits.max_connections;
     let slots = Arc::new(Semaphore::new(max));
     let acceptor = state.tls.as_ref().map(|certs| certs.acceptor());
