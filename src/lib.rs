@@ -1,13 +1,14 @@
 //! dynamo-cache: a read-through, write-through caching proxy for Amazon DynamoDB, in the style
 //! of DynamoDB Accelerator (DAX). Applications keep their AWS SDK and point its endpoint URL at
-//! the proxy.
+//! the proxy, or keep their DAX client and point its cluster endpoint at it.
 //!
 //! # Layout
 //!
 //! One request path behind thin front-ends, by layer:
 //!
 //! - **Front-ends** (`front`): bytes in, typed requests to the request path, answers back
-//!   as bytes. `front::http` speaks the DynamoDB HTTP JSON API.
+//!   as bytes. `front::http` speaks the DynamoDB HTTP JSON API; `front::dax` the DAX protocol
+//!   (CBOR over TCP), turning each data method into the DynamoDB request it stands for.
 //! - **The request path** (`proxy`), one file of phases read top to bottom: parse the
 //!   operation and body into a typed request ([`wire::request`]) -> authorise ([`auth`]) ->
 //!   answer from memory -> go upstream -> store or invalidate -> respond. Operation families

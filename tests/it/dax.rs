@@ -434,10 +434,9 @@ fn authorize(key: &str, secret: &str) -> Vec<u8> {
 #[test]
 fn the_decoder_survives_mutated_requests() {
     // Seeds: sessions of the Python client as recorded on the wire (the fuzz target's corpus,
-    // tests/fuzz), a few hand-made requests, then mutations of them: a bounded, deterministic
+    // fuzz/), a few hand-made requests, then mutations of them: a bounded, deterministic
     // stand-in for the fuzz target.
-    let corpus =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz/corpus/dax_frames");
+    let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/dax_frames");
     let mut seeds: Vec<Vec<u8>> = std::fs::read_dir(&corpus)
         .unwrap()
         .map(|entry| std::fs::read(entry.unwrap().path()).unwrap())
@@ -498,7 +497,7 @@ fn a_recorded_python_client_session_decodes_to_the_requests_it_made() {
     // amazon-dax-client 2.1.0's bytes, recorded on the wire, for a table keyed (pk S, sk N).
     let session = std::fs::read(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fuzz/corpus/dax_frames/python-client-session"),
+            .join("fuzz/corpus/dax_frames/python-client-session"),
     )
     .unwrap();
     let decoded: Vec<(&str, serde_json::Value)> = dynamo_cache::fuzzing::dax(&session)
