@@ -81,3 +81,22 @@ def test_the_try_it_session_runs_against_the_quick_start_proxy(quick_start):
     # The second get-item was answered from memory.
     assert re.search(r"x-dynamo-cache.{0,6}hit", done.stdout, re.I), done.stdout[-2000:]
     assert '"S": "order-1"' in done.stdout
+
+
+def test_the_dax_locally_snippet_runs_against_the_quick_start_proxy(monkeypatch):
+    for name, value in CREDS.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    command = block("### DAX locally", "sh")
+    assert "serve --embedded --dax-listen 127.0.0.1:8111" in command
+    proxy = Proxy(extra=["--dax-listen", "127.0.0.1:0"])
+    try:
+        snippet = block("### DAX locally", "python")
+        assert QUICK_START_URL in snippet and "dax://127.0.0.1:8111" in snippet
+        snippet = snippet.replace(QUICK_START_URL, proxy.url)
+        snippet = snippet.replace("dax://127.0.0.1:8111", proxy.dax_url)
+        exec(compile(snippet, "README.md", "exec"), {})
+        metrics = proxy.metrics()
+        assert 'op="GetItem",protocol="dax"' in metrics
+    finally:
+        proxy.stop()

@@ -160,6 +160,9 @@ fn every_config_key_is_in_the_reference_with_its_real_default() {
     full.auth.admin_token_file = Some("token".into());
     full.tls.cert_file = Some("cert.pem".into());
     full.tls.key_file = Some("key.pem".into());
+    full.dax_listen = Some("127.0.0.1:8111".parse().unwrap());
+    full.dax_advertise = Some("10.0.0.1:8111".parse().unwrap());
+    full.dax_attribute_lists_file = Some("lists".into());
     full.cache.tables.insert(
         "<name>".into(),
         TableCacheConfig {
