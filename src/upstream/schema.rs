@@ -36,6 +36,9 @@ pub struct TableSchema {
 pub enum SchemaError {
     #[error("table {0} does not exist")]
     NotFound(String),
+    /// DynamoDB refused the DescribeTable itself (a name it does not accept).
+    #[error("{0}")]
+    Invalid(String),
     #[error("DescribeTable {table} failed: {reason}")]
     Describe { table: String, reason: String },
 }
@@ -180,6 +183,17 @@ fn describe_error(
         .is_some_and(|e| e.is_resource_not_found_exception())
     {
         SchemaError::NotFound(table.to_string())
+    } else if let Some(refused) = err
+        .as_service_error()
+        .filter(|e| e.meta().code() == Some("ValidationException"))
+    {
+        SchemaError::Invalid(
+            refused
+                .meta()
+                .message()
+                .unwrap_or("invalid table name")
+                .to_string(),
+        )
     } else {
         SchemaError::Describe {
             table: table.to_string(),

@@ -368,12 +368,20 @@ async fn authorize_connection_is_verified_when_sigv4_is_on() {
     .await;
     let addr = bench.proxy.dax_addr;
 
-    // No authorizeConnection: refused, as an authentication error the clients re-auth on.
+    // No authorizeConnection: refused, as an authentication error the clients re-auth on,
+    // for the protocol's own methods too.
     let mut conn = Conn::open(addr).await;
     conn.send(&get_item("orders", KEY_A1)).await;
     let (codes, code) = error_of(&conn.items(3).await);
     assert_eq!(&codes[1..3], [23, 31]);
     assert_eq!(code, "MissingAuthenticationTokenException");
+    conn.send(&request(-1230579644, |e| {
+        e.array(1).unwrap().str("x").unwrap();
+    }))
+    .await;
+    let (codes, _) = error_of(&conn.items(3).await);
+    assert_eq!(&codes[1..3], [23, 31]);
+    assert_eq!(bench.relay.count("GetItem"), 0);
 
     // Signed as the Python client signs: then reads are allowed, writes are not.
     let mut conn = Conn::open(addr).await;

@@ -254,3 +254,54 @@ async fn a_flood_over_the_limit_cannot_hold_unbounded_handshakes() {
     );
     holder.list_tables().send().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_dax_listener_serves_daxs_with_the_same_certificate() {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, ServerName};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let (_upstream, proxy, ca, _dir) = https_proxy("daxs", |_| {}).await;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(ca.as_bytes()).unwrap())
+        .unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(proxy.dax_addr)
+        .await
+        .unwrap();
+    let mut tls = connector
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .expect("the certificate the data listener serves");
+    // The preamble, then `endpoints`.
+    tls.write_all(b"\x67J7yne5G\x00\xf6\xa0\x00\x01\x1a\x1b\x2b\xcf\x02")
+        .await
+        .unwrap();
+    let mut first = [0u8; 1];
+    tls.read_exact(&mut first).await.unwrap();
+    assert_eq!(first, [0x80]);
+
+    // Plain TCP gets nothing: the listener speaks TLS only.
+    let mut plain = tokio::net::TcpStream::connect(proxy.dax_addr)
+        .await
+        .unwrap();
+    plain
+        .write_all(b"\x67J7yne5G\x00\xf6\xa0\x00\x01\x1a\x1b\x2b\xcf\x02")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        plain.read_to_end(&mut answer),
+    )
+    .await;
+    assert!(!answer.starts_with(&[0x80]));
+}

@@ -7,6 +7,8 @@ use std::ops::Range;
 use minicbor::Decoder;
 use minicbor::data::Type;
 
+use crate::wire::operation::Operation;
+
 /// The connection preamble's first item: `gJ7yne5G`, which is also the CBOR text `"J7yne5G"`.
 const MAGIC: &str = "J7yne5G";
 /// Items in the preamble: magic, layering, session id, header map, trailer.
@@ -54,6 +56,28 @@ impl Method {
             -1160037738 => Method::TransactWriteItems,
             _ => return None,
         })
+    }
+
+    /// Whether it is one of the DynamoDB operations (the rest are the protocol's own).
+    pub fn is_data(self) -> bool {
+        self.operation() != Operation::Other
+    }
+
+    /// The DynamoDB operation it stands for; `Other` for the protocol's own methods.
+    pub fn operation(self) -> Operation {
+        match self {
+            Method::GetItem => Operation::GetItem,
+            Method::PutItem => Operation::PutItem,
+            Method::UpdateItem => Operation::UpdateItem,
+            Method::DeleteItem => Operation::DeleteItem,
+            Method::BatchGetItem => Operation::BatchGetItem,
+            Method::BatchWriteItem => Operation::BatchWriteItem,
+            Method::Query => Operation::Query,
+            Method::Scan => Operation::Scan,
+            Method::TransactGetItems => Operation::TransactGetItems,
+            Method::TransactWriteItems => Operation::TransactWriteItems,
+            _ => Operation::Other,
+        }
     }
 
     /// Items after the method id: positional arguments, plus the trailing keyword map of the

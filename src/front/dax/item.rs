@@ -21,6 +21,8 @@ pub const EMPTY_LIST: i64 = 1;
 /// Attribute lists remembered at once. Ids are derived from the names, so a list that was
 /// forgotten gets the same id when it is defined again.
 const LISTS_CAPACITY: u64 = 100_000;
+/// And the bytes their names may take in all.
+const LISTS_MAX_BYTES: u64 = 64 << 20;
 /// Names one attribute list may hold (DynamoDB's item size bounds them far lower in practice).
 const MAX_LIST_NAMES: usize = 10_000;
 
@@ -43,7 +45,15 @@ impl Default for Lists {
     fn default() -> Lists {
         Lists {
             by_id: moka::sync::Cache::builder()
-                .max_capacity(LISTS_CAPACITY)
+                .max_capacity(LISTS_MAX_BYTES)
+                .weigher(|_, names: &Arc<[String]>| {
+                    let bytes: usize = names.iter().map(|n| n.len() + 24).sum();
+                    // Every list weighs at least its share of the count bound.
+                    (bytes as u64)
+                        .max(LISTS_MAX_BYTES / LISTS_CAPACITY)
+                        .try_into()
+                        .unwrap_or(u32::MAX)
+                })
                 .build(),
             file: None,
         }

@@ -250,7 +250,11 @@ async fn answer(
         return;
     }
     let started = Instant::now();
+    let identity = caller.identity(state);
     let result = match frame.method {
+        // Every method needs an identity when authentication is on; data methods count
+        // their refusal.
+        _ if identity.is_err() && !frame.method.is_data() => identity.map(drop),
         Method::Endpoints => endpoints(state, dax, local, out),
         Method::DefineAttributeListId => define_attribute_list_id(dax, &items, out),
         Method::DefineAttributeList => define_attribute_list(dax, &items, out),
@@ -412,6 +416,7 @@ async fn key_shape(state: &State, table: &str) -> Result<KeyShape, DaxError> {
         Err(SchemaError::NotFound(_)) => Err(DaxError::not_found(format!(
             "Requested resource not found: Table: {table} not found"
         ))),
+        Err(SchemaError::Invalid(why)) => Err(DaxError::validation(why)),
         Err(err) => Err(DaxError::internal(err.to_string())),
     }
 }
@@ -451,16 +456,15 @@ async fn data(
         );
         err
     };
-    let principal = caller
-        .identity(state)
-        .map_err(|e| fail(Operation::Other, e))?;
+    let op = method.operation();
+    let principal = caller.identity(state).map_err(|e| fail(op, e))?;
     let lookup = Lookup {
         state,
         lists: &dax.lists,
     };
     let translated = request::translate(&lookup, method, items)
         .await
-        .map_err(|e| fail(Operation::Other, e))?;
+        .map_err(|e| fail(op, e))?;
     let op = translated.op;
     let body = serde_json::to_vec(&translated.body).expect("JSON values serialise");
     let target = HeaderValue::from_str(&format!("DynamoDB_20120810.{}", op.name()))

@@ -210,10 +210,16 @@ impl<'a> Kwargs<'a> {
         }
     }
 
-    /// A compiled condition (Python also sends the text first under the same key: a compiled
-    /// form starts with `[1, ...]`, `0x83 0x01`).
+    /// A compiled condition. Python sends the text first under the same key, then the compiled
+    /// form, which starts with `[1, ...]` (`0x83 0x01`); the last one read must be that.
     fn expression(&self, key: u64) -> Result<Option<Vec<u8>>, DaxError> {
-        Ok(self.bytes(key)?.filter(|b| b.starts_with(&[0x83, 0x01])))
+        match self.bytes(key)? {
+            Some(compiled) if compiled.starts_with(&[0x83, 0x01]) => Ok(Some(compiled)),
+            Some(_) => Err(DaxError::validation(
+                "Invalid ConditionExpression: only the compiled form DAX clients send is read",
+            )),
+            None => Ok(None),
+        }
     }
 
     fn text(&self, key: u64) -> Result<Option<String>, DaxError> {
