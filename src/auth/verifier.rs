@@ -149,29 +149,14 @@ impl Verifier {
                 "authorizeConnection's string to sign is not a SigV4 string to sign".into(),
             )
         };
-        let mut lines = string_to_sign.split('\n');
-        let (Some(ALGORITHM), Some(amz_date), Some(scope), Some(hash), None) = (
-            lines.next(),
-            lines.next(),
-            lines.next(),
-            lines.next(),
-            lines.next(),
-        ) else {
+        let Some([ALGORITHM, amz_date, scope, hash]) = exactly(string_to_sign.split('\n')) else {
             return Err(malformed());
         };
         if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(malformed());
         }
-        let mut parts = scope.split('/');
-        let (Some(date), Some(region), Some(service), Some(terminator), None) = (
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-        ) else {
-            return Err(malformed());
-        };
+        let [date, region, service, terminator] =
+            exactly(scope.split('/')).ok_or_else(malformed)?;
         let signed_at = parse_amz_date(amz_date).ok_or_else(malformed)?;
         let auth = Authorization {
             access_key_id,
@@ -273,15 +258,8 @@ fn parse_authorization(header: &str) -> Result<Authorization<'_>, AuthError> {
     let credential = credential.ok_or_else(|| incomplete("Credential"))?;
     let signed_headers = signed_headers.ok_or_else(|| incomplete("SignedHeaders"))?;
     let signature = signature.ok_or_else(|| incomplete("Signature"))?;
-    let mut scope = credential.split('/');
-    let (Some(access_key_id), Some(date), Some(region), Some(service), Some(terminator), None) = (
-        scope.next(),
-        scope.next(),
-        scope.next(),
-        scope.next(),
-        scope.next(),
-        scope.next(),
-    ) else {
+    let Some([access_key_id, date, region, service, terminator]) = exactly(credential.split('/'))
+    else {
         return Err(AuthError::Incomplete(format!(
             "Credential must have exactly 5 slash-delimited elements, e.g. \
              keyid/date/region/service/term, got '{credential}'"
@@ -296,6 +274,15 @@ fn parse_authorization(header: &str) -> Result<Authorization<'_>, AuthError> {
         signed_headers,
         signature,
     })
+}
+
+/// The parts of `parts` if there are exactly `N`.
+fn exactly<'a, const N: usize>(mut parts: impl Iterator<Item = &'a str>) -> Option<[&'a str; N]> {
+    let mut out = [""; N];
+    for slot in out.iter_mut() {
+        *slot = parts.next()?;
+    }
+    parts.next().is_none().then_some(out)
 }
 
 fn check_scope(auth: &Authorization<'_>, amz_date: &str, region: &str) -> Result<(), AuthError> {

@@ -686,16 +686,7 @@ async fn check_table(
     };
     let schema = description
         .map(|t| {
-            let types: HashMap<String, String> = t
-                .attribute_definitions()
-                .iter()
-                .map(|d| {
-                    (
-                        d.attribute_name().to_string(),
-                        d.attribute_type().as_str().to_string(),
-                    )
-                })
-                .collect();
+            let types = crate::upstream::schema::attribute_types(&t);
             t.key_schema()
                 .iter()
                 .map(|k| {
@@ -1151,6 +1142,17 @@ impl Worker {
         self.issue_sdk(&client, op, version).await
     }
 
+    /// The keys of one BatchGetItem, each once: DynamoDB refuses a batch that names a key twice.
+    fn batch_keys(&mut self) -> Vec<u64> {
+        let w = &self.workload;
+        let mut picked: Vec<u64> = (0..w.batch_size.min(w.keys as usize))
+            .map(|_| self.picker.pick(&mut self.rng))
+            .collect();
+        picked.sort_unstable();
+        picked.dedup();
+        picked
+    }
+
     async fn issue_dax(&mut self, endpoint: &str, op: Op, version: u64) -> Result<(), String> {
         if self.dax.is_none() {
             self.dax = Some(
@@ -1165,17 +1167,11 @@ impl Worker {
         let partition = |k: u64| format!("k{}", k / ITEMS_PER_PARTITION);
         let key = self.picker.pick(&mut self.rng);
         let picked: Vec<(String, u64)> = match op {
-            Op::BatchGetItem => {
-                let mut picked: Vec<u64> = (0..w.batch_size.min(w.keys as usize))
-                    .map(|_| self.picker.pick(&mut self.rng))
-                    .collect();
-                picked.sort_unstable();
-                picked.dedup();
-                picked
-                    .into_iter()
-                    .map(|k| (partition(k), k % ITEMS_PER_PARTITION))
-                    .collect()
-            }
+            Op::BatchGetItem => self
+                .batch_keys()
+                .into_iter()
+                .map(|k| (partition(k), k % ITEMS_PER_PARTITION))
+                .collect(),
             _ => Vec::new(),
         };
         let conn = self.dax.as_mut().expect("connected above");
@@ -1211,6 +1207,10 @@ impl Worker {
     }
 
     async fn issue_sdk(&mut self, client: &Client, op: Op, version: u64) -> Result<(), String> {
+        let picked = match op {
+            Op::BatchGetItem => self.batch_keys(),
+            _ => Vec::new(),
+        };
         let w = &self.workload;
         let table = self.table.as_str();
         let consistent = w.consistent_read;
@@ -1242,12 +1242,6 @@ impl Worker {
                     .map_err(|e| error_kind(&e))
             }
             Op::BatchGetItem => {
-                let mut picked: Vec<u64> = (0..w.batch_size.min(w.keys as usize))
-                    .map(|_| self.picker.pick(&mut self.rng))
-                    .collect();
-                // DynamoDB refuses a batch that names a key twice.
-                picked.sort_unstable();
-                picked.dedup();
                 let keys = KeysAndAttributes::builder()
                     .set_keys(Some(picked.into_iter().map(key_of).collect()))
                     .consistent_read(consistent)

@@ -103,16 +103,7 @@ impl Schemas {
             .chain(gsis)
             .filter_map(|(name, key)| Some((name?.to_string(), key_schema(key)?)))
             .collect();
-        let types = description
-            .attribute_definitions()
-            .iter()
-            .map(|d| {
-                (
-                    d.attribute_name().to_string(),
-                    d.attribute_type().as_str().to_string(),
-                )
-            })
-            .collect();
+        let types = attribute_types(&description);
         let schema = Arc::new(TableSchema {
             key,
             indexes,
@@ -200,6 +191,20 @@ fn describe_error(
             reason: crate::upstream::credentials::DisplayChain(&err).to_string(),
         }
     }
+}
+
+/// The scalar type (`S`, `N`, `B`) of each attribute a table description defines.
+pub fn attribute_types(description: &TableDescription) -> HashMap<String, String> {
+    description
+        .attribute_definitions()
+        .iter()
+        .map(|d| {
+            (
+                d.attribute_name().to_string(),
+                d.attribute_type().as_str().to_string(),
+            )
+        })
+        .collect()
 }
 
 fn key_schema(elements: &[KeySchemaElement]) -> Option<KeySchema> {

@@ -85,15 +85,7 @@ fn decode_at(d: &mut Decoder<'_>, depth: usize) -> Result<Value, DaxError> {
                 "a number must be an integer or a decimal, not a float",
             ));
         }
-        Type::U8
-        | Type::U16
-        | Type::U32
-        | Type::U64
-        | Type::I8
-        | Type::I16
-        | Type::I32
-        | Type::I64
-        | Type::Int => json!({ "N": Decimal::decode(d)?.to_text()? }),
+        t if is_integer(t) => json!({ "N": Decimal::decode(d)?.to_text()? }),
         other => {
             return Err(DaxError::malformed(format!(
                 "{other} is not an attribute value"
@@ -123,9 +115,28 @@ pub fn bytes(d: &mut Decoder<'_>) -> Result<Vec<u8>, DaxError> {
 /// Calls `each` for every element of an array, definite or indefinite.
 pub fn each(
     d: &mut Decoder<'_>,
+    each: impl FnMut(&mut Decoder<'_>) -> Result<(), DaxError>,
+) -> Result<(), DaxError> {
+    let len = d.array()?;
+    repeat(d, len, each)
+}
+
+/// Calls `each` for every pair of a map, definite or indefinite (it reads key then value).
+pub fn each_pair(
+    d: &mut Decoder<'_>,
+    each: impl FnMut(&mut Decoder<'_>) -> Result<(), DaxError>,
+) -> Result<(), DaxError> {
+    let len = d.map()?;
+    repeat(d, len, each)
+}
+
+/// `len` times, or (indefinite) until the break.
+fn repeat(
+    d: &mut Decoder<'_>,
+    len: Option<u64>,
     mut each: impl FnMut(&mut Decoder<'_>) -> Result<(), DaxError>,
 ) -> Result<(), DaxError> {
-    match d.array()? {
+    match len {
         Some(n) => {
             for _ in 0..n {
                 each(d)?;
@@ -141,25 +152,20 @@ pub fn each(
     Ok(())
 }
 
-/// Calls `each` for every pair of a map, definite or indefinite (it reads key then value).
-pub fn each_pair(
-    d: &mut Decoder<'_>,
-    mut each: impl FnMut(&mut Decoder<'_>) -> Result<(), DaxError>,
-) -> Result<(), DaxError> {
-    match d.map()? {
-        Some(n) => {
-            for _ in 0..n {
-                each(d)?;
-            }
-        }
-        None => {
-            while d.datatype()? != Type::Break {
-                each(d)?;
-            }
-            d.skip()?;
-        }
-    }
-    Ok(())
+/// Whether a CBOR item of this type is an integer.
+pub fn is_integer(t: Type) -> bool {
+    matches!(
+        t,
+        Type::U8
+            | Type::U16
+            | Type::U32
+            | Type::U64
+            | Type::I8
+            | Type::I16
+            | Type::I32
+            | Type::I64
+            | Type::Int
+    )
 }
 
 /// Writes one attribute value given in DynamoDB JSON.

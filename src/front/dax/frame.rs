@@ -5,7 +5,6 @@
 use std::ops::Range;
 
 use minicbor::Decoder;
-use minicbor::data::Type;
 
 use crate::wire::operation::Operation;
 
@@ -147,16 +146,7 @@ pub fn split(buf: &[u8]) -> Result<Option<Frame>, FrameError> {
         return Err(FrameError::Malformed(format!("unknown service {service}")));
     }
     let id = match d.datatype() {
-        Ok(
-            Type::U8
-            | Type::U16
-            | Type::U32
-            | Type::U64
-            | Type::I8
-            | Type::I16
-            | Type::I32
-            | Type::I64,
-        ) => match d.i64() {
+        Ok(t) if super::av::is_integer(t) => match d.i64() {
             Ok(id) => id,
             Err(e) if incomplete(&e) => return Ok(None),
             Err(e) => return Err(FrameError::Malformed(e.to_string())),

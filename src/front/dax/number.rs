@@ -156,15 +156,7 @@ impl Decimal {
                     _ => Err(DaxError::malformed("a number has an unknown tag")),
                 }
             }
-            Type::U8
-            | Type::U16
-            | Type::U32
-            | Type::U64
-            | Type::I8
-            | Type::I16
-            | Type::I32
-            | Type::I64
-            | Type::Int => {
+            t if super::av::is_integer(t) => {
                 let n = i128::from(d.int()?);
                 Ok(Decimal::new(
                     n < 0,

@@ -268,6 +268,25 @@ impl<'a> Kwargs<'a> {
     }
 }
 
+/// The request body of a batch or transaction: `field` = `value`, then the keyword items at
+/// `kwargs_at` that all of them take (capacity, and with `metrics` item collection metrics).
+fn envelope<'a>(
+    items: &Items<'a>,
+    kwargs_at: usize,
+    field: &str,
+    value: Value,
+    metrics: bool,
+) -> Result<(Map<String, Value>, Kwargs<'a>, bool), DaxError> {
+    let k = Kwargs::read(&items.buf[items.ranges[kwargs_at].clone()])?;
+    let mut body = Map::new();
+    body.insert(field.into(), value);
+    let capacity = k.capacity(&mut body)?;
+    if metrics {
+        k.collection_metrics(&mut body)?;
+    }
+    Ok((body, k, capacity))
+}
+
 /// Puts an expression's placeholders into `body`.
 fn placeholders(body: &mut Map<String, Value>, x: Expressions) {
     if !x.names.is_empty() {
@@ -548,10 +567,7 @@ async fn batch_get(shapes: &impl Shapes, items: &Items<'_>) -> Result<Translated
         reply.insert(table, (shape, projection));
         Ok(())
     })?;
-    let k = Kwargs::read(&items.buf[items.ranges[1].clone()])?;
-    let mut body = Map::new();
-    body.insert("RequestItems".into(), Value::Object(request_items));
-    let capacity = k.capacity(&mut body)?;
+    let (body, _, capacity) = envelope(items, 1, "RequestItems", request_items.into(), false)?;
     Ok(Translated {
         op: Operation::BatchGetItem,
         body: Value::Object(body),
@@ -593,11 +609,7 @@ async fn batch_write(shapes: &impl Shapes, items: &Items<'_>) -> Result<Translat
         }
         Ok(())
     })?;
-    let k = Kwargs::read(&items.buf[items.ranges[1].clone()])?;
-    let mut body = Map::new();
-    body.insert("RequestItems".into(), Value::Object(request_items));
-    let capacity = k.capacity(&mut body)?;
-    k.collection_metrics(&mut body)?;
+    let (body, _, capacity) = envelope(items, 1, "RequestItems", request_items.into(), true)?;
     Ok(Translated {
         op: Operation::BatchWriteItem,
         body: Value::Object(body),
@@ -659,10 +671,7 @@ async fn transact_get(shapes: &impl Shapes, items: &Items<'_>) -> Result<Transla
         transact.push(json!({ "Get": get }));
         reply.push((shape, projection));
     }
-    let k = Kwargs::read(&items.buf[items.ranges[3].clone()])?;
-    let mut body = Map::new();
-    body.insert("TransactItems".into(), Value::Array(transact));
-    let capacity = k.capacity(&mut body)?;
+    let (body, _, capacity) = envelope(items, 3, "TransactItems", transact.into(), false)?;
     Ok(Translated {
         op: Operation::TransactGetItems,
         body: Value::Object(body),
@@ -763,11 +772,7 @@ async fn transact_write(shapes: &impl Shapes, items: &Items<'_>) -> Result<Trans
         transact.push(json!({ kind: entry }));
         reply.push(shape);
     }
-    let k = Kwargs::read(&items.buf[items.ranges[8].clone()])?;
-    let mut body = Map::new();
-    body.insert("TransactItems".into(), Value::Array(transact));
-    let capacity = k.capacity(&mut body)?;
-    k.collection_metrics(&mut body)?;
+    let (mut body, k, capacity) = envelope(items, 8, "TransactItems", transact.into(), true)?;
     if let Some(token) = k.text(kw::CLIENT_REQUEST_TOKEN)? {
         body.insert("ClientRequestToken".into(), json!(token));
     }
