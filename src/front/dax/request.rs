@@ -146,6 +146,11 @@ impl<'a> Items<'a> {
     fn table(&self, i: usize) -> Result<String, DaxError> {
         utf8(self.bytes(i)?)
     }
+
+    /// The keyword map at `i`.
+    fn kwargs(&self, i: usize) -> Result<Kwargs<'a>, DaxError> {
+        Kwargs::read(&self.buf[self.ranges[i].clone()])
+    }
 }
 
 fn utf8(bytes: Vec<u8>) -> Result<String, DaxError> {
@@ -277,7 +282,7 @@ fn envelope<'a>(
     value: Value,
     metrics: bool,
 ) -> Result<(Map<String, Value>, Kwargs<'a>, bool), DaxError> {
-    let k = Kwargs::read(&items.buf[items.ranges[kwargs_at].clone()])?;
+    let k = items.kwargs(kwargs_at)?;
     let mut body = Map::new();
     body.insert(field.into(), value);
     let capacity = k.capacity(&mut body)?;
@@ -334,7 +339,7 @@ async fn get_item(shapes: &impl Shapes, items: &Items<'_>) -> Result<Translated,
     let table = items.table(0)?;
     let shape = shapes.shape(&table).await?;
     let key = shape.decode(&items.bytes(1)?)?;
-    let k = Kwargs::read(&items.buf[items.ranges[2].clone()])?;
+    let k = items.kwargs(2)?;
     let mut body = Map::new();
     body.insert("TableName".into(), json!(table));
     body.insert("Key".into(), Value::Object(key));
@@ -362,7 +367,7 @@ async fn write_item(
     let shape = shapes.shape(&table).await?;
     let mut key = shape.decode(&items.bytes(1)?)?;
     let kwargs_at = if method == Method::PutItem { 3 } else { 2 };
-    let k = Kwargs::read(&items.buf[items.ranges[kwargs_at].clone()])?;
+    let k = items.kwargs(kwargs_at)?;
     let mut body = Map::new();
     body.insert("TableName".into(), json!(table));
     let op = match method {
@@ -419,7 +424,7 @@ async fn query_or_scan(
     let table = items.table(0)?;
     let shape = shapes.shape(&table).await?;
     let kwargs_at = if method == Method::Query { 2 } else { 1 };
-    let k = Kwargs::read(&items.buf[items.ranges[kwargs_at].clone()])?;
+    let k = items.kwargs(kwargs_at)?;
     let mut body = Map::new();
     body.insert("TableName".into(), json!(table));
     let mut x = Expressions::default();
