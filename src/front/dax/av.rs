@@ -7,7 +7,7 @@ use minicbor::{Decoder, Encoder};
 use serde_json::{Map, Value, json};
 
 use super::DaxError;
-use super::number::Decimal;
+use super::number::{self, Decimal};
 
 /// Nesting DynamoDB allows in one attribute value.
 pub const MAX_DEPTH: usize = 32;
@@ -85,7 +85,7 @@ fn decode_at(d: &mut Decoder<'_>, depth: usize) -> Result<Value, DaxError> {
                 "a number must be an integer or a decimal, not a float",
             ));
         }
-        t if is_integer(t) => json!({ "N": Decimal::decode(d)?.to_text()? }),
+        t if number::is_integer(t) => json!({ "N": Decimal::decode(d)?.to_text()? }),
         other => {
             return Err(DaxError::malformed(format!(
                 "{other} is not an attribute value"
@@ -150,22 +150,6 @@ fn repeat(
         }
     }
     Ok(())
-}
-
-/// Whether a CBOR item of this type is an integer.
-pub fn is_integer(t: Type) -> bool {
-    matches!(
-        t,
-        Type::U8
-            | Type::U16
-            | Type::U32
-            | Type::U64
-            | Type::I8
-            | Type::I16
-            | Type::I32
-            | Type::I64
-            | Type::Int
-    )
 }
 
 /// Writes one attribute value given in DynamoDB JSON.

@@ -146,7 +146,7 @@ pub fn split(buf: &[u8]) -> Result<Option<Frame>, FrameError> {
         return Err(FrameError::Malformed(format!("unknown service {service}")));
     }
     let id = match d.datatype() {
-        Ok(t) if super::av::is_integer(t) => match d.i64() {
+        Ok(t) if super::number::is_integer(t) => match d.i64() {
             Ok(id) => id,
             Err(e) if incomplete(&e) => return Ok(None),
             Err(e) => return Err(FrameError::Malformed(e.to_string())),

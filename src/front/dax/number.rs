@@ -156,7 +156,7 @@ impl Decimal {
                     _ => Err(DaxError::malformed("a number has an unknown tag")),
                 }
             }
-            t if super::av::is_integer(t) => {
+            t if is_integer(t) => {
                 let n = i128::from(d.int()?);
                 Ok(Decimal::new(
                     n < 0,
@@ -319,6 +319,22 @@ impl Decimal {
         }
         out
     }
+}
+
+/// Whether a CBOR item of this type is an integer.
+pub fn is_integer(t: Type) -> bool {
+    matches!(
+        t,
+        Type::U8
+            | Type::U16
+            | Type::U32
+            | Type::U64
+            | Type::I8
+            | Type::I16
+            | Type::I32
+            | Type::I64
+            | Type::Int
+    )
 }
 
 /// A bignum's big-endian magnitude as a decimal (tag 3 holds -1 - n).
