@@ -80,9 +80,10 @@ fn decode_at(d: &mut Decoder<'_>, depth: usize) -> Result<Value, DaxError> {
                 _ => json!({ "N": Decimal::decode(d)?.to_text()? }),
             }
         }
-        Type::F16 | Type::F32 | Type::F64 => {
+        Type::F32 | Type::F64 => json!({ "N": Decimal::decode(d)?.to_text()? }),
+        Type::F16 => {
             return Err(DaxError::validation(
-                "a number must be an integer or a decimal, not a float",
+                "a number must be an integer, a decimal or a float of 32 or 64 bits",
             ));
         }
         t if number::is_integer(t) => json!({ "N": Decimal::decode(d)?.to_text()? }),
@@ -244,8 +245,12 @@ mod tests {
     }
 
     #[test]
-    fn floats_and_deep_nesting_are_refused() {
-        assert!(decode(&mut Decoder::new(&[0xFB, 0, 0, 0, 0, 0, 0, 0, 0])).is_err());
+    fn half_floats_and_deep_nesting_are_refused() {
+        assert_eq!(
+            decode(&mut Decoder::new(&[0xFB, 0, 0, 0, 0, 0, 0, 0, 0])).unwrap(),
+            json!({"N": "0"})
+        );
+        assert!(decode(&mut Decoder::new(&[0xF9, 0x3C, 0x00])).is_err());
         let deep: Vec<u8> = std::iter::repeat_n(0x81, 40).chain([0x01]).collect();
         assert!(decode(&mut Decoder::new(&deep)).is_err());
     }

@@ -96,7 +96,7 @@ impl Lists {
 
     /// The id of this exact, ordered list of names; registered so it can be looked up.
     ///
-    /// Ids are a 63-bit hash of the names, never 0 or 1: a client keeps them across this
+    /// Ids are a 53-bit hash of the names, never 0 or 1: a client keeps them across this
     /// proxy's restarts, and a restarted proxy hands out the same id for the same list.
     pub fn id_of(&self, names: &[String]) -> Result<i64, DaxError> {
         if names.is_empty() {
@@ -142,7 +142,8 @@ impl Lists {
     }
 }
 
-/// A list's id: a 63-bit hash of its names, never 0 or 1.
+/// A list's id: a 53-bit hash of its names, never 0 or 1. 53 bits, because the JavaScript
+/// client holds ids as JavaScript numbers, exact only up to 2^53 - 1.
 fn list_id(names: &[String]) -> i64 {
     let mut hash = Sha256::new();
     for name in names {
@@ -150,7 +151,7 @@ fn list_id(names: &[String]) -> i64 {
         hash.update(name.as_bytes());
     }
     let digest = hash.finalize();
-    let raw = u64::from_be_bytes(digest[..8].try_into().expect("8 bytes")) >> 1;
+    let raw = u64::from_be_bytes(digest[..8].try_into().expect("8 bytes")) >> 11;
     (raw as i64).max(2)
 }
 
@@ -488,7 +489,7 @@ mod tests {
         let lists = Lists::default();
         let names = vec!["a".to_string(), "b".to_string()];
         let id = lists.id_of(&names).unwrap();
-        assert!(id >= 2);
+        assert!((2..1 << 53).contains(&id), "exact as a JavaScript number");
         assert_eq!(Lists::default().id_of(&names).unwrap(), id);
         assert_eq!(&*lists.names(id).unwrap(), &names[..]);
         assert_eq!(lists.id_of(&[]).unwrap(), EMPTY_LIST);

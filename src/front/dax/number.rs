@@ -156,6 +156,10 @@ impl Decimal {
                     _ => Err(DaxError::malformed("a number has an unknown tag")),
                 }
             }
+            // The JavaScript client writes a fraction as a float64 when the float's shortest
+            // text is exactly the number's text; that shortest text is the number.
+            Type::F64 => float_text(d.f64()?),
+            Type::F32 => float_text(d.f32()?),
             t if is_integer(t) => {
                 let n = i128::from(d.int()?);
                 Ok(Decimal::new(
@@ -337,6 +341,16 @@ pub fn is_integer(t: Type) -> bool {
     )
 }
 
+/// A float's shortest round-trip text, as a decimal.
+fn float_text<F: std::fmt::LowerExp + Into<f64> + Copy>(f: F) -> Result<Decimal, DaxError> {
+    if !f.into().is_finite() {
+        return Err(DaxError::validation(
+            "NaN and Infinity are not numbers DynamoDB stores",
+        ));
+    }
+    Decimal::parse(&format!("{f:e}")).ok_or_else(|| DaxError::malformed("an unreadable float"))
+}
+
 /// A bignum's big-endian magnitude as a decimal (tag 3 holds -1 - n).
 fn bignum(bytes: &[u8], negative: bool) -> Result<Decimal, DaxError> {
     if bytes.len() > 64 {
@@ -457,6 +471,22 @@ mod tests {
         let max = "18446744073709551615";
         assert_eq!(cbor_round_trip(max).0[0], 0x1B);
         assert_eq!(cbor_round_trip("-18446744073709551616").0[0], 0x3B);
+    }
+
+    #[test]
+    fn floats_from_the_javascript_client_are_their_shortest_text() {
+        let float = |f: f64| {
+            let mut out = vec![0xFB];
+            out.extend_from_slice(&f.to_be_bytes());
+            Decimal::decode(&mut Decoder::new(&out)).map(|d| d.to_text().unwrap())
+        };
+        assert_eq!(float(-2.5).unwrap(), "-2.5");
+        assert_eq!(float(-9876543.125).unwrap(), "-9876543.125");
+        assert_eq!(float(123456789012.5).unwrap(), "123456789012.5");
+        assert_eq!(float(0.1).unwrap(), "0.1");
+        assert_eq!(float(1e-7).unwrap(), "0.0000001");
+        assert!(float(f64::NAN).is_err());
+        assert!(float(f64::INFINITY).is_err());
     }
 
     #[test]
