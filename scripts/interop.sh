@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The interop suite: boto3 (which checks x-amz-crc32), the AWS CLI and the README's Rust snippet
-# (the Rust SDK with its default features) through the real dynamo-cache binary, against moto as
-# an independent upstream or the embedded emulator.
+# The interop suite: boto3 (which checks x-amz-crc32), the AWS CLI, the DAX clients for Python
+# and JavaScript, and the README's Rust snippet (the Rust SDK with its default features) through
+# the real dynamo-cache binary, against moto as an independent upstream or the embedded emulator.
 #
 # Creates a project-local virtualenv (.venv) with the pinned packages of
 # scripts/interop-requirements.txt on first use; later runs reuse it.
@@ -13,6 +13,11 @@ if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv"
 fi
 "$venv/bin/pip" install --quiet --disable-pip-version-check -r scripts/interop-requirements.txt
+
+# The JavaScript DAX client, pinned by tests/interop/js/package-lock.json, where Node.js is.
+if command -v npm >/dev/null; then
+    npm ci --silent --no-audit --no-fund --prefix tests/interop/js
+fi
 
 cargo build --quiet --bin dynamo-cache
 export DYNAMO_CACHE_BIN="$PWD/target/debug/dynamo-cache"
