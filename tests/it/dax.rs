@@ -297,7 +297,11 @@ async fn a_miss_leaves_the_item_out_and_errors_keep_the_connection() {
 
 #[tokio::test]
 async fn bytes_that_are_not_dax_close_the_connection() {
-    let bench = Relayed::start(|c| c.limits.max_body_bytes = 64 * 1024).await;
+    let bench = Relayed::start(|c| {
+        c.limits.max_body_bytes = 64 * 1024;
+        c.limits.header_read_timeout_ms = 500;
+    })
+    .await;
     let addr = bench.proxy.dax_addr;
     let open = || async {
         metric_value(
@@ -340,6 +344,24 @@ async fn bytes_that_are_not_dax_close_the_connection() {
         sent += chunk.len();
     }
     assert!(conn.closed().await);
+
+    // Half a request, and then nothing: closed after the header read timeout, as for HTTP.
+    // An idle connection with no request begun stays open (DAX clients pool them).
+    let mut idle = Conn::open(addr).await;
+    let mut stalled = Conn::open(addr).await;
+    let whole = get_item("orders", KEY_A1);
+    stalled.send(&whole[..whole.len() / 2]).await;
+    assert!(stalled.closed().await);
+    assert_eq!(
+        metric_value(
+            &bench.proxy.metrics().await,
+            "dynamo_cache_slow_client_disconnects_total"
+        ),
+        1.0
+    );
+    idle.send(&request(ENDPOINTS, |_| {})).await;
+    assert_eq!(idle.items(2).await[0], 0x80);
+    drop(idle);
 
     // Every connection is gone again.
     for _ in 0..100 {

@@ -103,6 +103,8 @@ pub enum FrameError {
     Malformed(String),
     /// A method id this server does not serve: its items cannot be counted.
     UnknownMethod(i64),
+    /// A request that began and then stopped arriving.
+    Stalled,
 }
 
 /// One whole request: its method and where each of its items lies in the buffer.

@@ -151,6 +151,7 @@ async fn fill<S, T>(
     stream: &mut S,
     buf: &mut BytesMut,
     limit: usize,
+    stall: std::time::Duration,
     stop: &CancellationToken,
     mut ready: impl FnMut(&[u8]) -> Result<Option<T>, FrameError>,
 ) -> Result<Option<T>, FrameError>
@@ -167,9 +168,13 @@ where
             )));
         }
         buf.reserve(READ_CHUNK);
+        let begun = !buf.is_empty();
         let read = tokio::select! {
-            // Between requests only: a request that has begun is read to its end.
-            _ = stop.cancelled(), if buf.is_empty() => return Ok(None),
+            // Between requests only: a request that has begun is read to its end...
+            _ = stop.cancelled(), if !begun => return Ok(None),
+            // ...unless its sender stops sending it (a pooled connection may idle for long,
+            // but a request arrives whole, in one flush).
+            _ = tokio::time::sleep(stall), if begun => return Err(FrameError::Stalled),
             read = stream.read_buf(buf) => read,
         };
         match read {
@@ -189,34 +194,47 @@ async fn connection<S>(
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let limit = state.config.limits.max_body_bytes + FRAME_SLACK;
+    let stall = state.config.header_read_timeout();
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let preamble = tokio::time::timeout(
         state.config.header_read_timeout(),
-        fill(&mut stream, &mut buf, FRAME_SLACK, stop, frame::preamble),
+        fill(
+            &mut stream,
+            &mut buf,
+            FRAME_SLACK,
+            stall,
+            stop,
+            frame::preamble,
+        ),
     );
     match preamble.await {
         Ok(Ok(Some(len))) => buf.advance(len),
+        Ok(Err(FrameError::Stalled)) | Err(_) => {
+            state.metrics.slow_clients.inc();
+            return;
+        }
         Ok(Err(err)) => {
             tracing::debug!(error = ?err, "not a DAX client");
             return;
         }
         Ok(Ok(None)) => return,
-        Err(_) => {
-            state.metrics.slow_clients.inc();
-            return;
-        }
     }
     let mut caller = Caller::default();
     let mut out = Vec::with_capacity(READ_CHUNK);
     loop {
-        let frame = match fill(&mut stream, &mut buf, limit, stop, frame::split).await {
+        let frame = match fill(&mut stream, &mut buf, limit, stall, stop, frame::split).await {
             Ok(Some(frame)) => frame,
             Ok(None) => return,
+            Err(FrameError::Stalled) => {
+                state.metrics.slow_clients.inc();
+                return;
+            }
             Err(err) => {
                 // The request's end cannot be found: say why, then close.
                 let message = match err {
                     FrameError::UnknownMethod(id) => format!("Unknown method {id}"),
                     FrameError::Malformed(why) => format!("Malformed request: {why}"),
+                    FrameError::Stalled => unreachable!("handled above"),
                 };
                 out.clear();
                 DaxError::validation(message).encode(&mut out);
