@@ -300,10 +300,14 @@ fn compose_runs_the_proxy_in_front_of_dynamodb_local_with_prometheus() {
                 .unwrap()
         })
         .collect();
+    let dax = config.dax_listen.expect("a local DAX");
     assert_eq!(
         published,
-        BTreeSet::from([config.listen.port(), config.admin_listen.port()])
+        BTreeSet::from([config.listen.port(), config.admin_listen.port(), dax.port()])
     );
+    // Discovery names the published DAX port on the host's loopback.
+    let advertised = config.dax_advertise.expect("an advertised DAX address");
+    assert!(advertised.ip().is_loopback() && advertised.port() == dax.port());
     let grace = proxy["stop_grace_period"].as_str().unwrap();
     let grace = Duration::from_secs(grace.trim_end_matches('s').parse().unwrap());
     grace_covers_drain(grace, Duration::ZERO, &config, "compose");
