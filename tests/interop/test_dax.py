@@ -455,3 +455,80 @@ def test_a_client_that_outlives_a_restart_keeps_its_attribute_lists():
         finally:
             proxy.stop()
             moto.stop()
+
+
+def _issue_certificate(directory):
+    """A CA, and a certificate it signed for localhost and 127.0.0.1, written to `directory`;
+    returns the paths of the CA, the certificate and its key."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "dynamo-cache test CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+          .not_valid_before(now - datetime.timedelta(days=1))
+          .not_valid_after(now + datetime.timedelta(days=30))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                       content_commitment=False, key_encipherment=False,
+                                       data_encipherment=False, key_agreement=False,
+                                       encipher_only=False, decipher_only=False), critical=True)
+          .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()),
+                         critical=False)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+            .issuer_name(ca_name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=30))
+            .add_extension(x509.SubjectAlternativeName([
+                x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                critical=False)
+            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]),
+                           critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+                           critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    paths = [os.path.join(directory, n) for n in ("ca.pem", "cert.pem", "key.pem")]
+    pem = serialization.Encoding.PEM
+    with open(paths[0], "wb") as f:
+        f.write(ca.public_bytes(pem))
+    with open(paths[1], "wb") as f:
+        f.write(cert.public_bytes(pem))
+    with open(paths[2], "wb") as f:
+        f.write(key.private_bytes(pem, serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption()))
+    return paths
+
+
+def test_daxs_with_a_certificate_the_client_trusts(monkeypatch):
+    """With TLS configured the DAX listener serves daxs://; the Python client checks the chain
+    against its CA store (here SSL_CERT_FILE) and the name against the discovery host."""
+    moto = Moto()
+    with tempfile.TemporaryDirectory() as scratch:
+        ca, cert, cert_key = _issue_certificate(scratch)
+        proxy = Proxy(moto.url, extra=["--tls-cert-file", cert, "--tls-key-file", cert_key,
+                                       "--dax-listen", "127.0.0.1:0"])
+        try:
+            assert proxy.dax_url.startswith("daxs://")
+            create(client(moto.url), "secure_items")
+            monkeypatch.setenv("SSL_CERT_FILE", ca)
+            port = proxy.dax_url.rsplit(":", 1)[1]
+            dax = dax_client(f"daxs://localhost:{port}")
+            dax.put_item(TableName="secure_items", Item={**key("tls"), "v": {"S": "sealed"}})
+            got = dax.get_item(TableName="secure_items", Key=key("tls"))["Item"]
+            assert got["v"] == {"S": "sealed"}
+            dax.close()
+        finally:
+            proxy.stop()
+            moto.stop()
+
