@@ -357,28 +357,26 @@ pub fn encode_values(
     shape: &KeyShape,
     item: &Map<String, Value>,
 ) -> Result<Vec<u8>, DaxError> {
-    let mut others = shape.others(item);
-    others.sort_by(|a, b| a.0.cmp(b.0));
-    let names: Vec<String> = others.iter().map(|(n, _)| (*n).clone()).collect();
-    let mut out = Vec::new();
-    let mut e = Encoder::new(&mut out);
-    e.i64(lists.id_of(&names)?)?;
-    for (_, value) in others {
-        av::encode(&mut e, value)?;
-    }
-    Ok(out)
+    encode_sorted(lists, shape.others(item))
 }
 
 /// Writes `id, AV...` for every attribute of `item`, its key included: for unprocessed
 /// writes, whose key the Python client drops when it reads them back.
 pub fn encode_whole(lists: &Lists, item: &Map<String, Value>) -> Result<Vec<u8>, DaxError> {
-    let mut all: Vec<(&String, &Value)> = item.iter().collect();
-    all.sort_by(|a, b| a.0.cmp(b.0));
-    let names: Vec<String> = all.iter().map(|(n, _)| (*n).clone()).collect();
+    encode_sorted(lists, item.iter().collect())
+}
+
+/// `id, AV...` for `attributes`, sorted by name, under the id of their names.
+fn encode_sorted(
+    lists: &Lists,
+    mut attributes: Vec<(&String, &Value)>,
+) -> Result<Vec<u8>, DaxError> {
+    attributes.sort_by(|a, b| a.0.cmp(b.0));
+    let names: Vec<String> = attributes.iter().map(|(n, _)| (*n).clone()).collect();
     let mut out = Vec::new();
     let mut e = Encoder::new(&mut out);
     e.i64(lists.id_of(&names)?)?;
-    for (_, value) in all {
+    for (_, value) in attributes {
         av::encode(&mut e, value)?;
     }
     Ok(out)

@@ -136,6 +136,9 @@ pub async fn serve(state: Arc<State>, listener: TcpListener, stop: CancellationT
     let _ = tokio::time::timeout(state.config.drain_timeout(), drained).await;
 }
 
+/// Who is calling when authentication is on (`Ok(None)`: it is off), or why nobody is.
+type Identity = Result<Option<Arc<Principal>>, DaxError>;
+
 /// What one connection knows about its caller.
 #[derive(Default)]
 struct Caller {
@@ -268,16 +271,16 @@ async fn answer(
         return;
     }
     let started = Instant::now();
+    // Every method needs an identity when authentication is on; data methods count their
+    // refusal.
     let identity = caller.identity(state);
     let result = match frame.method {
-        // Every method needs an identity when authentication is on; data methods count
-        // their refusal.
         _ if identity.is_err() && !frame.method.is_data() => identity.map(drop),
         Method::Endpoints => endpoints(state, dax, local, out),
         Method::DefineAttributeListId => define_attribute_list_id(dax, &items, out),
         Method::DefineAttributeList => define_attribute_list(dax, &items, out),
-        Method::DefineKeySchema => define_key_schema(state, caller, &items, out).await,
-        _ => data(state, dax, caller, frame.method, &items, started, out).await,
+        Method::DefineKeySchema => define_key_schema(state, identity, &items, out).await,
+        _ => data(state, dax, identity, frame.method, &items, started, out).await,
     };
     if let Err(err) = result {
         out.clear();
@@ -326,7 +329,7 @@ fn authorize(state: &State, caller: &mut Caller, items: &Items<'_>) {
 
 impl Caller {
     /// Who is calling, when authentication is on (`Ok(None)`: it is off).
-    fn identity(&self, state: &State) -> Result<Option<Arc<Principal>>, DaxError> {
+    fn identity(&self, state: &State) -> Identity {
         if state.gate.verifier.is_none() {
             return Ok(None);
         }
@@ -402,11 +405,11 @@ fn define_attribute_list(dax: &Dax, items: &Items<'_>, out: &mut Vec<u8>) -> Res
 
 async fn define_key_schema(
     state: &State,
-    caller: &Caller,
+    identity: Identity,
     items: &Items<'_>,
     out: &mut Vec<u8>,
 ) -> Result<(), DaxError> {
-    let principal = caller.identity(state)?;
+    let principal = identity?;
     let table = String::from_utf8(items.bytes(0)?)
         .map_err(|_| DaxError::malformed("a table name is not UTF-8"))?;
     if let Some(principal) = principal
@@ -459,7 +462,7 @@ impl Shapes for Lookup<'_> {
 async fn data(
     state: &State,
     dax: &Dax,
-    caller: &Caller,
+    identity: Identity,
     method: Method,
     items: &Items<'_>,
     started: Instant,
@@ -475,7 +478,7 @@ async fn data(
         err
     };
     let op = method.operation();
-    let principal = caller.identity(state).map_err(|e| fail(op, e))?;
+    let principal = identity.map_err(|e| fail(op, e))?;
     let lookup = Lookup {
         state,
         lists: &dax.lists,

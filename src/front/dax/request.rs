@@ -147,9 +147,13 @@ impl<'a> Items<'a> {
         utf8(self.bytes(i)?)
     }
 
-    /// The keyword map at `i`.
-    fn kwargs(&self, i: usize) -> Result<Kwargs<'a>, DaxError> {
-        Kwargs::read(&self.buf[self.ranges[i].clone()])
+    /// A data request's keyword map: always its last item.
+    fn kwargs(&self) -> Result<Kwargs<'a>, DaxError> {
+        let last = self
+            .ranges
+            .last()
+            .ok_or_else(|| DaxError::malformed("no items"))?;
+        Kwargs::read(&self.buf[last.clone()])
     }
 }
 
@@ -273,16 +277,15 @@ impl<'a> Kwargs<'a> {
     }
 }
 
-/// The request body of a batch or transaction: `field` = `value`, then the keyword items at
-/// `kwargs_at` that all of them take (capacity, and with `metrics` item collection metrics).
+/// The request body of a batch or transaction: `field` = `value`, then the keyword items that
+/// all of them take (capacity, and with `metrics` item collection metrics).
 fn envelope<'a>(
     items: &Items<'a>,
-    kwargs_at: usize,
     field: &str,
     value: Value,
     metrics: bool,
 ) -> Result<(Map<String, Value>, Kwargs<'a>, bool), DaxError> {
-    let k = items.kwargs(kwargs_at)?;
+    let k = items.kwargs()?;
     let mut body = Map::new();
     body.insert(field.into(), value);
     let capacity = k.capacity(&mut body)?;
@@ -335,13 +338,22 @@ pub async fn translate(
     }
 }
 
-async fn get_item(shapes: &impl Shapes, items: &Items<'_>) -> Result<Translated, DaxError> {
+/// What every single-table method starts with: its table's key shape, its keyword map and a
+/// body naming the table.
+async fn single_table<'a>(
+    shapes: &impl Shapes,
+    items: &Items<'a>,
+) -> Result<(KeyShape, Kwargs<'a>, Map<String, Value>), DaxError> {
     let table = items.table(0)?;
     let shape = shapes.shape(&table).await?;
-    let key = shape.decode(&items.bytes(1)?)?;
-    let k = items.kwargs(2)?;
     let mut body = Map::new();
     body.insert("TableName".into(), json!(table));
+    Ok((shape, items.kwargs()?, body))
+}
+
+async fn get_item(shapes: &impl Shapes, items: &Items<'_>) -> Result<Translated, DaxError> {
+    let (shape, k, mut body) = single_table(shapes, items).await?;
+    let key = shape.decode(&items.bytes(1)?)?;
     body.insert("Key".into(), Value::Object(key));
     if let Some(consistent) = k.flag(kw::CONSISTENT_READ)? {
         body.insert("ConsistentRead".into(), json!(consistent));
@@ -363,13 +375,8 @@ async fn write_item(
     method: Method,
     items: &Items<'_>,
 ) -> Result<Translated, DaxError> {
-    let table = items.table(0)?;
-    let shape = shapes.shape(&table).await?;
+    let (shape, k, mut body) = single_table(shapes, items).await?;
     let mut key = shape.decode(&items.bytes(1)?)?;
-    let kwargs_at = if method == Method::PutItem { 3 } else { 2 };
-    let k = items.kwargs(kwargs_at)?;
-    let mut body = Map::new();
-    body.insert("TableName".into(), json!(table));
     let op = match method {
         Method::PutItem => {
             let values = item::decode_values(shapes.lists(), &items.bytes(2)?)?;
@@ -421,12 +428,7 @@ async fn query_or_scan(
     method: Method,
     items: &Items<'_>,
 ) -> Result<Translated, DaxError> {
-    let table = items.table(0)?;
-    let shape = shapes.shape(&table).await?;
-    let kwargs_at = if method == Method::Query { 2 } else { 1 };
-    let k = items.kwargs(kwargs_at)?;
-    let mut body = Map::new();
-    body.insert("TableName".into(), json!(table));
+    let (shape, k, mut body) = single_table(shapes, items).await?;
     let mut x = Expressions::default();
     let op = if method == Method::Query {
         if items.is_null(1) {
@@ -572,7 +574,7 @@ async fn batch_get(shapes: &impl Shapes, items: &Items<'_>) -> Result<Translated
         reply.insert(table, (shape, projection));
         Ok(())
     })?;
-    let (body, _, capacity) = envelope(items, 1, "RequestItems", request_items.into(), false)?;
+    let (body, _, capacity) = envelope(items, "RequestItems", request_items.into(), false)?;
     Ok(Translated {
         op: Operation::BatchGetItem,
         body: Value::Object(body),
@@ -614,7 +616,7 @@ async fn batch_write(shapes: &impl Shapes, items: &Items<'_>) -> Result<Translat
         }
         Ok(())
     })?;
-    let (body, _, capacity) = envelope(items, 1, "RequestItems", request_items.into(), true)?;
+    let (body, _, capacity) = envelope(items, "RequestItems", request_items.into(), true)?;
     Ok(Translated {
         op: Operation::BatchWriteItem,
         body: Value::Object(body),
@@ -676,7 +678,7 @@ async fn transact_get(shapes: &impl Shapes, items: &Items<'_>) -> Result<Transla
         transact.push(json!({ "Get": get }));
         reply.push((shape, projection));
     }
-    let (body, _, capacity) = envelope(items, 3, "TransactItems", transact.into(), false)?;
+    let (body, _, capacity) = envelope(items, "TransactItems", transact.into(), false)?;
     Ok(Translated {
         op: Operation::TransactGetItems,
         body: Value::Object(body),
@@ -777,7 +779,7 @@ async fn transact_write(shapes: &impl Shapes, items: &Items<'_>) -> Result<Trans
         transact.push(json!({ kind: entry }));
         reply.push(shape);
     }
-    let (mut body, k, capacity) = envelope(items, 8, "TransactItems", transact.into(), true)?;
+    let (mut body, k, capacity) = envelope(items, "TransactItems", transact.into(), true)?;
     if let Some(token) = k.text(kw::CLIENT_REQUEST_TOKEN)? {
         body.insert("ClientRequestToken".into(), json!(token));
     }

@@ -316,66 +316,73 @@ fn compact_capacity(e: &mut E<'_>, cc: &Value) -> Result<(), DaxError> {
     Ok(())
 }
 
-/// A transaction's capacity entry: a map with int keys.
-fn extended_capacity(e: &mut E<'_>, cc: &Value) -> Result<(), DaxError> {
-    fn units_map(e: &mut E<'_>, value: &Value) -> Result<(), DaxError> {
-        let fields = [
-            (1u64, "CapacityUnits"),
-            (2, "ReadCapacityUnits"),
-            (3, "WriteCapacityUnits"),
-        ];
-        let present: Vec<(u64, f64)> = fields
-            .iter()
-            .filter_map(|(k, f)| Some((*k, value.get(*f)?.as_f64()?)))
-            .collect();
-        e.map(present.len() as u64)?;
-        for (k, v) in present {
-            e.u64(k)?.f64(v)?;
-        }
-        Ok(())
-    }
+/// Capacity units by their keys in a transaction's capacity map.
+const UNITS: [(u64, &str); 3] = [
+    (1, "CapacityUnits"),
+    (2, "ReadCapacityUnits"),
+    (3, "WriteCapacityUnits"),
+];
+
+/// A definite map whose entries `fill` writes, counting each: the length is known once they
+/// all are.
+fn counted_map(
+    e: &mut E<'_>,
+    fill: impl FnOnce(&mut E<'_>, &mut u64) -> Result<(), DaxError>,
+) -> Result<(), DaxError> {
+    let mut entries = Vec::new();
     let mut count = 0;
-    for field in [
-        "CapacityUnits",
-        "ReadCapacityUnits",
-        "WriteCapacityUnits",
-        "TableName",
-        "Table",
-        "GlobalSecondaryIndexes",
-        "LocalSecondaryIndexes",
-    ] {
-        count += cc.get(field).is_some_and(|v| !v.is_null()) as u64;
-    }
+    fill(&mut Encoder::new(&mut entries), &mut count)?;
     e.map(count)?;
-    for (key, field) in [
-        (1u64, "CapacityUnits"),
-        (2, "ReadCapacityUnits"),
-        (3, "WriteCapacityUnits"),
-    ] {
-        if let Some(v) = cc.get(field).and_then(Value::as_f64) {
-            e.u64(key)?.f64(v)?;
-        }
-    }
-    if let Some(table) = cc.get("TableName").and_then(Value::as_str) {
-        e.u64(4)?.str(table)?;
-    }
-    if let Some(table) = cc.get("Table").filter(|v| !v.is_null()) {
-        e.u64(5)?;
-        units_map(e, table)?;
-    }
-    for (key, field) in [
-        (6u64, "GlobalSecondaryIndexes"),
-        (7, "LocalSecondaryIndexes"),
-    ] {
-        if let Some(indexes) = object(cc, field) {
-            e.u64(key)?.map(indexes.len() as u64)?;
-            for (name, index) in indexes {
-                e.str(name)?;
-                units_map(e, index)?;
+    e.writer_mut().extend_from_slice(&entries);
+    Ok(())
+}
+
+/// The units of `value` that it has, by key.
+fn units_map(e: &mut E<'_>, value: &Value) -> Result<(), DaxError> {
+    counted_map(e, |e, count| {
+        for (key, field) in UNITS {
+            if let Some(units) = value.get(field).and_then(Value::as_f64) {
+                e.u64(key)?.f64(units)?;
+                *count += 1;
             }
         }
-    }
-    Ok(())
+        Ok(())
+    })
+}
+
+/// A transaction's capacity entry: a map with int keys.
+fn extended_capacity(e: &mut E<'_>, cc: &Value) -> Result<(), DaxError> {
+    counted_map(e, |e, count| {
+        for (key, field) in UNITS {
+            if let Some(units) = cc.get(field).and_then(Value::as_f64) {
+                e.u64(key)?.f64(units)?;
+                *count += 1;
+            }
+        }
+        if let Some(table) = cc.get("TableName").and_then(Value::as_str) {
+            e.u64(4)?.str(table)?;
+            *count += 1;
+        }
+        if let Some(table) = cc.get("Table").filter(|v| v.is_object()) {
+            e.u64(5)?;
+            units_map(e, table)?;
+            *count += 1;
+        }
+        for (key, field) in [
+            (6u64, "GlobalSecondaryIndexes"),
+            (7, "LocalSecondaryIndexes"),
+        ] {
+            if let Some(indexes) = object(cc, field) {
+                e.u64(key)?.map(indexes.len() as u64)?;
+                for (name, index) in indexes {
+                    e.str(name)?;
+                    units_map(e, index)?;
+                }
+                *count += 1;
+            }
+        }
+        Ok(())
+    })
 }
 
 /// The batch and transaction answers' array of capacities (empty unless asked for).
