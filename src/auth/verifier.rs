@@ -185,6 +185,25 @@ impl Verifier {
         }
     }
 
+    /// The principal a DAX connection authenticated as, as the principals file has it now:
+    /// `None` once its key has been removed or its secret changed, so a connection's identity
+    /// follows a reload at its next request, not only at its next `authorizeConnection`.
+    pub fn current(
+        &self,
+        access_key_id: &str,
+        authenticated: &Principal,
+    ) -> Option<Arc<Principal>> {
+        let principals = self.principals.load();
+        let now = principals.by_key.get(access_key_id)?;
+        let same: bool = now
+            .secret
+            .0
+            .as_bytes()
+            .ct_eq(authenticated.secret.0.as_bytes())
+            .into();
+        same.then(|| now.clone())
+    }
+
     fn signing_key(&self, principal: &Principal, date: &str, signed_at: SystemTime) -> Arc<[u8]> {
         self.signing_key_for(principal, date, signed_at, SERVICE)
     }

@@ -2,7 +2,8 @@
 //! schema, the other attributes as an attribute-list id and their values in that list's order,
 //! and projected items as `{ordinal: value}`.
 
-use std::io::Write;
+use std::collections::HashMap;
+use std::io::{BufRead, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -18,27 +19,41 @@ use crate::upstream::schema::TableSchema;
 
 /// The attribute list of an item with no attributes but its key: both clients assume it.
 pub const EMPTY_LIST: i64 = 1;
-/// Attribute lists remembered at once. Ids are derived from the names, so a list that was
-/// forgotten gets the same id when it is defined again.
+/// Attribute lists remembered in memory at once. Past it the least recently used are
+/// forgotten (and read back from the file, when there is one, on their next use).
 const LISTS_CAPACITY: u64 = 100_000;
 /// And the bytes their names may take in all.
 const LISTS_MAX_BYTES: u64 = 64 << 20;
 /// Names one attribute list may hold (DynamoDB's item size bounds them far lower in practice).
 const MAX_LIST_NAMES: usize = 10_000;
-
-/// Lists written to the file at most: past it, new lists live in memory only.
-const MAX_PERSISTED: usize = 1_000_000;
+/// Bytes of names one list may hold: an item, names and values together, is at most 400 KB.
+pub const MAX_LIST_BYTES: usize = 400 * 1024;
+/// Bytes the file may grow to: past it, new lists live in memory only.
+const MAX_FILE_BYTES: u64 = 32 << 20;
+/// How many ids a list may try before its own is free: another list's id is never reused.
+const MAX_PROBES: u32 = 16;
 
 /// The attribute lists clients and answers use: id ↔ names, the same on every connection.
+///
+/// Every definition is admitted; under the memory bound the least recently used lists are
+/// forgotten. With a file, every list ever defined is written there and its place remembered,
+/// so a forgotten list is read back when a client uses its id again (clients keep ids for as
+/// long as they run). An id never names two different lists: a definition whose hash is taken
+/// by another list tries the next hash in a fixed sequence.
 pub struct Lists {
     by_id: moka::sync::Cache<i64, Arc<[String]>>,
-    /// Where new lists are appended, one JSON array of names per line, to survive restarts.
+    /// Where lists are appended, one JSON array of names per line, to survive restarts and
+    /// memory pressure.
     file: Option<Mutex<Persisted>>,
 }
 
 struct Persisted {
+    path: std::path::PathBuf,
     out: std::fs::File,
-    lines: usize,
+    /// Bytes in the file.
+    len: u64,
+    /// Where each list's line starts, by id: the file's index, read on a miss.
+    at: HashMap<i64, u32>,
 }
 
 impl Default for Lists {
@@ -46,6 +61,9 @@ impl Default for Lists {
         Lists {
             by_id: moka::sync::Cache::builder()
                 .max_capacity(LISTS_MAX_BYTES)
+                // Recency, not frequency: a new definition is always admitted, as the client
+                // that asked for it will use the id next.
+                .eviction_policy(moka::policy::EvictionPolicy::lru())
                 .weigher(|_, names: &Arc<[String]>| {
                     let bytes: usize = names.iter().map(|n| n.len() + 24).sum();
                     // Every list weighs at least its share of the count bound.
@@ -61,22 +79,43 @@ impl Default for Lists {
 }
 
 impl Lists {
-    /// Lists kept in `path` too: the ones it holds are loaded (the newest first, up to the
-    /// memory bound), and new ones are appended.
+    /// Lists kept in `path` too: its index is read line by line (never the whole file at
+    /// once), the newest lists are loaded up to the memory bound, and new ones are appended.
     pub fn persisted(path: &Path) -> std::io::Result<Lists> {
-        let mut lists = Lists::default();
-        let mut lines = 0;
+        let lists = Lists::default();
+        let mut at = HashMap::new();
+        let mut len = 0u64;
         let mut cut_short = false;
-        match std::fs::read_to_string(path) {
-            Ok(text) => {
-                cut_short = !text.is_empty() && !text.ends_with('\n');
-                let all: Vec<&str> = text.lines().collect();
-                lines = all.len();
-                for line in all.iter().rev().take(LISTS_CAPACITY as usize) {
-                    // A line cut short by a crash is skipped.
-                    if let Ok(names) = serde_json::from_str::<Vec<String>>(line) {
-                        let id = list_id(&names);
-                        lists.by_id.insert(id, names.into());
+        match std::fs::File::open(path) {
+            Ok(file) => {
+                let mut reader = std::io::BufReader::new(file);
+                let mut line = Vec::new();
+                loop {
+                    line.clear();
+                    let read = (&mut reader)
+                        .take(MAX_LIST_BYTES as u64 * 2)
+                        .read_until(b'\n', &mut line)?;
+                    if read == 0 {
+                        break;
+                    }
+                    let start = len;
+                    len += read as u64;
+                    if line.last() != Some(&b'\n') {
+                        // Cut short by a crash (or too long to be a list): skipped.
+                        cut_short = true;
+                        continue;
+                    }
+                    if let Ok(names) = serde_json::from_slice::<Vec<String>>(&line) {
+                        let id = lists.place(&names, |id| at.contains_key(&id));
+                        if let Some(id) = id
+                            && let Ok(start) = u32::try_from(start)
+                        {
+                            at.insert(id, start);
+                            lists.by_id.insert(id, names.into());
+                        }
+                    }
+                    if len > MAX_FILE_BYTES {
+                        break;
                     }
                 }
             }
@@ -89,9 +128,17 @@ impl Lists {
             .open(path)?;
         if cut_short {
             out.write_all(b"\n")?;
+            len += 1;
         }
-        lists.file = Some(Mutex::new(Persisted { out, lines }));
-        Ok(lists)
+        Ok(Lists {
+            file: Some(Mutex::new(Persisted {
+                path: path.to_path_buf(),
+                out,
+                len,
+                at,
+            })),
+            ..lists
+        })
     }
 
     /// The id of this exact, ordered list of names; registered so it can be looked up.
@@ -102,31 +149,48 @@ impl Lists {
         if names.is_empty() {
             return Ok(EMPTY_LIST);
         }
-        if names.len() > MAX_LIST_NAMES {
+        if names.len() > MAX_LIST_NAMES
+            || names.iter().map(String::len).sum::<usize>() > MAX_LIST_BYTES
+        {
             return Err(DaxError::validation("too many attributes in one list"));
         }
-        let id = list_id(names);
-        if !self.by_id.contains_key(&id) {
-            self.by_id.insert(id, names.to_vec().into());
-            self.persist(names);
+        let mut file = self
+            .file
+            .as_ref()
+            .map(|f| f.lock().unwrap_or_else(|p| p.into_inner()));
+        for probe in 0..MAX_PROBES {
+            let id = list_id(names, probe);
+            match self.lookup(id, file.as_deref_mut()) {
+                Some(known) if &*known == names => return Ok(id),
+                // Another list's id: try the next.
+                Some(_) => continue,
+                None => {
+                    self.by_id.insert(id, names.to_vec().into());
+                    if let Some(file) = file.as_deref_mut() {
+                        file.append(id, names);
+                    }
+                    return Ok(id);
+                }
+            }
         }
-        Ok(id)
+        Err(DaxError::internal("no free attribute list id"))
     }
 
-    fn persist(&self, names: &[String]) {
-        let Some(file) = &self.file else {
-            return;
-        };
-        let mut file = file.lock().unwrap_or_else(|p| p.into_inner());
-        if file.lines >= MAX_PERSISTED {
-            return;
+    /// Which id `names` takes when lists are read back in order: the first probe not taken.
+    fn place(&self, names: &[String], taken: impl Fn(i64) -> bool) -> Option<i64> {
+        (0..MAX_PROBES)
+            .map(|p| list_id(names, p))
+            .find(|id| !taken(*id) || self.by_id.get(id).is_some_and(|known| &*known == names))
+    }
+
+    /// The names of `id`: from memory, or read back from the file.
+    fn lookup(&self, id: i64, file: Option<&mut Persisted>) -> Option<Arc<[String]>> {
+        if let Some(names) = self.by_id.get(&id) {
+            return Some(names);
         }
-        let mut line = serde_json::to_string(names).expect("names serialise");
-        line.push('\n');
-        match file.out.write_all(line.as_bytes()) {
-            Ok(()) => file.lines += 1,
-            Err(err) => tracing::warn!(error = %err, "cannot keep a DAX attribute list"),
-        }
+        let names: Arc<[String]> = file?.read(id)?.into();
+        self.by_id.insert(id, names.clone());
+        Some(names)
     }
 
     /// The names of a list id.
@@ -134,7 +198,14 @@ impl Lists {
         if id == EMPTY_LIST {
             return Ok(Arc::from(Vec::new()));
         }
-        self.by_id.get(&id).ok_or_else(|| {
+        if let Some(names) = self.by_id.get(&id) {
+            return Ok(names);
+        }
+        let mut file = self
+            .file
+            .as_ref()
+            .map(|f| f.lock().unwrap_or_else(|p| p.into_inner()));
+        self.lookup(id, file.as_deref_mut()).ok_or_else(|| {
             DaxError::validation(format!(
                 "Unknown attribute list id {id}: define the attribute list again"
             ))
@@ -142,13 +213,51 @@ impl Lists {
     }
 }
 
-/// A list's id: a 53-bit hash of its names, never 0 or 1. 53 bits, because the JavaScript
-/// client holds ids as JavaScript numbers, exact only up to 2^53 - 1.
-fn list_id(names: &[String]) -> i64 {
+impl Persisted {
+    fn append(&mut self, id: i64, names: &[String]) {
+        let mut line = serde_json::to_vec(names).expect("names serialise");
+        line.push(b'\n');
+        if self.len + line.len() as u64 > MAX_FILE_BYTES {
+            return;
+        }
+        let Ok(start) = u32::try_from(self.len) else {
+            return;
+        };
+        match self.out.write_all(&line) {
+            Ok(()) => {
+                self.at.insert(id, start);
+                self.len += line.len() as u64;
+            }
+            Err(err) => tracing::warn!(error = %err, "cannot keep a DAX attribute list"),
+        }
+    }
+
+    /// The list whose line starts where the index says `id`'s does.
+    fn read(&mut self, id: i64) -> Option<Vec<String>> {
+        let start = *self.at.get(&id)?;
+        let mut file = std::fs::File::open(&self.path).ok()?;
+        file.seek(SeekFrom::Start(start as u64)).ok()?;
+        let mut line = Vec::new();
+        std::io::BufReader::new(file)
+            .take(MAX_LIST_BYTES as u64 * 2)
+            .read_until(b'\n', &mut line)
+            .ok()?;
+        serde_json::from_slice(&line).ok()
+    }
+}
+
+/// A list's id: a 53-bit hash of its names (and, past the first, of the probe), never 0 or
+/// 1. 53 bits, because the JavaScript client holds ids as JavaScript numbers, exact only up
+/// to 2^53 - 1.
+fn list_id(names: &[String], probe: u32) -> i64 {
     let mut hash = Sha256::new();
     for name in names {
         hash.update((name.len() as u64).to_be_bytes());
         hash.update(name.as_bytes());
+    }
+    if probe > 0 {
+        hash.update(b"probe");
+        hash.update(probe.to_be_bytes());
     }
     let digest = hash.finalize();
     let raw = u64::from_be_bytes(digest[..8].try_into().expect("8 bytes")) >> 11;
@@ -533,5 +642,43 @@ mod tests {
         // Fewer values than names.
         let short = &bytes[..bytes.len() - 1];
         assert!(decode_values(&lists, short).is_err());
+    }
+
+    #[test]
+    fn a_definition_is_always_admitted_and_a_forgotten_list_is_read_back() {
+        let path = std::env::temp_dir().join(format!("dax-lists-lru-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let lists = Lists::persisted(&path).unwrap();
+        let first = vec!["first".to_string()];
+        let id = lists.id_of(&first).unwrap();
+        // Fill memory far past its bound with other lists: each is admitted at once.
+        for i in 0..LISTS_CAPACITY + 1_000 {
+            let names = vec![format!("n{i}")];
+            let other = lists.id_of(&names).unwrap();
+            assert_eq!(&*lists.names(other).unwrap(), &names[..], "list {i}");
+        }
+        lists.by_id.run_pending_tasks();
+        assert!(lists.by_id.weighted_size() <= LISTS_MAX_BYTES);
+        // The first list left memory long ago; its id still answers, from the file.
+        assert!(
+            lists.by_id.get(&id).is_none(),
+            "the oldest list was forgotten"
+        );
+        assert_eq!(&*lists.names(id).unwrap(), &first[..]);
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn an_id_never_names_two_lists() {
+        let lists = Lists::default();
+        let mine = vec!["a".to_string()];
+        // Another list already holds the id `mine` hashes to.
+        let squatter: Arc<[String]> = vec!["b".to_string()].into();
+        lists.by_id.insert(list_id(&mine, 0), squatter.clone());
+        let id = lists.id_of(&mine).unwrap();
+        assert_ne!(id, list_id(&mine, 0));
+        assert_eq!(&*lists.names(id).unwrap(), &mine[..]);
+        assert_eq!(lists.names(list_id(&mine, 0)).unwrap(), squatter);
+        assert_eq!(lists.id_of(&mine).unwrap(), id, "stable");
     }
 }

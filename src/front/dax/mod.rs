@@ -26,7 +26,8 @@ mod sexpr;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::HeaderValue;
@@ -42,9 +43,10 @@ use crate::proxy::{self, CacheStatus, Context, Inbound};
 use crate::state::State;
 use crate::upstream::schema::SchemaError;
 use crate::wire::operation::Operation;
+use crate::wire::tables::Named;
 
 pub use error::DaxError;
-use frame::{FrameError, Method};
+use frame::{Dialect, FrameError, Method};
 use item::{KeyShape, Lists};
 use request::{Items, Shapes};
 
@@ -56,6 +58,8 @@ const FRAME_SLACK: usize = 64 * 1024;
 /// What every DAX connection shares.
 pub struct Dax {
     lists: Lists,
+    /// Buffer bytes held by connections that have not authenticated yet.
+    pre_auth_bytes: AtomicUsize,
     /// Reported as the leader's session: when this node started.
     started: u64,
 }
@@ -64,6 +68,7 @@ impl Default for Dax {
     fn default() -> Dax {
         Dax {
             lists: Lists::default(),
+            pre_auth_bytes: AtomicUsize::new(0),
             started: SystemTime::now()
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64),
@@ -139,51 +144,163 @@ pub async fn serve(state: Arc<State>, listener: TcpListener, stop: CancellationT
 /// Who is calling when authentication is on (`Ok(None)`: it is off), or why nobody is.
 type Identity = Result<Option<Arc<Principal>>, DaxError>;
 
+/// How long one `authorizeConnection` holds, as DAX's own: the clients sign again every 150 s
+/// (Python) or 225 s (Go), well inside it.
+const AUTH_TTL: Duration = Duration::from_secs(300);
+
 /// What one connection knows about its caller.
 #[derive(Default)]
 struct Caller {
-    /// Who `authorizeConnection` proved the caller to be.
-    principal: Option<Arc<Principal>>,
+    /// Who `authorizeConnection` proved the caller to be, with the key it signed with and
+    /// when.
+    principal: Option<Authenticated>,
     /// Why the last `authorizeConnection` failed: told on the next request, as it has no
     /// answer of its own.
     refused: Option<DaxError>,
+    /// Which client it is, where that changes what its requests mean.
+    dialect: Dialect,
 }
 
-/// Reads into `buf` until `ready` finds something; `None` at end of stream or on stop.
-async fn fill<S, T>(
-    stream: &mut S,
-    buf: &mut BytesMut,
-    limit: usize,
-    stall: std::time::Duration,
-    stop: &CancellationToken,
-    mut ready: impl FnMut(&[u8]) -> Result<Option<T>, FrameError>,
-) -> Result<Option<T>, FrameError>
-where
-    S: AsyncRead + Unpin,
-{
-    loop {
-        if let Some(found) = ready(buf)? {
-            return Ok(Some(found));
+struct Authenticated {
+    access_key: String,
+    principal: Arc<Principal>,
+    at: Instant,
+}
+
+/// Bytes a connection may buffer before it has authenticated (when authentication is on):
+/// `authorizeConnection` is a few hundred bytes, and nothing else is answered before it.
+const PRE_AUTH_LIMIT: usize = 64 * 1024;
+/// And all such connections together.
+const PRE_AUTH_TOTAL: usize = 32 << 20;
+/// A connection's buffers shrink back to this between requests once a large one has passed.
+const KEPT_CAPACITY: usize = 64 * 1024;
+
+/// Buffer bytes held by connections that have not authenticated, counted against
+/// [`PRE_AUTH_TOTAL`]; a connection gives its share back when it authenticates or closes.
+struct PreAuth<'a> {
+    total: &'a AtomicUsize,
+    held: usize,
+}
+
+impl PreAuth<'_> {
+    /// Holds `bytes` now; `false` when every unauthenticated connection together would hold
+    /// more than the bound.
+    fn hold(&mut self, bytes: usize) -> bool {
+        if bytes >= self.held {
+            let more = bytes - self.held;
+            let before = self.total.fetch_add(more, Ordering::Relaxed);
+            self.held = bytes;
+            before + more <= PRE_AUTH_TOTAL
+        } else {
+            self.total.fetch_sub(self.held - bytes, Ordering::Relaxed);
+            self.held = bytes;
+            true
         }
-        if buf.len() > limit {
-            return Err(FrameError::Malformed(format!(
-                "a request larger than {limit} bytes"
-            )));
+    }
+}
+
+impl Drop for PreAuth<'_> {
+    fn drop(&mut self) {
+        self.total.fetch_sub(self.held, Ordering::Relaxed);
+    }
+}
+
+/// Why a connection stops reading.
+enum Ended {
+    /// The client closed it, or the proxy is stopping between requests.
+    Closed,
+    /// A request began and did not arrive whole in time, or the connection sat idle too long.
+    Slow,
+    /// The bytes cannot be read as DAX, or are more than the connection may hold.
+    Refused(FrameError),
+}
+
+/// The timeouts a connection reads under.
+struct Timing {
+    /// A request must arrive whole within this of its first byte.
+    request: Duration,
+    /// An idle connection is closed after this (`None`: never).
+    idle: Option<Duration>,
+}
+
+/// One connection's read side: its buffer, and the request being found in it.
+struct Inbox {
+    buf: BytesMut,
+    reader: frame::Reader,
+}
+
+impl Inbox {
+    /// Reads until `ready` finds something in the buffer. A request must arrive whole within
+    /// the header timeout of its first byte (a client writes it in one flush); between
+    /// requests the connection may idle for the idle timeout.
+    async fn fill<S, T>(
+        &mut self,
+        stream: &mut S,
+        limit: usize,
+        timing: &Timing,
+        stop: &CancellationToken,
+        mut pre_auth: Option<&mut PreAuth<'_>>,
+        mut ready: impl FnMut(&mut frame::Reader, &[u8]) -> Result<Option<T>, FrameError>,
+    ) -> Result<T, Ended>
+    where
+        S: AsyncRead + Unpin,
+    {
+        let idle_until = timing.idle.map(|idle| Instant::now() + idle);
+        let mut request_until = None;
+        loop {
+            if let Some(found) = ready(&mut self.reader, &self.buf).map_err(Ended::Refused)? {
+                return Ok(found);
+            }
+            if self.buf.len() >= limit {
+                return Err(Ended::Refused(FrameError::Malformed(format!(
+                    "a request larger than {limit} bytes"
+                ))));
+            }
+            let begun = !self.buf.is_empty();
+            if begun && request_until.is_none() {
+                request_until = Some(Instant::now() + timing.request);
+            }
+            // Read no more than the limit allows, so the buffer never grows past it.
+            let room = READ_CHUNK.min(limit - self.buf.len());
+            self.buf.reserve(room);
+            if let Some(pre_auth) = pre_auth.as_deref_mut()
+                && !pre_auth.hold(self.buf.capacity())
+            {
+                return Err(Ended::Refused(FrameError::Malformed(
+                    "too many bytes from unauthenticated connections".into(),
+                )));
+            }
+            let deadline = request_until.or(idle_until);
+            let read = {
+                let mut limited = (&mut *stream).take(room as u64);
+                tokio::select! {
+                    // Between requests only: a request that has begun is read to its end.
+                    _ = stop.cancelled(), if !begun => return Err(Ended::Closed),
+                    _ = sleep_until(deadline) => return Err(Ended::Slow),
+                    read = limited.read_buf(&mut self.buf) => read,
+                }
+            };
+            match read {
+                Ok(0) | Err(_) => return Err(Ended::Closed),
+                Ok(_) => {}
+            }
         }
-        buf.reserve(READ_CHUNK);
-        let begun = !buf.is_empty();
-        let read = tokio::select! {
-            // Between requests only: a request that has begun is read to its end...
-            _ = stop.cancelled(), if !begun => return Ok(None),
-            // ...unless its sender stops sending it (a pooled connection may idle for long,
-            // but a request arrives whole, in one flush).
-            _ = tokio::time::sleep(stall), if begun => return Err(FrameError::Stalled),
-            read = stream.read_buf(buf) => read,
-        };
-        match read {
-            Ok(0) | Err(_) => return Ok(None),
-            Ok(_) => {}
+    }
+
+    /// Gives back a large request's memory once it has been answered.
+    fn shrink(&mut self) {
+        if self.buf.capacity() > KEPT_CAPACITY && self.buf.len() < KEPT_CAPACITY {
+            let mut fresh = BytesMut::with_capacity(READ_CHUNK.max(self.buf.len()));
+            fresh.extend_from_slice(&self.buf);
+            self.buf = fresh;
         }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -197,47 +314,77 @@ async fn connection<S>(
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let limit = state.config.limits.max_body_bytes + FRAME_SLACK;
-    let stall = state.config.header_read_timeout();
-    let mut buf = BytesMut::with_capacity(READ_CHUNK);
-    let preamble = tokio::time::timeout(
-        state.config.header_read_timeout(),
-        fill(
+    let timing = Timing {
+        request: state.config.header_read_timeout(),
+        idle: state.config.idle_timeout(),
+    };
+    // The preamble comes as soon as the client connects: it gets the request timeout, not
+    // the idle one.
+    let preamble_timing = Timing {
+        request: timing.request,
+        idle: Some(timing.request),
+    };
+    let auth_on = state.gate.verifier.is_some();
+    let mut pre_auth = PreAuth {
+        total: &dax.pre_auth_bytes,
+        held: 0,
+    };
+    let mut inbox = Inbox {
+        buf: BytesMut::with_capacity(READ_CHUNK),
+        reader: frame::Reader::default(),
+    };
+    let preamble = inbox
+        .fill(
             &mut stream,
-            &mut buf,
             FRAME_SLACK,
-            stall,
+            &preamble_timing,
             stop,
-            frame::preamble,
-        ),
-    );
-    match preamble.await {
-        Ok(Ok(Some(len))) => buf.advance(len),
-        Ok(Err(FrameError::Stalled)) | Err(_) => {
+            auth_on.then_some(&mut pre_auth),
+            |_, buf| frame::preamble(buf),
+        )
+        .await;
+    let mut caller = Caller::default();
+    match preamble {
+        Ok((len, dialect)) => {
+            inbox.buf.advance(len);
+            caller.dialect = dialect;
+        }
+        Err(Ended::Slow) => {
             state.metrics.slow_clients.inc();
             return;
         }
-        Ok(Err(err)) => {
+        Err(Ended::Refused(err)) => {
             tracing::debug!(error = ?err, "not a DAX client");
             return;
         }
-        Ok(Ok(None)) => return,
+        Err(Ended::Closed) => return,
     }
-    let mut caller = Caller::default();
     let mut out = Vec::with_capacity(READ_CHUNK);
     loop {
-        let frame = match fill(&mut stream, &mut buf, limit, stall, stop, frame::split).await {
-            Ok(Some(frame)) => frame,
-            Ok(None) => return,
-            Err(FrameError::Stalled) => {
+        let authenticated = !auth_on || caller.principal.is_some();
+        let (limit, pre) = if authenticated {
+            pre_auth.hold(0);
+            (limit, None)
+        } else {
+            (PRE_AUTH_LIMIT, Some(&mut pre_auth))
+        };
+        let read = inbox
+            .fill(&mut stream, limit, &timing, stop, pre, |reader, buf| {
+                reader.next(buf)
+            })
+            .await;
+        let frame = match read {
+            Ok(frame) => frame,
+            Err(Ended::Closed) => return,
+            Err(Ended::Slow) => {
                 state.metrics.slow_clients.inc();
                 return;
             }
-            Err(err) => {
+            Err(Ended::Refused(err)) => {
                 // The request's end cannot be found: say why, then close.
                 let message = match err {
                     FrameError::UnknownMethod(id) => format!("Unknown method {id}"),
                     FrameError::Malformed(why) => format!("Malformed request: {why}"),
-                    FrameError::Stalled => unreachable!("handled above"),
                 };
                 out.clear();
                 DaxError::validation(message).encode(&mut out);
@@ -246,11 +393,16 @@ async fn connection<S>(
                 return;
             }
         };
-        let request = buf.split_to(frame.len).freeze();
+        let request = inbox.buf.split_to(frame.len).freeze();
         out.clear();
         answer(state, dax, &mut caller, &frame, &request, local, &mut out).await;
+        drop(request);
         if !out.is_empty() && stream.write_all(&out).await.is_err() {
             return;
+        }
+        inbox.shrink();
+        if out.capacity() > KEPT_CAPACITY {
+            out = Vec::with_capacity(READ_CHUNK);
         }
     }
 }
@@ -280,7 +432,20 @@ async fn answer(
         Method::DefineAttributeListId => define_attribute_list_id(dax, &items, out),
         Method::DefineAttributeList => define_attribute_list(dax, &items, out),
         Method::DefineKeySchema => define_key_schema(state, identity, &items, out).await,
-        _ => data(state, dax, identity, frame.method, &items, started, out).await,
+        _ => {
+            let dialect = caller.dialect;
+            data(
+                state,
+                dax,
+                identity,
+                dialect,
+                frame.method,
+                &items,
+                started,
+                out,
+            )
+            .await
+        }
     };
     if let Err(err) = result {
         out.clear();
@@ -300,6 +465,7 @@ fn authorize(state: &State, caller: &mut Caller, items: &Items<'_>) {
             .map_err(|_| DaxError::malformed("the string to sign is not UTF-8"))?;
         verifier
             .verify_dax(&access_key, &signature, &string_to_sign, SystemTime::now())
+            .map(|principal| (access_key.clone(), principal))
             .map_err(|err| {
                 state
                     .metrics
@@ -316,8 +482,12 @@ fn authorize(state: &State, caller: &mut Caller, items: &Items<'_>) {
             })
     })();
     match verified {
-        Ok(principal) => {
-            caller.principal = Some(principal);
+        Ok((access_key, principal)) => {
+            caller.principal = Some(Authenticated {
+                access_key,
+                principal,
+                at: Instant::now(),
+            });
             caller.refused = None;
         }
         Err(err) => {
@@ -336,11 +506,31 @@ impl Caller {
         if let Some(refused) = &self.refused {
             return Err(refused.clone());
         }
-        match &self.principal {
-            Some(principal) => Ok(Some(principal.clone())),
-            None => Err(DaxError::unauthenticated(
+        let Some(auth) = &self.principal else {
+            return Err(DaxError::unauthenticated(
                 "MissingAuthenticationTokenException",
                 "Request is missing Authentication Token",
+            ));
+        };
+        // The client signs again before this: one that has not is told to.
+        if auth.at.elapsed() >= AUTH_TTL {
+            return Err(DaxError::unauthenticated(
+                "ExpiredTokenException",
+                "The security token included in the request is expired",
+            ));
+        }
+        // A principals file reloaded since: the key must still be there with the same secret,
+        // and its grants are the file's current ones.
+        match state
+            .gate
+            .verifier
+            .as_ref()
+            .and_then(|v| v.current(&auth.access_key, &auth.principal))
+        {
+            Some(principal) => Ok(Some(principal)),
+            None => Err(DaxError::unauthenticated(
+                "UnrecognizedClientException",
+                "The security token included in the request is invalid.",
             )),
         }
     }
@@ -434,9 +624,8 @@ async fn define_key_schema(
 async fn key_shape(state: &State, table: &str) -> Result<KeyShape, DaxError> {
     match state.schemas.get(table).await {
         Ok(schema) => KeyShape::of(&schema),
-        Err(SchemaError::NotFound(_)) => Err(DaxError::not_found(format!(
-            "Requested resource not found: Table: {table} not found"
-        ))),
+        // As DynamoDB's item operations word it (DescribeTable names the table; they do not).
+        Err(SchemaError::NotFound(_)) => Err(DaxError::not_found("Requested resource not found")),
         Err(SchemaError::Invalid(why)) => Err(DaxError::validation(why)),
         Err(err) => Err(DaxError::internal(err.to_string())),
     }
@@ -446,6 +635,11 @@ async fn key_shape(state: &State, table: &str) -> Result<KeyShape, DaxError> {
 struct Lookup<'a> {
     state: &'a State,
     lists: &'a Lists,
+    dialect: Dialect,
+    /// Who is calling (authentication on): a table is looked up only once the caller may use
+    /// it, so a caller without a grant learns nothing of it and costs no DescribeTable.
+    caller: Option<&'a Principal>,
+    op: Operation,
 }
 
 impl Shapes for Lookup<'_> {
@@ -453,16 +647,62 @@ impl Shapes for Lookup<'_> {
         self.lists
     }
 
+    fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
     async fn shape(&self, table: &str) -> Result<KeyShape, DaxError> {
+        valid_table_name(table)?;
+        if let Some(principal) = self.caller {
+            let named = Named::Tables(vec![table.to_string()]);
+            crate::auth::authorize(principal, self.op, Some(&named))
+                .map_err(|err| DaxError::access_denied(err.to_string()))?;
+        }
         key_shape(self.state, table).await
     }
 }
 
+/// DynamoDB's own check of a table name, in the words its item operations use; a name it
+/// refuses is never looked up.
+fn valid_table_name(table: &str) -> Result<(), DaxError> {
+    let mut broken = Vec::new();
+    if !table
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+    {
+        broken.push("Member must satisfy regular expression pattern: [a-zA-Z0-9_.-]+");
+    }
+    if table.len() < 3 {
+        broken.push("Member must have length greater than or equal to 3");
+    }
+    if table.len() > 255 {
+        broken.push("Member must have length less than or equal to 255");
+    }
+    if broken.is_empty() {
+        return Ok(());
+    }
+    let shown: String = table.chars().take(300).collect();
+    let each: Vec<String> = broken
+        .iter()
+        .map(|why| format!("Value '{shown}' at 'tableName' failed to satisfy constraint: {why}"))
+        .collect();
+    let count = match each.len() {
+        1 => "1 validation error detected".to_string(),
+        n => format!("{n} validation errors detected"),
+    };
+    Err(DaxError::validation(format!(
+        "{count}: {}",
+        each.join("; ")
+    )))
+}
+
 /// A data method: translated, answered by the request path, written back.
+#[allow(clippy::too_many_arguments)]
 async fn data(
     state: &State,
     dax: &Dax,
     identity: Identity,
+    dialect: Dialect,
     method: Method,
     items: &Items<'_>,
     started: Instant,
@@ -482,6 +722,9 @@ async fn data(
     let lookup = Lookup {
         state,
         lists: &dax.lists,
+        dialect,
+        caller: principal.as_deref(),
+        op,
     };
     let translated = request::translate(&lookup, method, items)
         .await
@@ -531,7 +774,7 @@ pub fn decode_session(input: &[u8]) -> Vec<Result<(&'static str, serde_json::Val
     let mut out = Vec::new();
     let mut decoded = Vec::new();
     let mut rest = match frame::preamble(input) {
-        Ok(Some(len)) => &input[len..],
+        Ok(Some((len, _))) => &input[len..],
         _ => input,
     };
     while let Ok(Some(frame)) = frame::split(rest) {

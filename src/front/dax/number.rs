@@ -11,9 +11,16 @@ use super::DaxError;
 
 /// Most significant digits DynamoDB keeps.
 const MAX_DIGITS: usize = 38;
-/// Widest number text the proxy writes: DynamoDB's range is 1E-130 to 1E+126, so anything
-/// longer would be refused anyway, and the bound keeps a hostile exponent from costing memory.
+/// Widest number text the proxy writes. DynamoDB's range is 1E-130 to under 1E+126 with 38
+/// significant digits, whose longest plain text is `-0.` and 129 zeros before 38 digits (170
+/// characters); the bound keeps a hostile exponent from costing memory.
 const MAX_TEXT: usize = 200;
+/// The largest decimal exponent read from the wire before the range is checked: it keeps the
+/// arithmetic in range, and is far past anything DynamoDB stores.
+const MAX_EXPONENT: u64 = 1 << 20;
+/// The smallest and largest power of ten a DynamoDB number's leading digit may have.
+const MIN_POWER: i64 = -130;
+const MAX_POWER: i64 = 125;
 
 const TAG_POSITIVE_BIGNUM: u64 = 2;
 const TAG_NEGATIVE_BIGNUM: u64 = 3;
@@ -59,7 +66,7 @@ impl Decimal {
             return None;
         }
         let digits: Vec<u8> = whole.bytes().chain(fraction.bytes()).collect();
-        if !digits.iter().all(u8::is_ascii_digit) || exponent.unsigned_abs() > 1 << 20 {
+        if !digits.iter().all(u8::is_ascii_digit) || exponent.unsigned_abs() > MAX_EXPONENT {
             return None;
         }
         Some(Decimal::new(
@@ -71,6 +78,32 @@ impl Decimal {
 
     fn is_zero(&self) -> bool {
         self.digits.is_empty()
+    }
+
+    /// The number if DynamoDB stores it: at most 38 significant digits, and a magnitude from
+    /// 1E-130 to under 1E+126. DynamoDB's own words otherwise.
+    pub fn checked(self) -> Result<Decimal, DaxError> {
+        if self.is_zero() {
+            return Ok(self);
+        }
+        let significant =
+            self.digits.len() - self.digits.iter().rev().take_while(|&&d| d == b'0').count();
+        if significant > MAX_DIGITS {
+            return Err(DaxError::validation(
+                "Attempting to store more than 38 significant digits in a Number",
+            ));
+        }
+        let power = self.digits.len() as i64 - 1 + self.exponent;
+        if power > MAX_POWER {
+            return Err(overflow());
+        }
+        if power < MIN_POWER {
+            return Err(DaxError::validation(
+                "Number underflow. Attempting to store a number with magnitude smaller than \
+                 supported range",
+            ));
+        }
+        Ok(self)
     }
 
     /// DynamoDB's normal form: an integer keeps every digit (exponent 0), a fraction loses its
@@ -92,17 +125,33 @@ impl Decimal {
         n
     }
 
+    /// An integer of more than 38 digits (1E+38 and up) without its trailing zeros. Clients
+    /// read numbers in a 38-digit context that refuses to round (Python's `decimal.Rounded`),
+    /// so every digit they are given must be significant; DynamoDB keeps at most 38.
+    fn within_precision(mut self) -> Decimal {
+        if self.digits.len() > MAX_DIGITS {
+            while self.digits.last() == Some(&b'0') {
+                self.digits.pop();
+                self.exponent += 1;
+            }
+        }
+        self
+    }
+
     /// The number as DynamoDB's text, in plain notation.
     pub fn to_text(&self) -> Result<String, DaxError> {
         if self.is_zero() {
             return Ok("0".into());
         }
-        let width = self.digits.len() as i64 + self.exponent.abs();
+        // Digits, plus the zeros before them (a fraction) or after them (an integer).
+        let digits = self.digits.len() as i64;
+        let width = if self.exponent < 0 {
+            digits.max(-self.exponent) + 2
+        } else {
+            digits + self.exponent
+        };
         if width > MAX_TEXT as i64 {
-            return Err(DaxError::validation(
-                "Number overflow. Attempting to store a number with magnitude larger than \
-                 supported range",
-            ));
+            return Err(overflow());
         }
         let n = self.normal();
         let digits = std::str::from_utf8(&n.digits).expect("ascii digits");
@@ -134,7 +183,7 @@ impl Decimal {
                 let tag = d.tag()?.as_u64();
                 match tag {
                     TAG_POSITIVE_BIGNUM | TAG_NEGATIVE_BIGNUM => {
-                        bignum(d.bytes()?, tag == TAG_NEGATIVE_BIGNUM)
+                        bignum(d.bytes()?, tag == TAG_NEGATIVE_BIGNUM)?.checked()
                     }
                     TAG_DECIMAL => {
                         if d.array()? != Some(2) {
@@ -142,32 +191,42 @@ impl Decimal {
                         }
                         let exponent = i64::try_from(i128::from(d.int()?))
                             .ok()
-                            .filter(|e| e.unsigned_abs() <= 1 << 20)
-                            .ok_or_else(|| DaxError::validation("Number overflow"))?;
-                        let mantissa = Decimal::decode(d)?;
-                        if mantissa.exponent != 0 {
-                            return Err(DaxError::malformed("a decimal's mantissa is an integer"));
-                        }
-                        Ok(Decimal {
+                            .filter(|e| e.unsigned_abs() <= MAX_EXPONENT)
+                            .ok_or_else(overflow)?;
+                        // The mantissa is an integer or a bignum, never another decimal: read
+                        // it as such, so no input makes this call itself.
+                        let mantissa = match d.datatype()? {
+                            Type::Tag => match d.tag()?.as_u64() {
+                                tag @ (TAG_POSITIVE_BIGNUM | TAG_NEGATIVE_BIGNUM) => {
+                                    bignum(d.bytes()?, tag == TAG_NEGATIVE_BIGNUM)?
+                                }
+                                _ => {
+                                    return Err(DaxError::malformed(
+                                        "a decimal's mantissa is an integer",
+                                    ));
+                                }
+                            },
+                            t if is_integer(t) => integer(d)?,
+                            _ => {
+                                return Err(DaxError::malformed(
+                                    "a decimal's mantissa is an integer",
+                                ));
+                            }
+                        };
+                        Decimal {
                             exponent,
                             ..mantissa
-                        })
+                        }
+                        .checked()
                     }
                     _ => Err(DaxError::malformed("a number has an unknown tag")),
                 }
             }
             // The JavaScript client writes a fraction as a float64 when the float's shortest
             // text is exactly the number's text; that shortest text is the number.
-            Type::F64 => float_text(d.f64()?),
-            Type::F32 => float_text(d.f32()?),
-            t if is_integer(t) => {
-                let n = i128::from(d.int()?);
-                Ok(Decimal::new(
-                    n < 0,
-                    n.unsigned_abs().to_string().into_bytes(),
-                    0,
-                ))
-            }
+            Type::F64 => float_text(d.f64()?)?.checked(),
+            Type::F32 => float_text(d.f32()?)?.checked(),
+            t if is_integer(t) => integer(d),
             _ => Err(DaxError::malformed("expected a number")),
         }
     }
@@ -263,7 +322,7 @@ impl Decimal {
             last = Some(group as u32);
         }
         let precision = digits.len() as i64;
-        Ok(Decimal::new(negative, digits, exponent - precision))
+        Decimal::new(negative, digits, exponent - precision).checked()
     }
 
     /// Writes LexDecimal, in DynamoDB's normal form so the client prints what DynamoDB would.
@@ -271,7 +330,7 @@ impl Decimal {
         if self.is_zero() {
             return vec![0x80];
         }
-        let n = self.normal();
+        let n = self.normal().within_precision();
         let precision = n.digits.len() as i64;
         let e = precision + n.exponent;
         let mut out = Vec::with_capacity(8 + precision as usize * 10 / 24);
@@ -323,6 +382,22 @@ impl Decimal {
         }
         out
     }
+}
+
+/// A CBOR integer, at most 20 digits.
+fn integer(d: &mut Decoder<'_>) -> Result<Decimal, DaxError> {
+    let n = i128::from(d.int()?);
+    Ok(Decimal::new(
+        n < 0,
+        n.unsigned_abs().to_string().into_bytes(),
+        0,
+    ))
+}
+
+fn overflow() -> DaxError {
+    DaxError::validation(
+        "Number overflow. Attempting to store a number with magnitude larger than supported range",
+    )
 }
 
 /// Whether a CBOR item of this type is an integer.
@@ -553,5 +628,75 @@ mod tests {
         );
         assert!(Decimal::from_lex(&[0xC3]).is_err());
         assert!(Decimal::from_lex(&[0x00]).is_err());
+    }
+
+    #[test]
+    fn nested_decimals_are_refused_without_recursing() {
+        // 10,000 tag-4 headers, each claiming another decimal as its mantissa: no client
+        // writes this, and reading it must neither recurse nor succeed.
+        let mut nested = Vec::new();
+        for _ in 0..10_000 {
+            nested.extend_from_slice(&[0xC4, 0x82, 0x00]);
+        }
+        nested.push(0x01);
+        assert!(Decimal::decode(&mut Decoder::new(&nested)).is_err());
+    }
+
+    #[test]
+    fn every_number_dynamodb_accepts_is_read() {
+        // 38 digits at the smallest magnitude: [-167, 10000000000000000000000000000000000001].
+        let n = Decimal::parse("1.0000000000000000000000000000000000001E-130").unwrap();
+        let mut out = Vec::new();
+        n.encode(&mut Encoder::new(&mut out)).unwrap();
+        let back = Decimal::decode(&mut Decoder::new(&out)).unwrap();
+        assert_eq!(back.to_text().unwrap(), n.to_text().unwrap());
+        assert!(
+            back.to_text()
+                .unwrap()
+                .ends_with("10000000000000000000000000000000000001")
+        );
+        for ok in [
+            "1E-130",
+            "9.9999999999999999999999999999999999999E+125",
+            "-1E+125",
+        ] {
+            assert!(Decimal::parse(ok).unwrap().checked().is_ok(), "{ok}");
+        }
+        for refused in [
+            "1E+126",
+            "1E-131",
+            "1.00000000000000000000000000000000000001",
+        ] {
+            assert!(
+                Decimal::parse(refused).unwrap().checked().is_err(),
+                "{refused}"
+            );
+        }
+    }
+
+    #[test]
+    fn sort_keys_past_38_digits_keep_only_significant_ones() {
+        // 1E+38 has 39 digits in plain form; a client reading it in a 38-digit context that
+        // refuses to round must be given "1" and the exponent.
+        for v in [
+            "1E+38",
+            "-1E+38",
+            "9.9E+125",
+            "12345678901234567890123456789012345678E+50",
+        ] {
+            let lex = Decimal::parse(v).unwrap().to_lex();
+            let back = Decimal::from_lex(&lex).unwrap();
+            assert!(
+                back.digits.len() <= MAX_DIGITS,
+                "{v}: {} digits",
+                back.digits.len()
+            );
+            assert_eq!(back.to_text().unwrap(), text(v), "{v}");
+        }
+        // 1E+38 is one group (100), terminator 0, exponent 39: C0 + 39.
+        assert_eq!(
+            Decimal::parse("1E+38").unwrap().to_lex(),
+            vec![0xE7, 0x1C, 0x00, 0x00]
+        );
     }
 }

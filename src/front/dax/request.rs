@@ -12,7 +12,7 @@ use serde_json::{Map, Value, json};
 
 use super::DaxError;
 use super::av;
-use super::frame::{Frame, Method};
+use super::frame::{Dialect, Frame, Method};
 use super::item::{self, KeyShape, Lists};
 use super::sexpr::{Expressions, PathElem};
 use crate::wire::operation::Operation;
@@ -114,6 +114,10 @@ pub struct Translated {
 /// What translating needs: the attribute lists, and each table's key shape.
 pub trait Shapes {
     fn lists(&self) -> &Lists;
+    /// Which client wrote the request.
+    fn dialect(&self) -> Dialect {
+        Dialect::Standard
+    }
     fn shape(&self, table: &str) -> impl Future<Output = Result<KeyShape, DaxError>> + Send;
 }
 
@@ -465,7 +469,12 @@ async fn query_or_scan(
     if let Some(total) = k.int(kw::TOTAL_SEGMENTS)? {
         body.insert("TotalSegments".into(), json!(total));
     }
-    if let Some(select) = k.int(kw::SELECT)? {
+    // aws-dax-go-v2 writes ALL_ATTRIBUTES for a Select its caller left unset, and never for
+    // one its caller set: from it, 1 means "not given" (a projection or an index then decides).
+    let select = k
+        .int(kw::SELECT)?
+        .filter(|&s| !(s == 1 && shapes.dialect() == Dialect::GoV2));
+    if let Some(select) = select {
         let select = match select {
             1 => "ALL_ATTRIBUTES",
             2 => "ALL_PROJECTED_ATTRIBUTES",

@@ -14,8 +14,14 @@ use super::av::{self, TAG_PATH_ORDINAL};
 
 /// The only encoding version the clients write.
 const VERSION: u64 = 1;
-/// How deep an expression tree may nest (DynamoDB's own expressions stay far below it).
-const MAX_DEPTH: usize = 64;
+/// How deep an expression tree may nest. DynamoDB allows 300 operators and functions in an
+/// expression, and the clients build a chain of ANDs as a tree as deep as the chain is long.
+const MAX_DEPTH: usize = 320;
+/// Nodes one expression may hold: each takes at least one character of DynamoDB's 4 KB of
+/// expression text.
+const MAX_NODES: usize = 4096;
+/// The most operands an operator takes (BETWEEN).
+const MAX_OPERANDS: u64 = 3;
 
 /// One element of a document path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,7 +152,7 @@ impl Expressions {
         if d.array()? != Some(2) || d.u64()? != VERSION {
             return Err(unknown("a projection is [1, [paths]]"));
         }
-        let spec = parse_list(&mut d, 0)?;
+        let spec = parse_list(&mut d, 0, &mut 0)?;
         end(&d, bytes)?;
         let Node::List(nodes) = spec else {
             unreachable!("parse_list returns a list")
@@ -322,11 +328,17 @@ fn parse_full(bytes: &[u8]) -> Result<(Node, Vec<Value>), DaxError> {
     }
     let spec = match d.datatype()? {
         // An update is a plain array of actions; anything else is one node.
-        Type::Array | Type::ArrayIndef if is_list_of_nodes(&d) => parse_list(&mut d, 0)?,
-        _ => parse_node(&mut d, 0)?,
+        Type::Array | Type::ArrayIndef if is_list_of_nodes(&d) => parse_list(&mut d, 0, &mut 0)?,
+        _ => parse_node(&mut d, 0, &mut 0)?,
     };
     let mut table = Vec::new();
     av::each(&mut d, |d| {
+        // DynamoDB refuses values no expression uses, and each use is a node.
+        if table.len() >= MAX_NODES {
+            return Err(DaxError::validation(
+                "Value provided in ExpressionAttributeValues unused in expressions",
+            ));
+        }
         table.push(av::decode(d)?);
         Ok(())
     })?;
@@ -344,19 +356,26 @@ fn is_list_of_nodes(d: &Decoder<'_>) -> bool {
     }
 }
 
-fn parse_list(d: &mut Decoder<'_>, depth: usize) -> Result<Node, DaxError> {
+fn parse_list(d: &mut Decoder<'_>, depth: usize, count: &mut usize) -> Result<Node, DaxError> {
     let mut nodes = Vec::new();
     av::each(d, |d| {
-        nodes.push(parse_node(d, depth + 1)?);
+        nodes.push(parse_node(d, depth + 1, count)?);
         Ok(())
     })?;
     Ok(Node::List(nodes))
 }
 
-fn parse_node(d: &mut Decoder<'_>, depth: usize) -> Result<Node, DaxError> {
+/// One node; `count` is how many the expression has so far.
+fn parse_node(d: &mut Decoder<'_>, depth: usize, count: &mut usize) -> Result<Node, DaxError> {
     if depth > MAX_DEPTH {
         return Err(DaxError::validation(
             "Invalid expression: nested too deeply",
+        ));
+    }
+    *count += 1;
+    if *count > MAX_NODES {
+        return Err(DaxError::validation(
+            "Invalid expression: Expression size has exceeded the maximum allowed size",
         ));
     }
     let len = d.array()?.ok_or_else(|| unknown("an indefinite node"))?;
@@ -370,6 +389,11 @@ fn parse_node(d: &mut Decoder<'_>, depth: usize) -> Result<Node, DaxError> {
         PATH if args >= 1 => {
             let mut elems = Vec::new();
             for _ in 0..args {
+                // Each element takes some of the expression's text too.
+                *count += 1;
+                if *count > MAX_NODES {
+                    return Err(unknown("a path longer than an expression may be"));
+                }
                 match d.datatype()? {
                     Type::Tag => {
                         if d.tag()?.as_u64() != TAG_PATH_ORDINAL {
@@ -383,14 +407,16 @@ fn parse_node(d: &mut Decoder<'_>, depth: usize) -> Result<Node, DaxError> {
             Node::Path(elems)
         }
         IN if args == 2 => {
-            let subject = parse_node(d, depth + 1)?;
-            let options = parse_list(d, depth)?;
+            let subject = parse_node(d, depth + 1, count)?;
+            let options = parse_list(d, depth, count)?;
             Node::Op(IN, vec![subject, options])
         }
-        EQ..=MINUS => {
-            let mut children = Vec::with_capacity(args as usize);
+        // No operator takes more than three operands; a longer claim is not a client's, and
+        // the count never sizes an allocation.
+        EQ..=MINUS if args <= MAX_OPERANDS => {
+            let mut children = Vec::new();
             for _ in 0..args {
-                children.push(parse_node(d, depth + 1)?);
+                children.push(parse_node(d, depth + 1, count)?);
             }
             Node::Op(code, children)
         }
@@ -556,5 +582,40 @@ mod tests {
             value_at(item, &paths, &paths[1]),
             Some(&json!({"S": "one"}))
         );
+    }
+
+    #[test]
+    fn a_huge_operand_count_is_refused_without_allocating_for_it() {
+        for header in [
+            // An array claiming 2^43 items, then 2^64 - 1.
+            vec![0x9B, 0, 0, 0x08, 0, 0, 0, 0, 0],
+            vec![0x9B, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF],
+        ] {
+            // [1, [EQ, ...], []]
+            let mut bytes = vec![0x83, 0x01];
+            bytes.extend_from_slice(&header);
+            bytes.extend_from_slice(&[0x00, 0x80]);
+            let mut x = Expressions::default();
+            assert!(x.condition(&bytes, "c").is_err());
+            assert!(x.update(&bytes).is_err());
+            // [1, [[PATH...]]] as a projection.
+            let mut projection = vec![0x82, 0x01, 0x81];
+            projection.extend_from_slice(&header);
+            projection.push(PATH as u8);
+            assert!(x.projection(&projection).is_err());
+        }
+    }
+
+    #[test]
+    fn an_expression_is_bounded_by_its_node_count() {
+        // NOT(NOT(...(attribute_exists(a)))) deeper than any 4 KB expression.
+        let mut bytes = vec![0x83, 0x01];
+        for _ in 0..MAX_NODES + 1 {
+            bytes.extend_from_slice(&[0x82, NOT as u8]);
+        }
+        bytes.extend_from_slice(&[0x82, ATTRIBUTE_EXISTS as u8, 0x82, PATH as u8, 0x61, b'a']);
+        bytes.push(0x80);
+        let mut x = Expressions::default();
+        assert!(x.condition(&bytes, "c").is_err());
     }
 }
