@@ -603,3 +603,103 @@ fn a_recorded_python_client_session_decodes_to_the_requests_it_made() {
         "#n0"
     );
 }
+
+const SCAN: i64 = -1875390620;
+
+/// A scan of `orders` whose filter (keyword 10) is `compiled`.
+fn scan_filtered(compiled: &[u8]) -> Vec<u8> {
+    request(SCAN, |e| {
+        e.bytes(b"orders").unwrap();
+        e.begin_map()
+            .unwrap()
+            .u8(10)
+            .unwrap()
+            .bytes(compiled)
+            .unwrap()
+            .end()
+            .unwrap();
+    })
+}
+
+#[tokio::test]
+async fn hostile_requests_get_dax_errors_and_the_proxy_serves_on() {
+    let bench = Relayed::start(|_| {}).await;
+    let mut conn = Conn::open(bench.proxy.dax_addr).await;
+    // 13 bytes claiming an operator with 2^43 operands, then one with 2^64 - 1.
+    for claim in [
+        [0x9B, 0, 0, 0x08, 0, 0, 0, 0, 0],
+        [0x9B, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF],
+    ] {
+        let mut compiled = vec![0x83, 0x01];
+        compiled.extend_from_slice(&claim);
+        compiled.extend_from_slice(&[0x00, 0x80]);
+        conn.send(&scan_filtered(&compiled)).await;
+        let (codes, code) = error_of(&conn.items(3).await);
+        assert_eq!(
+            (codes, code.as_str()),
+            (vec![4, 37, 38, 39, 46], "ValidationException")
+        );
+    }
+    // A put whose value is 10,000 nested decimals (30 KB).
+    let mut values = vec![0x01];
+    let mut nested = Vec::new();
+    for _ in 0..10_000 {
+        nested.extend_from_slice(&[0xC4, 0x82, 0x00]);
+    }
+    nested.push(0x01);
+    values.extend_from_slice(&nested);
+    // The list id must name one attribute: define it first.
+    conn.send(&request(-1230579644, |e| {
+        e.array(1).unwrap().str("n").unwrap();
+    }))
+    .await;
+    let defined = conn.items(2).await;
+    let id = Decoder::new(&defined[1..]).i64().unwrap();
+    let mut item = Vec::new();
+    Encoder::new(&mut item).i64(id).unwrap();
+    item.extend_from_slice(&nested);
+    conn.send(&request(PUT_ITEM, |e| {
+        e.bytes(b"orders").unwrap().bytes(KEY_A1).unwrap();
+        e.bytes(&item).unwrap();
+        e.null().unwrap();
+    }))
+    .await;
+    let (codes, _) = error_of(&conn.items(3).await);
+    assert_eq!(codes, [4, 37, 38, 39, 46]);
+    assert_eq!(bench.relay.count("PutItem"), 0);
+    assert_eq!(bench.relay.count("Scan"), 0);
+    // The same connection, and HTTP, still serve.
+    conn.send(&request(ENDPOINTS, |_| {})).await;
+    assert_eq!(conn.items(2).await[0], 0x80);
+    assert!(!bench.proxy.metrics().await.is_empty());
+}
+
+#[tokio::test]
+async fn idle_and_trickling_connections_are_closed() {
+    let bench = Relayed::start(|c| {
+        c.limits.header_read_timeout_ms = 400;
+        c.limits.idle_timeout_ms = 400;
+    })
+    .await;
+    let addr = bench.proxy.dax_addr;
+    // Idle past the idle timeout after a request: closed.
+    let mut idle = Conn::open(addr).await;
+    idle.send(&request(ENDPOINTS, |_| {})).await;
+    idle.items(2).await;
+    assert!(idle.closed().await, "an idle connection is closed");
+
+    // A request trickled a byte every 50 ms: each byte used to restart the timer, so it was
+    // never closed. Its whole request must arrive within the timeout of its first byte.
+    let mut slow = Conn::open(addr).await;
+    let whole = get_item("orders", KEY_A1);
+    let trickle = tokio::spawn(async move {
+        for byte in whole.iter().cycle().take(200) {
+            if slow.stream.write_all(&[*byte]).await.is_err() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        slow.closed().await
+    });
+    assert!(trickle.await.unwrap(), "a trickling request is cut off");
+}

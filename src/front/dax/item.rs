@@ -25,7 +25,7 @@ const LISTS_CAPACITY: u64 = 100_000;
 /// And the bytes their names may take in all.
 const LISTS_MAX_BYTES: u64 = 64 << 20;
 /// Names one attribute list may hold (DynamoDB's item size bounds them far lower in practice).
-const MAX_LIST_NAMES: usize = 10_000;
+pub const MAX_LIST_NAMES: usize = 10_000;
 /// Bytes of names one list may hold: an item, names and values together, is at most 400 KB.
 pub const MAX_LIST_BYTES: usize = 400 * 1024;
 /// Bytes the file may grow to: past it, new lists live in memory only.

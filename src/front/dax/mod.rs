@@ -570,9 +570,16 @@ fn define_attribute_list_id(
     items: &Items<'_>,
     out: &mut Vec<u8>,
 ) -> Result<(), DaxError> {
+    // Bounded while it is read, not after: a list is at most the names of one item.
     let mut names = Vec::new();
+    let mut bytes = 0;
     av::each(&mut items.decoder(0), |d| {
-        names.push(av::text(d)?);
+        let name = av::text(d)?;
+        bytes += name.len();
+        if names.len() >= item::MAX_LIST_NAMES || bytes > item::MAX_LIST_BYTES {
+            return Err(DaxError::validation("too many attributes in one list"));
+        }
+        names.push(name);
         Ok(())
     })?;
     let id = dax.lists.id_of(&names)?;

@@ -37,6 +37,12 @@ mod kw {
     pub const CLIENT_REQUEST_TOKEN: u64 = 19;
 }
 
+/// Most keys one BatchGetItem may ask for, writes one BatchWriteItem may make, and items one
+/// transaction may hold, as DynamoDB allows.
+const BATCH_GET_MAX_KEYS: usize = 100;
+const BATCH_WRITE_MAX_ITEMS: usize = 25;
+const TRANSACT_MAX_ITEMS: usize = 100;
+
 /// Keyword parameters a request may carry; more is not a DAX client.
 const MAX_KWARGS: usize = 64;
 
@@ -541,6 +547,7 @@ async fn batch_get(shapes: &impl Shapes, items: &Items<'_>) -> Result<Translated
     let mut request_items = Map::new();
     let mut reply = HashMap::new();
     let mut d = items.decoder(0);
+    let mut total = 0;
     av::each_pair(&mut d, |d| {
         let table = av::text(d)?;
         let shape = known
@@ -574,6 +581,13 @@ async fn batch_get(shapes: &impl Shapes, items: &Items<'_>) -> Result<Translated
         let projection = projection(&mut x, &mut entry, compiled)?;
         let mut keys = Vec::new();
         av::each(d, |d| {
+            // Counted before anything is built: DynamoDB takes 100 keys a batch.
+            total += 1;
+            if total > BATCH_GET_MAX_KEYS {
+                return Err(DaxError::validation(
+                    "Too many items requested for the BatchGetItem call",
+                ));
+            }
             keys.push(Value::Object(shape.decode(&av::bytes(d)?)?));
             Ok(())
         })?;
@@ -597,12 +611,20 @@ async fn batch_write(shapes: &impl Shapes, items: &Items<'_>) -> Result<Translat
     let known = shapes_of(shapes, &tables).await?;
     let mut request_items = Map::new();
     let mut d = items.decoder(0);
+    let mut total = 0;
     av::each_pair(&mut d, |d| {
         let table = av::text(d)?;
         let shape = &known[&table];
         let mut writes = Vec::new();
         let mut pending_key: Option<Map<String, Value>> = None;
         av::each(d, |d| {
+            // Counted before anything is built: DynamoDB takes 25 writes a batch.
+            total += 1;
+            if total > 2 * BATCH_WRITE_MAX_ITEMS {
+                return Err(DaxError::validation(
+                    "Too many items requested for the BatchWriteItem call",
+                ));
+            }
             match pending_key.take() {
                 None => pending_key = Some(shape.decode(&av::bytes(d)?)?),
                 Some(mut key) => {
@@ -644,6 +666,13 @@ fn byte_list<T>(
         return Ok(out);
     }
     av::each(d, |d| {
+        // Every list is one entry per transaction item: DynamoDB takes 100.
+        if out.len() >= TRANSACT_MAX_ITEMS {
+            return Err(DaxError::validation(
+                "1 validation error detected: Value at 'transactItems' failed to satisfy \
+                 constraint: Member must have length less than or equal to 100",
+            ));
+        }
         let value = if d.datatype()? == Type::Null {
             d.null()?;
             None
