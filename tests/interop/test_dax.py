@@ -532,3 +532,26 @@ def test_daxs_with_a_certificate_the_client_trusts(monkeypatch):
             proxy.stop()
             moto.stop()
 
+
+
+def test_sort_keys_across_dynamodbs_whole_range_page_back_exactly(dax_env):
+    # From the smallest magnitude DynamoDB stores to the largest, both signs: sort keys of
+    # 1E+38 and up take more than the client's 38-digit context in plain form.
+    _, dax, http = dax_env
+    keys = ["1E-130", "-1E-130", "1.5E-100", "0.001", "-7", "0", "42", "1E+37", "1E+38",
+            "-1E+38", "123456789E+40", "9.9E+125", "-9.9E+125"]
+    for n, sk in enumerate(keys):
+        http.put_item(TableName=TABLE, Item={**key("range", sk), "n": {"N": str(n)}})
+    seen, start = [], None
+    while True:
+        page = dax.query(TableName=TABLE, KeyConditionExpression="pk = :p", Limit=3,
+                         ExpressionAttributeValues={":p": {"S": "range"}},
+                         **({"ExclusiveStartKey": start} if start else {}))
+        seen += [(Decimal(item["sk"]["N"]), item["n"]["N"]) for item in page["Items"]]
+        start = page.get("LastEvaluatedKey")
+        if not start:
+            break
+    assert sorted(seen) == sorted((Decimal(sk), str(n)) for n, sk in enumerate(keys))
+    for n, sk in enumerate(keys):
+        got = dax.get_item(TableName=TABLE, Key=key("range", sk))["Item"]
+        assert Decimal(got["sk"]["N"]) == Decimal(sk) and got["n"]["N"] == str(n), sk
