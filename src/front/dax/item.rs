@@ -246,9 +246,9 @@ impl Persisted {
     }
 }
 
-/// A list's id: a 53-bit hash of its names (and, past the first, of the probe), never 0 or
-/// 1. 53 bits, because the JavaScript client holds ids as JavaScript numbers, exact only up
-/// to 2^53 - 1.
+/// A list's id: a 53-bit hash of its names (and, past the first probe, of the probe), never
+/// 0 or 1. It has 53 bits because the JavaScript client holds ids as JavaScript numbers, which
+/// are exact only up to 2^53 - 1.
 fn list_id(names: &[String], probe: u32) -> i64 {
     let mut hash = Sha256::new();
     for name in names {
