@@ -23,6 +23,164 @@ pub fn decode(d: &mut Decoder<'_>) -> Result<Value, DaxError> {
     decode_at(d, 0)
 }
 
+/// Reads one attribute value straight into DynamoDB JSON text, held as a [`Value::String`]
+/// that [`super::request::write_body`] writes as it is. Nothing else is built: a value costs
+/// its JSON text, where a tree of maps costs hundreds of bytes for every scalar in it.
+/// `size` grows by at least what DynamoDB counts for the value (never more), so a caller can
+/// refuse an item DynamoDB would refuse before building the rest of it.
+pub fn decode_raw(d: &mut Decoder<'_>, size: &mut usize) -> Result<Value, DaxError> {
+    let mut out = String::new();
+    write_json(d, &mut out, size, 0)?;
+    Ok(Value::String(out))
+}
+
+/// A JSON string literal.
+fn push_str(out: &mut String, s: &str) {
+    // Writing into a String cannot fail.
+    let quoted = serde_json::to_string(s).expect("a string serialises");
+    out.push_str(&quoted);
+}
+
+fn write_json(
+    d: &mut Decoder<'_>,
+    out: &mut String,
+    size: &mut usize,
+    depth: usize,
+) -> Result<(), DaxError> {
+    if depth > MAX_DEPTH {
+        return Err(DaxError::validation(
+            "Nesting Levels have exceeded supported limits",
+        ));
+    }
+    match d.datatype()? {
+        Type::String | Type::StringIndef => {
+            let s = text(d)?;
+            *size += s.len();
+            out.push_str("{\"S\":");
+            push_str(out, &s);
+            out.push('}');
+        }
+        Type::Bytes | Type::BytesIndef => {
+            let b = bytes(d)?;
+            *size += b.len();
+            out.push_str("{\"B\":\"");
+            BASE64.encode_string(&b, out);
+            out.push_str("\"}");
+        }
+        Type::Bool => {
+            *size += 1;
+            out.push_str(if d.bool()? {
+                "{\"BOOL\":true}"
+            } else {
+                "{\"BOOL\":false}"
+            });
+        }
+        Type::Null => {
+            d.null()?;
+            *size += 1;
+            out.push_str("{\"NULL\":true}");
+        }
+        Type::Array | Type::ArrayIndef => {
+            out.push_str("{\"L\":[");
+            let mut first = true;
+            each(d, |d| {
+                if !std::mem::take(&mut first) {
+                    out.push(',');
+                }
+                *size += 1;
+                write_json(d, out, size, depth + 1)
+            })?;
+            out.push_str("]}");
+        }
+        Type::Map | Type::MapIndef => {
+            out.push_str("{\"M\":{");
+            let mut first = true;
+            each_pair(d, |d| {
+                if !std::mem::take(&mut first) {
+                    out.push(',');
+                }
+                let name = text(d)?;
+                *size += name.len() + 1;
+                push_str(out, &name);
+                out.push(':');
+                write_json(d, out, size, depth + 1)
+            })?;
+            out.push_str("}}");
+        }
+        Type::Tag => {
+            let mut probe = d.clone();
+            let tag = probe.tag()?.as_u64();
+            match tag {
+                TAG_STRING_SET | TAG_NUMBER_SET | TAG_BINARY_SET => {
+                    d.tag()?;
+                    out.push_str(match tag {
+                        TAG_STRING_SET => "{\"SS\":[",
+                        TAG_NUMBER_SET => "{\"NS\":[",
+                        _ => "{\"BS\":[",
+                    });
+                    let mut first = true;
+                    each(d, |d| {
+                        if !std::mem::take(&mut first) {
+                            out.push(',');
+                        }
+                        match tag {
+                            TAG_STRING_SET => {
+                                let s = text(d)?;
+                                *size += s.len();
+                                push_str(out, &s);
+                            }
+                            TAG_NUMBER_SET => {
+                                *size += 1;
+                                number_json(d, out)?;
+                            }
+                            _ => {
+                                let b = bytes(d)?;
+                                *size += b.len();
+                                out.push('"');
+                                BASE64.encode_string(&b, out);
+                                out.push('"');
+                            }
+                        }
+                        Ok(())
+                    })?;
+                    out.push_str("]}");
+                }
+                _ => {
+                    *size += 1;
+                    out.push_str("{\"N\":");
+                    number_json(d, out)?;
+                    out.push('}');
+                }
+            }
+        }
+        Type::F16 => {
+            return Err(DaxError::validation(
+                "a number must be an integer, a decimal or a float of 32 or 64 bits",
+            ));
+        }
+        t if number::is_integer(t) || matches!(t, Type::F32 | Type::F64) => {
+            *size += 1;
+            out.push_str("{\"N\":");
+            number_json(d, out)?;
+            out.push('}');
+        }
+        other => {
+            return Err(DaxError::malformed(format!(
+                "{other} is not an attribute value"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A number as a JSON string of DynamoDB's text.
+fn number_json(d: &mut Decoder<'_>, out: &mut String) -> Result<(), DaxError> {
+    out.push('"');
+    out.push_str(&Decimal::decode(d)?.to_text()?);
+    out.push('"');
+    Ok(())
+}
+
 fn decode_at(d: &mut Decoder<'_>, depth: usize) -> Result<Value, DaxError> {
     if depth > MAX_DEPTH {
         return Err(DaxError::validation(
@@ -222,6 +380,11 @@ mod tests {
         encode(&mut Encoder::new(&mut out), &value).unwrap();
         let back = decode(&mut Decoder::new(&out)).unwrap();
         assert_eq!(back, value);
+        // Written straight to text, the same value.
+        let Value::String(text) = decode_raw(&mut Decoder::new(&out), &mut 0).unwrap() else {
+            panic!("raw values are text");
+        };
+        assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), value);
     }
 
     #[test]
@@ -253,6 +416,8 @@ mod tests {
         assert!(decode(&mut Decoder::new(&[0xF9, 0x3C, 0x00])).is_err());
         let deep: Vec<u8> = std::iter::repeat_n(0x81, 40).chain([0x01]).collect();
         assert!(decode(&mut Decoder::new(&deep)).is_err());
+        assert!(decode_raw(&mut Decoder::new(&deep), &mut 0).is_err());
+        assert!(decode_raw(&mut Decoder::new(&[0xF9, 0x3C, 0x00]), &mut 0).is_err());
     }
 
     #[test]

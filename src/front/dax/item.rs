@@ -28,6 +28,8 @@ const LISTS_MAX_BYTES: u64 = 64 << 20;
 pub const MAX_LIST_NAMES: usize = 10_000;
 /// Bytes of names one list may hold: an item, names and values together, is at most 400 KB.
 pub const MAX_LIST_BYTES: usize = 400 * 1024;
+/// The largest item DynamoDB stores.
+const MAX_ITEM_BYTES: usize = 400 * 1024;
 /// Bytes the file may grow to: past it, new lists live in memory only.
 const MAX_FILE_BYTES: u64 = 32 << 20;
 /// How many ids a list may try before its own is free: another list's id is never reused.
@@ -444,13 +446,22 @@ pub fn decode_values(lists: &Lists, bytes: &[u8]) -> Result<Map<String, Value>, 
     let id = d.i64()?;
     let names = lists.names(id)?;
     let mut item = Map::new();
+    // What DynamoDB counts of the item, at least: past its limit the item is refused before
+    // the rest of it is built.
+    let mut size = 0;
     for name in names.iter() {
         if d.position() >= bytes.len() {
             return Err(DaxError::validation(
                 "an item has fewer values than its attribute list has names",
             ));
         }
-        item.insert(name.clone(), av::decode(&mut d)?);
+        size += name.len();
+        item.insert(name.clone(), av::decode_raw(&mut d, &mut size)?);
+        if size > MAX_ITEM_BYTES {
+            return Err(DaxError::validation(
+                "Item size has exceeded the maximum allowed size",
+            ));
+        }
     }
     if d.position() != bytes.len() {
         return Err(DaxError::validation(
@@ -638,7 +649,12 @@ mod tests {
         let item = object(json!({"pk": {"S": "k"}, "z": {"N": "1"}, "a": {"S": "x"}}));
         let bytes = encode_values(&lists, &s, &item).unwrap();
         let back = decode_values(&lists, &bytes).unwrap();
-        assert_eq!(back, object(json!({"a": {"S": "x"}, "z": {"N": "1"}})));
+        // Each value comes back as its JSON text, written as it is into the request body.
+        let parsed: Map<String, Value> = back
+            .into_iter()
+            .map(|(name, raw)| (name, serde_json::from_str(raw.as_str().unwrap()).unwrap()))
+            .collect();
+        assert_eq!(parsed, object(json!({"a": {"S": "x"}, "z": {"N": "1"}})));
         // Fewer values than names.
         let short = &bytes[..bytes.len() - 1];
         assert!(decode_values(&lists, short).is_err());

@@ -736,8 +736,15 @@ async fn data(
     let translated = request::translate(&lookup, method, items)
         .await
         .map_err(|e| fail(op, e))?;
-    let op = translated.op;
-    let body = serde_json::to_vec(&translated.body).expect("JSON values serialise");
+    let request::Translated {
+        op,
+        body: tree,
+        reply,
+        capacity,
+    } = translated;
+    // The tree is not needed once written: its memory goes before the request path runs.
+    let body = request::write_body(&tree);
+    drop(tree);
     let target = HeaderValue::from_str(&format!("DynamoDB_20120810.{}", op.name()))
         .expect("operation names are header-safe");
     let ctx = Context::over(Protocol::Dax, op, started);
@@ -754,21 +761,11 @@ async fn data(
     if status != 200 {
         let mut err = DaxError::from_dynamo(status, &json);
         if err.code == "TransactionCanceledException" {
-            err.reasons = Some(response::cancellation_reasons(
-                &dax.lists,
-                &translated.reply,
-                &json,
-            )?);
+            err.reasons = Some(response::cancellation_reasons(&dax.lists, &reply, &json)?);
         }
         return Err(err);
     }
-    response::encode(
-        &dax.lists,
-        &translated.reply,
-        translated.capacity,
-        &json,
-        out,
-    )
+    response::encode(&dax.lists, &reply, capacity, &json, out)
 }
 
 /// Reads DAX requests from arbitrary bytes, as a connection would, and decodes every one that
@@ -798,7 +795,11 @@ pub fn decode_session(input: &[u8]) -> Vec<Result<(&'static str, serde_json::Val
             Method::AuthorizeConnection | Method::Endpoints | Method::DefineKeySchema => {}
             method => decoded.push(
                 translate_offline(&dax.lists, method, &items)
-                    .map(|t| (t.op.name(), t.body))
+                    .map(|t| {
+                        let body = request::write_body(&t.body);
+                        let json = serde_json::from_slice(&body).expect("the body is JSON");
+                        (t.op.name(), json)
+                    })
                     .map_err(|e| e.to_string()),
             ),
         }

@@ -328,6 +328,108 @@ fn projection(
     Ok(Some(Arc::new(paths)))
 }
 
+/// Fields whose value is a map of attribute values (an item, a key, an expression's values).
+/// There, and only there, the translation holds each value as its JSON text already written
+/// ([`av::decode_raw`]), in a [`Value::String`]; a value decoded as a tree is a
+/// [`Value::Object`]. Neither can be the other: an attribute value is always an object.
+const VALUE_MAPS: [&str; 4] = [
+    "Item",
+    "Key",
+    "ExclusiveStartKey",
+    "ExpressionAttributeValues",
+];
+
+/// The request body as DynamoDB JSON. Every field is written as JSON, except the attribute
+/// values of [`VALUE_MAPS`], whose text is written as it was decoded; `RequestItems` is keyed
+/// by table names, so its keys are never read as field names.
+pub fn write_body(body: &Value) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    write_fields(body, &mut out);
+    out
+}
+
+fn write_fields(value: &Value, out: &mut Vec<u8>) {
+    match value {
+        Value::Object(fields) => {
+            out.push(b'{');
+            for (i, (name, inner)) in fields.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_json_str(name, out);
+                out.push(b':');
+                match (name.as_str(), inner) {
+                    (field, Value::Object(_)) if VALUE_MAPS.contains(&field) => {
+                        write_value_map(inner, out)
+                    }
+                    ("Keys", Value::Array(keys)) => {
+                        out.push(b'[');
+                        for (i, key) in keys.iter().enumerate() {
+                            if i > 0 {
+                                out.push(b',');
+                            }
+                            write_value_map(key, out);
+                        }
+                        out.push(b']');
+                    }
+                    ("RequestItems", Value::Object(tables)) => {
+                        out.push(b'{');
+                        for (i, (table, entry)) in tables.iter().enumerate() {
+                            if i > 0 {
+                                out.push(b',');
+                            }
+                            write_json_str(table, out);
+                            out.push(b':');
+                            write_fields(entry, out);
+                        }
+                        out.push(b'}');
+                    }
+                    _ => write_fields(inner, out),
+                }
+            }
+            out.push(b'}');
+        }
+        Value::Array(list) => {
+            out.push(b'[');
+            for (i, inner) in list.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_fields(inner, out);
+            }
+            out.push(b']');
+        }
+        scalar => write_json(scalar, out),
+    }
+}
+
+fn write_value_map(map: &Value, out: &mut Vec<u8>) {
+    let Value::Object(values) = map else {
+        return write_json(map, out);
+    };
+    out.push(b'{');
+    for (i, (name, value)) in values.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_json_str(name, out);
+        out.push(b':');
+        match value {
+            Value::String(text) => out.extend_from_slice(text.as_bytes()),
+            tree => write_json(tree, out),
+        }
+    }
+    out.push(b'}');
+}
+
+fn write_json_str(text: &str, out: &mut Vec<u8>) {
+    serde_json::to_writer(&mut *out, text).expect("a string serialises");
+}
+
+fn write_json(value: &Value, out: &mut Vec<u8>) {
+    serde_json::to_writer(&mut *out, value).expect("a JSON value serialises");
+}
+
 /// Translates a data method.
 pub async fn translate(
     shapes: &impl Shapes,

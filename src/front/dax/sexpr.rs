@@ -339,7 +339,7 @@ fn parse_full(bytes: &[u8]) -> Result<(Node, Vec<Value>), DaxError> {
                 "Value provided in ExpressionAttributeValues unused in expressions",
             ));
         }
-        table.push(av::decode(d)?);
+        table.push(av::decode_raw(d, &mut 0)?);
         Ok(())
     })?;
     end(&d, bytes)?;
@@ -510,8 +510,9 @@ mod tests {
             "(attribute_not_exists(#n0)) OR ((#n1 = :c0) AND (size(#n2.#n3[2]) > :c1))"
         );
         assert_eq!(x.names["#n1"], json!("status"));
-        assert_eq!(x.values[":c0"], json!({"S": "on"}));
-        assert_eq!(x.values[":c1"], json!({"N": "3"}));
+        // Values are held as their JSON text, written as it is into the request body.
+        assert_eq!(x.values[":c0"], json!(r#"{"S":"on"}"#));
+        assert_eq!(x.values[":c1"], json!(r#"{"N":"3"}"#));
     }
 
     #[test]
