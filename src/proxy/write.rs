@@ -7,6 +7,8 @@
 //! key is dropped. When the proxy cannot tell which keys a write touches (no key schema, a
 //! key it cannot read), it drops every table the request names before it answers.
 
+use std::collections::BTreeMap;
+
 use bytes::Bytes;
 use http::StatusCode;
 use serde::Deserialize;
@@ -19,7 +21,7 @@ use crate::cache::{Touched, WriteOutcome};
 use crate::state::State;
 use crate::upstream::UpstreamResponse;
 use crate::upstream::schema::SchemaError;
-use crate::wire::keys::{ItemKey, WireKey};
+use crate::wire::keys::{ItemKey, KeyValue, WireKey};
 use crate::wire::request::{KeyedWrite, PutItem, WriteAction};
 
 /// PutItem: on success the cache holds the new item (when it is byte-equivalent to what
@@ -212,10 +214,11 @@ fn unprocessed_keys(state: &State, body: &[u8]) -> Vec<ItemKey> {
                 .pointer("/PutRequest/Item")
                 .and_then(Value::as_object)
             {
-                state
-                    .schemas
-                    .cached(&table)
-                    .and_then(|schema| key_from_item(&schema.key, item))
+                state.schemas.cached(&table).and_then(|schema| {
+                    key_from_item(&schema.key, |name| {
+                        serde_json::from_value(item.get(name)?.clone()).ok()
+                    })
+                })
             } else {
                 None
             };
@@ -281,7 +284,7 @@ enum Placed {
     Unknown,
 }
 
-async fn item_key_of(state: &State, table: &str, item: &Map<String, Value>) -> Placed {
+async fn item_key_of(state: &State, table: &str, item: &BTreeMap<String, Bytes>) -> Placed {
     let schema = match state.schemas.get(table).await {
         Ok(schema) => schema,
         Err(SchemaError::NotFound(_)) => return Placed::NoTable,
@@ -290,7 +293,9 @@ async fn item_key_of(state: &State, table: &str, item: &Map<String, Value>) -> P
             return Placed::Unknown;
         }
     };
-    let Some(wire) = key_from_item(&schema.key, item) else {
+    let Some(wire) = key_from_item(&schema.key, |name| {
+        serde_json::from_slice(item.get(name)?).ok()
+    }) else {
         return Placed::Unknown;
     };
     match ItemKey::new(table, &wire) {
@@ -318,13 +323,14 @@ async fn keyed(state: &State, table: &str, wire: &WireKey) -> Option<Touched> {
     })
 }
 
+/// The key attributes of an item, each read by `value` from wherever the item is held.
 fn key_from_item(
     schema: &crate::upstream::schema::KeySchema,
-    item: &Map<String, Value>,
+    value: impl Fn(&str) -> Option<KeyValue>,
 ) -> Option<WireKey> {
-    let mut wire = Map::new();
+    let mut wire = WireKey::new();
     for name in std::iter::once(&schema.partition).chain(schema.sort.as_ref()) {
-        wire.insert(name.clone(), item.get(name)?.clone());
+        wire.insert(name.clone(), value(name)?);
     }
-    serde_json::from_value(Value::Object(wire)).ok()
+    Some(wire)
 }

@@ -134,7 +134,8 @@ pub struct PutItem {
 pub struct NewItem {
     /// The item as sent (a slice of the body).
     pub raw: Bytes,
-    pub attributes: Map<String, Value>,
+    /// Each top-level attribute's value as sent (a slice of the body).
+    pub attributes: BTreeMap<String, Bytes>,
     /// Whether the item can be cached as written: every number already in the form DynamoDB
     /// answers with (otherwise a later read would see different text).
     pub storable: bool,
@@ -689,9 +690,16 @@ fn transact_write(body: &Bytes, naming: &Naming) -> Option<(Named, Form)> {
     Some(writes_to(refs, Form::TransactWriteItems(actions)))
 }
 
+/// The item's top-level attributes, each a slice of the body: an item is never built as a
+/// tree of JSON values (hundreds of bytes for every scalar in it), only read through once.
 fn new_item(body: &Bytes, raw: &RawValue) -> Option<NewItem> {
-    let attributes: Map<String, Value> = serde_json::from_str(raw.get()).ok()?;
-    let storable = attributes.values().all(canonical_numbers);
+    let top: BTreeMap<String, &RawValue> = serde_json::from_str(raw.get()).ok()?;
+    let mut storable = true;
+    let mut attributes = BTreeMap::new();
+    for (name, value) in top {
+        storable &= serde_json::from_str::<Canonical>(value.get()).is_ok_and(|c| c.0);
+        attributes.insert(name, body.slice_ref(value.get().as_bytes()));
+    }
     Some(NewItem {
         raw: body.slice_ref(raw.get().as_bytes()),
         attributes,
@@ -699,24 +707,143 @@ fn new_item(body: &Bytes, raw: &RawValue) -> Option<NewItem> {
     })
 }
 
-/// Whether every number in a typed attribute value is in DynamoDB's own form.
-fn canonical_numbers(value: &Value) -> bool {
-    match value {
-        Value::Object(typed) => typed.iter().all(|(kind, inner)| match kind.as_str() {
-            "N" => inner.as_str().is_some_and(is_wire_canonical_number),
-            "NS" => inner.as_array().is_some_and(|ns| {
-                ns.iter()
-                    .all(|n| n.as_str().is_some_and(is_wire_canonical_number))
-            }),
-            "M" => inner
-                .as_object()
-                .is_some_and(|m| m.values().all(canonical_numbers)),
-            "L" => inner
-                .as_array()
-                .is_some_and(|l| l.iter().all(canonical_numbers)),
-            _ => true,
-        }),
-        _ => false,
+/// Whether every number in a typed attribute value is in DynamoDB's own form, read as the
+/// value streams past (strings of numbers aside, nothing of it is kept).
+struct Canonical(bool);
+
+impl<'de> Deserialize<'de> for Canonical {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Canonical, D::Error> {
+        d.deserialize_any(CanonicalVisitor)
+    }
+}
+
+struct CanonicalVisitor;
+
+impl<'de> serde::de::Visitor<'de> for CanonicalVisitor {
+    type Value = Canonical;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an attribute value")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Canonical, A::Error> {
+        use serde::de::IgnoredAny;
+        let mut all = true;
+        while let Some(kind) = map.next_key::<Cow<'de, str>>()? {
+            all &= match &*kind {
+                "N" => is_wire_canonical_number(&map.next_value::<Cow<'de, str>>()?),
+                "NS" => map.next_value::<NumberSet>()?.0,
+                "M" => map.next_value::<CanonicalMap>()?.0,
+                "L" => map.next_value::<CanonicalList>()?.0,
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                    true
+                }
+            };
+        }
+        Ok(Canonical(all))
+    }
+
+    // Anything but an object is not an attribute value.
+    fn visit_bool<E>(self, _: bool) -> Result<Canonical, E> {
+        Ok(Canonical(false))
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Canonical, E> {
+        Ok(Canonical(false))
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Canonical, E> {
+        Ok(Canonical(false))
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Canonical, E> {
+        Ok(Canonical(false))
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Canonical, E> {
+        Ok(Canonical(false))
+    }
+    fn visit_unit<E>(self) -> Result<Canonical, E> {
+        Ok(Canonical(false))
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Canonical, A::Error> {
+        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        Ok(Canonical(false))
+    }
+}
+
+/// `M`'s members, each checked.
+struct CanonicalMap(bool);
+
+impl<'de> Deserialize<'de> for CanonicalMap {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<CanonicalMap, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = CanonicalMap;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a map of attribute values")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<CanonicalMap, A::Error> {
+                let mut all = true;
+                while let Some((_, value)) = map.next_entry::<serde::de::IgnoredAny, Canonical>()? {
+                    all &= value.0;
+                }
+                Ok(CanonicalMap(all))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// `L`'s elements, each checked.
+struct CanonicalList(bool);
+
+impl<'de> Deserialize<'de> for CanonicalList {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<CanonicalList, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = CanonicalList;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a list of attribute values")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<CanonicalList, A::Error> {
+                let mut all = true;
+                while let Some(value) = seq.next_element::<Canonical>()? {
+                    all &= value.0;
+                }
+                Ok(CanonicalList(all))
+            }
+        }
+        d.deserialize_seq(V)
+    }
+}
+
+/// `NS`'s members, each checked.
+struct NumberSet(bool);
+
+impl<'de> Deserialize<'de> for NumberSet {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<NumberSet, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = NumberSet;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a list of numbers")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<NumberSet, A::Error> {
+                let mut all = true;
+                while let Some(n) = seq.next_element::<Cow<'de, str>>()? {
+                    all &= is_wire_canonical_number(&n);
+                }
+                Ok(NumberSet(all))
+            }
+        }
+        d.deserialize_seq(V)
     }
 }
 
@@ -923,5 +1050,29 @@ mod tests {
             "{:?}",
             r.form
         );
+    }
+
+    #[test]
+    fn a_new_item_is_read_through_once_and_kept_as_slices_of_the_body() {
+        let storable = |item: &str| {
+            let body = Bytes::from(format!(r#"{{"TableName":"t","Item":{item}}}"#));
+            let input: PutItemInput = serde_json::from_slice(&body).unwrap();
+            new_item(&body, input.item).map(|i| (i.storable, i.attributes.len()))
+        };
+        let nested = r#"{"pk":{"S":"a"},"l":{"L":[{"N":"1"},{"M":{"x":{"NS":["2","-3.5"]}}}]}}"#;
+        assert_eq!(storable(nested), Some((true, 2)));
+        assert_eq!(
+            storable(r#"{"pk":{"S":"a"},"n":{"N":"1.0"}}"#),
+            Some((false, 2))
+        );
+        let deep = r#"{"m":{"M":{"x":{"L":[{"NS":["1","02"]}]}}}}"#;
+        assert_eq!(storable(deep), Some((false, 1)));
+        // Not an attribute value: not cached from the body.
+        assert_eq!(storable(r#"{"pk":"a"}"#), Some((false, 1)));
+        assert_eq!(storable(r#"[1]"#), None);
+        let body = Bytes::from_static(br#"{"TableName":"t","Item":{"pk":{"S":"a"}}}"#);
+        let input: PutItemInput = serde_json::from_slice(&body).unwrap();
+        let item = new_item(&body, input.item).unwrap();
+        assert_eq!(&item.attributes["pk"][..], br#"{"S":"a"}"#);
     }
 }
