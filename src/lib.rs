@@ -67,6 +67,13 @@ pub use state::State;
 pub mod fuzzing {
     /// Reads arbitrary bytes as a DAX connection's requests; never panics.
     pub use crate::front::dax::decode_session as dax;
+    /// The same, handing each data request's upstream body to a callback and building
+    /// nothing else: for measuring what decoding costs.
+    pub use crate::front::dax::translate_session as dax_bodies;
+    /// The id a fresh DAX session gives an attribute list of these names.
+    pub fn dax_list_id(names: &[String]) -> i64 {
+        crate::front::dax::list_id_for(names)
+    }
 }
 
 /// Admin connections are few (probes, scrapers); this bounds them separately.

@@ -28,10 +28,49 @@ pub fn decode(d: &mut Decoder<'_>) -> Result<Value, DaxError> {
 /// its JSON text, where a tree of maps costs hundreds of bytes for every scalar in it.
 /// `size` grows by at least what DynamoDB counts for the value (never more), so a caller can
 /// refuse an item DynamoDB would refuse before building the rest of it.
-pub fn decode_raw(d: &mut Decoder<'_>, size: &mut usize) -> Result<Value, DaxError> {
+pub fn decode_raw(d: &mut Decoder<'_>, size: &mut Budget) -> Result<Value, DaxError> {
     let mut out = String::new();
     write_json(d, &mut out, size, 0)?;
+    out.shrink_to_fit();
     Ok(Value::String(out))
+}
+
+/// What DynamoDB counts of the values read so far (at least), and the most it takes: a value
+/// is refused as soon as it passes, before the rest of it is built.
+pub struct Budget {
+    used: usize,
+    limit: usize,
+    /// DynamoDB's words for passing it.
+    refusal: &'static str,
+}
+
+impl Budget {
+    /// An item's: 400 KB.
+    pub fn item() -> Budget {
+        Budget {
+            used: 0,
+            limit: 400 * 1024,
+            refusal: "Item size has exceeded the maximum allowed size",
+        }
+    }
+
+    /// An expression's values: 2 MB for every substitution in it.
+    pub fn expression() -> Budget {
+        Budget {
+            used: 0,
+            limit: 2 << 20,
+            refusal: "ExpressionAttributeValues exceed the maximum allowed size",
+        }
+    }
+
+    pub fn add(&mut self, bytes: usize) -> Result<(), DaxError> {
+        self.used += bytes;
+        if self.used > self.limit {
+            Err(DaxError::validation(self.refusal))
+        } else {
+            Ok(())
+        }
+    }
 }
 
 /// A JSON string literal.
@@ -44,7 +83,7 @@ fn push_str(out: &mut String, s: &str) {
 fn write_json(
     d: &mut Decoder<'_>,
     out: &mut String,
-    size: &mut usize,
+    size: &mut Budget,
     depth: usize,
 ) -> Result<(), DaxError> {
     if depth > MAX_DEPTH {
@@ -55,20 +94,20 @@ fn write_json(
     match d.datatype()? {
         Type::String | Type::StringIndef => {
             let s = text(d)?;
-            *size += s.len();
+            size.add(s.len())?;
             out.push_str("{\"S\":");
             push_str(out, &s);
             out.push('}');
         }
         Type::Bytes | Type::BytesIndef => {
             let b = bytes(d)?;
-            *size += b.len();
+            size.add(b.len())?;
             out.push_str("{\"B\":\"");
             BASE64.encode_string(&b, out);
             out.push_str("\"}");
         }
         Type::Bool => {
-            *size += 1;
+            size.add(1)?;
             out.push_str(if d.bool()? {
                 "{\"BOOL\":true}"
             } else {
@@ -77,7 +116,7 @@ fn write_json(
         }
         Type::Null => {
             d.null()?;
-            *size += 1;
+            size.add(1)?;
             out.push_str("{\"NULL\":true}");
         }
         Type::Array | Type::ArrayIndef => {
@@ -87,7 +126,7 @@ fn write_json(
                 if !std::mem::take(&mut first) {
                     out.push(',');
                 }
-                *size += 1;
+                size.add(1)?;
                 write_json(d, out, size, depth + 1)
             })?;
             out.push_str("]}");
@@ -100,7 +139,7 @@ fn write_json(
                     out.push(',');
                 }
                 let name = text(d)?;
-                *size += name.len() + 1;
+                size.add(name.len() + 1)?;
                 push_str(out, &name);
                 out.push(':');
                 write_json(d, out, size, depth + 1)
@@ -126,16 +165,16 @@ fn write_json(
                         match tag {
                             TAG_STRING_SET => {
                                 let s = text(d)?;
-                                *size += s.len();
+                                size.add(s.len())?;
                                 push_str(out, &s);
                             }
                             TAG_NUMBER_SET => {
-                                *size += 1;
+                                size.add(1)?;
                                 number_json(d, out)?;
                             }
                             _ => {
                                 let b = bytes(d)?;
-                                *size += b.len();
+                                size.add(b.len())?;
                                 out.push('"');
                                 BASE64.encode_string(&b, out);
                                 out.push('"');
@@ -146,7 +185,7 @@ fn write_json(
                     out.push_str("]}");
                 }
                 _ => {
-                    *size += 1;
+                    size.add(1)?;
                     out.push_str("{\"N\":");
                     number_json(d, out)?;
                     out.push('}');
@@ -159,7 +198,7 @@ fn write_json(
             ));
         }
         t if number::is_integer(t) || matches!(t, Type::F32 | Type::F64) => {
-            *size += 1;
+            size.add(1)?;
             out.push_str("{\"N\":");
             number_json(d, out)?;
             out.push('}');
@@ -381,7 +420,8 @@ mod tests {
         let back = decode(&mut Decoder::new(&out)).unwrap();
         assert_eq!(back, value);
         // Written straight to text, the same value.
-        let Value::String(text) = decode_raw(&mut Decoder::new(&out), &mut 0).unwrap() else {
+        let Value::String(text) = decode_raw(&mut Decoder::new(&out), &mut Budget::item()).unwrap()
+        else {
             panic!("raw values are text");
         };
         assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), value);
@@ -416,8 +456,14 @@ mod tests {
         assert!(decode(&mut Decoder::new(&[0xF9, 0x3C, 0x00])).is_err());
         let deep: Vec<u8> = std::iter::repeat_n(0x81, 40).chain([0x01]).collect();
         assert!(decode(&mut Decoder::new(&deep)).is_err());
-        assert!(decode_raw(&mut Decoder::new(&deep), &mut 0).is_err());
-        assert!(decode_raw(&mut Decoder::new(&[0xF9, 0x3C, 0x00]), &mut 0).is_err());
+        assert!(decode_raw(&mut Decoder::new(&deep), &mut Budget::item()).is_err());
+        let half = [0xF9, 0x3C, 0x00];
+        assert!(decode_raw(&mut Decoder::new(&half), &mut Budget::item()).is_err());
+        // A list past an item's size is refused part-way, not once built.
+        let mut list = vec![0x9A];
+        list.extend_from_slice(&1_000_000u32.to_be_bytes());
+        list.extend(std::iter::repeat_n(0x01, 1_000_000));
+        assert!(decode_raw(&mut Decoder::new(&list), &mut Budget::item()).is_err());
     }
 
     #[test]

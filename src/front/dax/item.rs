@@ -28,8 +28,6 @@ const LISTS_MAX_BYTES: u64 = 64 << 20;
 pub const MAX_LIST_NAMES: usize = 10_000;
 /// Bytes of names one list may hold: an item, names and values together, is at most 400 KB.
 pub const MAX_LIST_BYTES: usize = 400 * 1024;
-/// The largest item DynamoDB stores.
-const MAX_ITEM_BYTES: usize = 400 * 1024;
 /// Bytes the file may grow to: past it, new lists live in memory only.
 const MAX_FILE_BYTES: u64 = 32 << 20;
 /// How many ids a list may try before its own is free: another list's id is never reused.
@@ -448,20 +446,15 @@ pub fn decode_values(lists: &Lists, bytes: &[u8]) -> Result<Map<String, Value>, 
     let mut item = Map::new();
     // What DynamoDB counts of the item, at least: past its limit the item is refused before
     // the rest of it is built.
-    let mut size = 0;
+    let mut size = av::Budget::item();
     for name in names.iter() {
         if d.position() >= bytes.len() {
             return Err(DaxError::validation(
                 "an item has fewer values than its attribute list has names",
             ));
         }
-        size += name.len();
+        size.add(name.len())?;
         item.insert(name.clone(), av::decode_raw(&mut d, &mut size)?);
-        if size > MAX_ITEM_BYTES {
-            return Err(DaxError::validation(
-                "Item size has exceeded the maximum allowed size",
-            ));
-        }
     }
     if d.position() != bytes.len() {
         return Err(DaxError::validation(

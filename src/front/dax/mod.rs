@@ -774,9 +774,25 @@ async fn data(
 /// DynamoDB JSON it stands for (against one made-up table with a string hash key `pk` and a
 /// numeric range key `sk`), or why not.
 pub fn decode_session(input: &[u8]) -> Vec<Result<(&'static str, serde_json::Value), String>> {
+    let mut decoded = Vec::new();
+    translate_session(input, |op, body| {
+        decoded.push(body.map(|body| {
+            let json = serde_json::from_slice(&body).expect("the body is JSON");
+            (op, json)
+        }));
+    });
+    decoded
+}
+
+/// As [`decode_session`], but each data request is given to `each` as the body that would go
+/// upstream, bytes and all, with nothing else built from it: what a connection does before
+/// the request path, for measuring and fuzzing what decoding costs.
+pub fn translate_session(
+    input: &[u8],
+    mut each: impl FnMut(&'static str, Result<Vec<u8>, String>),
+) {
     let dax = Dax::default();
     let mut out = Vec::new();
-    let mut decoded = Vec::new();
     let mut rest = match frame::preamble(input) {
         Ok(Some((len, _))) => &input[len..],
         _ => input,
@@ -793,19 +809,23 @@ pub fn decode_session(input: &[u8]) -> Vec<Result<(&'static str, serde_json::Val
                 let _ = define_attribute_list(&dax, &items, &mut out);
             }
             Method::AuthorizeConnection | Method::Endpoints | Method::DefineKeySchema => {}
-            method => decoded.push(
-                translate_offline(&dax.lists, method, &items)
-                    .map(|t| {
-                        let body = request::write_body(&t.body);
-                        let json = serde_json::from_slice(&body).expect("the body is JSON");
-                        (t.op.name(), json)
-                    })
-                    .map_err(|e| e.to_string()),
-            ),
+            method => {
+                let op = method.operation().name();
+                let body = translate_offline(&dax.lists, method, &items).map(|t| {
+                    let body = request::write_body(&t.body);
+                    drop(t);
+                    body
+                });
+                each(op, body.map_err(|e| e.to_string()));
+            }
         }
         rest = &rest[frame.len..];
     }
-    decoded
+}
+
+/// The id a fresh registry gives the list `names`.
+pub fn list_id_for(names: &[String]) -> i64 {
+    Lists::default().id_of(names).unwrap_or(item::EMPTY_LIST)
 }
 
 /// Translates a data request against the made-up table, without an upstream.

@@ -343,7 +343,8 @@ const VALUE_MAPS: [&str; 4] = [
 /// values of [`VALUE_MAPS`], whose text is written as it was decoded; `RequestItems` is keyed
 /// by table names, so its keys are never read as field names.
 pub fn write_body(body: &Value) -> Vec<u8> {
-    let mut out = Vec::with_capacity(256);
+    // Sized once, from the values' text: a body of large items is not copied as it grows.
+    let mut out = Vec::with_capacity(256 + text_len(body));
     write_fields(body, &mut out);
     out
 }
@@ -400,6 +401,16 @@ fn write_fields(value: &Value, out: &mut Vec<u8>) {
             out.push(b']');
         }
         scalar => write_json(scalar, out),
+    }
+}
+
+/// The bytes of the values' text in a body, and a little for everything else.
+fn text_len(value: &Value) -> usize {
+    match value {
+        Value::String(text) => text.len() + 2,
+        Value::Object(fields) => fields.iter().map(|(k, v)| k.len() + 4 + text_len(v)).sum(),
+        Value::Array(list) => list.iter().map(|v| 1 + text_len(v)).sum(),
+        _ => 8,
     }
 }
 

@@ -332,6 +332,7 @@ fn parse_full(bytes: &[u8]) -> Result<(Node, Vec<Value>), DaxError> {
         _ => parse_node(&mut d, 0, &mut 0)?,
     };
     let mut table = Vec::new();
+    let mut size = av::Budget::expression();
     av::each(&mut d, |d| {
         // DynamoDB refuses values no expression uses, and each use is a node.
         if table.len() >= MAX_NODES {
@@ -339,7 +340,7 @@ fn parse_full(bytes: &[u8]) -> Result<(Node, Vec<Value>), DaxError> {
                 "Value provided in ExpressionAttributeValues unused in expressions",
             ));
         }
-        table.push(av::decode_raw(d, &mut 0)?);
+        table.push(av::decode_raw(d, &mut size)?);
         Ok(())
     })?;
     end(&d, bytes)?;
