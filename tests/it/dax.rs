@@ -703,3 +703,122 @@ async fn idle_and_trickling_connections_are_closed() {
     });
     assert!(trickle.await.unwrap(), "a trickling request is cut off");
 }
+
+/// An error answer's code path, error code and message.
+fn error_with_message(bytes: &[u8]) -> (Vec<u32>, String, String) {
+    let mut d = Decoder::new(bytes);
+    let n = d.array().unwrap().unwrap();
+    let codes: Vec<u32> = (0..n).map(|_| d.u32().unwrap()).collect();
+    let message = d.str().unwrap().to_string();
+    assert_eq!(d.array().unwrap(), Some(3));
+    d.skip().unwrap();
+    let code = d.str().unwrap().to_string();
+    (codes, code, message)
+}
+
+#[tokio::test]
+async fn tables_are_looked_up_for_allowed_callers_only_and_reloads_reach_open_connections() {
+    let dir = std::env::temp_dir().join(format!("dynamo-cache-dax-grants-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("principals.toml");
+    let principal = |key: &str| {
+        format!(
+            "[[principal]]\nname = \"app\"\naccess_key_id = \"{key}\"\nsecret_access_key = \"s\"\n\
+             tables = [\"orders\", \"missing*\"]\noperations = [\"read\"]\n"
+        )
+    };
+    std::fs::write(&file, principal("AKIDOLD")).unwrap();
+    let bench = Relayed::start(|c| {
+        c.auth.mode = dynamo_cache::config::AuthMode::Sigv4;
+        c.auth.credentials_file = Some(file.clone());
+    })
+    .await;
+    let mut conn = Conn::open(bench.proxy.dax_addr).await;
+    conn.send(&authorize("AKIDOLD", "s")).await;
+    conn.send(&get_item("orders", KEY_A1)).await;
+    assert_eq!(conn.items(2).await, [0x80, 0xA0]);
+    let described = bench.relay.count("DescribeTable");
+
+    // A table the caller has no grant on: refused, and nobody asked DynamoDB about it.
+    for _ in 0..3 {
+        conn.send(&get_item("payroll", b"a")).await;
+        let (codes, code, _) = error_with_message(&conn.items(3).await);
+        assert_eq!(
+            (codes, code.as_str()),
+            (vec![4, 37, 38, 42], "AccessDeniedException")
+        );
+    }
+    assert_eq!(bench.relay.count("DescribeTable"), described);
+
+    // A table it may use that does not exist: worded as GetItem words it.
+    conn.send(&get_item("missing-table", b"a")).await;
+    let (codes, code, message) = error_with_message(&conn.items(3).await);
+    assert_eq!(codes, [4, 37, 38, 39, 41]);
+    assert_eq!(code, "ResourceNotFoundException");
+    assert_eq!(message, "Requested resource not found");
+
+    // A name DynamoDB refuses: its own validation, and no lookup.
+    let before = bench.relay.count("DescribeTable");
+    conn.send(&get_item("no", b"a")).await;
+    let (_, code, message) = error_with_message(&conn.items(3).await);
+    assert_eq!(code, "ValidationException");
+    assert_eq!(
+        message,
+        "1 validation error detected: Value 'no' at 'tableName' failed to satisfy constraint: \
+         Member must have length greater than or equal to 3"
+    );
+    assert_eq!(bench.relay.count("DescribeTable"), before);
+
+    // The key is replaced in the file and reloaded: the open connection's next request is
+    // refused as the clients re-authenticate on, and the new key then works on it.
+    std::fs::write(&file, principal("AKIDNEW")).unwrap();
+    bench.proxy.state.reload().unwrap();
+    conn.send(&get_item("orders", KEY_A1)).await;
+    let (codes, code, _) = error_with_message(&conn.items(3).await);
+    assert_eq!(&codes[..3], [4, 23, 31]);
+    assert_eq!(code, "UnrecognizedClientException");
+    conn.send(&authorize("AKIDNEW", "s")).await;
+    conn.send(&get_item("orders", KEY_A1)).await;
+    assert_eq!(conn.items(2).await, [0x80, 0xA0]);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn before_authenticating_a_connection_may_hold_little() {
+    let dir = std::env::temp_dir().join(format!("dynamo-cache-dax-preauth-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("principals.toml");
+    std::fs::write(
+        &file,
+        "[[principal]]\nname = \"app\"\naccess_key_id = \"AKIDAPP\"\nsecret_access_key = \"s\"\ntables = [\"*\"]\noperations = [\"read\", \"write\"]\n",
+    )
+    .unwrap();
+    let bench = Relayed::start(|c| {
+        c.auth.mode = dynamo_cache::config::AuthMode::Sigv4;
+        c.auth.credentials_file = Some(file);
+    })
+    .await;
+    // A request of a megabyte (well within max_body_bytes) from a caller who has not
+    // authenticated: closed after 64 KB, not buffered whole.
+    let mut conn = Conn::open(bench.proxy.dax_addr).await;
+    let mut header = vec![0x01, 0x3A, 0x7D, 0x8E, 0x7E, 0x56, 0x5A];
+    header.extend_from_slice(&(1u32 << 20).to_be_bytes());
+    conn.send(&header).await;
+    let chunk = vec![0u8; 8 * 1024];
+    let mut sent = 0;
+    while sent < 256 * 1024 && conn.stream.write_all(&chunk).await.is_ok() {
+        sent += chunk.len();
+    }
+    assert!(conn.closed().await);
+    // Authenticated first, the same request is read whole (and answered).
+    let mut conn = Conn::open(bench.proxy.dax_addr).await;
+    conn.send(&authorize("AKIDAPP", "s")).await;
+    let mut big = vec![0x01, 0x3A, 0x7D, 0x8E, 0x7E, 0x56];
+    let mut e = Encoder::new(&mut big);
+    e.bytes(b"orders").unwrap().bytes(KEY_A1).unwrap();
+    e.bytes(&vec![0u8; 256 * 1024]).unwrap().null().unwrap();
+    conn.send(&big).await;
+    let (codes, _) = error_of(&conn.items(3).await);
+    assert_eq!(codes[0], 4, "an answer, not a closed connection");
+    let _ = std::fs::remove_dir_all(dir);
+}
