@@ -822,3 +822,59 @@ async fn before_authenticating_a_connection_may_hold_little() {
     assert_eq!(codes[0], 4, "an answer, not a closed connection");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+const QUERY: i64 = -931250863;
+
+/// A query of partition "a" of `orders` with Select = 1 (ALL_ATTRIBUTES) and a projection of
+/// `pk`, from a client that introduces itself with `preamble`.
+async fn query_selecting_all(bench: &Relayed, preamble: &[u8]) -> (Vec<u8>, serde_json::Value) {
+    let mut stream = TcpStream::connect(bench.proxy.dax_addr).await.unwrap();
+    stream.write_all(preamble).await.unwrap();
+    let mut conn = Conn {
+        stream,
+        buf: Vec::new(),
+    };
+    // [1, [EQ, [PATH, "pk"], [VAR, 0]], [{S: "a"}]]: pk = :v0.
+    let condition = [
+        0x83, 0x01, 0x83, 0x00, 0x82, 0x12, 0x62, b'p', b'k', 0x82, 0x11, 0x00, 0x81, 0x61, b'a',
+    ];
+    // [1, [[PATH, "pk"]]]
+    let projection = [0x82, 0x01, 0x81, 0x82, 0x12, 0x62, b'p', b'k'];
+    conn.send(&request(QUERY, |e| {
+        e.bytes(b"orders").unwrap().bytes(&condition).unwrap();
+        e.begin_map().unwrap();
+        e.u8(15).unwrap().u8(1).unwrap();
+        e.u8(0).unwrap().bytes(&projection).unwrap();
+        e.end().unwrap();
+    }))
+    .await;
+    let answer = conn.items(1).await;
+    let sent = bench
+        .relay
+        .requests()
+        .into_iter()
+        .rev()
+        .find(|s| {
+            s.headers
+                .get("x-amz-target")
+                .is_some_and(|t| t == "DynamoDB_20120810.Query")
+        })
+        .map(|s| serde_json::from_slice(&s.body).unwrap())
+        .unwrap_or(serde_json::Value::Null);
+    (answer, sent)
+}
+
+#[tokio::test]
+async fn select_all_attributes_from_the_go_v2_client_means_unset() {
+    let bench = Relayed::start(|_| {}).await;
+    // aws-dax-go-v2 writes Select = 1 whenever its caller left Select unset: with the
+    // projection it also sent, DynamoDB would refuse ALL_ATTRIBUTES.
+    let go = b"\x67J7yne5G\x00\x63123\xa1\x69UserAgent\x73DaxGoV2Client-1.0.3\x00";
+    let (answer, sent) = query_selecting_all(&bench, go).await;
+    assert_eq!(answer, [0x80], "answered, not refused");
+    assert!(sent.get("Select").is_none(), "{sent}");
+    assert_eq!(sent["ProjectionExpression"], "#n0");
+    // The Python client writes it only when its caller asked: then it is forwarded as asked.
+    let (_, sent) = query_selecting_all(&bench, PREAMBLE).await;
+    assert_eq!(sent["Select"], "ALL_ATTRIBUTES");
+}
