@@ -36,8 +36,19 @@ enum Av {
     Deep(u16, Box<Av>),
 }
 
+/// Sessions stop growing here: a few input bytes can ask for billions of repeats, and the
+/// target measures the proxy's decoders, not the generator's memory.
+const MAX_SESSION: usize = 4 << 20;
+
+fn full(e: &E<'_>) -> bool {
+    e.writer().len() > MAX_SESSION
+}
+
 impl Av {
     fn write(&self, e: &mut E<'_>) {
+        if full(e) {
+            return;
+        }
         match self {
             Av::S(s) => drop(e.str(s)),
             Av::Int(n) => drop(e.i64(*n)),
@@ -78,6 +89,9 @@ impl Av {
             Av::Repeat(count, value) => {
                 let _ = e.array(u64::from(*count));
                 for _ in 0..*count {
+                    if full(e) {
+                        break;
+                    }
                     value.write(e);
                 }
             }
@@ -102,6 +116,9 @@ enum Expr {
 
 impl Expr {
     fn write(&self, e: &mut E<'_>) {
+        if full(e) {
+            return;
+        }
         match self {
             Expr::Op(code, claim, args) => {
                 let _ = e.array(claim.unwrap_or(args.len() as u64 + 1));
@@ -183,6 +200,9 @@ fn session(requests: &[Request]) -> Vec<u8> {
     let mut out = PREAMBLE.to_vec();
     let mut e = Encoder::new(&mut out);
     for request in requests {
+        if full(&e) {
+            break;
+        }
         match request {
             Request::Define(names) => define(&mut e, names),
             Request::Put {
@@ -226,6 +246,9 @@ fn session(requests: &[Request]) -> Vec<u8> {
                 let _ = e.array(claim.unwrap_or(u64::from(*count)));
                 for _ in 0..*count {
                     let _ = e.bytes(KEY);
+                }
+                if full(&e) {
+                    break;
                 }
                 let _ = e.null();
             }
