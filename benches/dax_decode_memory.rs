@@ -152,6 +152,44 @@ fn define_then(request: Vec<u8>) -> Vec<u8> {
     out
 }
 
+/// A getItem whose keyword map holds `n` one-byte items (under key 5, which the Python client
+/// sends and the proxy ignores): what a connection must frame before it can answer.
+fn one_byte_items(n: u32) -> Vec<u8> {
+    let mut out = vec![0x01, 0x1A, 0x0F, 0xB0, 0xCC, 0x6A, 0x41, b't', 0x41, b'k'];
+    out.extend_from_slice(&[0xA1, 0x05, 0x9A]);
+    out.extend_from_slice(&n.to_be_bytes());
+    out.extend(std::iter::repeat_n(0x01, n as usize));
+    out
+}
+
+fn framing() {
+    println!();
+    println!("framing a request of one-byte items arriving 16 KB at a time (CPU time)");
+    for mib in [1u32, 4, 16] {
+        let request = one_byte_items(mib << 20);
+        let time = |resume: bool| {
+            let started = std::time::Instant::now();
+            assert_eq!(
+                dynamo_cache::fuzzing::dax_frames(&request, 16 * 1024, resume),
+                1
+            );
+            started.elapsed()
+        };
+        let resumed = time(true);
+        // Starting over on every read grows with the square of the size: 16 MiB is left out.
+        let restarted = (mib <= 4).then(|| time(false));
+        println!(
+            "  {mib:>2} MiB: resumed {:>9.1} ms, starting over {}",
+            resumed.as_secs_f64() * 1e3,
+            restarted.map_or("(not run)".to_string(), |d| format!(
+                "{:.1} ms ({:.0}x)",
+                d.as_secs_f64() * 1e3,
+                d.as_secs_f64() / resumed.as_secs_f64()
+            ))
+        );
+    }
+}
+
 fn main() {
     println!(
         "{:<48} {:>10} {:>12} {:>8}  answer",
@@ -175,4 +213,5 @@ fn main() {
             peak as f64 / input.len() as f64
         );
     }
+    framing();
 }

@@ -70,6 +70,32 @@ pub mod fuzzing {
     /// The same, handing each data request's upstream body to a callback and building
     /// nothing else: for measuring what decoding costs.
     pub use crate::front::dax::translate_session as dax_bodies;
+    /// Finds the DAX requests in `buf` as a connection does, `step` bytes arriving at a time:
+    /// resuming where the last read ran out (`resume`), or starting over on every read, as
+    /// the proxy once did. How many requests were found.
+    pub fn dax_frames(buf: &[u8], step: usize, resume: bool) -> usize {
+        use crate::front::dax::frame::{Reader, split};
+        let (mut found, mut start, mut end) = (0, 0, 0);
+        let mut reader = Reader::default();
+        while end < buf.len() {
+            end = (end + step).min(buf.len());
+            loop {
+                let next = if resume {
+                    reader.next(&buf[start..end])
+                } else {
+                    split(&buf[start..end])
+                };
+                match next {
+                    Ok(Some(frame)) => {
+                        found += 1;
+                        start += frame.len;
+                    }
+                    _ => break,
+                }
+            }
+        }
+        found
+    }
     /// The id a fresh DAX session gives an attribute list of these names.
     pub fn dax_list_id(names: &[String]) -> i64 {
         crate::front::dax::list_id_for(names)

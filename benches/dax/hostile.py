@@ -83,6 +83,8 @@ def bench(endpoint, secs, out):
 
 def report(path):
     e = json.load(open(path))["endpoints"][0]
+    if e["errors"]:
+        print(f"    errors of {path.rsplit('/', 1)[-1]}: {e.get('errors_by_kind')}")
     return e["requests"], e["errors"]
 
 
@@ -111,8 +113,9 @@ def main():
     scratch = tempfile.mkdtemp()
     proxy = subprocess.Popen(
         [BIN, "serve", "--embedded", "--listen", HTTP, "--admin-listen", ADMIN,
-         "--dax-listen", DAX, "--log-level", "error"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+         "--dax-listen", DAX, "--log-level", os.environ.get("HOSTILE_LOG", "error")],
+        stdout=subprocess.DEVNULL, stderr=open(os.path.join(scratch, "serve.log"), "w"))
+    print(f"proxy log: {scratch}/serve.log")
     try:
         for _ in range(100):
             try:

@@ -878,3 +878,47 @@ async fn select_all_attributes_from_the_go_v2_client_means_unset() {
     let (_, sent) = query_selecting_all(&bench, PREAMBLE).await;
     assert_eq!(sent["Select"], "ALL_ATTRIBUTES");
 }
+
+#[tokio::test]
+async fn large_requests_share_one_bound_and_small_ones_are_served_beside_them() {
+    // Four of the largest requests may be buffered at once (4 x 1 MB past the first 64 KB of
+    // each). Eight connections each send 700 KB of a request that claims a gigabyte, within
+    // the per-request limit: without the shared bound all eight would be held until the
+    // header timeout (a minute here).
+    let bench = Relayed::start(|c| {
+        c.limits.max_body_bytes = 1 << 20;
+        c.limits.header_read_timeout_ms = 60_000;
+    })
+    .await;
+    let addr = bench.proxy.dax_addr;
+    let mut huge = Vec::new();
+    for _ in 0..8 {
+        let mut conn = Conn::open(addr).await;
+        let mut header = vec![0x01, 0x1A, 0x0F, 0xB0, 0xCC, 0x6A, 0x5A];
+        header.extend_from_slice(&(1u32 << 30).to_be_bytes());
+        conn.send(&header).await;
+        let _ = conn.stream.write_all(&vec![0u8; 700 * 1024]).await;
+        huge.push(conn);
+    }
+    let mut small = Conn::open(addr).await;
+    small.send(&get_item("orders", KEY_A1)).await;
+    assert_eq!(small.items(2).await, [0x80, 0xA0]);
+    let mut closed = 0;
+    for mut conn in huge {
+        let mut chunk = [0u8; 4096];
+        loop {
+            match tokio::time::timeout(Duration::from_secs(2), conn.stream.read(&mut chunk)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => {
+                    closed += 1;
+                    break;
+                }
+                Ok(Ok(_)) => continue,
+                Err(_) => break,
+            }
+        }
+    }
+    assert!(
+        (1..8).contains(&closed),
+        "some but not all were refused at once: {closed}"
+    );
+}

@@ -60,6 +60,10 @@ pub struct Dax {
     lists: Lists,
     /// Buffer bytes held by connections that have not authenticated yet.
     pre_auth_bytes: AtomicUsize,
+    /// Buffer bytes past [`KEPT_CAPACITY`] held by all connections.
+    large_bytes: AtomicUsize,
+    /// Turns at looking up a table the proxy does not know ([`LOOKUPS`]).
+    lookups: Semaphore,
     /// Reported as the leader's session: when this node started.
     started: u64,
 }
@@ -69,6 +73,8 @@ impl Default for Dax {
         Dax {
             lists: Lists::default(),
             pre_auth_bytes: AtomicUsize::new(0),
+            large_bytes: AtomicUsize::new(0),
+            lookups: Semaphore::new(LOOKUPS),
             started: SystemTime::now()
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64),
@@ -174,23 +180,35 @@ const PRE_AUTH_LIMIT: usize = 64 * 1024;
 const PRE_AUTH_TOTAL: usize = 32 << 20;
 /// A connection's buffers shrink back to this between requests once a large one has passed.
 const KEPT_CAPACITY: usize = 64 * 1024;
+/// How many requests of the largest size (`max_body_bytes`) all connections may be reading at
+/// once: the bound on the bytes they have buffered past [`KEPT_CAPACITY`] each. A connection
+/// whose request would pass it is closed with an error; requests under 64 KB never count.
+const LARGE_REQUESTS: usize = 4;
 
-/// Buffer bytes held by connections that have not authenticated, counted against
-/// [`PRE_AUTH_TOTAL`]; a connection gives its share back when it authenticates or closes.
-struct PreAuth<'a> {
+/// One connection's part of buffer bytes that all connections share a bound on: before
+/// authentication ([`PRE_AUTH_TOTAL`]), and of large requests (past [`KEPT_CAPACITY`] each,
+/// four of the largest a request may be). A connection gives its part back as its buffer
+/// shrinks, when it authenticates, and when it closes.
+struct Share<'a> {
     total: &'a AtomicUsize,
+    limit: usize,
     held: usize,
 }
 
-impl PreAuth<'_> {
-    /// Holds `bytes` now; `false` when every unauthenticated connection together would hold
-    /// more than the bound.
+impl Share<'_> {
+    /// Holds `bytes` now; `false` when every connection together would hold more than the
+    /// bound.
     fn hold(&mut self, bytes: usize) -> bool {
-        if bytes >= self.held {
+        if bytes > self.held {
+            // Only a connection that grows can pass the bound, and one refused takes nothing.
             let more = bytes - self.held;
             let before = self.total.fetch_add(more, Ordering::Relaxed);
+            if before + more > self.limit {
+                self.total.fetch_sub(more, Ordering::Relaxed);
+                return false;
+            }
             self.held = bytes;
-            before + more <= PRE_AUTH_TOTAL
+            true
         } else {
             self.total.fetch_sub(self.held - bytes, Ordering::Relaxed);
             self.held = bytes;
@@ -199,7 +217,7 @@ impl PreAuth<'_> {
     }
 }
 
-impl Drop for PreAuth<'_> {
+impl Drop for Share<'_> {
     fn drop(&mut self) {
         self.total.fetch_sub(self.held, Ordering::Relaxed);
     }
@@ -239,7 +257,8 @@ impl Inbox {
         limit: usize,
         timing: &Timing,
         stop: &CancellationToken,
-        mut pre_auth: Option<&mut PreAuth<'_>>,
+        mut pre_auth: Option<&mut Share<'_>>,
+        large: &mut Share<'_>,
         mut ready: impl FnMut(&mut frame::Reader, &[u8]) -> Result<Option<T>, FrameError>,
     ) -> Result<T, Ended>
     where
@@ -268,6 +287,13 @@ impl Inbox {
             {
                 return Err(Ended::Refused(FrameError::Malformed(
                     "too many bytes from unauthenticated connections".into(),
+                )));
+            }
+            // What the client has sent counts, not the spare room the buffer grew: a stream of
+            // small requests never comes near the bound.
+            if !large.hold(self.buf.len().saturating_sub(KEPT_CAPACITY)) {
+                return Err(Ended::Refused(FrameError::Malformed(
+                    "too many large requests at once".into(),
                 )));
             }
             let deadline = request_until.or(idle_until);
@@ -325,8 +351,14 @@ async fn connection<S>(
         idle: Some(timing.request),
     };
     let auth_on = state.gate.verifier.is_some();
-    let mut pre_auth = PreAuth {
+    let mut pre_auth = Share {
         total: &dax.pre_auth_bytes,
+        limit: PRE_AUTH_TOTAL,
+        held: 0,
+    };
+    let mut large = Share {
+        total: &dax.large_bytes,
+        limit: LARGE_REQUESTS * limit,
         held: 0,
     };
     let mut inbox = Inbox {
@@ -340,6 +372,7 @@ async fn connection<S>(
             &preamble_timing,
             stop,
             auth_on.then_some(&mut pre_auth),
+            &mut large,
             |_, buf| frame::preamble(buf),
         )
         .await;
@@ -369,9 +402,15 @@ async fn connection<S>(
             (PRE_AUTH_LIMIT, Some(&mut pre_auth))
         };
         let read = inbox
-            .fill(&mut stream, limit, &timing, stop, pre, |reader, buf| {
-                reader.next(buf)
-            })
+            .fill(
+                &mut stream,
+                limit,
+                &timing,
+                stop,
+                pre,
+                &mut large,
+                |reader, buf| reader.next(buf),
+            )
             .await;
         let frame = match read {
             Ok(frame) => frame,
@@ -381,6 +420,7 @@ async fn connection<S>(
                 return;
             }
             Err(Ended::Refused(err)) => {
+                tracing::debug!(error = ?err, "DAX request refused; closing the connection");
                 // The request's end cannot be found: say why, then close.
                 let message = match err {
                     FrameError::UnknownMethod(id) => format!("Unknown method {id}"),
@@ -401,6 +441,7 @@ async fn connection<S>(
             return;
         }
         inbox.shrink();
+        large.hold(inbox.buf.len().saturating_sub(KEPT_CAPACITY));
         if out.capacity() > KEPT_CAPACITY {
             out = Vec::with_capacity(READ_CHUNK);
         }
@@ -431,7 +472,7 @@ async fn answer(
         Method::Endpoints => endpoints(state, dax, local, out),
         Method::DefineAttributeListId => define_attribute_list_id(dax, &items, out),
         Method::DefineAttributeList => define_attribute_list(dax, &items, out),
-        Method::DefineKeySchema => define_key_schema(state, identity, &items, out).await,
+        Method::DefineKeySchema => define_key_schema(state, dax, identity, &items, out).await,
         _ => {
             let dialect = caller.dialect;
             data(
@@ -602,6 +643,7 @@ fn define_attribute_list(dax: &Dax, items: &Items<'_>, out: &mut Vec<u8>) -> Res
 
 async fn define_key_schema(
     state: &State,
+    dax: &Dax,
     identity: Identity,
     items: &Items<'_>,
     out: &mut Vec<u8>,
@@ -609,6 +651,7 @@ async fn define_key_schema(
     let principal = identity?;
     let table = String::from_utf8(items.bytes(0)?)
         .map_err(|_| DaxError::malformed("a table name is not UTF-8"))?;
+    valid_table_name(&table)?;
     if let Some(principal) = principal
         && !principal.may_use(&table)
     {
@@ -617,7 +660,7 @@ async fn define_key_schema(
             principal.name
         )));
     }
-    let shape = key_shape(state, &table).await?;
+    let shape = key_shape(state, dax, &table).await?;
     out.push(response::SUCCESS);
     let described = shape.described();
     let mut e = Encoder::new(out);
@@ -628,8 +671,20 @@ async fn define_key_schema(
     Ok(())
 }
 
-async fn key_shape(state: &State, table: &str) -> Result<KeyShape, DaxError> {
-    match state.schemas.get(table).await {
+/// DescribeTable calls for tables the proxy does not know yet, at once, from every DAX
+/// connection together: names made up by the thousand queue here instead of each costing a
+/// call on the proxy's credentials at once.
+const LOOKUPS: usize = 4;
+
+async fn key_shape(state: &State, dax: &Dax, table: &str) -> Result<KeyShape, DaxError> {
+    let schema = match state.schemas.cached(table) {
+        Some(schema) => Ok(schema),
+        None => {
+            let _turn = dax.lookups.acquire().await.expect("never closed");
+            state.schemas.get(table).await
+        }
+    };
+    match schema {
         Ok(schema) => KeyShape::of(&schema),
         // As DynamoDB's item operations word it (DescribeTable names the table; they do not).
         Err(SchemaError::NotFound(_)) => Err(DaxError::not_found("Requested resource not found")),
@@ -641,6 +696,7 @@ async fn key_shape(state: &State, table: &str) -> Result<KeyShape, DaxError> {
 /// Key shapes for translating one request.
 struct Lookup<'a> {
     state: &'a State,
+    dax: &'a Dax,
     lists: &'a Lists,
     dialect: Dialect,
     /// Who is calling (authentication on): a table is looked up only once the caller may use
@@ -665,7 +721,7 @@ impl Shapes for Lookup<'_> {
             crate::auth::authorize(principal, self.op, Some(&named))
                 .map_err(|err| DaxError::access_denied(err.to_string()))?;
         }
-        key_shape(self.state, table).await
+        key_shape(self.state, self.dax, table).await
     }
 }
 
@@ -728,6 +784,7 @@ async fn data(
     let principal = identity.map_err(|e| fail(op, e))?;
     let lookup = Lookup {
         state,
+        dax,
         lists: &dax.lists,
         dialect,
         caller: principal.as_deref(),
