@@ -241,13 +241,15 @@ struct Timing {
     idle: Option<Duration>,
 }
 
-/// One connection's read side: its buffer, and the request being found in it.
-struct Inbox {
+/// One connection's read side: its buffer, the request being found in it, and the buffer's
+/// part of the bound all connections share on large requests.
+struct Inbox<'a> {
     buf: BytesMut,
     reader: frame::Reader,
+    large: Share<'a>,
 }
 
-impl Inbox {
+impl Inbox<'_> {
     /// Reads until `ready` finds something in the buffer. A request must arrive whole within
     /// the header timeout of its first byte (a client writes it in one flush); between
     /// requests the connection may idle for the idle timeout.
@@ -258,7 +260,6 @@ impl Inbox {
         timing: &Timing,
         stop: &CancellationToken,
         mut pre_auth: Option<&mut Share<'_>>,
-        large: &mut Share<'_>,
         mut ready: impl FnMut(&mut frame::Reader, &[u8]) -> Result<Option<T>, FrameError>,
     ) -> Result<T, Ended>
     where
@@ -291,7 +292,10 @@ impl Inbox {
             }
             // What the client has sent counts, not the spare room the buffer grew: a stream of
             // small requests never comes near the bound.
-            if !large.hold(self.buf.len().saturating_sub(KEPT_CAPACITY)) {
+            if !self
+                .large
+                .hold(self.buf.len().saturating_sub(KEPT_CAPACITY))
+            {
                 return Err(Ended::Refused(FrameError::Malformed(
                     "too many large requests at once".into(),
                 )));
@@ -320,6 +324,8 @@ impl Inbox {
             fresh.extend_from_slice(&self.buf);
             self.buf = fresh;
         }
+        self.large
+            .hold(self.buf.len().saturating_sub(KEPT_CAPACITY));
     }
 }
 
@@ -356,14 +362,14 @@ async fn connection<S>(
         limit: PRE_AUTH_TOTAL,
         held: 0,
     };
-    let mut large = Share {
-        total: &dax.large_bytes,
-        limit: LARGE_REQUESTS * limit,
-        held: 0,
-    };
     let mut inbox = Inbox {
         buf: BytesMut::with_capacity(READ_CHUNK),
         reader: frame::Reader::default(),
+        large: Share {
+            total: &dax.large_bytes,
+            limit: LARGE_REQUESTS * limit,
+            held: 0,
+        },
     };
     let preamble = inbox
         .fill(
@@ -372,7 +378,6 @@ async fn connection<S>(
             &preamble_timing,
             stop,
             auth_on.then_some(&mut pre_auth),
-            &mut large,
             |_, buf| frame::preamble(buf),
         )
         .await;
@@ -402,15 +407,9 @@ async fn connection<S>(
             (PRE_AUTH_LIMIT, Some(&mut pre_auth))
         };
         let read = inbox
-            .fill(
-                &mut stream,
-                limit,
-                &timing,
-                stop,
-                pre,
-                &mut large,
-                |reader, buf| reader.next(buf),
-            )
+            .fill(&mut stream, limit, &timing, stop, pre, |reader, buf| {
+                reader.next(buf)
+            })
             .await;
         let frame = match read {
             Ok(frame) => frame,
@@ -441,7 +440,6 @@ async fn connection<S>(
             return;
         }
         inbox.shrink();
-        large.hold(inbox.buf.len().saturating_sub(KEPT_CAPACITY));
         if out.capacity() > KEPT_CAPACITY {
             out = Vec::with_capacity(READ_CHUNK);
         }
