@@ -38,7 +38,12 @@ pub type Fetched = Arc<Result<UpstreamResponse, ProxyError>>;
 /// Key of a single-flight group: the item, the projection, whether capacity is reported
 /// (requests that differ in what the answer contains never share one), and the key's write
 /// stamp (requests that have seen different writes never share one).
-pub type FlightKey = (ItemKey, Option<Arc<str>>, bool, u64);
+pub type FlightKey = (
+    ItemKey,
+    Option<Arc<str>>,
+    crate::wire::request::Capacity,
+    u64,
+);
 
 /// What a write touches: the item's cache key, and its table and partition for the query
 /// cache (`None` partition: unknown, the whole table's queries are dropped).

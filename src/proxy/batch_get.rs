@@ -13,7 +13,7 @@ use crate::cache::{Caches, FillTicket};
 use crate::error::ProxyError;
 use crate::state::State;
 use crate::wire::keys::{ItemKey, WireKey};
-use crate::wire::request::{BatchGet, BatchTable};
+use crate::wire::request::{BatchGet, BatchTable, Capacity};
 
 /// One table's keys, split into what memory answered and what must be read.
 struct Split<'a> {
@@ -148,7 +148,7 @@ fn fill(caches: &Caches, split: &Split, tickets: Vec<FillTicket>, output: &Value
 }
 
 /// One BatchGetItem answer from the hits and (if asked) the upstream's answer for the misses.
-fn merge(splits: &[Split], upstream: Option<&Value>, capacity: bool) -> Bytes {
+fn merge(splits: &[Split], upstream: Option<&Value>, capacity: Capacity) -> Bytes {
     let mut responses = Map::new();
     for split in splits {
         let sent = &split.table.sent;
@@ -172,14 +172,16 @@ fn merge(splits: &[Split], upstream: Option<&Value>, capacity: bool) -> Bytes {
     // tables answered only from memory add a zero entry when the caller asked for capacity.
     let mut consumed = match upstream.and_then(|u| u.get("ConsumedCapacity")) {
         Some(Value::Array(reported)) => Some(reported.clone()),
-        _ if capacity => Some(Vec::new()),
+        _ if capacity.wanted() => Some(Vec::new()),
         _ => None,
     };
-    if capacity && let Some(consumed) = &mut consumed {
+    if capacity.wanted()
+        && let Some(consumed) = &mut consumed
+    {
         for split in splits {
             let sent = split.table.sent.as_str();
             if !consumed.iter().any(|e| e["TableName"] == sent) {
-                consumed.push(zero_capacity(sent));
+                consumed.push(zero_capacity(sent, capacity, None));
             }
         }
     }

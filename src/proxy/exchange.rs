@@ -14,6 +14,7 @@ use crate::ops::metrics::Protocol;
 use crate::state::State;
 use crate::upstream::UpstreamResponse;
 use crate::wire::operation::Operation;
+use crate::wire::request::Capacity;
 
 /// How a family of operations answered.
 pub type Handled = Result<(ProxyResponse, CacheStatus), ProxyError>;
@@ -144,7 +145,51 @@ pub fn changed_nothing(result: &Result<UpstreamResponse, ProxyError>) -> bool {
     matches!(result, Ok(answer) if answer.status.is_client_error())
 }
 
-/// `"ConsumedCapacity":{"TableName":T,"CapacityUnits":0.0}`'s value: a hit costs nothing.
-pub fn zero_capacity(table: &str) -> serde_json::Value {
-    serde_json::json!({ "TableName": table, "CapacityUnits": 0.0 })
+/// Which index a read used, for its capacity report.
+#[derive(Debug, Clone, Copy)]
+pub enum IndexRead<'a> {
+    Global(&'a str),
+    Local(&'a str),
+}
+
+impl<'a> IndexRead<'a> {
+    /// The index `read` names on `table`, told global or local by the table's schema (an index
+    /// the proxy has not described is taken as global, as most are).
+    pub fn of(state: &crate::state::State, table: &str, index: Option<&'a str>) -> Option<Self> {
+        let name = index?;
+        let local = state
+            .schemas
+            .cached(table)
+            .is_some_and(|schema| schema.local.contains(name));
+        Some(if local {
+            IndexRead::Local(name)
+        } else {
+            IndexRead::Global(name)
+        })
+    }
+}
+
+/// A hit's `ConsumedCapacity`: zero units, in the shape DynamoDB gives the same request.
+/// `TOTAL` names the table; `INDEXES` adds the table's own units and, for a read of an
+/// index, the index's under `GlobalSecondaryIndexes` or `LocalSecondaryIndexes`.
+pub fn zero_capacity(
+    table: &str,
+    form: Capacity,
+    index: Option<IndexRead<'_>>,
+) -> serde_json::Value {
+    use serde_json::json;
+    let mut consumed = json!({ "TableName": table, "CapacityUnits": 0.0 });
+    if form == Capacity::Indexes {
+        consumed["Table"] = json!({ "CapacityUnits": 0.0 });
+        match index {
+            Some(IndexRead::Global(name)) => {
+                consumed["GlobalSecondaryIndexes"] = json!({ name: { "CapacityUnits": 0.0 } });
+            }
+            Some(IndexRead::Local(name)) => {
+                consumed["LocalSecondaryIndexes"] = json!({ name: { "CapacityUnits": 0.0 } });
+            }
+            None => {}
+        }
+    }
+    consumed
 }

@@ -13,7 +13,7 @@ use super::exchange::{Context, Handled, Outbound, forward, relay, upstream_faile
 use crate::cache::{Cached, FlightKey};
 use crate::error::ProxyError;
 use crate::state::State;
-use crate::wire::request::GetItem;
+use crate::wire::request::{Capacity, GetItem};
 
 /// The hit path: no await, no upstream. `None` sends the request to [`miss`].
 pub fn from_memory(state: &State, read: &GetItem) -> Option<ProxyResponse> {
@@ -32,7 +32,7 @@ pub fn from_memory(state: &State, read: &GetItem) -> Option<ProxyResponse> {
     };
     // The common hit: the whole item, kept as its ready answer.
     if read.variant.is_none()
-        && !read.capacity
+        && !read.capacity.wanted()
         && let Some(whole) = &cached.whole
     {
         let (body, crc) = whole.answer();
@@ -126,7 +126,7 @@ pub async fn miss(state: &State, ctx: &Context, out: Outbound, read: GetItem) ->
 /// A GetItem answer from an entry past its TTL, marked stale.
 fn stale(cached: &Cached, read: &GetItem) -> Option<ProxyResponse> {
     if read.variant.is_none()
-        && !read.capacity
+        && !read.capacity.wanted()
         && let Some(whole) = &cached.whole
     {
         let (body, crc) = whole.answer();
@@ -157,19 +157,19 @@ fn read_get_item(body: &Bytes) -> Result<Option<Bytes>, ProxyError> {
 }
 
 /// A GetItem answer built from a cached item, as DynamoDB shapes it.
-fn get_item_answer(item: Option<&Bytes>, table: &str, capacity: bool) -> ProxyResponse {
+fn get_item_answer(item: Option<&Bytes>, table: &str, capacity: Capacity) -> ProxyResponse {
     let mut body = Vec::with_capacity(item.map_or(2, |i| i.len() + 10) + 64);
     body.push(b'{');
     if let Some(item) = item {
         body.extend_from_slice(b"\"Item\":");
         body.extend_from_slice(item);
     }
-    if capacity {
+    if capacity.wanted() {
         if item.is_some() {
             body.push(b',');
         }
         body.extend_from_slice(b"\"ConsumedCapacity\":");
-        body.extend_from_slice(zero_capacity(table).to_string().as_bytes());
+        body.extend_from_slice(zero_capacity(table, capacity, None).to_string().as_bytes());
     }
     body.push(b'}');
     answer::generated(StatusCode::OK, Bytes::from(body), CacheStatus::Hit)

@@ -6,7 +6,9 @@ use http::StatusCode;
 use serde_json::{Map, Value};
 
 use super::answer::{self, CacheStatus, ProxyResponse};
-use super::exchange::{Context, Handled, Outbound, forward, upstream_failed, zero_capacity};
+use super::exchange::{
+    Context, Handled, IndexRead, Outbound, forward, upstream_failed, zero_capacity,
+};
 use crate::cache::{QueryEntry, Scope};
 use crate::error::ProxyError;
 use crate::state::State;
@@ -22,13 +24,20 @@ pub fn from_memory(state: &State, read: &QueryOrScan) -> Option<ProxyResponse> {
     }
     let entry = state.caches.query(&read.cache_key)?;
     state.metrics.record_table(&read.table, true, true);
-    Some(cached_answer(&entry, read, CacheStatus::Hit))
+    Some(cached_answer(state, &entry, read, CacheStatus::Hit))
 }
 
 /// The answer a cached entry gives this request.
-fn cached_answer(entry: &QueryEntry, read: &QueryOrScan, status: CacheStatus) -> ProxyResponse {
-    if read.capacity {
-        let body = with_zero_capacity(&entry.body, &read.table);
+fn cached_answer(
+    state: &State,
+    entry: &QueryEntry,
+    read: &QueryOrScan,
+    status: CacheStatus,
+) -> ProxyResponse {
+    if read.capacity.wanted() {
+        let index = IndexRead::of(state, &read.table, read.index.as_deref());
+        let consumed = zero_capacity(&read.table, read.capacity, index);
+        let body = with_consumed(&entry.body, consumed);
         answer::generated(StatusCode::OK, body, status)
     } else {
         answer::generated_with_crc(StatusCode::OK, entry.body.clone(), entry.crc, status)
@@ -50,7 +59,7 @@ pub async fn miss(state: &State, ctx: &Context, out: Outbound, read: QueryOrScan
         && let Some(entry) = caches.stale_query(&read.cache_key)
     {
         return Ok((
-            cached_answer(&entry, &read, CacheStatus::Stale),
+            cached_answer(state, &entry, &read, CacheStatus::Stale),
             CacheStatus::Stale,
         ));
     }
@@ -116,8 +125,8 @@ fn without_capacity(body: &Bytes) -> Option<Bytes> {
 }
 
 /// A cached answer with the zero capacity a hit costs.
-fn with_zero_capacity(body: &Bytes, table: &str) -> Bytes {
+fn with_consumed(body: &Bytes, consumed: Value) -> Bytes {
     let mut fields: Map<String, Value> = serde_json::from_slice(body).unwrap_or_default();
-    fields.insert("ConsumedCapacity".into(), zero_capacity(table));
+    fields.insert("ConsumedCapacity".into(), consumed);
     Bytes::from(Value::Object(fields).to_string())
 }

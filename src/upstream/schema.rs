@@ -27,6 +27,9 @@ pub struct TableSchema {
     pub key: KeySchema,
     /// Index name -> its key, for local and global secondary indexes.
     pub indexes: HashMap<String, KeySchema>,
+    /// Which of them are local secondary indexes (the rest are global): capacity is reported
+    /// under one name or the other.
+    pub local: std::collections::HashSet<String>,
     /// The scalar type (`S`, `N`, `B`) of every key attribute of the table and its indexes.
     pub types: HashMap<String, String>,
 }
@@ -91,6 +94,11 @@ impl Schemas {
             table: table.to_string(),
             reason: "table has no HASH key".into(),
         })?;
+        let local = description
+            .local_secondary_indexes()
+            .iter()
+            .filter_map(|i| i.index_name().map(str::to_string))
+            .collect();
         let lsis = description
             .local_secondary_indexes()
             .iter()
@@ -107,6 +115,7 @@ impl Schemas {
         let schema = Arc::new(TableSchema {
             key,
             indexes,
+            local,
             types,
         });
         self.metrics.know_table(table);

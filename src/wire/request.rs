@@ -81,8 +81,8 @@ pub struct GetItem {
     pub projection: ProjectionInput,
     /// The projection's canonical name; `None` for the whole item.
     pub variant: Option<Arc<str>>,
-    /// Whether the caller asked for `ConsumedCapacity`.
-    pub capacity: bool,
+    /// The `ConsumedCapacity` the caller asked for.
+    pub capacity: Capacity,
 }
 
 /// A BatchGetItem that DynamoDB would accept.
@@ -90,7 +90,7 @@ pub struct GetItem {
 pub struct BatchGet {
     pub tables: Vec<BatchTable>,
     pub return_consumed_capacity: Option<String>,
-    pub capacity: bool,
+    pub capacity: Capacity,
 }
 
 /// One table's part of a BatchGetItem.
@@ -119,7 +119,9 @@ pub struct QueryOrScan {
     pub cache_key: Arc<[u8]>,
     /// The request without `ReturnConsumedCapacity`.
     pub request: Map<String, Value>,
-    pub capacity: bool,
+    pub capacity: Capacity,
+    /// The index it reads, if any (its capacity is reported under the index's name).
+    pub index: Option<String>,
 }
 
 /// A PutItem of a table the proxy can place.
@@ -381,9 +383,33 @@ fn get_item(body: &Bytes, naming: &Naming) -> Option<(Named, Form)> {
     ))
 }
 
-/// Whether a `ReturnConsumedCapacity` value asks for capacity.
-fn wants_capacity(rcc: Option<&str>) -> bool {
-    rcc.is_some_and(|v| v != "NONE")
+/// What a `ReturnConsumedCapacity` value asks for (an unknown value asks for nothing; such a
+/// request is never answered from memory).
+fn wants_capacity(rcc: Option<&str>) -> Capacity {
+    match rcc {
+        Some("TOTAL") => Capacity::Total,
+        Some("INDEXES") => Capacity::Indexes,
+        _ => Capacity::None,
+    }
+}
+
+/// The `ConsumedCapacity` a caller asked for: a hit answers it in the shape DynamoDB would.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Capacity {
+    /// `NONE`, or not asked.
+    #[default]
+    None,
+    /// `TOTAL`: the table and its units.
+    Total,
+    /// `INDEXES`: also the table's own units, and each index read.
+    Indexes,
+}
+
+impl Capacity {
+    /// Whether the answer carries `ConsumedCapacity` at all.
+    pub fn wanted(self) -> bool {
+        self != Capacity::None
+    }
 }
 
 /// Whether DynamoDB accepts a `ReturnConsumedCapacity` value.
@@ -487,10 +513,14 @@ fn query_or_scan(
     let table = table.into_owned();
     let rcc = request.remove("ReturnConsumedCapacity");
     let capacity = match &rcc {
-        None => false,
+        None => Capacity::None,
         Some(Value::String(v)) if capacity_acceptable(Some(v)) => wants_capacity(Some(v)),
         Some(_) => return None,
     };
+    let index = request
+        .get("IndexName")
+        .and_then(Value::as_str)
+        .map(str::to_string);
     // serde_json's map keeps keys sorted, so this text is canonical.
     let canonical = serde_json::to_string(&request).ok()?;
     let cache_key = query_key(&table, op.name(), &canonical);
@@ -499,6 +529,7 @@ fn query_or_scan(
         cache_key,
         request,
         capacity,
+        index,
     })
 }
 
@@ -905,7 +936,7 @@ mod tests {
         assert_eq!(get.table, "t");
         assert_eq!(&get.wire_key[..], br#"{"pk":{"S":"a"}}"#);
         assert!(get.variant.is_some());
-        assert!(!get.capacity);
+        assert!(!get.capacity.wanted());
     }
 
     #[test]

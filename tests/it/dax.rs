@@ -922,3 +922,68 @@ async fn large_requests_share_one_bound_and_small_ones_are_served_beside_them() 
         "some but not all were refused at once: {closed}"
     );
 }
+
+/// Which of a compact capacity's five fields are present (not null).
+fn capacity_fields(answer: &[u8]) -> Vec<bool> {
+    let mut d = Decoder::new(answer);
+    let mut fields = None;
+    let n = d.map().unwrap();
+    for _ in 0..n.unwrap_or(u64::MAX) {
+        if d.datatype().unwrap() == minicbor::data::Type::Break {
+            break;
+        }
+        let key = d.u8().unwrap();
+        if key == 1 {
+            let inner = d.bytes().unwrap();
+            let mut c = Decoder::new(inner);
+            let _table = c.str().unwrap();
+            let _units = c.f64().unwrap();
+            fields = Some(
+                (0..3)
+                    .map(|_| {
+                        let present = c.datatype().unwrap() != minicbor::data::Type::Null;
+                        c.skip().unwrap();
+                        present
+                    })
+                    .collect(),
+            );
+        } else {
+            d.skip().unwrap();
+        }
+    }
+    fields.expect("a ConsumedCapacity")
+}
+
+#[tokio::test]
+async fn a_dax_hit_reports_capacity_as_the_miss_did() {
+    let bench = Relayed::start(|_| {}).await;
+    // Written straight to the emulator, so the first read is a miss.
+    crate::common::sdk(&bench.upstream.url)
+        .put_item()
+        .table_name("orders")
+        .item("pk", aws_sdk_dynamodb::types::AttributeValue::S("a".into()))
+        .item("sk", aws_sdk_dynamodb::types::AttributeValue::N("1".into()))
+        .send()
+        .await
+        .unwrap();
+    let mut conn = Conn::open(bench.proxy.dax_addr).await;
+    let get = request(GET_ITEM, |e| {
+        e.bytes(b"orders").unwrap().bytes(KEY_A1).unwrap();
+        // ReturnConsumedCapacity INDEXES.
+        e.map(1).unwrap().u8(3).unwrap().u8(2).unwrap();
+    });
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        conn.send(&get).await;
+        let answer = conn.items(2).await;
+        // [0x80] then the body map.
+        seen.push(capacity_fields(&answer[1..]));
+    }
+    assert_eq!(bench.relay.count("GetItem"), 1, "the second was a hit");
+    assert_eq!(seen[0], seen[1], "the hit's fields are the miss's");
+    assert_eq!(
+        seen[1],
+        [true, false, false],
+        "the table's own units, no index"
+    );
+}

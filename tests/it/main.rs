@@ -11,6 +11,7 @@ mod bench;
 mod binary;
 mod config_files;
 mod consistency;
+mod consumed_capacity;
 mod correctness;
 mod dax;
 mod deploy_files;

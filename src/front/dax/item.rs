@@ -557,6 +557,7 @@ mod tests {
                 sort: range.map(|r| r.0.to_string()),
             },
             indexes: HashMap::new(),
+            local: Default::default(),
             types,
         })
         .unwrap()
