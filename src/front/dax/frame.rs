@@ -187,6 +187,8 @@ const MAX_NESTING: usize = 48;
 struct Open {
     len: usize,
     remaining: [Option<u64>; MAX_NESTING],
+    /// Heads read so far, for tests of how much work framing takes.
+    heads: u64,
 }
 
 impl Default for Open {
@@ -194,6 +196,7 @@ impl Default for Open {
         Open {
             len: 0,
             remaining: [None; MAX_NESTING],
+            heads: 0,
         }
     }
 }
@@ -289,6 +292,7 @@ fn walk(d: &mut Decoder<'_>, open: &mut Open, pos: &mut usize) -> Result<bool, F
             }
         }
         d.set_position(*pos);
+        open.heads += 1;
         let kind = match d.datatype() {
             Ok(kind) => kind,
             Err(e) if e.is_end_of_input() => return Ok(false),
@@ -473,5 +477,33 @@ mod tests {
     fn the_go_v2_client_is_known_by_its_agent() {
         let go = b"\x67J7yne5G\x00\x63123\xa1\x69UserAgent\x73DaxGoV2Client-1.0.3\x00";
         assert_eq!(preamble(go).unwrap().unwrap().1, Dialect::GoV2);
+    }
+
+    #[test]
+    fn framing_a_request_costs_work_in_proportion_to_its_bytes() {
+        // A megabyte of one-byte items in a keyword map, arriving 16 KB at a time: each read
+        // resumes where the last ran out, so every head is read about once, not once per read.
+        let items = 1 << 20;
+        let mut request = vec![0x01, 0x1A, 0x0F, 0xB0, 0xCC, 0x6A, 0x41, b't', 0x41, b'k'];
+        request.extend_from_slice(&[0xA1, 0x05, 0x9A]);
+        request.extend_from_slice(&(items as u32).to_be_bytes());
+        request.extend(std::iter::repeat_n(0x01, items));
+        let mut reader = Reader::default();
+        let mut reads = 0;
+        let mut end = 0;
+        let frame = loop {
+            end = (end + 16 * 1024).min(request.len());
+            reads += 1;
+            let heads_before = reader.open.heads;
+            if let Some(frame) = reader.next(&request[..end]).unwrap() {
+                break frame;
+            }
+            assert!(
+                reader.open.heads - heads_before <= 16 * 1024 + 2,
+                "read {reads}"
+            );
+        };
+        assert_eq!(frame.len, request.len());
+        assert!(reads > 60, "the request arrived in many reads");
     }
 }

@@ -691,4 +691,27 @@ mod tests {
         assert_eq!(lists.names(list_id(&mine, 0)).unwrap(), squatter);
         assert_eq!(lists.id_of(&mine).unwrap(), id, "stable");
     }
+
+    #[test]
+    fn the_file_is_bounded_in_bytes_and_read_a_line_at_a_time() {
+        let path = std::env::temp_dir().join(format!("dax-lists-full-{}", std::process::id()));
+        // A file already at its bound (lines that are not lists, as a crash might leave).
+        let line = format!("{}\n", "x".repeat(1023));
+        let full = line.repeat((MAX_FILE_BYTES as usize / line.len()) + 1);
+        std::fs::write(&path, &full).unwrap();
+        let lists = Lists::persisted(&path).unwrap();
+        let names = vec!["new".to_string()];
+        let id = lists.id_of(&names).unwrap();
+        assert_eq!(
+            &*lists.names(id).unwrap(),
+            &names[..],
+            "still served from memory"
+        );
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            full.len() as u64,
+            "nothing written past the bound"
+        );
+        let _ = std::fs::remove_file(&path);
+    }
 }

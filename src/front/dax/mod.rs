@@ -912,3 +912,81 @@ fn translate_offline(
         std::task::Poll::Pending => Err(DaxError::internal("translation waited")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::Principals;
+    use crate::config::{AuthMode, Config};
+
+    const PRINCIPALS: &str = "[[principal]]\nname = \"app\"\naccess_key_id = \"AKID\"\n\
+        secret_access_key = \"s\"\ntables = [\"*\"]\noperations = [\"read\"]\n";
+
+    #[test]
+    fn an_authorization_holds_for_five_minutes_as_on_dax() {
+        let dir = std::env::temp_dir().join(format!("dax-ttl-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("principals.toml");
+        std::fs::write(&file, PRINCIPALS).unwrap();
+        let mut config = Config {
+            upstream: Some("http://127.0.0.1:9".into()),
+            ..Config::default()
+        };
+        config.auth.mode = AuthMode::Sigv4;
+        config.auth.credentials_file = Some(file);
+        let credentials = aws_credential_types::provider::SharedCredentialsProvider::new(
+            aws_credential_types::Credentials::new("a", "b", None, None, "test"),
+        );
+        let state = State::new(config, "us-east-1", credentials).unwrap();
+        let principal = Principals::parse(PRINCIPALS, &dir).unwrap().by_key["AKID"].clone();
+        let signed = |ago: Duration| Caller {
+            principal: Some(Authenticated {
+                access_key: "AKID".into(),
+                principal: principal.clone(),
+                at: Instant::now() - ago,
+            }),
+            ..Caller::default()
+        };
+        assert!(signed(Duration::from_secs(299)).identity(&state).is_ok());
+        let expired = signed(AUTH_TTL + Duration::from_secs(1))
+            .identity(&state)
+            .unwrap_err();
+        assert_eq!(expired.code, "ExpiredTokenException");
+        // The code path the clients re-authenticate on.
+        let mut out = Vec::new();
+        expired.encode(&mut out);
+        assert_eq!(&out[..5], [0x84, 0x04, 0x17, 0x18, 0x1F]);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_connection_gives_back_a_large_request_s_memory() {
+        let total = AtomicUsize::new(0);
+        let mut inbox = Inbox {
+            buf: BytesMut::with_capacity(READ_CHUNK),
+            reader: frame::Reader::default(),
+            large: Share {
+                total: &total,
+                limit: usize::MAX,
+                held: 0,
+            },
+        };
+        // A 4 MB request arrived, and the start of the next one behind it.
+        inbox.buf.extend_from_slice(&vec![0u8; 4 << 20]);
+        assert!(inbox.large.hold(inbox.buf.len() - KEPT_CAPACITY));
+        let request = inbox.buf.split_to((4 << 20) - 10).freeze();
+        drop(request);
+        inbox.shrink();
+        assert!(
+            inbox.buf.capacity() <= KEPT_CAPACITY,
+            "{}",
+            inbox.buf.capacity()
+        );
+        assert_eq!(&inbox.buf[..], &[0u8; 10]);
+        assert_eq!(
+            total.load(Ordering::Relaxed),
+            0,
+            "its share of the bound is back"
+        );
+    }
+}
