@@ -987,3 +987,42 @@ async fn a_dax_hit_reports_capacity_as_the_miss_did() {
         "the table's own units, no index"
     );
 }
+
+#[test]
+fn counts_past_dynamodbs_are_refused_while_they_are_read() {
+    // 101 keys in a batchGetItem, 26 writes in a batchWriteItem: DynamoDB's own refusals.
+    let batch_get = |keys: usize| {
+        request(-697851100, |e| {
+            e.map(1).unwrap().str("t").unwrap();
+            e.array(3).unwrap().bool(false).unwrap().null().unwrap();
+            e.array(keys as u64).unwrap();
+            for _ in 0..keys {
+                e.bytes(KEY_A1).unwrap();
+            }
+            e.null().unwrap();
+        })
+    };
+    let decoded = |bytes: Vec<u8>| dynamo_cache::fuzzing::dax(&bytes).remove(0);
+    assert!(decoded(batch_get(100)).is_ok());
+    let refused = decoded(batch_get(101)).unwrap_err();
+    assert!(
+        refused.contains("Too many items requested for the BatchGetItem call"),
+        "{refused}"
+    );
+    let batch_write = |writes: usize| {
+        request(116217951, |e| {
+            e.map(1).unwrap().str("t").unwrap();
+            e.array(2 * writes as u64).unwrap();
+            for _ in 0..writes {
+                e.bytes(KEY_A1).unwrap().null().unwrap();
+            }
+            e.null().unwrap();
+        })
+    };
+    assert!(decoded(batch_write(25)).is_ok());
+    let refused = decoded(batch_write(26)).unwrap_err();
+    assert!(
+        refused.contains("Too many items requested for the BatchWriteItem call"),
+        "{refused}"
+    );
+}
