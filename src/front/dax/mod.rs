@@ -9,8 +9,10 @@
 //! and its answer is written back in DAX's encoding ([`response`]); errors in DAX's
 //! ([`DaxError`]).
 //!
-//! The wire details follow `DAX-PROTOCOL.md`'s description of what the public DAX clients send
-//! and expect.
+//! The wire details are what the public DAX clients send and expect; where the clients differ
+//! from one another, `docs/dax-protocol.md` says how, citing their sources. Nothing a client
+//! sends is trusted: framing never believes a count, decoders are bounded by the bytes they
+//! hold and by DynamoDB's own limits, and connections share bounds on what they may buffer.
 
 mod av;
 #[cfg(feature = "bench")]
