@@ -6,57 +6,22 @@ use std::collections::BTreeSet;
 
 use serde_json::{Value, json};
 
-use crate::common::{Relayed, sdk};
+use crate::common::{Relayed, attr, key_element, project_all, sdk, table_like_orders};
 
 /// A table with a global index `by_g` (on `g`) and a local one `by_v` (on `pk`, `v`).
 async fn create(url: &str) {
     use aws_sdk_dynamodb::types::*;
-    let attr = |n: &str, t: ScalarAttributeType| {
-        AttributeDefinition::builder()
-            .attribute_name(n)
-            .attribute_type(t)
-            .build()
-            .unwrap()
-    };
-    let key = |n: &str, t: KeyType| {
-        KeySchemaElement::builder()
-            .attribute_name(n)
-            .key_type(t)
-            .build()
-            .unwrap()
-    };
-    let all = || {
-        Projection::builder()
-            .projection_type(ProjectionType::All)
-            .build()
-    };
-    sdk(url)
-        .create_table()
-        .table_name("shapes")
-        .attribute_definitions(attr("pk", ScalarAttributeType::S))
-        .attribute_definitions(attr("sk", ScalarAttributeType::N))
-        .attribute_definitions(attr("g", ScalarAttributeType::S))
+    table_like_orders(&sdk(url), "shapes")
         .attribute_definitions(attr("v", ScalarAttributeType::S))
-        .key_schema(key("pk", KeyType::Hash))
-        .key_schema(key("sk", KeyType::Range))
-        .global_secondary_indexes(
-            GlobalSecondaryIndex::builder()
-                .index_name("by_g")
-                .key_schema(key("g", KeyType::Hash))
-                .projection(all())
-                .build()
-                .unwrap(),
-        )
         .local_secondary_indexes(
             LocalSecondaryIndex::builder()
                 .index_name("by_v")
-                .key_schema(key("pk", KeyType::Hash))
-                .key_schema(key("v", KeyType::Range))
-                .projection(all())
+                .key_schema(key_element("pk", KeyType::Hash))
+                .key_schema(key_element("v", KeyType::Range))
+                .projection(project_all())
                 .build()
                 .unwrap(),
         )
-        .billing_mode(BillingMode::PayPerRequest)
         .send()
         .await
         .unwrap();

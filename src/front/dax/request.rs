@@ -352,56 +352,50 @@ pub fn write_body(body: &Value) -> Vec<u8> {
 fn write_fields(value: &Value, out: &mut Vec<u8>) {
     match value {
         Value::Object(fields) => {
-            out.push(b'{');
-            for (i, (name, inner)) in fields.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
+            write_object(fields, out, |name, inner, out| match (name, inner) {
+                (field, Value::Object(_)) if VALUE_MAPS.contains(&field) => {
+                    write_value_map(inner, out)
                 }
-                write_json_str(name, out);
-                out.push(b':');
-                match (name.as_str(), inner) {
-                    (field, Value::Object(_)) if VALUE_MAPS.contains(&field) => {
-                        write_value_map(inner, out)
-                    }
-                    ("Keys", Value::Array(keys)) => {
-                        out.push(b'[');
-                        for (i, key) in keys.iter().enumerate() {
-                            if i > 0 {
-                                out.push(b',');
-                            }
-                            write_value_map(key, out);
-                        }
-                        out.push(b']');
-                    }
-                    ("RequestItems", Value::Object(tables)) => {
-                        out.push(b'{');
-                        for (i, (table, entry)) in tables.iter().enumerate() {
-                            if i > 0 {
-                                out.push(b',');
-                            }
-                            write_json_str(table, out);
-                            out.push(b':');
-                            write_fields(entry, out);
-                        }
-                        out.push(b'}');
-                    }
-                    _ => write_fields(inner, out),
+                ("Keys", Value::Array(keys)) => write_array(keys, out, write_value_map),
+                ("RequestItems", Value::Object(tables)) => {
+                    write_object(tables, out, |_, entry, out| write_fields(entry, out))
                 }
-            }
-            out.push(b'}');
+                _ => write_fields(inner, out),
+            })
         }
-        Value::Array(list) => {
-            out.push(b'[');
-            for (i, inner) in list.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_fields(inner, out);
-            }
-            out.push(b']');
-        }
+        Value::Array(list) => write_array(list, out, write_fields),
         scalar => write_json(scalar, out),
     }
+}
+
+/// `{"name":value,...}`, each value written by `value`.
+fn write_object(
+    fields: &Map<String, Value>,
+    out: &mut Vec<u8>,
+    mut value: impl FnMut(&str, &Value, &mut Vec<u8>),
+) {
+    out.push(b'{');
+    for (i, (name, inner)) in fields.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_json_str(name, out);
+        out.push(b':');
+        value(name, inner, out);
+    }
+    out.push(b'}');
+}
+
+/// `[value,...]`, each written by `value`.
+fn write_array(list: &[Value], out: &mut Vec<u8>, value: fn(&Value, &mut Vec<u8>)) {
+    out.push(b'[');
+    for (i, inner) in list.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        value(inner, out);
+    }
+    out.push(b']');
 }
 
 /// The bytes of the values' text in a body, and a little for everything else.
@@ -418,19 +412,10 @@ fn write_value_map(map: &Value, out: &mut Vec<u8>) {
     let Value::Object(values) = map else {
         return write_json(map, out);
     };
-    out.push(b'{');
-    for (i, (name, value)) in values.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        write_json_str(name, out);
-        out.push(b':');
-        match value {
-            Value::String(text) => out.extend_from_slice(text.as_bytes()),
-            tree => write_json(tree, out),
-        }
-    }
-    out.push(b'}');
+    write_object(values, out, |_, value, out| match value {
+        Value::String(text) => out.extend_from_slice(text.as_bytes()),
+        tree => write_json(tree, out),
+    });
 }
 
 fn write_json_str(text: &str, out: &mut Vec<u8>) {

@@ -326,46 +326,64 @@ pub async fn http_get(url: &str) -> Result<Raw, String> {
 
 /// Creates a table with a string partition key `pk`, a number sort key `sk`, and a GSI `by_g`
 /// on `g`, through whichever client is given.
-pub async fn create_table(client: &aws_sdk_dynamodb::Client, name: &str) {
+/// An attribute definition, for the tables tests create.
+pub fn attr(
+    name: &str,
+    kind: aws_sdk_dynamodb::types::ScalarAttributeType,
+) -> aws_sdk_dynamodb::types::AttributeDefinition {
+    aws_sdk_dynamodb::types::AttributeDefinition::builder()
+        .attribute_name(name)
+        .attribute_type(kind)
+        .build()
+        .unwrap()
+}
+
+/// A key schema element, for the tables tests create.
+pub fn key_element(
+    name: &str,
+    kind: aws_sdk_dynamodb::types::KeyType,
+) -> aws_sdk_dynamodb::types::KeySchemaElement {
+    aws_sdk_dynamodb::types::KeySchemaElement::builder()
+        .attribute_name(name)
+        .key_type(kind)
+        .build()
+        .unwrap()
+}
+
+/// A projection of every attribute.
+pub fn project_all() -> aws_sdk_dynamodb::types::Projection {
+    aws_sdk_dynamodb::types::Projection::builder()
+        .projection_type(aws_sdk_dynamodb::types::ProjectionType::All)
+        .build()
+}
+
+/// The usual table, not yet sent: keys `pk` (S) and `sk` (N), and a global index `by_g` on `g`.
+pub fn table_like_orders(
+    client: &aws_sdk_dynamodb::Client,
+    name: &str,
+) -> aws_sdk_dynamodb::operation::create_table::builders::CreateTableFluentBuilder {
     use aws_sdk_dynamodb::types::*;
-    let attr = |n: &str, t: ScalarAttributeType| {
-        AttributeDefinition::builder()
-            .attribute_name(n)
-            .attribute_type(t)
-            .build()
-            .unwrap()
-    };
-    let key = |n: &str, t: KeyType| {
-        KeySchemaElement::builder()
-            .attribute_name(n)
-            .key_type(t)
-            .build()
-            .unwrap()
-    };
     client
         .create_table()
         .table_name(name)
         .attribute_definitions(attr("pk", ScalarAttributeType::S))
         .attribute_definitions(attr("sk", ScalarAttributeType::N))
         .attribute_definitions(attr("g", ScalarAttributeType::S))
-        .key_schema(key("pk", KeyType::Hash))
-        .key_schema(key("sk", KeyType::Range))
+        .key_schema(key_element("pk", KeyType::Hash))
+        .key_schema(key_element("sk", KeyType::Range))
         .global_secondary_indexes(
             GlobalSecondaryIndex::builder()
                 .index_name("by_g")
-                .key_schema(key("g", KeyType::Hash))
-                .projection(
-                    Projection::builder()
-                        .projection_type(ProjectionType::All)
-                        .build(),
-                )
+                .key_schema(key_element("g", KeyType::Hash))
+                .projection(project_all())
                 .build()
                 .unwrap(),
         )
         .billing_mode(BillingMode::PayPerRequest)
-        .send()
-        .await
-        .unwrap();
+}
+
+pub async fn create_table(client: &aws_sdk_dynamodb::Client, name: &str) {
+    table_like_orders(client, name).send().await.unwrap();
 }
 
 /// The usual cache test bench: an emulator with the table `orders` (see [`create_table`]), a
