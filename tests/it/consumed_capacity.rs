@@ -174,3 +174,72 @@ async fn a_hit_reports_capacity_in_the_shape_of_the_miss_for_every_read_and_form
 fn attr_s(s: &str) -> aws_sdk_dynamodb::types::AttributeValue {
     aws_sdk_dynamodb::types::AttributeValue::S(s.into())
 }
+
+#[tokio::test]
+async fn a_partly_cached_batch_reports_each_table_once_in_dynamodbs_shape() {
+    let env = Relayed::start(|_| {}).await;
+    create(&env.upstream.url).await;
+    let upstream = sdk(&env.upstream.url);
+    for sk in ["1", "2", "3"] {
+        upstream
+            .put_item()
+            .table_name("shapes")
+            .item("pk", attr_s("part"))
+            .item("sk", aws_sdk_dynamodb::types::AttributeValue::N(sk.into()))
+            .send()
+            .await
+            .unwrap();
+    }
+    let key = |sk: &str| json!({"pk": {"S": "part"}, "sk": {"N": sk}});
+    for form in ["TOTAL", "INDEXES"] {
+        // One key cached (read alone first), the other not: the batch is merged from memory
+        // and from DynamoDB's answer.
+        let one = json!({"TableName": "shapes", "Key": key("1")}).to_string();
+        env.call("GetItem", &one).await;
+        let both = json!({"RequestItems": {"shapes": {"Keys": [key("1"), key(form_sk(form))]}},
+                          "ReturnConsumedCapacity": form})
+        .to_string();
+        let merged = env.call("BatchGetItem", &both).await.json();
+        let sent = env
+            .relay
+            .requests()
+            .into_iter()
+            .rev()
+            .find(|s| {
+                s.headers
+                    .get("x-amz-target")
+                    .is_some_and(|t| t == "DynamoDB_20120810.BatchGetItem")
+            })
+            .unwrap();
+        let sent: Value = serde_json::from_slice(&sent.body).unwrap();
+        assert_eq!(
+            sent["RequestItems"]["shapes"]["Keys"]
+                .as_array()
+                .unwrap()
+                .len(),
+            1,
+            "only the uncached key went upstream"
+        );
+        let consumed = merged["ConsumedCapacity"].as_array().unwrap();
+        assert_eq!(consumed.len(), 1, "one entry for the table: {merged}");
+        let mut keys: Vec<&str> = consumed[0]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.sort();
+        let expected: &[&str] = if form == "INDEXES" {
+            &["CapacityUnits", "Table", "TableName"]
+        } else {
+            &["CapacityUnits", "TableName"]
+        };
+        assert_eq!(keys, expected, "{merged}");
+        assert_eq!(merged["Responses"]["shapes"].as_array().unwrap().len(), 2);
+    }
+}
+
+/// The uncached key of each form's batch: a different one each time, so it is a miss.
+fn form_sk(form: &str) -> &'static str {
+    if form == "TOTAL" { "2" } else { "3" }
+}
