@@ -88,7 +88,8 @@ fn write_json(
 ) -> Result<(), DaxError> {
     if depth > MAX_DEPTH {
         return Err(DaxError::validation(
-            "Nesting Levels have exceeded supported limits",
+            "Nesting Levels have exceeded supported limits: Attributes in the item have nested \
+             levels beyond supported limit",
         ));
     }
     match d.datatype()? {
@@ -223,7 +224,8 @@ fn number_json(d: &mut Decoder<'_>, out: &mut String) -> Result<(), DaxError> {
 fn decode_at(d: &mut Decoder<'_>, depth: usize) -> Result<Value, DaxError> {
     if depth > MAX_DEPTH {
         return Err(DaxError::validation(
-            "Nesting Levels have exceeded supported limits",
+            "Nesting Levels have exceeded supported limits: Attributes in the item have nested \
+             levels beyond supported limit",
         ));
     }
     Ok(match d.datatype()? {
