@@ -27,7 +27,11 @@ use super::projection::ProjectionInput;
 use super::tables::{self, Named, Naming, TableRef};
 
 /// Most keys one BatchGetItem may ask for.
-const BATCH_GET_MAX_KEYS: usize = 100;
+pub(crate) const BATCH_GET_MAX_KEYS: usize = 100;
+/// Most writes one BatchWriteItem may make.
+pub(crate) const BATCH_WRITE_MAX_ITEMS: usize = 25;
+/// Most items one transaction may hold.
+pub(crate) const TRANSACT_MAX_ITEMS: usize = 100;
 
 /// A request as the engine sees it.
 #[derive(Debug)]

@@ -9,6 +9,9 @@ use serde_json::{Map, Value, json};
 use super::DaxError;
 use super::number::{self, Decimal};
 
+/// The largest item DynamoDB stores, names and values together.
+pub const MAX_ITEM_BYTES: usize = 400 * 1024;
+
 /// Nesting DynamoDB allows in one attribute value.
 pub const MAX_DEPTH: usize = 32;
 
@@ -49,7 +52,7 @@ impl Budget {
     pub fn item() -> Budget {
         Budget {
             used: 0,
-            limit: 400 * 1024,
+            limit: MAX_ITEM_BYTES,
             refusal: "Item size has exceeded the maximum allowed size",
         }
     }

@@ -26,8 +26,8 @@ const LISTS_CAPACITY: u64 = 100_000;
 const LISTS_MAX_BYTES: u64 = 64 << 20;
 /// Names one attribute list may hold (DynamoDB's item size bounds them far lower in practice).
 pub const MAX_LIST_NAMES: usize = 10_000;
-/// Bytes of names one list may hold: an item, names and values together, is at most 400 KB.
-pub const MAX_LIST_BYTES: usize = 400 * 1024;
+/// Bytes of names one list may hold: at most an item's.
+pub const MAX_LIST_BYTES: usize = av::MAX_ITEM_BYTES;
 /// Bytes the file may grow to: past it, new lists live in memory only.
 const MAX_FILE_BYTES: u64 = 32 << 20;
 /// How many ids a list may try before its own is free: another list's id is never reused.

@@ -697,7 +697,6 @@ async fn key_shape(state: &State, dax: &Dax, table: &str) -> Result<KeyShape, Da
 struct Lookup<'a> {
     state: &'a State,
     dax: &'a Dax,
-    lists: &'a Lists,
     dialect: Dialect,
     /// Who is calling (authentication on): a table is looked up only once the caller may use
     /// it, so a caller without a grant learns nothing of it and costs no DescribeTable.
@@ -707,7 +706,7 @@ struct Lookup<'a> {
 
 impl Shapes for Lookup<'_> {
     fn lists(&self) -> &Lists {
-        self.lists
+        &self.dax.lists
     }
 
     fn dialect(&self) -> Dialect {
@@ -789,7 +788,6 @@ async fn data(
     let lookup = Lookup {
         state,
         dax,
-        lists: &dax.lists,
         dialect,
         caller: principal.as_deref(),
         op,

@@ -16,6 +16,7 @@ use super::frame::{Dialect, Frame, Method};
 use super::item::{self, KeyShape, Lists};
 use super::sexpr::{Expressions, PathElem};
 use crate::wire::operation::Operation;
+use crate::wire::request::{BATCH_GET_MAX_KEYS, BATCH_WRITE_MAX_ITEMS, TRANSACT_MAX_ITEMS};
 
 /// Keyword parameters of the data methods (`DaxDataRequestParam`).
 mod kw {
@@ -36,12 +37,6 @@ mod kw {
     pub const TOTAL_SEGMENTS: u64 = 17;
     pub const CLIENT_REQUEST_TOKEN: u64 = 19;
 }
-
-/// Most keys one BatchGetItem may ask for, writes one BatchWriteItem may make, and items one
-/// transaction may hold, as DynamoDB allows.
-const BATCH_GET_MAX_KEYS: usize = 100;
-const BATCH_WRITE_MAX_ITEMS: usize = 25;
-const TRANSACT_MAX_ITEMS: usize = 100;
 
 /// Keyword parameters a request may carry; more is not a DAX client.
 const MAX_KWARGS: usize = 64;
