@@ -6,32 +6,14 @@
 //!
 //! `cargo bench --bench dax_decode_memory`
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use minicbor::Encoder;
 
-struct Counting;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let live = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
-        PEAK.fetch_max(live, Ordering::Relaxed);
-        // SAFETY: forwarded unchanged to the system allocator.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-        // SAFETY: forwarded unchanged to the system allocator.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
+/// The fuzz targets' counting allocator: the same count, the same peak.
+#[path = "../fuzz/fuzz_targets/guard.rs"]
+mod guard;
 
 #[global_allocator]
-static ALLOCATOR: Counting = Counting;
+static ALLOCATOR: guard::Counting = guard::Counting;
 
 const PREAMBLE: &[u8] = b"\x67J7yne5G\x00\x41\x07\xa1\x69UserAgent\x65bench\x00";
 const PUT_ITEM: i64 = -2106490455;
@@ -196,8 +178,7 @@ fn main() {
         "shape", "request", "peak heap", "ratio"
     );
     for (name, input) in shapes() {
-        let before = LIVE.load(Ordering::Relaxed);
-        PEAK.store(before, Ordering::Relaxed);
+        let before = guard::start_peak();
         let mut outcome = String::new();
         dynamo_cache::fuzzing::dax_bodies(&input, |_, body| {
             outcome = match body {
@@ -205,7 +186,7 @@ fn main() {
                 Err(err) => err.chars().take(60).collect(),
             };
         });
-        let peak = PEAK.load(Ordering::Relaxed) - before;
+        let peak = guard::peak_since(before);
         println!(
             "{name:<48} {:>10} {:>12} {:>7.2}x  {outcome}",
             input.len(),

@@ -42,18 +42,30 @@ const STACK: usize = 1 << 20;
 const PER_BYTE: usize = 40;
 const FIXED: usize = 8 << 20;
 
-/// Runs `decode` on `input` on a small stack, and fails if its heap ever passed the bound.
-pub fn check(input: &[u8], decode: fn(&[u8])) {
-    let owned = input.to_vec();
+/// Starts measuring a peak: the heap live now, from which [`peak_since`] counts.
+pub fn start_peak() -> usize {
     let before = LIVE.load(Ordering::Relaxed);
     PEAK.store(before, Ordering::Relaxed);
+    before
+}
+
+/// The most heap live at once since [`start_peak`] returned `before`, above it.
+pub fn peak_since(before: usize) -> usize {
+    PEAK.load(Ordering::Relaxed).saturating_sub(before)
+}
+
+/// Runs `decode` on `input` on a small stack, and fails if its heap ever passed the bound.
+#[allow(dead_code)] // the decode-memory bench uses the allocator only
+pub fn check(input: &[u8], decode: fn(&[u8])) {
+    let owned = input.to_vec();
+    let before = start_peak();
     std::thread::Builder::new()
         .stack_size(STACK)
         .spawn(move || decode(&owned))
         .expect("a thread")
         .join()
         .expect("the decode did not panic");
-    let peak = PEAK.load(Ordering::Relaxed).saturating_sub(before);
+    let peak = peak_since(before);
     let bound = PER_BYTE * input.len() + FIXED;
     assert!(
         peak <= bound,
@@ -63,6 +75,7 @@ pub fn check(input: &[u8], decode: fn(&[u8])) {
 }
 
 /// Every data request decoded to the body that would go upstream, nothing else built.
+#[allow(dead_code)] // the decode-memory bench uses the allocator only
 pub fn decode(input: &[u8]) {
     dynamo_cache::fuzzing::dax_bodies(input, |_, body| {
         drop(body);

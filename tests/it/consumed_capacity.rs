@@ -200,18 +200,7 @@ async fn a_partly_cached_batch_reports_each_table_once_in_dynamodbs_shape() {
                           "ReturnConsumedCapacity": form})
         .to_string();
         let merged = env.call("BatchGetItem", &both).await.json();
-        let sent = env
-            .relay
-            .requests()
-            .into_iter()
-            .rev()
-            .find(|s| {
-                s.headers
-                    .get("x-amz-target")
-                    .is_some_and(|t| t == "DynamoDB_20120810.BatchGetItem")
-            })
-            .unwrap();
-        let sent: Value = serde_json::from_slice(&sent.body).unwrap();
+        let sent = env.relay.last_body("BatchGetItem").unwrap();
         assert_eq!(
             sent["RequestItems"]["shapes"]["Keys"]
                 .as_array()

@@ -375,18 +375,10 @@ async fn bytes_that_are_not_dax_close_the_connection() {
 
 #[tokio::test]
 async fn authorize_connection_is_verified_when_sigv4_is_on() {
-    let dir = std::env::temp_dir().join(format!("dynamo-cache-dax-auth-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("principals.toml");
-    std::fs::write(
-        &file,
+    let (bench, dir, _) = signed(
+        "auth",
         "[[principal]]\nname = \"app\"\naccess_key_id = \"AKIDAPP\"\nsecret_access_key = \"app-secret\"\ntables = [\"orders\"]\noperations = [\"read\"]\n",
     )
-    .unwrap();
-    let bench = Relayed::start(|c| {
-        c.auth.mode = dynamo_cache::config::AuthMode::Sigv4;
-        c.auth.credentials_file = Some(file);
-    })
     .await;
     let addr = bench.proxy.dax_addr;
 
@@ -428,6 +420,22 @@ async fn authorize_connection_is_verified_when_sigv4_is_on() {
     assert_eq!(&codes[1..3], [23, 31]);
     assert_eq!(code, "InvalidSignatureException");
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A bench with SigV4 authentication on, its principals file (in its own folder, named after
+/// `tag`) holding `principals`: the bench, the folder to remove, and the file to rewrite.
+async fn signed(tag: &str, principals: &str) -> (Relayed, std::path::PathBuf, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("dynamo-cache-dax-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("principals.toml");
+    std::fs::write(&file, principals).unwrap();
+    let credentials = file.clone();
+    let bench = Relayed::start(|c| {
+        c.auth.mode = dynamo_cache::config::AuthMode::Sigv4;
+        c.auth.credentials_file = Some(credentials);
+    })
+    .await;
+    (bench, dir, file)
 }
 
 /// `authorizeConnection` as the Python client builds it: SigV4 over a fixed canonical request,
@@ -718,21 +726,13 @@ fn error_with_message(bytes: &[u8]) -> (Vec<u32>, String, String) {
 
 #[tokio::test]
 async fn tables_are_looked_up_for_allowed_callers_only_and_reloads_reach_open_connections() {
-    let dir = std::env::temp_dir().join(format!("dynamo-cache-dax-grants-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("principals.toml");
     let principal = |key: &str| {
         format!(
             "[[principal]]\nname = \"app\"\naccess_key_id = \"{key}\"\nsecret_access_key = \"s\"\n\
              tables = [\"orders\", \"missing*\"]\noperations = [\"read\"]\n"
         )
     };
-    std::fs::write(&file, principal("AKIDOLD")).unwrap();
-    let bench = Relayed::start(|c| {
-        c.auth.mode = dynamo_cache::config::AuthMode::Sigv4;
-        c.auth.credentials_file = Some(file.clone());
-    })
-    .await;
+    let (bench, dir, file) = signed("grants", &principal("AKIDOLD")).await;
     let mut conn = Conn::open(bench.proxy.dax_addr).await;
     conn.send(&authorize("AKIDOLD", "s")).await;
     conn.send(&get_item("orders", KEY_A1)).await;
@@ -785,18 +785,10 @@ async fn tables_are_looked_up_for_allowed_callers_only_and_reloads_reach_open_co
 
 #[tokio::test]
 async fn before_authenticating_a_connection_may_hold_little() {
-    let dir = std::env::temp_dir().join(format!("dynamo-cache-dax-preauth-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("principals.toml");
-    std::fs::write(
-        &file,
+    let (bench, dir, _) = signed(
+        "preauth",
         "[[principal]]\nname = \"app\"\naccess_key_id = \"AKIDAPP\"\nsecret_access_key = \"s\"\ntables = [\"*\"]\noperations = [\"read\", \"write\"]\n",
     )
-    .unwrap();
-    let bench = Relayed::start(|c| {
-        c.auth.mode = dynamo_cache::config::AuthMode::Sigv4;
-        c.auth.credentials_file = Some(file);
-    })
     .await;
     // A request of a megabyte (well within max_body_bytes) from a caller who has not
     // authenticated: closed after 64 KB, not buffered whole.
@@ -851,15 +843,7 @@ async fn query_selecting_all(bench: &Relayed, preamble: &[u8]) -> (Vec<u8>, serd
     let answer = conn.items(1).await;
     let sent = bench
         .relay
-        .requests()
-        .into_iter()
-        .rev()
-        .find(|s| {
-            s.headers
-                .get("x-amz-target")
-                .is_some_and(|t| t == "DynamoDB_20120810.Query")
-        })
-        .map(|s| serde_json::from_slice(&s.body).unwrap())
+        .last_body("Query")
         .unwrap_or(serde_json::Value::Null);
     (answer, sent)
 }

@@ -267,6 +267,16 @@ impl Shim {
             .count()
     }
 
+    /// The body of the last request of operation `op` that reached the shim, as JSON.
+    pub fn last_body(&self, op: &str) -> Option<serde_json::Value> {
+        let target = format!("DynamoDB_20120810.{op}");
+        self.requests()
+            .into_iter()
+            .rev()
+            .find(|s| s.headers.get("x-amz-target").is_some_and(|t| t == &target))
+            .map(|s| serde_json::from_slice(&s.body).expect("a JSON body"))
+    }
+
     /// Waits (up to 5 s) until a request of operation `op` has reached the shim.
     pub async fn wait_for(&self, op: &str) {
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
