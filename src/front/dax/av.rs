@@ -32,10 +32,13 @@ pub fn decode(d: &mut Decoder<'_>) -> Result<Value, DaxError> {
 /// `size` grows by at least what DynamoDB counts for the value (never more), so a caller can
 /// refuse an item DynamoDB would refuse before building the rest of it.
 pub fn decode_raw(d: &mut Decoder<'_>, size: &mut Budget) -> Result<Value, DaxError> {
-    let mut out = String::new();
+    let mut out = Vec::new();
     write_json(d, &mut out, size, 0)?;
     out.shrink_to_fit();
-    Ok(Value::String(out))
+    // Strings arrive as CBOR text, checked as UTF-8 when read; the rest is ASCII.
+    String::from_utf8(out)
+        .map(Value::String)
+        .map_err(|_| DaxError::internal("an attribute value's JSON is not UTF-8"))
 }
 
 /// What DynamoDB counts of the values read so far (at least), and the most it takes: a value
@@ -77,15 +80,23 @@ impl Budget {
 }
 
 /// A JSON string literal.
-fn push_str(out: &mut String, s: &str) {
-    // Writing into a String cannot fail.
-    let quoted = serde_json::to_string(s).expect("a string serialises");
-    out.push_str(&quoted);
+fn push_str(out: &mut Vec<u8>, s: &str) {
+    serde_json::to_writer(&mut *out, s).expect("writing into memory cannot fail");
+}
+
+/// Bytes as base64, inside quotes of the caller's.
+fn push_base64(out: &mut Vec<u8>, b: &[u8]) {
+    let start = out.len();
+    let len = base64::encoded_len(b.len(), true).expect("a length that fits");
+    out.resize(start + len, 0);
+    BASE64
+        .encode_slice(b, &mut out[start..])
+        .expect("room for every byte");
 }
 
 fn write_json(
     d: &mut Decoder<'_>,
-    out: &mut String,
+    out: &mut Vec<u8>,
     size: &mut Budget,
     depth: usize,
 ) -> Result<(), DaxError> {
@@ -99,56 +110,56 @@ fn write_json(
         Type::String | Type::StringIndef => {
             let s = text(d)?;
             size.add(s.len())?;
-            out.push_str("{\"S\":");
+            out.extend_from_slice(b"{\"S\":");
             push_str(out, &s);
-            out.push('}');
+            out.push(b'}');
         }
         Type::Bytes | Type::BytesIndef => {
             let b = bytes(d)?;
             size.add(b.len())?;
-            out.push_str("{\"B\":\"");
-            BASE64.encode_string(&b, out);
-            out.push_str("\"}");
+            out.extend_from_slice(b"{\"B\":\"");
+            push_base64(out, &b);
+            out.extend_from_slice(b"\"}");
         }
         Type::Bool => {
             size.add(1)?;
-            out.push_str(if d.bool()? {
-                "{\"BOOL\":true}"
+            out.extend_from_slice(if d.bool()? {
+                b"{\"BOOL\":true}"
             } else {
-                "{\"BOOL\":false}"
+                b"{\"BOOL\":false}"
             });
         }
         Type::Null => {
             d.null()?;
             size.add(1)?;
-            out.push_str("{\"NULL\":true}");
+            out.extend_from_slice(b"{\"NULL\":true}");
         }
         Type::Array | Type::ArrayIndef => {
-            out.push_str("{\"L\":[");
+            out.extend_from_slice(b"{\"L\":[");
             let mut first = true;
             each(d, |d| {
                 if !std::mem::take(&mut first) {
-                    out.push(',');
+                    out.push(b',');
                 }
                 size.add(1)?;
                 write_json(d, out, size, depth + 1)
             })?;
-            out.push_str("]}");
+            out.extend_from_slice(b"]}");
         }
         Type::Map | Type::MapIndef => {
-            out.push_str("{\"M\":{");
+            out.extend_from_slice(b"{\"M\":{");
             let mut first = true;
             each_pair(d, |d| {
                 if !std::mem::take(&mut first) {
-                    out.push(',');
+                    out.push(b',');
                 }
                 let name = text(d)?;
                 size.add(name.len() + 1)?;
                 push_str(out, &name);
-                out.push(':');
+                out.push(b':');
                 write_json(d, out, size, depth + 1)
             })?;
-            out.push_str("}}");
+            out.extend_from_slice(b"}}");
         }
         Type::Tag => {
             let mut probe = d.clone();
@@ -156,15 +167,15 @@ fn write_json(
             match tag {
                 TAG_STRING_SET | TAG_NUMBER_SET | TAG_BINARY_SET => {
                     d.tag()?;
-                    out.push_str(match tag {
-                        TAG_STRING_SET => "{\"SS\":[",
-                        TAG_NUMBER_SET => "{\"NS\":[",
-                        _ => "{\"BS\":[",
+                    out.extend_from_slice(match tag {
+                        TAG_STRING_SET => b"{\"SS\":[",
+                        TAG_NUMBER_SET => b"{\"NS\":[",
+                        _ => b"{\"BS\":[",
                     });
                     let mut first = true;
                     each(d, |d| {
                         if !std::mem::take(&mut first) {
-                            out.push(',');
+                            out.push(b',');
                         }
                         match tag {
                             TAG_STRING_SET => {
@@ -179,20 +190,20 @@ fn write_json(
                             _ => {
                                 let b = bytes(d)?;
                                 size.add(b.len())?;
-                                out.push('"');
-                                BASE64.encode_string(&b, out);
-                                out.push('"');
+                                out.push(b'"');
+                                push_base64(out, &b);
+                                out.push(b'"');
                             }
                         }
                         Ok(())
                     })?;
-                    out.push_str("]}");
+                    out.extend_from_slice(b"]}");
                 }
                 _ => {
                     size.add(1)?;
-                    out.push_str("{\"N\":");
+                    out.extend_from_slice(b"{\"N\":");
                     number_json(d, out)?;
-                    out.push('}');
+                    out.push(b'}');
                 }
             }
         }
@@ -203,9 +214,9 @@ fn write_json(
         }
         t if number::is_integer(t) || matches!(t, Type::F32 | Type::F64) => {
             size.add(1)?;
-            out.push_str("{\"N\":");
+            out.extend_from_slice(b"{\"N\":");
             number_json(d, out)?;
-            out.push('}');
+            out.push(b'}');
         }
         other => {
             return Err(DaxError::malformed(format!(
@@ -217,10 +228,10 @@ fn write_json(
 }
 
 /// A number as a JSON string of DynamoDB's text.
-fn number_json(d: &mut Decoder<'_>, out: &mut String) -> Result<(), DaxError> {
-    out.push('"');
-    out.push_str(&Decimal::decode(d)?.to_text()?);
-    out.push('"');
+fn number_json(d: &mut Decoder<'_>, out: &mut Vec<u8>) -> Result<(), DaxError> {
+    out.push(b'"');
+    out.extend_from_slice(Decimal::decode(d)?.to_text()?.as_bytes());
+    out.push(b'"');
     Ok(())
 }
 
