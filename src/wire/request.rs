@@ -767,9 +767,9 @@ impl<'de> serde::de::Visitor<'de> for CanonicalVisitor {
         while let Some(kind) = map.next_key::<Cow<'de, str>>()? {
             all &= match &*kind {
                 "N" => is_wire_canonical_number(&map.next_value::<Cow<'de, str>>()?),
-                "NS" => map.next_value::<NumberSet>()?.0,
+                "NS" => map.next_value::<AllOf<CanonicalNumber>>()?.0,
                 "M" => map.next_value::<CanonicalMap>()?.0,
-                "L" => map.next_value::<CanonicalList>()?.0,
+                "L" => map.next_value::<AllOf<Canonical>>()?.0,
                 _ => {
                     map.next_value::<IgnoredAny>()?;
                     true
@@ -830,55 +830,51 @@ impl<'de> Deserialize<'de> for CanonicalMap {
     }
 }
 
-/// `L`'s elements, each checked.
-struct CanonicalList(bool);
+/// Whether every element of a list is canonical: `L`'s values, or `NS`'s numbers.
+struct AllOf<T>(bool, std::marker::PhantomData<T>);
 
-impl<'de> Deserialize<'de> for CanonicalList {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<CanonicalList, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = CanonicalList;
+impl<'de, T: Deserialize<'de> + Into<bool>> Deserialize<'de> for AllOf<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<AllOf<T>, D::Error> {
+        struct V<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de> + Into<bool>> serde::de::Visitor<'de> for V<T> {
+            type Value = AllOf<T>;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a list of attribute values")
+                f.write_str("a list")
             }
             fn visit_seq<A: serde::de::SeqAccess<'de>>(
                 self,
                 mut seq: A,
-            ) -> Result<CanonicalList, A::Error> {
+            ) -> Result<AllOf<T>, A::Error> {
                 let mut all = true;
-                while let Some(value) = seq.next_element::<Canonical>()? {
-                    all &= value.0;
+                while let Some(element) = seq.next_element::<T>()? {
+                    all &= element.into();
                 }
-                Ok(CanonicalList(all))
+                Ok(AllOf(all, std::marker::PhantomData))
             }
         }
-        d.deserialize_seq(V)
+        d.deserialize_seq(V(std::marker::PhantomData))
     }
 }
 
-/// `NS`'s members, each checked.
-struct NumberSet(bool);
+impl From<Canonical> for bool {
+    fn from(c: Canonical) -> bool {
+        c.0
+    }
+}
 
-impl<'de> Deserialize<'de> for NumberSet {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<NumberSet, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = NumberSet;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a list of numbers")
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                mut seq: A,
-            ) -> Result<NumberSet, A::Error> {
-                let mut all = true;
-                while let Some(n) = seq.next_element::<Cow<'de, str>>()? {
-                    all &= is_wire_canonical_number(&n);
-                }
-                Ok(NumberSet(all))
-            }
-        }
-        d.deserialize_seq(V)
+/// One member of `NS`: canonical or not.
+struct CanonicalNumber(bool);
+
+impl<'de> Deserialize<'de> for CanonicalNumber {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<CanonicalNumber, D::Error> {
+        let n = Cow::<'de, str>::deserialize(d)?;
+        Ok(CanonicalNumber(is_wire_canonical_number(&n)))
+    }
+}
+
+impl From<CanonicalNumber> for bool {
+    fn from(c: CanonicalNumber) -> bool {
+        c.0
     }
 }
 
