@@ -21,8 +21,22 @@ pub const TAG_BINARY_SET: u64 = 3323;
 /// A list index inside a document path (expressions only).
 pub const TAG_PATH_ORDINAL: u64 = 3324;
 
-/// Reads one attribute value.
-pub fn decode(d: &mut Decoder<'_>) -> Result<Value, DaxError> {
+/// Reads one key attribute's value: a string, a number or bytes. Anything else is refused
+/// before it is built, as no key holds it.
+pub fn decode_key(d: &mut Decoder<'_>) -> Result<Value, DaxError> {
+    let scalar = match d.datatype()? {
+        Type::String | Type::StringIndef | Type::Bytes | Type::BytesIndef => true,
+        Type::Tag => {
+            let tag = d.clone().tag()?.as_u64();
+            !matches!(tag, TAG_STRING_SET | TAG_NUMBER_SET | TAG_BINARY_SET)
+        }
+        t => number::is_integer(t) || matches!(t, Type::F32 | Type::F64),
+    };
+    if !scalar {
+        return Err(DaxError::validation(
+            "The provided key element does not match the schema",
+        ));
+    }
     decode_at(d, 0)
 }
 
@@ -433,7 +447,7 @@ mod tests {
     fn round_trip(value: Value) {
         let mut out = Vec::new();
         encode(&mut Encoder::new(&mut out), &value).unwrap();
-        let back = decode(&mut Decoder::new(&out)).unwrap();
+        let back = decode_at(&mut Decoder::new(&out), 0).unwrap();
         assert_eq!(back, value);
         // Written straight to text, the same value.
         let Value::String(text) = decode_raw(&mut Decoder::new(&out), &mut Budget::item()).unwrap()
@@ -466,12 +480,12 @@ mod tests {
     #[test]
     fn half_floats_and_deep_nesting_are_refused() {
         assert_eq!(
-            decode(&mut Decoder::new(&[0xFB, 0, 0, 0, 0, 0, 0, 0, 0])).unwrap(),
+            decode_at(&mut Decoder::new(&[0xFB, 0, 0, 0, 0, 0, 0, 0, 0]), 0).unwrap(),
             json!({"N": "0"})
         );
-        assert!(decode(&mut Decoder::new(&[0xF9, 0x3C, 0x00])).is_err());
+        assert!(decode_at(&mut Decoder::new(&[0xF9, 0x3C, 0x00]), 0).is_err());
         let deep: Vec<u8> = std::iter::repeat_n(0x81, 40).chain([0x01]).collect();
-        assert!(decode(&mut Decoder::new(&deep)).is_err());
+        assert!(decode_at(&mut Decoder::new(&deep), 0).is_err());
         assert!(decode_raw(&mut Decoder::new(&deep), &mut Budget::item()).is_err());
         let half = [0xF9, 0x3C, 0x00];
         assert!(decode_raw(&mut Decoder::new(&half), &mut Budget::item()).is_err());
@@ -487,7 +501,7 @@ mod tests {
         // [_ "a", "b"] as an indefinite array and an indefinite text string.
         let bytes = [0x9F, 0x7F, 0x61, b'a', 0xFF, 0x61, b'b', 0xFF];
         assert_eq!(
-            decode(&mut Decoder::new(&bytes)).unwrap(),
+            decode_at(&mut Decoder::new(&bytes), 0).unwrap(),
             json!({"L": [{"S": "a"}, {"S": "b"}]})
         );
     }

@@ -28,6 +28,8 @@ const LISTS_MAX_BYTES: u64 = 64 << 20;
 pub const MAX_LIST_NAMES: usize = 10_000;
 /// Bytes of names one list may hold: at most an item's.
 pub const MAX_LIST_BYTES: usize = av::MAX_ITEM_BYTES;
+/// Attributes in an index's compound key: the table's key and the index's.
+const MAX_COMPOUND_KEY: usize = 4;
 /// Bytes the file may grow to: past it, new lists live in memory only.
 const MAX_FILE_BYTES: u64 = 32 << 20;
 /// How many ids a list may try before its own is free: another list's id is never reused.
@@ -334,7 +336,7 @@ impl KeyShape {
             }
             Some((range, range_type)) => {
                 let mut d = Decoder::new(bytes);
-                let hash = av::decode(&mut d)?;
+                let hash = av::decode_key(&mut d)?;
                 check_scalar(self.hash.1, &hash)?;
                 key.insert(self.hash.0.clone(), hash);
                 let rest = &bytes[d.position()..];
@@ -500,8 +502,14 @@ pub fn decode_compound(bytes: &[u8]) -> Result<Map<String, Value>, DaxError> {
     let mut d = Decoder::new(bytes);
     let mut key = Map::new();
     av::each_pair(&mut d, |d| {
+        // The table's key and the index's: four attributes at most.
+        if key.len() >= MAX_COMPOUND_KEY {
+            return Err(DaxError::validation(
+                "The provided starting key is invalid: too many attributes",
+            ));
+        }
         let name = av::text(d)?;
-        key.insert(name, av::decode(d)?);
+        key.insert(name, av::decode_key(d)?);
         Ok(())
     })?;
     Ok(key)
@@ -713,5 +721,26 @@ mod tests {
             "nothing written past the bound"
         );
         let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn a_key_value_that_is_no_key_is_refused_before_it_is_built() {
+        // A hash key given as a list of a million numbers, and a compound key of many pairs.
+        let mut list = vec![0x9A];
+        list.extend_from_slice(&1_000_000u32.to_be_bytes());
+        list.extend(std::iter::repeat_n(0x01, 1_000_000));
+        list.extend_from_slice(&[0xC1, 0x1C, 0x00, 0x00]);
+        let s = shape(("pk", "S"), Some(("sk", "N")));
+        assert!(s.decode(&list).is_err());
+        let compound = |pairs: u8| {
+            let mut out = vec![0xBF];
+            for i in 0..pairs {
+                out.extend_from_slice(&[0x61, b'a' + i, 0x01]);
+            }
+            out.push(0xFF);
+            out
+        };
+        assert!(decode_compound(&compound(10)).is_err());
+        assert!(decode_compound(&compound(4)).is_ok_and(|k| k.len() == 4));
     }
 }

@@ -750,6 +750,26 @@ async fn batch_write(shapes: &impl Shapes, items: &Items<'_>) -> Result<Translat
 }
 
 /// An array item of byte strings (or nulls), each decoded by `each`.
+/// A transaction's list of integers, one per item.
+fn int_list(d: &mut Decoder<'_>) -> Result<Vec<u64>, DaxError> {
+    let mut out = Vec::new();
+    av::each(d, |d| {
+        if out.len() >= TRANSACT_MAX_ITEMS {
+            return Err(too_many_transact_items());
+        }
+        out.push(d.u64()?);
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+fn too_many_transact_items() -> DaxError {
+    DaxError::validation(
+        "1 validation error detected: Value at 'transactItems' failed to satisfy constraint: \
+         Member must have length less than or equal to 100",
+    )
+}
+
 fn byte_list<T>(
     d: &mut Decoder<'_>,
     mut each: impl FnMut(Option<Vec<u8>>) -> Result<T, DaxError>,
@@ -761,10 +781,7 @@ fn byte_list<T>(
     av::each(d, |d| {
         // Every list is one entry per transaction item: DynamoDB takes 100.
         if out.len() >= TRANSACT_MAX_ITEMS {
-            return Err(DaxError::validation(
-                "1 validation error detected: Value at 'transactItems' failed to satisfy \
-                 constraint: Member must have length less than or equal to 100",
-            ));
+            return Err(too_many_transact_items());
         }
         let value = if d.datatype()? == Type::Null {
             d.null()?;
@@ -819,11 +836,7 @@ async fn transact_get(shapes: &impl Shapes, items: &Items<'_>) -> Result<Transla
 }
 
 async fn transact_write(shapes: &impl Shapes, items: &Items<'_>) -> Result<Translated, DaxError> {
-    let mut ops = Vec::new();
-    av::each(&mut items.decoder(0), |d| {
-        ops.push(d.u64()?);
-        Ok(())
-    })?;
+    let ops = int_list(&mut items.decoder(0))?;
     let tables = table_names(items, 1)?;
     let known = shapes_of(shapes, &tables).await?;
     let keys = byte_list(&mut items.decoder(2), |b| {
@@ -831,13 +844,11 @@ async fn transact_write(shapes: &impl Shapes, items: &Items<'_>) -> Result<Trans
     })?;
     let values = byte_list(&mut items.decoder(3), Ok)?;
     // Item 4 is ReturnValues, always null.
-    let mut on_failure = Vec::new();
-    if !items.is_null(5) {
-        av::each(&mut items.decoder(5), |d| {
-            on_failure.push(d.u64()?);
-            Ok(())
-        })?;
-    }
+    let on_failure = if items.is_null(5) {
+        Vec::new()
+    } else {
+        int_list(&mut items.decoder(5))?
+    };
     let conditions = byte_list(&mut items.decoder(6), Ok)?;
     let updates = byte_list(&mut items.decoder(7), Ok)?;
     let n = ops.len();
