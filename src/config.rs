@@ -27,6 +27,11 @@ pub const DEFAULT_DRAIN_TIMEOUT_MS: u64 = 20_000;
 pub const DEFAULT_MAX_UPSTREAM_REQUESTS: usize = 1024;
 pub const DEFAULT_UPSTREAM_QUEUE_TIMEOUT_MS: u64 = 1_000;
 pub const DEFAULT_STALE_GRACE_MS: u64 = 60_000;
+/// AWS documents that a write reaches every copy of an item, and every global secondary
+/// index, usually within a second, with no bound. Twice that keeps the tail of that
+/// distribution inside the window; the cost (a strongly consistent read costs twice the
+/// capacity) falls only on fills that race a write.
+pub const DEFAULT_CONSISTENCY_WINDOW_MS: u64 = 2_000;
 /// Used when neither config nor the AWS region chain names a region.
 pub const FALLBACK_REGION: &str = "us-east-1";
 
@@ -223,6 +228,11 @@ pub struct CacheConfig {
     pub serve_stale_on_error: bool,
     /// How long past its TTL an entry may still be served when the upstream fails.
     pub stale_grace_ms: u64,
+    /// For this long after a write the proxy saw (its own, a stream record, a flush), a miss
+    /// on anything the write may have changed fills with a strongly consistent read, and an
+    /// index Query of its table is not cached: an eventually consistent read may not reflect
+    /// a write DynamoDB acknowledged moments ago. 0 turns the window off.
+    pub consistency_window_ms: u64,
     /// Per-table overrides, by table name.
     pub tables: BTreeMap<String, TableCacheConfig>,
 }
@@ -249,6 +259,7 @@ impl Default for CacheConfig {
             query_invalidation: QueryInvalidation::Partition,
             serve_stale_on_error: false,
             stale_grace_ms: DEFAULT_STALE_GRACE_MS,
+            consistency_window_ms: DEFAULT_CONSISTENCY_WINDOW_MS,
             tables: BTreeMap::new(),
         }
     }

@@ -8,15 +8,21 @@
 //!   each touched partition, whatever the outcome.
 //! - **Invalidation** by key (a stream record), by table and of everything drops item entries
 //!   and query answers together.
+//! - Every write and every invalidation puts what it touched in the **consistency window**:
+//!   a fill that begins inside it is told to read strongly consistently (or, for a global
+//!   secondary index, not to cache), so a DynamoDB replica's lag never becomes a TTL's worth of
+//!   stale answers. Fills learn how to read from [`Caches::begin_item_fill`] and
+//!   [`Caches::begin_query_fill`]; no caller decides it.
 //!
 //! The pieces: [`items`] (the item cache and its freshness rules) over [`store`] (the compact,
-//! byte-bounded map), [`queries`] (Query and Scan answers), and [`flight`] (concurrent misses
-//! share one upstream read).
+//! byte-bounded map), [`queries`] (Query and Scan answers), [`flight`] (concurrent misses
+//! share one upstream read) and [`window`] (what recent writes touched).
 
 pub mod flight;
 pub mod items;
 pub mod queries;
 pub mod store;
+pub mod window;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,6 +37,7 @@ use crate::wire::keys::{ItemKey, KeyValue};
 
 pub use items::{Cached, FillTicket, ItemCache, StreamVerdict, WriteOutcome};
 pub use queries::{QueryCache, QueryEntry, Scope, Watch};
+pub use window::Read;
 
 /// The shared result of one upstream read for a single-flight group.
 pub type Fetched = Arc<Result<UpstreamResponse, ProxyError>>;
@@ -60,20 +67,40 @@ pub struct Writes {
     open: Vec<(Touched, items::WriteTicket)>,
 }
 
+/// An upstream item read that may fill the cache: when it began, and how it must read.
+#[derive(Debug, Clone, Copy)]
+pub struct ItemFill {
+    ticket: FillTicket,
+    /// [`Read::Eventual`] or [`Read::Strong`].
+    pub read: Read,
+}
+
+/// An upstream Query or Scan that may fill the cache: what it watches, and how it must read.
+#[derive(Debug, Clone, Copy)]
+pub struct QueryFill {
+    watch: Watch,
+    pub read: Read,
+}
+
 /// The item cache, the query cache and the reads in flight, kept in step.
 pub struct Caches {
     items: ItemCache,
     queries: QueryCache,
     /// Item reads in flight, so concurrent misses share one.
     flights: flight::Flights<FlightKey, Fetched>,
+    /// What recent writes touched.
+    window: window::Window,
+    metrics: Arc<Metrics>,
 }
 
 impl Caches {
     pub fn new(config: &CacheConfig, upstream_timeout: Duration, metrics: Arc<Metrics>) -> Caches {
         Caches {
             items: ItemCache::new(config, upstream_timeout, metrics.clone()),
-            queries: QueryCache::new(config, metrics),
+            queries: QueryCache::new(config, metrics.clone()),
             flights: flight::Flights::new(),
+            window: window::Window::new(Duration::from_millis(config.consistency_window_ms)),
+            metrics,
         }
     }
 
@@ -131,9 +158,15 @@ impl Caches {
 
     // -- fills --------------------------------------------------------------------------------
 
-    /// Marks the start of an upstream item read whose answer may fill the cache.
-    pub fn begin_item_fill(&self) -> FillTicket {
-        self.items.begin_fill()
+    /// Marks the start of an upstream read of `key` whose answer may fill the cache, and says
+    /// how it must read: strongly consistently if a write within the window touched the key.
+    pub fn begin_item_fill(&self, key: &ItemKey) -> ItemFill {
+        // The ticket first: a write that ends after it makes the fill lose; one that ended
+        // before it has marked the window (see `window`).
+        let ticket = self.items.begin_fill();
+        let read = self.window.item(key);
+        self.count_fill("item", read);
+        ItemFill { ticket, read }
     }
 
     /// Stores what an item read returned: the whole item (`projection` `None`) or one
@@ -141,24 +174,37 @@ impl Caches {
     pub fn fill_item(
         &self,
         key: &ItemKey,
-        ticket: FillTicket,
+        fill: ItemFill,
         projection: Option<Arc<str>>,
         item: Option<Bytes>,
     ) -> bool {
         if let Some(projection) = &projection {
             self.items.learn_projection(key.table(), projection);
         }
-        self.items.fill_answer(key, ticket, projection, item)
+        self.items.fill_answer(key, fill.ticket, projection, item)
     }
 
-    /// Marks the start of an upstream Query or Scan of `table` whose answer depends on `scope`.
-    pub fn begin_query_fill(&self, table: &str, scope: &Scope) -> Watch {
-        self.queries.begin(table, scope)
+    /// Marks the start of an upstream Query or Scan of `table` whose answer depends on
+    /// `scope`, and says how it must read: strongly consistently if a write within the window
+    /// may have changed it; for a global secondary index, which cannot be read so, not cached.
+    pub fn begin_query_fill(&self, table: &str, scope: &Scope) -> QueryFill {
+        let watch = self.queries.begin(table, scope);
+        let read = self.window.query(table, scope);
+        self.count_fill("query", read);
+        QueryFill { watch, read }
     }
 
-    /// Stores a Query or Scan answer, unless what it depends on changed since `watch`.
-    pub fn fill_query(&self, key: Arc<[u8]>, table: &str, watch: Watch, body: Bytes) -> bool {
-        self.queries.fill(key, table, watch, body)
+    /// Stores a Query or Scan answer, unless what it depends on changed since the fill began
+    /// or the fill was not to be cached.
+    pub fn fill_query(&self, key: Arc<[u8]>, table: &str, fill: QueryFill, body: Bytes) -> bool {
+        fill.read != Read::Uncached && self.queries.fill(key, table, fill.watch, body)
+    }
+
+    fn count_fill(&self, cache: &str, read: Read) {
+        self.metrics
+            .fill_reads
+            .with_label_values(&[cache, read.label()])
+            .inc();
     }
 
     // -- writes -------------------------------------------------------------------------------
@@ -180,6 +226,10 @@ impl Caches {
     /// begun; missing outcomes count as failed), and the query answers of every touched
     /// partition are dropped whatever the outcome (a timed-out write may still have happened).
     pub fn end_write(&self, writes: Writes, outcomes: Vec<WriteOutcome>) {
+        // The window first: a fill that begins after the write ends must find it there.
+        for (touched, _) in &writes.open {
+            self.window.wrote(&touched.key, touched.partition.as_ref());
+        }
         let mut outcomes = outcomes.into_iter();
         for (touched, ticket) in writes.open {
             let outcome = outcomes.next().unwrap_or(WriteOutcome::Failed);
@@ -202,6 +252,7 @@ impl Caches {
         now_is: Option<Option<serde_json::Value>>,
         changed_ms: Option<u64>,
     ) -> StreamVerdict {
+        self.window.wrote(key, partition);
         let verdict = self.items.changed_elsewhere(key, now_is, changed_ms);
         if !matches!(verdict, StreamVerdict::Kept { by_own_write: true }) {
             self.queries.changed(key.table(), partition, "stream");
@@ -211,12 +262,14 @@ impl Caches {
 
     /// Drops every item and query answer of `table`, counted under `reason`.
     pub fn invalidate_table(&self, table: &str, reason: &'static str) {
+        self.window.dropped_table(table);
         self.items.invalidate_table(table, reason);
         self.queries.invalidate_table(table, reason);
     }
 
     /// Drops everything, counted under `reason`.
     pub fn invalidate_all(&self, reason: &'static str) {
+        self.window.dropped_all();
         self.items.invalidate_all(reason);
         self.queries.invalidate_all(reason);
     }

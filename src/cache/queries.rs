@@ -35,8 +35,11 @@ const SLOTS: usize = 1 << 16;
 pub enum Scope {
     /// One partition of the base table (canonical partition key value).
     Partition(Vec<u8>),
-    /// The whole table (scans, index queries, unparseable key conditions).
+    /// The whole table (scans, local index queries, unparseable key conditions).
     Table,
+    /// A global secondary index (or an index the proxy cannot tell is local): the whole
+    /// table, and never readable strongly consistently.
+    GlobalIndex,
 }
 
 /// The counters an entry watches, with their values when its read began.
@@ -133,7 +136,7 @@ impl QueryCache {
     pub fn begin(&self, table: &str, scope: &Scope) -> Watch {
         let scope_slot = match scope {
             Scope::Partition(value) => self.slot(&("partition", table, value)),
-            Scope::Table => self.slot(&("table-writes", table)),
+            Scope::Table | Scope::GlobalIndex => self.slot(&("table-writes", table)),
         };
         let slots = [self.slot(&("table", table)), scope_slot];
         self.current(&Watch {

@@ -68,6 +68,9 @@ pub struct Metrics {
     pub evictions: IntCounterVec,
     /// Invalidations, by cache and reason (`write`, `failed_write`, `table_change`, `flush`).
     pub invalidations: IntCounterVec,
+    /// Upstream reads that fill a cache, by cache (`item`, `query`) and how they read
+    /// (`eventual`; `strong` or `uncached` within the consistency window of a write).
+    pub fill_reads: IntCounterVec,
     /// Stream records applied (DynamoDB Streams invalidation).
     pub stream_records: IntCounter,
     /// Age of the newest stream record when it was applied: how far behind the writers the
@@ -291,6 +294,25 @@ impl Metrics {
             &["table", "cache", "result"],
         )
         .expect("valid metric");
+        let fill_reads = IntCounterVec::new(
+            Opts::new(
+                "dynamo_cache_fill_reads_total",
+                "Upstream reads for cache misses, by cache (item, query) and how they read: \
+                 eventual, or within the consistency window of a write strong (ConsistentRead) \
+                 or uncached (a global secondary index).",
+            ),
+            &["cache", "read"],
+        )
+        .expect("valid metric");
+        for (cache, read) in [
+            ("item", "eventual"),
+            ("item", "strong"),
+            ("query", "eventual"),
+            ("query", "strong"),
+            ("query", "uncached"),
+        ] {
+            fill_reads.with_label_values(&[cache, read]);
+        }
         let stream_records = IntCounter::new(
             "dynamo_cache_stream_records_total",
             "DynamoDB stream records applied to the caches.",
@@ -343,6 +365,7 @@ impl Metrics {
             Box::new(evictions.clone()),
             Box::new(invalidations.clone()),
             Box::new(table_requests.clone()),
+            Box::new(fill_reads.clone()),
             Box::new(stream_records.clone()),
             Box::new(stream_lag.clone()),
             Box::new(stream_shards.clone()),
@@ -385,6 +408,7 @@ impl Metrics {
             tls_certificate_expiry,
             evictions,
             invalidations,
+            fill_reads,
             stream_records,
             stream_lag,
             stream_shards,

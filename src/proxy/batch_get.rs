@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 
 use super::answer::{self, CacheStatus};
 use super::exchange::{Context, Handled, Outbound, forward, relay, zero_capacity};
-use crate::cache::{Caches, FillTicket};
+use crate::cache::{Caches, ItemFill, Read};
 use crate::error::ProxyError;
 use crate::state::State;
 use crate::wire::keys::{ItemKey, WireKey};
@@ -64,9 +64,24 @@ pub async fn batch_get(state: &State, ctx: &Context, out: Outbound, read: BatchG
         ));
     }
 
+    // Each miss that may fill learns how it must read; a table with any key inside the
+    // consistency window of a write reads strongly consistently.
+    let fills: Vec<Vec<ItemFill>> = splits
+        .iter()
+        .map(|s| {
+            s.misses
+                .iter()
+                .filter(|_| s.cacheable)
+                .map(|&i| caches.begin_item_fill(&s.table.keys[i].1))
+                .collect()
+        })
+        .collect();
     // The smaller request: only the misses, every other parameter as the caller sent it.
     let mut request_items = Map::new();
-    for split in splits.iter().filter(|s| !s.misses.is_empty()) {
+    for (split, fills) in splits.iter().zip(&fills) {
+        if split.misses.is_empty() {
+            continue;
+        }
         let mut params = split.table.params.clone();
         let keys = split
             .misses
@@ -74,6 +89,9 @@ pub async fn batch_get(state: &State, ctx: &Context, out: Outbound, read: BatchG
             .map(|&i| split.table.keys[i].0.clone())
             .collect();
         params.insert("Keys".into(), Value::Array(keys));
+        if fills.iter().any(|f| f.read == Read::Strong) {
+            params.insert("ConsistentRead".into(), Value::Bool(true));
+        }
         request_items.insert(split.table.sent.clone(), Value::Object(params));
     }
     let mut request = Map::new();
@@ -81,10 +99,6 @@ pub async fn batch_get(state: &State, ctx: &Context, out: Outbound, read: BatchG
     if let Some(rcc) = &read.return_consumed_capacity {
         request.insert("ReturnConsumedCapacity".into(), Value::String(rcc.clone()));
     }
-    let tickets: Vec<Vec<FillTicket>> = splits
-        .iter()
-        .map(|s| s.misses.iter().map(|_| caches.begin_item_fill()).collect())
-        .collect();
     let request = Bytes::from(Value::Object(request).to_string());
     let upstream = forward(state, ctx, &out, request).await?;
     if upstream.status != StatusCode::OK {
@@ -92,9 +106,9 @@ pub async fn batch_get(state: &State, ctx: &Context, out: Outbound, read: BatchG
     }
     let output = serde_json::from_slice::<Value>(&upstream.body)
         .map_err(|e| ProxyError::UpstreamGarbled(format!("BatchGetItem answer: {e}")))?;
-    for (split, tickets) in splits.iter().zip(tickets) {
+    for (split, fills) in splits.iter().zip(fills) {
         if split.cacheable {
-            fill(caches, split, tickets, &output);
+            fill(caches, split, fills, &output);
             state.streams.follow(&split.table.table);
         }
     }
@@ -107,7 +121,7 @@ pub async fn batch_get(state: &State, ctx: &Context, out: Outbound, read: BatchG
 
 /// Caches what the upstream returned for one table's misses: found items, and keys that are
 /// neither returned nor unprocessed (they do not exist).
-fn fill(caches: &Caches, split: &Split, tickets: Vec<FillTicket>, output: &Value) {
+fn fill(caches: &Caches, split: &Split, fills: Vec<ItemFill>, output: &Value) {
     let table = split.table;
     if table.key_names.is_empty() || split.misses.is_empty() {
         return;
@@ -138,12 +152,12 @@ fn fill(caches: &Caches, split: &Split, tickets: Vec<FillTicket>, output: &Value
         .filter_map(|k| serde_json::from_value::<WireKey>(k.clone()).ok())
         .filter_map(|wire| ItemKey::new(&table.table, &wire))
         .collect();
-    for (&i, ticket) in split.misses.iter().zip(tickets) {
+    for (&i, fill) in split.misses.iter().zip(fills) {
         let key = &table.keys[i].1;
         if unprocessed.contains(key) {
             continue;
         }
-        caches.fill_item(key, ticket, table.variant.clone(), found.remove(key));
+        caches.fill_item(key, fill, table.variant.clone(), found.remove(key));
     }
 }
 

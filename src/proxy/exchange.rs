@@ -193,3 +193,14 @@ pub fn zero_capacity(
     }
     consumed
 }
+
+/// A GetItem, Query or Scan request asking for a strongly consistent read, every other
+/// parameter as the caller sent it; `None` if the body is not a JSON object (it was parsed
+/// before, so that does not happen). A strongly consistent answer satisfies the eventually
+/// consistent request it fills for: it reflects every write acknowledged before it.
+pub fn strongly_consistent(body: &[u8]) -> Option<Bytes> {
+    let mut fields: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(body).ok()?;
+    fields.insert("ConsistentRead".into(), serde_json::Value::Bool(true));
+    Some(Bytes::from(serde_json::Value::Object(fields).to_string()))
+}

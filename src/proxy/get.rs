@@ -9,8 +9,10 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::answer::{self, CacheStatus, ProxyResponse};
-use super::exchange::{Context, Handled, Outbound, forward, relay, upstream_failed, zero_capacity};
-use crate::cache::{Cached, FlightKey};
+use super::exchange::{
+    Context, Handled, Outbound, forward, relay, strongly_consistent, upstream_failed, zero_capacity,
+};
+use crate::cache::{Cached, FlightKey, Read};
 use crate::error::ProxyError;
 use crate::state::State;
 use crate::wire::request::{Capacity, GetItem};
@@ -79,19 +81,26 @@ pub async fn miss(state: &State, ctx: &Context, out: Outbound, read: GetItem) ->
     );
     let (fetched, coalesced) = caches
         .single_flight(&flight, || async {
-            let ticket = caches.begin_item_fill();
-            let result = forward(state, ctx, &out, out.body.clone())
-                .await
-                .and_then(|answer| {
-                    if answer.status != StatusCode::OK {
-                        return Ok(answer);
-                    }
-                    // A success we cannot read is not DynamoDB's answer: never cached, never
-                    // relayed; the caller's SDK retries the 500.
-                    let item = read_get_item(&answer.body)?;
-                    caches.fill_item(&read.key, ticket, read.variant.clone(), item);
-                    Ok(answer)
-                });
+            let fill = caches.begin_item_fill(&read.key);
+            let (body, fills) = match fill.read {
+                Read::Strong => match strongly_consistent(&out.body) {
+                    Some(body) => (body, true),
+                    None => (out.body.clone(), false),
+                },
+                _ => (out.body.clone(), true),
+            };
+            let result = forward(state, ctx, &out, body).await.and_then(|answer| {
+                if answer.status != StatusCode::OK {
+                    return Ok(answer);
+                }
+                // A success we cannot read is not DynamoDB's answer: never cached, never
+                // relayed; the caller's SDK retries the 500.
+                let item = read_get_item(&answer.body)?;
+                if fills {
+                    caches.fill_item(&read.key, fill, read.variant.clone(), item);
+                }
+                Ok(answer)
+            });
             Arc::new(result)
         })
         .await;

@@ -7,9 +7,10 @@ use serde_json::{Map, Value};
 
 use super::answer::{self, CacheStatus, ProxyResponse};
 use super::exchange::{
-    Context, Handled, IndexRead, Outbound, forward, upstream_failed, zero_capacity,
+    Context, Handled, IndexRead, Outbound, forward, strongly_consistent, upstream_failed,
+    zero_capacity,
 };
-use crate::cache::{QueryEntry, Scope};
+use crate::cache::{QueryEntry, Read, Scope};
 use crate::error::ProxyError;
 use crate::state::State;
 use crate::wire::keycond::{pinned_partition, pinned_partition_legacy};
@@ -52,8 +53,15 @@ pub async fn miss(state: &State, ctx: &Context, out: Outbound, read: QueryOrScan
     }
     let scope = scope_of(state, out.op, &read).await;
     state.metrics.record_table(&read.table, true, false);
-    let watch = caches.begin_query_fill(&read.table, &scope);
-    let result = forward(state, ctx, &out, out.body.clone()).await;
+    let mut fill = caches.begin_query_fill(&read.table, &scope);
+    let body = match fill.read {
+        Read::Strong => strongly_consistent(&out.body).unwrap_or_else(|| {
+            fill.read = Read::Uncached;
+            out.body.clone()
+        }),
+        _ => out.body.clone(),
+    };
+    let result = forward(state, ctx, &out, body).await;
     if state.config.cache.serve_stale_on_error
         && upstream_failed(&result)
         && let Some(entry) = caches.stale_query(&read.cache_key)
@@ -69,7 +77,7 @@ pub async fn miss(state: &State, ctx: &Context, out: Outbound, read: QueryOrScan
         let stored = without_capacity(&upstream.body).ok_or_else(|| {
             ProxyError::UpstreamGarbled(format!("{} answer is not a JSON object", out.op.name()))
         })?;
-        caches.fill_query(read.cache_key, &read.table, watch, stored);
+        caches.fill_query(read.cache_key, &read.table, fill, stored);
         state.streams.follow(&read.table);
     }
     Ok((
@@ -84,9 +92,21 @@ pub async fn miss(state: &State, ctx: &Context, out: Outbound, read: QueryOrScan
 }
 
 /// What the answer depends on: one partition for a base-table Query whose key condition pins
-/// the partition key; the whole table for anything else.
+/// the partition key; the whole table for anything else, marked as a global secondary index's
+/// for a read of an index the table's schema does not list as local.
 async fn scope_of(state: &State, op: Operation, read: &QueryOrScan) -> Scope {
-    if op != Operation::Query || read.request.contains_key("IndexName") {
+    if let Some(index) = read.index.as_deref() {
+        let local = match state.schemas.get(&read.table).await {
+            Ok(schema) => schema.local.contains(index),
+            Err(_) => false,
+        };
+        return if local {
+            Scope::Table
+        } else {
+            Scope::GlobalIndex
+        };
+    }
+    if op != Operation::Query {
         return Scope::Table;
     }
     let Ok(schema) = state.schemas.get(&read.table).await else {

@@ -24,6 +24,7 @@ mod metrics;
 mod query_cache;
 mod readme;
 mod reliability;
+mod replica_lag;
 mod schema;
 mod streams;
 mod tls;

@@ -19,6 +19,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub mod checker;
+pub mod lagging;
 pub mod process;
 pub mod shim;
 
