@@ -296,3 +296,122 @@ impl Caches {
         self.queries.for_each_entry(visit)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::keys::WireKey;
+
+    fn caches(window_ms: u64) -> Caches {
+        let config = CacheConfig {
+            consistency_window_ms: window_ms,
+            ..CacheConfig::default()
+        };
+        Caches::new(&config, Duration::from_secs(1), Arc::new(Metrics::new()))
+    }
+
+    fn key(table: &str, pk: &str) -> (ItemKey, KeyValue) {
+        let wire: WireKey = serde_json::from_value(serde_json::json!({"pk": {"S": pk}})).unwrap();
+        let partition = wire["pk"].clone();
+        (ItemKey::new(table, &wire).unwrap(), partition)
+    }
+
+    fn partition(pk: &str) -> Scope {
+        Scope::Partition(crate::wire::keys::canonical_value(&key("t", pk).1).unwrap())
+    }
+
+    /// How fills of a key, its partition and its table's scans and global index read now.
+    fn reads(caches: &Caches, pk: &str) -> [Read; 4] {
+        let (k, _) = key("t", pk);
+        [
+            caches.begin_item_fill(&k).read,
+            caches.begin_query_fill("t", &partition(pk)).read,
+            caches.begin_query_fill("t", &Scope::Table).read,
+            caches.begin_query_fill("t", &Scope::GlobalIndex).read,
+        ]
+    }
+
+    const RACING: [Read; 4] = [Read::Strong, Read::Strong, Read::Strong, Read::Uncached];
+    const QUIET: [Read; 4] = [Read::Eventual; 4];
+
+    #[test]
+    fn every_path_that_drops_entries_puts_what_it_touched_in_the_window() {
+        // A write through the proxy, whatever its outcome.
+        let c = caches(60_000);
+        assert_eq!(reads(&c, "a"), QUIET);
+        let (k, p) = key("t", "a");
+        let writes = c.begin_write(vec![Touched {
+            key: k,
+            table: "t".into(),
+            partition: Some(p),
+        }]);
+        c.end_write(writes, vec![WriteOutcome::Item(None)]);
+        assert_eq!(reads(&c, "a"), RACING);
+        // Another key's item and partition are not affected; its table's scans are.
+        assert_eq!(
+            reads(&c, "b"),
+            [Read::Eventual, Read::Eventual, Read::Strong, Read::Uncached]
+        );
+
+        // A stream record.
+        let c = caches(60_000);
+        let (k, p) = key("t", "a");
+        c.changed_elsewhere(&k, Some(&p), None, None);
+        assert_eq!(reads(&c, "a"), RACING);
+
+        // A table dropped (flush, table change, a write the proxy cannot attribute): every
+        // read of it, whatever the key.
+        let c = caches(60_000);
+        c.invalidate_table("t", "flush");
+        assert_eq!(reads(&c, "z"), RACING);
+        assert_eq!(
+            c.begin_item_fill(&key("u", "z").0).read,
+            Read::Eventual,
+            "another table"
+        );
+
+        // Everything dropped.
+        let c = caches(60_000);
+        c.invalidate_all("flush");
+        assert_eq!(c.begin_item_fill(&key("u", "z").0).read, Read::Strong);
+    }
+
+    #[test]
+    fn the_window_closes_and_fills_read_as_asked_again() {
+        let c = caches(30);
+        c.invalidate_all("flush");
+        assert_eq!(reads(&c, "a"), RACING);
+        std::thread::sleep(Duration::from_millis(40));
+        assert_eq!(reads(&c, "a"), QUIET);
+    }
+
+    #[test]
+    fn an_uncached_fill_is_never_stored() {
+        let c = caches(60_000);
+        c.invalidate_table("t", "write");
+        let fill = c.begin_query_fill("t", &Scope::GlobalIndex);
+        assert_eq!(fill.read, Read::Uncached);
+        let key: Arc<[u8]> = Arc::from(&b"index query"[..]);
+        assert!(!c.fill_query(key.clone(), "t", fill, Bytes::from_static(b"{}")));
+        assert!(c.query(&key).is_none());
+        // Once the window has closed (here: a cache without one), it is stored.
+        let c = caches(0);
+        let fill = c.begin_query_fill("t", &Scope::GlobalIndex);
+        assert!(c.fill_query(key.clone(), "t", fill, Bytes::from_static(b"{}")));
+    }
+
+    #[test]
+    fn fills_are_counted_by_how_they_read() {
+        let c = caches(60_000);
+        reads(&c, "a");
+        c.invalidate_table("t", "write");
+        reads(&c, "a");
+        let count =
+            |cache: &str, read: &str| c.metrics.fill_reads.with_label_values(&[cache, read]).get();
+        assert_eq!(count("item", "eventual"), 1);
+        assert_eq!(count("item", "strong"), 1);
+        assert_eq!(count("query", "eventual"), 3);
+        assert_eq!(count("query", "strong"), 2);
+        assert_eq!(count("query", "uncached"), 1);
+    }
+}

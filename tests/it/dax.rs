@@ -1010,3 +1010,46 @@ fn counts_past_dynamodbs_are_refused_while_they_are_read() {
         "{refused}"
     );
 }
+
+/// The DAX front-end fills through the same cache layer: a DAX read right after a write
+/// reads strongly consistently, and sees the write though DynamoDB's replica has not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dax_read_after_a_write_sees_it_though_the_replica_lags() {
+    use crate::common::{Proxy, dynamo, lagging::Lagging, sdk, table_like_orders};
+    let lagging = Lagging::start(Duration::from_secs(2)).await;
+    table_like_orders(&sdk(&lagging.url), "orders")
+        .send()
+        .await
+        .unwrap();
+    let key = r#"{"pk":{"S":"a"},"sk":{"N":"1"}}"#;
+    let put = format!(
+        r#"{{"TableName":"orders","Item":{{"pk":{{"S":"a"}},"sk":{{"N":"1"}},"v":{{"S":"one"}}}}}}"#
+    );
+    assert_eq!(dynamo(&lagging.url, "PutItem", &put).await.status, 200);
+    lagging.settle().await;
+    let proxy = Proxy::start(&lagging.url).await;
+    let mut conn = Conn::open(proxy.dax_addr).await;
+    conn.send(&get_item("orders", KEY_A1)).await;
+    let answer = conn.items(2).await;
+    assert!(answer.windows(4).any(|w| w == b"\x63one"), "{answer:02x?}");
+
+    // A transaction drops the key; the replica applies it 2 s later.
+    let transact = format!(
+        r#"{{"TransactItems":[{{"Update":{{"TableName":"orders","Key":{key},"UpdateExpression":"SET v = :v","ExpressionAttributeValues":{{":v":{{"S":"two"}}}}}}}}]}}"#
+    );
+    let written = std::time::Instant::now();
+    assert_eq!(
+        dynamo(&proxy.url, "TransactWriteItems", &transact)
+            .await
+            .status,
+        200
+    );
+    conn.send(&get_item("orders", KEY_A1)).await;
+    let answer = conn.items(2).await;
+    assert!(written.elapsed() < lagging.lag(), "the test cannot tell");
+    assert!(
+        answer.windows(4).any(|w| w == b"\x63two"),
+        "a DAX read after the write saw the replica's old version: {answer:02x?}"
+    );
+    assert_eq!(lagging.strong_reads("GetItem"), 1);
+}

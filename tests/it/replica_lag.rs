@@ -289,3 +289,129 @@ matrix! {
     partiql_write_then_scan: PartiQl, Scan;
     partiql_write_then_index_query: PartiQl, IndexQuery;
 }
+
+/// Once the window has closed, fills read as the caller asked: the extra read cost falls only
+/// on reads that race a recent write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_the_window_fills_read_as_asked() {
+    let lagging = Lagging::start(Duration::from_millis(50)).await;
+    table_like_orders(&sdk(&lagging.url), TABLE)
+        .send()
+        .await
+        .unwrap();
+    let proxy = Proxy::start_with(&lagging.url, |c| c.cache.consistency_window_ms = 300).await;
+    let (op, get) = Read::Get.request();
+    let ack = dynamo(
+        &proxy.url,
+        "TransactWriteItems",
+        &Write::Transact.request().1.to_string(),
+    )
+    .await;
+    assert_eq!(ack.status, 200, "{:?}", ack.body);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    lagging.settle().await;
+    let (strong, eventual) = (lagging.strong_reads(op), lagging.replica_reads(op));
+    let read = dynamo(&proxy.url, op, &get.to_string()).await;
+    assert_eq!(read.cache_status(), "miss");
+    assert_eq!(
+        lagging.strong_reads(op),
+        strong,
+        "read strongly after the window"
+    );
+    assert_eq!(lagging.replica_reads(op), eventual + 1);
+    let metrics = proxy.metrics().await;
+    assert_eq!(
+        metric_value(
+            &metrics,
+            r#"dynamo_cache_fill_reads_total{cache="item",read="eventual"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric_value(
+            &metrics,
+            r#"dynamo_cache_fill_reads_total{cache="item",read="strong"}"#
+        ),
+        0.0
+    );
+}
+
+/// Inside the window, strong fills and uncached index answers are counted, and an index
+/// Query is relayed each time rather than cached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fills_inside_the_window_are_counted_and_index_answers_are_not_cached() {
+    let (lagging, proxy) = bench().await;
+    let (write_op, write) = Write::Transact.request();
+    assert_eq!(
+        dynamo(&proxy.url, write_op, &write.to_string())
+            .await
+            .status,
+        200
+    );
+    let (op, get) = Read::Get.request();
+    assert_eq!(
+        Read::Get.version(&dynamo(&proxy.url, op, &get.to_string()).await),
+        Some(2)
+    );
+    let (op, index) = Read::IndexQuery.request();
+    let before = lagging.count(op);
+    for _ in 0..3 {
+        let answer = dynamo(&proxy.url, op, &index.to_string()).await;
+        assert_eq!(answer.status, 200);
+        assert_ne!(answer.cache_status(), "hit");
+    }
+    assert_eq!(
+        lagging.count(op),
+        before + 3,
+        "an index answer was cached in the window"
+    );
+    let metrics = proxy.metrics().await;
+    assert_eq!(
+        metric_value(
+            &metrics,
+            r#"dynamo_cache_fill_reads_total{cache="item",read="strong"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric_value(
+            &metrics,
+            r#"dynamo_cache_fill_reads_total{cache="query",read="uncached"}"#
+        ),
+        3.0
+    );
+}
+
+/// A write around the proxy, then a flush of its table (what an operator does after fixing
+/// data by hand): the next read shows the write, though the replica has not seen it yet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flush_after_a_write_around_the_proxy_fills_strongly() {
+    let (lagging, proxy) = bench().await;
+    let (op, get) = Read::Get.request();
+    let get = get.to_string();
+    assert_eq!(
+        Read::Get.version(&dynamo(&proxy.url, op, &get).await),
+        Some(1)
+    );
+    let put = json!({"TableName": TABLE, "Item": item(2)});
+    assert_eq!(
+        dynamo(&lagging.url, "PutItem", &put.to_string())
+            .await
+            .status,
+        200
+    );
+    let flushed = send(
+        http::Request::post(format!("{}/cache/flush?table={TABLE}", proxy.admin_url))
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(flushed.status, 200, "{:?}", flushed.body);
+    let read = dynamo(&proxy.url, op, &get).await;
+    assert_eq!(
+        Read::Get.version(&read),
+        Some(2),
+        "the fill after the flush read the lagging replica"
+    );
+}

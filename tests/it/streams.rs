@@ -374,3 +374,41 @@ async fn the_staleness_bench_measures_both_kinds_of_proxy() {
     );
     assert!(stdout.contains("p99"), "{stdout}");
 }
+
+/// A stream record puts its key in the consistency window: the fill after it reads strongly
+/// consistently, so a DynamoDB replica that has not applied the write yet cannot put the old
+/// version back for the TTL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fill_after_a_stream_record_reads_strongly_consistently() {
+    let lagging = lagging::Lagging::start(Duration::from_secs(3)).await;
+    create_streamed_table(&lagging.url, "lagged", Some("KEYS_ONLY")).await;
+    put(&lagging.url, "lagged", "a", 1).await;
+    lagging.settle().await;
+    let proxy = streaming_proxy(&lagging.url).await;
+    let _ = get(&proxy.url, "lagged", "a").await;
+    assert_eq!(stream_state(&proxy, "lagged").await, "following");
+    assert_eq!(get(&proxy.url, "lagged", "a").await.0.as_deref(), Some("1"));
+    assert_eq!(get(&proxy.url, "lagged", "a").await.1, "hit");
+
+    // Around the proxy; the replica applies it 3 s later.
+    let records = proxy.metric("dynamo_cache_stream_records_total").await;
+    let strong = lagging.strong_reads("GetItem");
+    put(&lagging.url, "lagged", "a", 2).await;
+    let written = Instant::now();
+    let now = proxy
+        .metric_reaching("dynamo_cache_stream_records_total", records + 1.0)
+        .await;
+    assert!(now > records, "the stream record never came");
+    let (seen, how) = get(&proxy.url, "lagged", "a").await;
+    assert!(
+        written.elapsed() < lagging.lag(),
+        "the stream took longer than the replica: the test cannot tell"
+    );
+    assert_eq!(how, "miss");
+    assert_eq!(
+        seen.as_deref(),
+        Some("2"),
+        "the fill after the stream record read the lagging replica"
+    );
+    assert_eq!(lagging.strong_reads("GetItem"), strong + 1);
+}
