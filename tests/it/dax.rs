@@ -1022,10 +1022,8 @@ async fn a_dax_read_after_a_write_sees_it_though_the_replica_lags() {
         .await
         .unwrap();
     let key = r#"{"pk":{"S":"a"},"sk":{"N":"1"}}"#;
-    let put = format!(
-        r#"{{"TableName":"orders","Item":{{"pk":{{"S":"a"}},"sk":{{"N":"1"}},"v":{{"S":"one"}}}}}}"#
-    );
-    assert_eq!(dynamo(&lagging.url, "PutItem", &put).await.status, 200);
+    let put = r#"{"TableName":"orders","Item":{"pk":{"S":"a"},"sk":{"N":"1"},"v":{"S":"one"}}}"#;
+    assert_eq!(dynamo(&lagging.url, "PutItem", put).await.status, 200);
     lagging.settle().await;
     let proxy = Proxy::start(&lagging.url).await;
     let mut conn = Conn::open(proxy.dax_addr).await;
