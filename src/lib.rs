@@ -14,7 +14,8 @@
 //!   answer from memory -> go upstream -> store or invalidate -> respond. Operation families
 //!   have a file each: get, batch_get, query (Query and Scan), write, passthrough.
 //! - **The cache layer** ([`cache`]): one API over the item cache, the query cache, single
-//!   flight and write tracking; every rule that keeps the two caches in step is there.
+//!   flight, write tracking and the consistency window; every rule that keeps the two caches
+//!   in step, and that says how a fill must read upstream, is there.
 //! - **Wire knowledge, no I/O** ([`wire`]): operations, the typed request, table names and
 //!   ARNs, canonical keys, projections, key conditions, PartiQL.
 //! - **Auth** ([`auth`]): the principals file, the SigV4 verifier, table and operation grants.

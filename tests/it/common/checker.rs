@@ -7,6 +7,10 @@
 //! before it is sent, so a read may always see a write still in flight (that is newer). A key
 //! seen absent is fine only if a delete numbered at least V exists.
 //!
+//! Global secondary indexes are eventually consistent in DynamoDB itself: an index Query is
+//! checked against the writes acknowledged `index_lag` before it started (zero against a
+//! strongly consistent upstream, the replica's lag against a lagging one).
+//!
 //! Tables named by ARN are not mixed in here: the emulator does not accept table ARNs for
 //! item operations. The interop suite checks them against moto.
 
@@ -47,9 +51,18 @@ struct Key {
     sent: Mutex<BTreeMap<u64, bool>>,
     /// Serialises the key's writes, so versions reach DynamoDB in order.
     writing: tokio::sync::Mutex<u64>,
+    /// When each version was acknowledged, in order.
+    acks: Mutex<Vec<(Instant, u64)>>,
 }
 
 impl Key {
+    /// The last version acknowledged at or before `at`.
+    fn acked_by(&self, at: Instant) -> u64 {
+        let acks = self.acks.lock().unwrap();
+        let n = acks.partition_point(|&(when, _)| when <= at);
+        if n == 0 { 0 } else { acks[n - 1].1 }
+    }
+
     /// Whether seeing the item absent is explained by a delete numbered `floor` or later.
     fn absence_explained(&self, floor: u64) -> bool {
         floor == 0
@@ -86,8 +99,15 @@ fn read_item(item: &Value) -> Option<(usize, u64)> {
     Some((p * SORTS + s, ver))
 }
 
-/// Runs writers and readers against the proxy at `url` for `duration`.
-pub async fn run(url: &str, duration: Duration, writers: usize, readers: usize) -> Report {
+/// Runs writers and readers against the proxy at `url` for `duration`; index Queries may miss
+/// writes acknowledged less than `index_lag` before they start.
+pub async fn run(
+    url: &str,
+    duration: Duration,
+    writers: usize,
+    readers: usize,
+    index_lag: Duration,
+) -> Report {
     let keys: Arc<Vec<Key>> = Arc::new((0..KEYS).map(|_| Key::default()).collect());
     let done = Arc::new(AtomicBool::new(false));
     let deadline = Instant::now() + duration;
@@ -110,7 +130,7 @@ pub async fn run(url: &str, duration: Duration, writers: usize, readers: usize) 
             let mut report = Report::default();
             let mut turn = r;
             while !done.load(Ordering::SeqCst) {
-                read_once(&url, &keys, turn, &mut report).await;
+                read_once(&url, &keys, turn, index_lag, &mut report).await;
                 turn += 1;
             }
             report
@@ -227,7 +247,9 @@ async fn write_once(url: &str, keys: &[Key], turn: usize, report: &mut Report) {
                 .as_object()
                 .is_none_or(|m| m.is_empty()));
     if applied {
+        let now = Instant::now();
         for &(k, ver) in &versions {
+            keys[k].acks.lock().unwrap().push((now, ver));
             keys[k].acked.store(ver, Ordering::SeqCst);
         }
         *report.writes.entry(op).or_default() += 1;
@@ -237,14 +259,15 @@ async fn write_once(url: &str, keys: &[Key], turn: usize, report: &mut Report) {
 }
 
 /// One read, of a kind chosen by `turn`, checked against the floors taken before it.
-async fn read_once(url: &str, keys: &[Key], turn: usize, report: &mut Report) {
+async fn read_once(url: &str, keys: &[Key], turn: usize, index_lag: Duration, report: &mut Report) {
     let kind = [
         "GetItem",
         "GetItem projected",
         "BatchGetItem",
         "Query",
         "Scan",
-    ][turn % 5];
+        "index Query",
+    ][turn % 6];
     let k = fastrand::usize(..KEYS);
     let scope: Vec<usize> = match kind {
         "GetItem" | "GetItem projected" => vec![k],
@@ -252,10 +275,17 @@ async fn read_once(url: &str, keys: &[Key], turn: usize, report: &mut Report) {
         "Query" => (0..SORTS).map(|s| (k / SORTS) * SORTS + s).collect(),
         _ => (0..KEYS).collect(),
     };
-    let floors: Vec<u64> = scope
-        .iter()
-        .map(|&k| keys[k].acked.load(Ordering::SeqCst))
-        .collect();
+    let floors: Vec<u64> = match kind {
+        "index Query" => {
+            let start = Instant::now();
+            let before = start.checked_sub(index_lag).unwrap_or(start);
+            scope.iter().map(|&k| keys[k].acked_by(before)).collect()
+        }
+        _ => scope
+            .iter()
+            .map(|&k| keys[k].acked.load(Ordering::SeqCst))
+            .collect(),
+    };
     let (op, body) = match kind {
         "GetItem" => ("GetItem", json!({"TableName": TABLE, "Key": wire_key(k)})),
         "GetItem projected" => (
@@ -274,7 +304,13 @@ async fn read_once(url: &str, keys: &[Key], turn: usize, report: &mut Report) {
             json!({"TableName": TABLE, "KeyConditionExpression": "pk = :p",
                 "ExpressionAttributeValues": {":p": {"S": pk(k)}}}),
         ),
-        _ => ("Scan", json!({"TableName": TABLE})),
+        "Scan" => ("Scan", json!({"TableName": TABLE})),
+        // Every item written here has `g = "x"`: the index holds them all.
+        _ => (
+            "Query",
+            json!({"TableName": TABLE, "IndexName": "by_g", "KeyConditionExpression": "g = :g",
+                "ExpressionAttributeValues": {":g": {"S": "x"}}}),
+        ),
     };
     let answer = dynamo(url, op, &body.to_string()).await;
     if answer.status != 200 {

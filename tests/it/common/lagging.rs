@@ -43,7 +43,6 @@ pub struct Routed {
     pub to: Side,
     /// Whether it asked for a strongly consistent read.
     pub consistent: bool,
-    pub body: Value,
 }
 
 /// What kind of request, for routing.
@@ -174,7 +173,6 @@ impl Shared {
             op: op.clone(),
             to,
             consistent,
-            body: json.clone(),
         });
         match route(&op, &json) {
             Route::Read { consistent: false } => self.send(&self.replica, &headers, body).await,
