@@ -8,7 +8,7 @@
 use bytes::Bytes;
 use http::StatusCode;
 
-use crate::proxy::answer::{self, CacheStatus, ProxyResponse};
+use crate::wire::answer::{Answer, CacheStatus};
 
 /// An error raised by the proxy, not by DynamoDB. `Clone` so that every waiter of a shared
 /// upstream read gets the same error.
@@ -89,12 +89,12 @@ impl ProxyError {
         }
     }
 
-    /// Renders the error as the DynamoDB error envelope, with a correct `x-amz-crc32`.
-    pub fn to_response(&self) -> ProxyResponse {
+    /// The error as DynamoDB's error envelope.
+    pub fn to_answer(&self) -> Answer {
         let (status, kind) = self.status_and_type();
         let body = serde_json::json!({ "__type": kind, "message": self.to_string() });
         let body = Bytes::from(body.to_string());
-        answer::generated(status, body, CacheStatus::Error)
+        Answer::generated(status, body, CacheStatus::Error)
     }
 
     /// Whether the error counts against the upstream (for metrics and logs) rather than the
@@ -126,27 +126,24 @@ impl ProxyError {
 mod tests {
     use super::*;
 
-    fn rendered(err: ProxyError) -> (u16, serde_json::Value, String) {
-        let resp = err.to_response();
-        let crc = resp.headers()["x-amz-crc32"].to_str().unwrap().to_string();
-        let body = resp.body().clone();
-        assert_eq!(crc, crc32fast::hash(&body).to_string());
+    fn rendered(err: ProxyError) -> (u16, serde_json::Value) {
+        let answer = err.to_answer();
+        assert_eq!(answer.cache, CacheStatus::Error);
         (
-            resp.status().as_u16(),
-            serde_json::from_slice(&body).unwrap(),
-            crc,
+            answer.status.as_u16(),
+            serde_json::from_slice(&answer.body).unwrap(),
         )
     }
 
     #[test]
     fn caller_faults_are_400_with_dynamodb_types() {
-        let (status, body, _) = rendered(ProxyError::Serialization);
+        let (status, body) = rendered(ProxyError::Serialization);
         assert_eq!(status, 400);
         assert_eq!(
             body["__type"],
             "com.amazon.coral.service#SerializationException"
         );
-        let (status, body, _) = rendered(ProxyError::Validation("bad key".into()));
+        let (status, body) = rendered(ProxyError::Validation("bad key".into()));
         assert_eq!(status, 400);
         assert_eq!(
             body["__type"],
@@ -157,13 +154,13 @@ mod tests {
 
     #[test]
     fn upstream_failures_are_retryable_5xx() {
-        let (status, body, _) = rendered(ProxyError::UpstreamUnavailable("refused".into()));
+        let (status, body) = rendered(ProxyError::UpstreamUnavailable("refused".into()));
         assert_eq!(status, 503);
         assert_eq!(
             body["__type"],
             "com.amazonaws.dynamodb.v20120810#ServiceUnavailableException"
         );
-        let (status, body, _) = rendered(ProxyError::UpstreamTimeout(5000));
+        let (status, body) = rendered(ProxyError::UpstreamTimeout(5000));
         assert_eq!(status, 500);
         assert_eq!(
             body["__type"],

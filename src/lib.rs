@@ -122,6 +122,7 @@ pub async fn run(
         header_read_timeout: config.header_read_timeout(),
         idle_timeout: config.idle_timeout(),
         drain_timeout: config.drain_timeout(),
+        refusal: front::http::refusal,
     };
     let admin_limits = net::server::ListenerLimits {
         max_connections: ADMIN_MAX_CONNECTIONS,

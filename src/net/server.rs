@@ -27,9 +27,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
-use crate::error::ProxyError;
 use crate::ops::metrics::Metrics;
-use crate::proxy::answer::ProxyResponse;
 
 /// On drain, how long busy keep-alive connections get to receive a `connection: close` answer
 /// before idle ones are closed.
@@ -48,6 +46,8 @@ pub struct ListenerLimits {
     /// How long a keep-alive connection may wait for its next request; `None` = no limit.
     pub idle_timeout: Option<Duration>,
     pub drain_timeout: Duration,
+    /// What a client past `max_connections` is told: a response for that limit.
+    pub refusal: fn(usize) -> Response<Bytes>,
 }
 
 /// Serves `listener` with `handler` until `stop` is cancelled, then stops accepting, lets
@@ -69,7 +69,7 @@ pub async fn serve<H, F>(
     handler: H,
 ) where
     H: Fn(Request<Incoming>, std::net::SocketAddr) -> F + Clone + Send + Sync + 'static,
-    F: Future<Output = ProxyResponse> + Send + 'static,
+    F: Future<Output = Response<Bytes>> + Send + 'static,
 {
     let mut lanes = Vec::new();
     let mut finished = Vec::new();
@@ -168,7 +168,7 @@ async fn drive<H, F>(
     handler: H,
 ) where
     H: Fn(Request<Incoming>, std::net::SocketAddr) -> F + Clone + Send + Sync + 'static,
-    F: Future<Output = ProxyResponse> + Send + 'static,
+    F: Future<Output = Response<Bytes>> + Send + 'static,
 {
     let graceful = GracefulShutdown::new();
     let mut http = http1::Builder::new();
@@ -286,12 +286,12 @@ async fn refuse(
     _refusal: OwnedSemaphorePermit,
 ) {
     match tls {
-        None => answer_refusal(stream, limits.max_connections).await,
+        None => answer_refusal(stream, limits).await,
         Some(tls) => {
             let handshake = tokio::time::timeout(limits.header_read_timeout, tls.accept(stream));
             // A failed or stalled handshake is closed unanswered, as a served one would be.
             if let Ok(Ok(stream)) = handshake.await {
-                answer_refusal(stream, limits.max_connections).await;
+                answer_refusal(stream, limits).await;
             }
         }
     }
@@ -300,7 +300,7 @@ async fn refuse(
 /// The 503 itself. The request is read (briefly, boundedly) before answering and the socket is
 /// drained after: closing with unread bytes makes the kernel send a reset, which can destroy
 /// the answer before the client reads it.
-async fn answer_refusal<S>(mut stream: S, limit: usize)
+async fn answer_refusal<S>(mut stream: S, limits: ListenerLimits)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -316,7 +316,7 @@ where
         }
     })
     .await;
-    let response: Response<Bytes> = ProxyError::TooManyConnections(limit).to_response();
+    let response = (limits.refusal)(limits.max_connections);
     let mut head = format!(
         "HTTP/1.1 {} {}\r\n",
         response.status().as_u16(),

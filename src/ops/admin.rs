@@ -16,7 +16,8 @@ use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use crate::auth::AdminRefusal;
-use crate::proxy::answer::ProxyResponse;
+/// What the admin listener answers.
+type ProxyResponse = http::Response<bytes::Bytes>;
 use crate::state::State;
 
 /// How long `/upstream` waits for DynamoDB to answer.

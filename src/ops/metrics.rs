@@ -15,7 +15,7 @@ use std::sync::{Arc, OnceLock};
 use arc_swap::ArcSwap;
 use http::StatusCode;
 
-use crate::proxy::answer::CacheStatus;
+use crate::wire::answer::CacheStatus;
 use crate::wire::operation::Operation;
 
 const LATENCY_BUCKETS: &[f64] = &[

@@ -7,11 +7,11 @@ use bytes::Bytes;
 use http::StatusCode;
 use serde_json::{Map, Value};
 
-use super::answer::{self, CacheStatus};
 use super::exchange::{Context, Handled, Outbound, forward, relay, zero_capacity};
 use crate::cache::{Caches, ItemFill, Read};
 use crate::error::ProxyError;
 use crate::state::State;
+use crate::wire::answer::{Answer, CacheStatus};
 use crate::wire::keys::{ItemKey, WireKey};
 use crate::wire::request::{BatchGet, BatchTable, Capacity};
 
@@ -58,10 +58,7 @@ pub async fn batch_get(state: &State, ctx: &Context, out: Outbound, read: BatchG
 
     if splits.iter().all(|s| s.misses.is_empty()) {
         let body = merge(&splits, None, read.capacity);
-        return Ok((
-            answer::generated(StatusCode::OK, body, CacheStatus::Hit),
-            CacheStatus::Hit,
-        ));
+        return Ok(Answer::generated(StatusCode::OK, body, CacheStatus::Hit));
     }
 
     // Each miss that may fill learns how it must read; a table with any key inside the
@@ -102,7 +99,7 @@ pub async fn batch_get(state: &State, ctx: &Context, out: Outbound, read: BatchG
     let request = Bytes::from(Value::Object(request).to_string());
     let upstream = forward(state, ctx, &out, request).await?;
     if upstream.status != StatusCode::OK {
-        return Ok((relay(&upstream, CacheStatus::Miss), CacheStatus::Miss));
+        return Ok(relay(&upstream, CacheStatus::Miss));
     }
     let output = serde_json::from_slice::<Value>(&upstream.body)
         .map_err(|e| ProxyError::UpstreamGarbled(format!("BatchGetItem answer: {e}")))?;
@@ -113,8 +110,10 @@ pub async fn batch_get(state: &State, ctx: &Context, out: Outbound, read: BatchG
         }
     }
     let merged = merge(&splits, Some(&output), read.capacity);
-    Ok((
-        answer::relayed_with_body(StatusCode::OK, &upstream.headers, merged, CacheStatus::Miss),
+    Ok(Answer::upstream_with_body(
+        StatusCode::OK,
+        upstream.headers,
+        merged,
         CacheStatus::Miss,
     ))
 }

@@ -8,16 +8,16 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
 
-use super::answer::{self, CacheStatus, ProxyResponse};
 use crate::error::ProxyError;
 use crate::ops::metrics::Protocol;
 use crate::state::State;
 use crate::upstream::UpstreamResponse;
-use crate::wire::operation::Operation;
+use crate::wire::answer::{Answer, CacheStatus};
+use crate::wire::operation::{Api, Operation};
 use crate::wire::request::Capacity;
 
 /// How a family of operations answered.
-pub type Handled = Result<(ProxyResponse, CacheStatus), ProxyError>;
+pub type Handled = Result<Answer, ProxyError>;
 
 /// One request's context: what its metrics and its log line need, gathered along the path.
 pub struct Context {
@@ -63,11 +63,11 @@ impl Context {
     }
 }
 
-const STREAMS_PREFIX: &[u8] = b"DynamoDBStreams_20120810.";
-
 /// What goes upstream: the request as the caller sent it.
 pub struct Outbound {
     pub op: Operation,
+    /// Which API the target names: the Streams API has an endpoint of its own on AWS.
+    pub api: Api,
     pub target: HeaderValue,
     pub body: Bytes,
 }
@@ -80,11 +80,9 @@ pub async fn forward(
     body: Bytes,
 ) -> Result<UpstreamResponse, ProxyError> {
     let started = Instant::now();
-    // The Streams API has an endpoint of its own on AWS.
-    let upstream = if out.target.as_bytes().starts_with(STREAMS_PREFIX) {
-        &state.streams_upstream
-    } else {
-        &state.upstream
+    let upstream = match out.api {
+        Api::DynamoDb => &state.upstream,
+        Api::Streams => &state.streams_upstream,
     };
     let result = upstream.call(&out.target, body).await;
     let elapsed = started.elapsed();
@@ -101,13 +99,18 @@ pub async fn forward(
 }
 
 /// The upstream's answer, relayed as it came.
-pub fn relay(answer: &UpstreamResponse, cache: CacheStatus) -> ProxyResponse {
-    answer::relayed(answer.status, &answer.headers, answer.body.clone(), cache)
+pub fn relay(answer: &UpstreamResponse, cache: CacheStatus) -> Answer {
+    Answer::upstream(
+        answer.status,
+        answer.headers.clone(),
+        answer.body.clone(),
+        cache,
+    )
 }
 
 /// As [`relay`], for an answer nobody else needs: its headers move instead of being copied.
-pub fn relay_owned(answer: UpstreamResponse, cache: CacheStatus) -> ProxyResponse {
-    answer::relayed_owned(answer.status, answer.headers, answer.body, cache)
+pub fn relay_owned(answer: UpstreamResponse, cache: CacheStatus) -> Answer {
+    Answer::upstream(answer.status, answer.headers, answer.body, cache)
 }
 
 /// Whether DynamoDB failed to answer: the proxy could not reach it or read its answer, it

@@ -8,17 +8,17 @@ use http::StatusCode;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::answer::{self, CacheStatus, ProxyResponse};
 use super::exchange::{
     Context, Handled, Outbound, forward, relay, strongly_consistent, upstream_failed, zero_capacity,
 };
 use crate::cache::{Cached, FlightKey, Read};
 use crate::error::ProxyError;
 use crate::state::State;
+use crate::wire::answer::{Answer, CacheStatus};
 use crate::wire::request::{Capacity, GetItem};
 
 /// The hit path: no await, no upstream. `None` sends the request to [`miss`].
-pub fn from_memory(state: &State, read: &GetItem) -> Option<ProxyResponse> {
+pub fn from_memory(state: &State, read: &GetItem) -> Option<Answer> {
     let caches = &state.caches;
     if !caches.caches_items(&read.table) {
         return None;
@@ -38,7 +38,7 @@ pub fn from_memory(state: &State, read: &GetItem) -> Option<ProxyResponse> {
         && let Some(whole) = &cached.whole
     {
         let (body, crc) = whole.answer();
-        return hit(answer::generated_with_crc(
+        return hit(Answer::generated_with_crc(
             StatusCode::OK,
             body.clone(),
             crc,
@@ -114,32 +114,30 @@ pub async fn miss(state: &State, ctx: &Context, out: Outbound, read: GetItem) ->
         && let Some(response) = stale(&cached, &read)
     {
         state.metrics.record_table(&read.table, false, true);
-        return Ok((response, CacheStatus::Stale));
+        return Ok(response);
     }
     match &*fetched {
         Ok(upstream) => {
             if upstream.status == StatusCode::OK {
                 state.streams.follow(&read.table);
             }
-            let mut response = relay(upstream, CacheStatus::Miss);
+            let mut answer = relay(upstream, CacheStatus::Miss);
             // Each caller gets its own request id, as it would from DynamoDB.
-            if coalesced {
-                answer::renew_request_id(&mut response);
-            }
-            Ok((response, CacheStatus::Miss))
+            answer.shared = coalesced;
+            Ok(answer)
         }
         Err(err) => Err(err.clone()),
     }
 }
 
 /// A GetItem answer from an entry past its TTL, marked stale.
-fn stale(cached: &Cached, read: &GetItem) -> Option<ProxyResponse> {
+fn stale(cached: &Cached, read: &GetItem) -> Option<Answer> {
     if read.variant.is_none()
         && !read.capacity.wanted()
         && let Some(whole) = &cached.whole
     {
         let (body, crc) = whole.answer();
-        return Some(answer::generated_with_crc(
+        return Some(Answer::generated_with_crc(
             StatusCode::OK,
             body.clone(),
             crc,
@@ -147,9 +145,9 @@ fn stale(cached: &Cached, read: &GetItem) -> Option<ProxyResponse> {
         ));
     }
     let item = cached.answer(read.variant.as_deref())?;
-    let mut response = get_item_answer(item.as_ref(), &read.table, read.capacity);
-    answer::mark(&mut response, CacheStatus::Stale);
-    Some(response)
+    let mut answer = get_item_answer(item.as_ref(), &read.table, read.capacity);
+    answer.cache = CacheStatus::Stale;
+    Some(answer)
 }
 
 #[derive(Deserialize)]
@@ -166,7 +164,7 @@ fn read_get_item(body: &Bytes) -> Result<Option<Bytes>, ProxyError> {
 }
 
 /// A GetItem answer built from a cached item, as DynamoDB shapes it.
-fn get_item_answer(item: Option<&Bytes>, table: &str, capacity: Capacity) -> ProxyResponse {
+fn get_item_answer(item: Option<&Bytes>, table: &str, capacity: Capacity) -> Answer {
     let mut body = Vec::with_capacity(item.map_or(2, |i| i.len() + 10) + 64);
     body.push(b'{');
     if let Some(item) = item {
@@ -181,5 +179,5 @@ fn get_item_answer(item: Option<&Bytes>, table: &str, capacity: Capacity) -> Pro
         body.extend_from_slice(zero_capacity(table, capacity, None).to_string().as_bytes());
     }
     body.push(b'}');
-    answer::generated(StatusCode::OK, Bytes::from(body), CacheStatus::Hit)
+    Answer::generated(StatusCode::OK, Bytes::from(body), CacheStatus::Hit)
 }

@@ -7,9 +7,9 @@
 //!    [`passthrough`]), and **store or invalidate** through the cache layer on the way back;
 //! 5. **respond**: count and log what happened, with one per-request [`Context`].
 //!
-//! A front-end turns its bytes into an [`Inbound`] and the [`ProxyResponse`] back into bytes.
+//! A front-end turns its bytes into an [`Inbound`], and the [`Answer`] (which belongs to no
+//! protocol) back into bytes.
 
-pub mod answer;
 mod batch_get;
 mod exchange;
 mod get;
@@ -23,19 +23,23 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
 
+use crate::wire::answer::{Answer, CacheStatus};
+use crate::wire::operation::Api;
+
 use crate::auth::{self, Principal};
 use crate::error::ProxyError;
 use crate::state::State;
 use crate::wire::operation::Operation;
 use crate::wire::request::{DynamoRequest, Form};
 
-pub use answer::{CacheStatus, ProxyResponse};
 pub use exchange::Context;
 use exchange::{Handled, Outbound};
 
 /// A request as a front-end hands it over: classified, its body read, its caller identified.
 pub struct Inbound {
     pub op: Operation,
+    /// The API the target names, as the front-end classified it.
+    pub api: Api,
     /// The `X-Amz-Target` to forward with.
     pub target: HeaderValue,
     pub body: Bytes,
@@ -45,14 +49,14 @@ pub struct Inbound {
 
 /// Runs the request path for one request; never fails: the proxy's own errors become
 /// DynamoDB-shaped error responses.
-pub async fn handle(state: &State, ctx: &Context, inbound: Inbound) -> ProxyResponse {
+pub async fn handle(state: &State, ctx: &Context, inbound: Inbound) -> Answer {
     state.metrics.inflight.inc();
     // 1. Parse, once.
     let request = DynamoRequest::parse(inbound.op, inbound.target, inbound.body, &state.naming);
     let table = tracing::enabled!(tracing::Level::DEBUG)
         .then(|| request.table().map(str::to_string))
         .flatten();
-    let result = serve(state, ctx, request, inbound.caller.as_deref()).await;
+    let result = serve(state, ctx, inbound.api, request, inbound.caller.as_deref()).await;
     state.metrics.inflight.dec();
     respond(state, ctx, table.as_deref(), result)
 }
@@ -61,6 +65,7 @@ pub async fn handle(state: &State, ctx: &Context, inbound: Inbound) -> ProxyResp
 async fn serve(
     state: &State,
     ctx: &Context,
+    api: Api,
     request: DynamoRequest,
     caller: Option<&Principal>,
 ) -> Handled {
@@ -84,19 +89,20 @@ async fn serve(
         Form::NotJson => return Err(ProxyError::Serialization),
         _ => None,
     };
-    if let Some(response) = answered {
-        return Ok((response, CacheStatus::Hit));
+    if let Some(answer) = answered {
+        return Ok(answer);
     }
 
     // 4. Go upstream, and store or invalidate. Boxed: this future carries the upstream
     //    client's state, far larger than the hit path needs to move around.
-    Box::pin(upstream(state, ctx, request)).await
+    Box::pin(upstream(state, ctx, api, request)).await
 }
 
 /// The part of the path that goes upstream, by operation family.
-async fn upstream(state: &State, ctx: &Context, request: DynamoRequest) -> Handled {
+async fn upstream(state: &State, ctx: &Context, api: Api, request: DynamoRequest) -> Handled {
     let out = Outbound {
         op: request.op,
+        api,
         target: request.target,
         body: request.body,
     };
@@ -121,8 +127,8 @@ async fn upstream(state: &State, ctx: &Context, request: DynamoRequest) -> Handl
 /// counted as a request (a warm start's reads): the answer's status.
 pub async fn read_through(state: &State, request: DynamoRequest) -> Result<StatusCode, ProxyError> {
     let ctx = Context::new(request.op, Instant::now());
-    let (response, _) = serve(state, &ctx, request, None).await?;
-    Ok(response.status())
+    let answer = serve(state, &ctx, Api::DynamoDb, request, None).await?;
+    Ok(answer.status)
 }
 
 /// Phase 5: counts the request and logs its line; the proxy's own errors become DynamoDB
@@ -131,19 +137,22 @@ pub fn respond(
     state: &State,
     ctx: &Context,
     table: Option<&str>,
-    result: Result<(ProxyResponse, CacheStatus), ProxyError>,
-) -> ProxyResponse {
-    let (response, result) = match result {
+    result: Result<Answer, ProxyError>,
+) -> Answer {
+    let (answer, result) = match result {
         // A 5xx is an error whoever raised it; 4xx answers are the caller's to handle.
-        Ok((response, _)) if response.status().is_server_error() => (response, CacheStatus::Error),
-        Ok(answered) => answered,
+        Ok(answer) if answer.status.is_server_error() => (answer, CacheStatus::Error),
+        Ok(answer) => {
+            let cache = answer.cache;
+            (answer, cache)
+        }
         Err(err) => {
             if err.is_upstream() {
                 tracing::warn!(op = ctx.op.name(), error = %err, "request failed");
             } else {
                 tracing::debug!(op = ctx.op.name(), error = %err, "request refused");
             }
-            (err.to_response(), CacheStatus::Error)
+            (err.to_answer(), CacheStatus::Error)
         }
     };
     let elapsed = ctx.started.elapsed();
@@ -155,11 +164,11 @@ pub fn respond(
         op = ctx.op.name(),
         table = table.unwrap_or(""),
         cache = result.as_str(),
-        status = response.status().as_u16(),
+        status = answer.status.as_u16(),
         micros = elapsed.as_micros() as u64,
         upstream_status,
         upstream_micros,
         "request"
     );
-    response
+    answer
 }

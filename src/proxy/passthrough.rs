@@ -2,17 +2,14 @@
 //! strongly consistent reads, Streams calls, PartiQL. Table changes and PartiQL writes drop
 //! what they may have changed.
 
-use super::answer::CacheStatus;
 use super::exchange::{Context, Handled, Outbound, changed_nothing, forward, relay_owned};
 use crate::state::State;
+use crate::wire::answer::CacheStatus;
 
 /// Forwards the request uncached.
 pub async fn bypass(state: &State, ctx: &Context, out: Outbound) -> Handled {
     let upstream = forward(state, ctx, &out, out.body.clone()).await?;
-    Ok((
-        relay_owned(upstream, CacheStatus::Bypass),
-        CacheStatus::Bypass,
-    ))
+    Ok(relay_owned(upstream, CacheStatus::Bypass))
 }
 
 /// CreateTable, UpdateTable, DeleteTable: the table's entries and schema are dropped, unless
@@ -33,10 +30,7 @@ pub async fn table_change(
             None => state.caches.invalidate_all("table_change"),
         }
     }
-    Ok((
-        relay_owned(result?, CacheStatus::Bypass),
-        CacheStatus::Bypass,
-    ))
+    Ok(relay_owned(result?, CacheStatus::Bypass))
 }
 
 /// PartiQL: reads pass through uncached; a statement that writes drops its table's entries
@@ -56,8 +50,5 @@ pub async fn partiql(
             }
         }
     }
-    Ok((
-        relay_owned(result?, CacheStatus::Bypass),
-        CacheStatus::Bypass,
-    ))
+    Ok(relay_owned(result?, CacheStatus::Bypass))
 }

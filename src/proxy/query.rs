@@ -5,7 +5,6 @@ use bytes::Bytes;
 use http::StatusCode;
 use serde_json::{Map, Value};
 
-use super::answer::{self, CacheStatus, ProxyResponse};
 use super::exchange::{
     Context, Handled, IndexRead, Outbound, forward, strongly_consistent, upstream_failed,
     zero_capacity,
@@ -13,13 +12,14 @@ use super::exchange::{
 use crate::cache::{QueryEntry, Read, Scope};
 use crate::error::ProxyError;
 use crate::state::State;
+use crate::wire::answer::{Answer, CacheStatus};
 use crate::wire::keycond::{pinned_partition, pinned_partition_legacy};
 use crate::wire::keys::canonical_value;
 use crate::wire::operation::Operation;
 use crate::wire::request::QueryOrScan;
 
 /// A Query or Scan answered from memory, if it can be.
-pub fn from_memory(state: &State, read: &QueryOrScan) -> Option<ProxyResponse> {
+pub fn from_memory(state: &State, read: &QueryOrScan) -> Option<Answer> {
     if !state.caches.caches_queries(&read.table) {
         return None;
     }
@@ -34,14 +34,14 @@ fn cached_answer(
     entry: &QueryEntry,
     read: &QueryOrScan,
     status: CacheStatus,
-) -> ProxyResponse {
+) -> Answer {
     if read.capacity.wanted() {
         let index = IndexRead::of(state, &read.table, read.index.as_deref());
         let consumed = zero_capacity(&read.table, read.capacity, index);
         let body = with_consumed(&entry.body, consumed);
-        answer::generated(StatusCode::OK, body, status)
+        Answer::generated(StatusCode::OK, body, status)
     } else {
-        answer::generated_with_crc(StatusCode::OK, entry.body.clone(), entry.crc, status)
+        Answer::generated_with_crc(StatusCode::OK, entry.body.clone(), entry.crc, status)
     }
 }
 
@@ -66,10 +66,7 @@ pub async fn miss(state: &State, ctx: &Context, out: Outbound, read: QueryOrScan
         && upstream_failed(&result)
         && let Some(entry) = caches.stale_query(&read.cache_key)
     {
-        return Ok((
-            cached_answer(state, &entry, &read, CacheStatus::Stale),
-            CacheStatus::Stale,
-        ));
+        return Ok(cached_answer(state, &entry, &read, CacheStatus::Stale));
     }
     let upstream = result?;
     if upstream.status == StatusCode::OK {
@@ -80,13 +77,10 @@ pub async fn miss(state: &State, ctx: &Context, out: Outbound, read: QueryOrScan
         caches.fill_query(read.cache_key, &read.table, fill, stored);
         state.streams.follow(&read.table);
     }
-    Ok((
-        answer::relayed(
-            upstream.status,
-            &upstream.headers,
-            upstream.body,
-            CacheStatus::Miss,
-        ),
+    Ok(Answer::upstream(
+        upstream.status,
+        upstream.headers,
+        upstream.body,
         CacheStatus::Miss,
     ))
 }

@@ -15,12 +15,12 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use super::answer::{self, CacheStatus};
 use super::exchange::{Context, Handled, Outbound, changed_nothing, forward, relay};
 use crate::cache::{Touched, WriteOutcome};
 use crate::state::State;
 use crate::upstream::UpstreamResponse;
 use crate::upstream::schema::SchemaError;
+use crate::wire::answer::{Answer, CacheStatus};
 use crate::wire::keys::{ItemKey, KeyValue, WireKey};
 use crate::wire::request::{KeyedWrite, PutItem, WriteAction};
 
@@ -111,9 +111,9 @@ pub async fn update_item(
             // 5xx would make the caller's SDK apply it again), and the key is dropped.
             match without_attributes(&upstream.body) {
                 Some(body) => {
-                    response = Some(answer::relayed_with_body(
+                    response = Some(Answer::upstream_with_body(
                         upstream.status,
-                        &upstream.headers,
+                        upstream.headers.clone(),
                         body,
                         CacheStatus::Bypass,
                     ))
@@ -124,8 +124,7 @@ pub async fn update_item(
     }
     state.caches.end_write(writes, vec![outcome]);
     let upstream = result?;
-    let response = response.unwrap_or_else(|| relay(&upstream, CacheStatus::Bypass));
-    Ok((response, CacheStatus::Bypass))
+    Ok(response.unwrap_or_else(|| relay(&upstream, CacheStatus::Bypass)))
 }
 
 /// The answer without `Attributes`.
@@ -245,7 +244,7 @@ pub async fn to_tables(
         }
     }
     let upstream = result?;
-    Ok((relay(&upstream, CacheStatus::Bypass), CacheStatus::Bypass))
+    Ok(relay(&upstream, CacheStatus::Bypass))
 }
 
 /// Brackets a write to the `touched` items with the cache layer's write tracking, and
@@ -272,7 +271,7 @@ async fn write_through(
             state.streams.follow(table);
         }
     }
-    Ok((relay(&upstream, CacheStatus::Bypass), CacheStatus::Bypass))
+    Ok(relay(&upstream, CacheStatus::Bypass))
 }
 
 /// Where an item about to be written lands.

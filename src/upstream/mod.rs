@@ -30,8 +30,8 @@ use hyper_util::client::legacy::{Client, ResponseFuture};
 use hyper_util::rt::TokioExecutor;
 
 use crate::error::ProxyError;
-use crate::proxy::answer::AMZ_JSON;
 use crate::upstream::credentials::CredentialCache;
+use crate::wire::answer::AMZ_JSON;
 
 /// The largest response the proxy will buffer. DynamoDB's own are far smaller (16 MiB for a
 /// BatchGetItem at most); this only stops a misbehaving upstream from exhausting memory.

@@ -1,6 +1,7 @@
 //! Wire knowledge with no I/O: what a DynamoDB request says, read once.
 //!
 //! - [`operation`]: which operation an `X-Amz-Target` names.
+//! - [`answer`]: what the request path answers, in no front-end's form.
 //! - [`request`]: **the typed request**, parsed once from the operation and body; every later
 //!   step reads it.
 //! - [`tables`]: which tables a request names, and table ARNs placed by region and account.
@@ -8,6 +9,7 @@
 //!   cached items; [`keycond`]: which partition a Query reads; [`partiql`]: which table a
 //!   PartiQL statement uses, and whether it writes; [`json`]: JSON that refuses repeated keys.
 
+pub mod answer;
 pub mod json;
 pub mod keycond;
 pub mod keys;

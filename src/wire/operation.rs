@@ -16,6 +16,16 @@ pub enum Api {
 const DYNAMODB_PREFIX: &str = "DynamoDB_20120810.";
 const STREAMS_PREFIX: &str = "DynamoDBStreams_20120810.";
 
+/// The target prefix of an API, as a literal (for `concat!`).
+macro_rules! prefix {
+    (DynamoDb) => {
+        "DynamoDB_20120810."
+    };
+    (Streams) => {
+        "DynamoDBStreams_20120810."
+    };
+}
+
 macro_rules! operations {
     ($($api:ident: $($op:ident),+;)+) => {
         /// Every operation of the DynamoDB and DynamoDB Streams APIs, plus [`Operation::Other`]
@@ -37,6 +47,23 @@ macro_rules! operations {
                     $($(Operation::$op => stringify!($op),)+)+
                     Operation::Other => "Other",
                 }
+            }
+
+            /// The API the operation belongs to.
+            pub fn api(self) -> Api {
+                match self {
+                    $($(Operation::$op => Api::$api,)+)+
+                    Operation::Other => Api::DynamoDb,
+                }
+            }
+
+            /// The operation's `X-Amz-Target`, for requests the proxy writes itself (a DAX
+            /// request's DynamoDB form).
+            pub fn target(self) -> http::HeaderValue {
+                http::HeaderValue::from_static(match self {
+                    $($(Operation::$op => concat!(prefix!($api), stringify!($op)),)+)+
+                    Operation::Other => concat!(prefix!(DynamoDb), "Other"),
+                })
             }
 
             fn lookup(api: Api, name: &str) -> Operation {
@@ -180,6 +207,8 @@ mod tests {
             };
             let parsed = Target::parse(&format!("{api}{}", op.name())).unwrap();
             assert_eq!(parsed.op, *op);
+            assert_eq!(parsed.api, op.api());
+            assert_eq!(op.target(), format!("{api}{}", op.name()).as_str());
         }
     }
 }

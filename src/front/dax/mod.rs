@@ -32,7 +32,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::HeaderValue;
 use minicbor::Encoder;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -41,9 +40,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::Principal;
 use crate::ops::metrics::Protocol;
-use crate::proxy::{self, CacheStatus, Context, Inbound};
+use crate::proxy::{self, Context, Inbound};
 use crate::state::State;
 use crate::upstream::schema::SchemaError;
+use crate::wire::answer::CacheStatus;
 use crate::wire::operation::Operation;
 use crate::wire::tables::Named;
 
@@ -804,18 +804,17 @@ async fn data(
     // The tree is not needed once written: its memory goes before the request path runs.
     let body = request::write_body(&tree);
     drop(tree);
-    let target = HeaderValue::from_str(&format!("DynamoDB_20120810.{}", op.name()))
-        .expect("operation names are header-safe");
     let ctx = Context::over(Protocol::Dax, op, started);
     let inbound = Inbound {
         op,
-        target,
+        api: op.api(),
+        target: op.target(),
         body: Bytes::from(body),
         caller: principal,
     };
     let answered = proxy::handle(state, &ctx, inbound).await;
-    let status = answered.status().as_u16();
-    let json: serde_json::Value = serde_json::from_slice(answered.body())
+    let status = answered.status.as_u16();
+    let json: serde_json::Value = serde_json::from_slice(&answered.body)
         .map_err(|_| DaxError::internal("DynamoDB's answer is not JSON"))?;
     if status != 200 {
         let mut err = DaxError::from_dynamo(status, &json);
