@@ -41,7 +41,7 @@ fn bench(c: &mut Criterion) {
     let cache = ItemCache::new(
         &CacheConfig::default(),
         Duration::from_secs(10),
-        std::sync::Arc::new(dynamo_cache::ops::metrics::Metrics::new()),
+        std::sync::Arc::new(dynamo_cache::metrics::Metrics::new()),
     );
     for i in 0..100_000 {
         let body = format!(

@@ -7,27 +7,35 @@
 //! One request path behind thin front-ends, by layer:
 //!
 //! - **Front-ends** (`front`): bytes in, typed requests to the request path, answers back
-//!   as bytes. `front::http` speaks the DynamoDB HTTP JSON API; `front::dax` the DAX protocol
-//!   (CBOR over TCP), turning each data method into the DynamoDB request it stands for.
+//!   as bytes. `front::http` speaks the DynamoDB HTTP JSON API and renders the request path's
+//!   [`wire::answer::Answer`] as DynamoDB's HTTP response; `front::dax` the DAX protocol
+//!   (CBOR over TCP), turning each data method into the DynamoDB request it stands for;
+//!   `front::admin` the admin listener (health, readiness, upstream health, stats, flush,
+//!   hot keys). The **warm start** (`warm`) is a client of the request path too: `run`
+//!   starts it, and it reads another replica's hot keys through the ordinary miss path.
 //! - **The request path** (`proxy`), one file of phases read top to bottom: parse the
 //!   operation and body into a typed request ([`wire::request`]) -> authorise ([`auth`]) ->
 //!   answer from memory -> go upstream -> store or invalidate -> respond. Operation families
 //!   have a file each: get, batch_get, query (Query and Scan), write, passthrough.
 //! - **The cache layer** ([`cache`]): one API over the item cache, the query cache, single
 //!   flight, write tracking and the consistency window; every rule that keeps the two caches
-//!   in step, and that says how a fill must read upstream, is there.
-//! - **Wire knowledge, no I/O** ([`wire`]): operations, the typed request, table names and
-//!   ARNs, canonical keys, projections, key conditions, PartiQL.
+//!   in step, and that says how a fill must read upstream, is there. Hot-key counting lives
+//!   there too.
+//! - **Sync** (`sync`): following DynamoDB streams; stream records reach the caches through
+//!   the cache layer's invalidation calls.
+//! - **Wire knowledge, no I/O** ([`wire`]): operations, the typed request, the answer,
+//!   table names and ARNs, canonical keys, projections, key conditions, PartiQL.
 //! - **Auth** ([`auth`]): the principals file, the SigV4 verifier, table and operation grants.
 //! - **Upstream** ([`upstream`]): the SigV4-signing client to DynamoDB, with a connection
 //!   pool per thread, its credentials, table key schemas from DescribeTable, and the one HTTPS
 //!   client (rustls with ring) every AWS SDK client of the proxy uses.
-//! - **Sync**: following DynamoDB streams, hot keys and warm starts; they reach the caches
-//!   only through the cache layer.
-//! - **Operations** ([`ops`]): Prometheus metrics, the admin listener (health, readiness,
-//!   upstream health, stats, flush) and the binary's own client for it; **listening**
-//!   ([`net`]): connection limits, drain, TLS.
-//! - [`cli`] and [`config`]: command line, environment and the TOML file.
+//! - **Listening** ([`net`]): connection limits, drain, TLS.
+//! - **Metrics** ([`metrics`]): Prometheus, a leaf every layer may count into.
+//! - [`cli`] and [`config`]: command line (with the binary's own client for the admin
+//!   listener, `cli::admin`), environment and the TOML file.
+//!
+//! Every import points down this list or into `wire`, `metrics`, `error` and `config`, which
+//! import nothing above them; there are no import cycles.
 //! - Tools beside the server: [`embedded`] (feature `embedded`), a local DynamoDB emulator
 //!   inside the binary, optionally behind a delay line; `bench` (feature `bench`), `dynamo-cache bench`. Neither is part of
 //!   the request path; a `--no-default-features` build carries neither.
@@ -47,12 +55,13 @@ pub mod config;
 pub mod embedded;
 mod error;
 mod front;
+pub mod metrics;
 pub mod net;
-pub mod ops;
 mod proxy;
 mod state;
 mod sync;
 pub mod upstream;
+mod warm;
 pub mod wire;
 
 use std::future::Future;
@@ -148,7 +157,7 @@ pub async fn run(
         let warming = state.clone();
         tokio::spawn(async move {
             let started = std::time::Instant::now();
-            match sync::warm::warm(&warming, &warming.config.warm).await {
+            match warm::warm(&warming, &warming.config.warm).await {
                 Ok(w) => tracing::info!(
                     listed = w.listed,
                     read = w.read,
@@ -176,7 +185,7 @@ pub async fn run(
         stop_admin.clone(),
         move |request, peer: std::net::SocketAddr| {
             let state = admin_state.clone();
-            async move { ops::admin::handle(&state, request, peer).await }
+            async move { front::admin::handle(&state, request, peer).await }
         },
     ));
     let stop_dax = CancellationToken::new();

@@ -48,7 +48,7 @@ fn main() -> anyhow::Result<()> {
             AdminAction::Flush { table } => admin_call(
                 &target,
                 http::Method::POST,
-                &dynamo_cache::ops::client::flush_path(table.as_deref()),
+                &dynamo_cache::cli::admin::flush_path(table.as_deref()),
                 true,
             ),
             AdminAction::Stats => admin_call(&target, http::Method::GET, "/cache", true),
@@ -244,7 +244,7 @@ fn admin_call(
     path: &str,
     print_body: bool,
 ) -> anyhow::Result<()> {
-    let admin = dynamo_cache::ops::client::AdminTarget::resolve(
+    let admin = dynamo_cache::cli::admin::AdminTarget::resolve(
         target.config.as_deref(),
         target.admin,
         target.https,

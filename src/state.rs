@@ -7,10 +7,10 @@ use aws_credential_types::provider::SharedCredentialsProvider;
 
 use crate::auth::Gate;
 use crate::cache::Caches;
+use crate::cache::hot_keys::HotKeys;
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::net::tls::Certs;
-use crate::ops::metrics::Metrics;
-use crate::sync::hot_keys::HotKeys;
 use crate::sync::streams::{self, Streams};
 use crate::upstream::credentials::CredentialCache;
 use crate::upstream::schema::Schemas;

@@ -26,7 +26,7 @@ use moka::sync::Cache;
 
 use crate::cache::store::{Entry, Meta, Projections, Store};
 use crate::config::CacheConfig;
-use crate::ops::metrics::Metrics;
+use crate::metrics::Metrics;
 use crate::wire::keys::{self, ItemKey};
 
 /// A stream record's time is rounded down to the second, and DynamoDB's clock is not ours: an

@@ -16,9 +16,11 @@
 //!
 //! The pieces: [`items`] (the item cache and its freshness rules) over [`store`] (the compact,
 //! byte-bounded map), [`queries`] (Query and Scan answers), [`flight`] (concurrent misses
-//! share one upstream read) and [`window`] (what recent writes touched).
+//! share one upstream read), [`window`] (what recent writes touched) and [`hot_keys`] (the
+//! most read keys, sampled, for other replicas' warm starts).
 
 pub mod flight;
+pub mod hot_keys;
 pub mod items;
 pub mod queries;
 pub mod store;
@@ -31,7 +33,7 @@ use bytes::Bytes;
 
 use crate::config::CacheConfig;
 use crate::error::ProxyError;
-use crate::ops::metrics::Metrics;
+use crate::metrics::Metrics;
 use crate::upstream::UpstreamResponse;
 use crate::wire::keys::{ItemKey, KeyValue};
 

@@ -17,7 +17,7 @@ use bytes::Bytes;
 use moka::sync::Cache;
 
 use crate::config::{CacheConfig, QueryInvalidation};
-use crate::ops::metrics::Metrics;
+use crate::metrics::Metrics;
 use crate::wire::keys::{KeyValue, canonical_value};
 
 /// What one entry costs in resident memory beyond its key and answer bytes: moka's bookkeeping

@@ -26,7 +26,7 @@ use hashbrown::HashTable;
 use prometheus::IntCounter;
 use triomphe::ThinArc;
 
-use crate::ops::metrics::Metrics;
+use crate::metrics::Metrics;
 
 /// Key bytes then answer bytes, behind one word.
 type Data = ThinArc<(), u8>;

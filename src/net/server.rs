@@ -27,7 +27,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
-use crate::ops::metrics::Metrics;
+use crate::metrics::Metrics;
 
 /// On drain, how long busy keep-alive connections get to receive a `connection: close` answer
 /// before idle ones are closed.

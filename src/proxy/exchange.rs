@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
 
 use crate::error::ProxyError;
-use crate::ops::metrics::Protocol;
+use crate::metrics::Protocol;
 use crate::state::State;
 use crate::upstream::UpstreamResponse;
 use crate::wire::answer::{Answer, CacheStatus};

@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cache::Caches;
 use crate::config::StreamsConfig;
-use crate::ops::metrics::Metrics;
+use crate::metrics::Metrics;
 use crate::upstream::schema::{SchemaError, Schemas};
 use crate::wire::keys::{ItemKey, KeyValue, WireKey};
 

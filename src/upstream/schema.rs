@@ -9,7 +9,7 @@ use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_sdk_dynamodb::config::{BehaviorVersion, Region, timeout::TimeoutConfig};
 use aws_sdk_dynamodb::types::{KeySchemaElement, KeyType, TableDescription};
 
-use crate::ops::metrics::Metrics;
+use crate::metrics::Metrics;
 use crate::wire::tables::Naming;
 
 /// The attributes that make up one primary key (of a table or an index).

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use dynamo_cache::ops::metrics::Metrics;
+use dynamo_cache::metrics::Metrics;
 
 fn exported() -> BTreeSet<String> {
     let mut names = BTreeSet::new();

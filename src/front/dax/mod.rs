@@ -39,7 +39,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Principal;
-use crate::ops::metrics::Protocol;
+use crate::metrics::Protocol;
 use crate::proxy::{self, Context, Inbound};
 use crate::state::State;
 use crate::upstream::schema::SchemaError;

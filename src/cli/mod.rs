@@ -1,6 +1,9 @@
-//! The command line: `serve` (the default), `check-config`, `healthcheck`, `bench`. Every `serve` flag has a
-//! `DYNAMO_CACHE_*` environment variable; flags win over the environment, which wins over the
-//! config file, which wins over the defaults.
+//! The command line: `serve` (the default), `check-config`, `healthcheck`, `admin`, `bench`.
+//! Every `serve` flag has a `DYNAMO_CACHE_*` environment variable; flags win over the
+//! environment, which wins over the config file, which wins over the defaults. [`admin`] is the
+//! binary's own client for the admin listener (`healthcheck` and `admin`).
+
+pub mod admin;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

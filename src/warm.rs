@@ -16,9 +16,9 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
+use crate::cache::hot_keys::HotKey;
 use crate::config::WarmConfig;
 use crate::state::State;
-use crate::sync::hot_keys::HotKey;
 use crate::wire::request::DynamoRequest;
 
 /// Reads in flight at once while warming.
