@@ -29,7 +29,9 @@
 //! - **Upstream** ([`upstream`]): the SigV4-signing client to DynamoDB, with a connection
 //!   pool per thread, its credentials, table key schemas from DescribeTable, and the one HTTPS
 //!   client (rustls with ring) every AWS SDK client of the proxy uses.
-//! - **Listening** ([`net`]): connection limits, drain, TLS.
+//! - **Listening** ([`net`]): one accept loop for the data, DAX and admin listeners
+//!   (connection limits, TLS handshakes, worker threads, drain), HTTP/1.1 connections and
+//!   their timeouts, the reloadable certificate.
 //! - **Metrics** ([`metrics`]): Prometheus, a leaf every layer may count into.
 //! - [`cli`] and [`config`]: command line (with the binary's own client for the admin
 //!   listener, `cli::admin`), environment and the TOML file.
@@ -126,14 +128,13 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) {
     let config = &state.config;
-    let data_limits = net::server::ListenerLimits {
+    let data_limits = net::listener::ListenerLimits {
         max_connections: config.limits.max_connections,
         header_read_timeout: config.header_read_timeout(),
         idle_timeout: config.idle_timeout(),
         drain_timeout: config.drain_timeout(),
-        refusal: front::http::refusal,
     };
-    let admin_limits = net::server::ListenerLimits {
+    let admin_limits = net::listener::ListenerLimits {
         max_connections: ADMIN_MAX_CONNECTIONS,
         ..data_limits
     };
@@ -176,34 +177,60 @@ pub async fn run(
     let admin_state = shared.clone();
     let acceptor = state.tls.as_ref().map(|certs| certs.acceptor());
     let admin_tls = acceptor.clone().filter(|_| config.tls.admin);
-    let admin_task = tokio::spawn(net::server::serve(
+    let admin_http = net::http::Http::new(
+        move |request, peer: std::net::SocketAddr| {
+            let state = admin_state.clone();
+            async move { front::admin::handle(&state, request, peer).await }
+        },
+        admin_limits,
+        state.metrics.clone(),
+        front::http::refusal,
+    );
+    let admin_task = tokio::spawn(net::listener::serve(
         admin,
         0,
         admin_limits,
         admin_tls,
         state.metrics.clone(),
         stop_admin.clone(),
-        move |request, peer: std::net::SocketAddr| {
-            let state = admin_state.clone();
-            async move { front::admin::handle(&state, request, peer).await }
-        },
+        admin_http,
     ));
     let stop_dax = CancellationToken::new();
-    let dax_task =
-        dax.map(|dax| tokio::spawn(front::dax::serve(shared.clone(), dax, stop_dax.clone())));
+    let dax_task = dax.map(|dax| {
+        let limits = net::listener::ListenerLimits {
+            // A DAX connection times its own requests and idling (see `front::dax`).
+            idle_timeout: None,
+            ..data_limits
+        };
+        tokio::spawn(net::listener::serve(
+            dax,
+            0,
+            limits,
+            state.tls.as_ref().map(|certs| certs.acceptor()),
+            state.metrics.clone(),
+            stop_dax.clone(),
+            front::dax::Listener::new(shared.clone()),
+        ))
+    });
     let data_state = shared;
     let workers = config.worker_threads();
-    let data_task = tokio::spawn(net::server::serve(
+    let data_http = net::http::Http::new(
+        move |request, _peer| {
+            let state = data_state.clone();
+            async move { front::http::handle(&state, request).await }
+        },
+        data_limits,
+        state.metrics.clone(),
+        front::http::refusal,
+    );
+    let data_task = tokio::spawn(net::listener::serve(
         data,
         workers,
         data_limits,
         acceptor,
         state.metrics.clone(),
         stop_data.clone(),
-        move |request, _peer| {
-            let state = data_state.clone();
-            async move { front::http::handle(&state, request).await }
-        },
+        data_http,
     ));
 
     shutdown.await;

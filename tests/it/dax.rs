@@ -1051,3 +1051,45 @@ async fn a_dax_read_after_a_write_sees_it_though_the_replica_lags() {
     );
     assert_eq!(lagging.strong_reads("GetItem"), 1);
 }
+
+/// The DAX listener is served by the same accept loop as HTTP: its connection limit refuses
+/// (and counts) a client past it, open connections are counted, and on shutdown a connection
+/// between requests is closed while the proxy drains.
+#[tokio::test]
+async fn the_dax_listener_shares_the_connection_limit_and_the_drain() {
+    let mut bench = Relayed::start(|c| c.limits.max_connections = 1).await;
+    let addr = bench.proxy.dax_addr;
+    // The scrape's own admin connection is counted too.
+    let scraping = bench.proxy.metric("dynamo_cache_open_connections").await;
+    let mut held = Conn::open(addr).await;
+    held.send(&request(ENDPOINTS, |_| {})).await;
+    held.items(2).await;
+    assert_eq!(
+        bench.proxy.metric("dynamo_cache_open_connections").await,
+        scraping + 1.0,
+        "the DAX connection is counted"
+    );
+
+    let mut refused = Conn::open(addr).await;
+    assert!(refused.closed().await, "a client past the limit is closed");
+    assert_eq!(
+        bench
+            .proxy
+            .metric("dynamo_cache_rejected_connections_total")
+            .await,
+        1.0
+    );
+
+    // Shutting down closes the connection that waits between requests, well before the
+    // drain deadline.
+    let started = std::time::Instant::now();
+    bench.proxy.stop().await;
+    assert!(
+        held.closed().await,
+        "the held connection is closed on drain"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the drain waited for an idle DAX connection"
+    );
+}

@@ -34,12 +34,12 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::{Buf, Bytes, BytesMut};
 use minicbor::Encoder;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Principal;
 use crate::metrics::Protocol;
+use crate::net::listener::{self, Ends, Stream};
 use crate::proxy::{self, Context, Inbound};
 use crate::state::State;
 use crate::upstream::schema::SchemaError;
@@ -84,69 +84,40 @@ impl Default for Dax {
     }
 }
 
-/// Serves DAX connections on `listener` until `stop`, then lets the requests in flight finish
-/// (up to the drain timeout).
-pub async fn serve(state: Arc<State>, listener: TcpListener, stop: CancellationToken) {
-    let mut dax = Dax::default();
-    if let Some(path) = &state.config.dax_attribute_lists_file {
-        match Lists::persisted(path) {
-            Ok(lists) => dax.lists = lists,
-            Err(err) => tracing::warn!(
-                path = %path.display(),
-                error = %err,
-                "cannot keep DAX attribute lists in this file; keeping them in memory only"
-            ),
+/// The DAX protocol, for [`crate::net::listener::serve`]: the listener's accept loop, limits,
+/// TLS and drain are the same as HTTP's; a connection is read as DAX frames.
+#[derive(Clone)]
+pub struct Listener {
+    state: Arc<State>,
+    dax: Arc<Dax>,
+}
+
+impl Listener {
+    /// What every DAX connection shares, with attribute lists kept in
+    /// `dax_attribute_lists_file` when one is configured.
+    pub fn new(state: Arc<State>) -> Listener {
+        let mut dax = Dax::default();
+        if let Some(path) = &state.config.dax_attribute_lists_file {
+            match Lists::persisted(path) {
+                Ok(lists) => dax.lists = lists,
+                Err(err) => tracing::warn!(
+                    path = %path.display(),
+                    error = %err,
+                    "cannot keep DAX attribute lists in this file; keeping them in memory only"
+                ),
+            }
+        }
+        Listener {
+            state,
+            dax: Arc::new(dax),
         }
     }
-    let dax = Arc::new(dax);
-    let max = state.config.limits.max_connections;
-    let slots = Arc::new(Semaphore::new(max));
-    let acceptor = state.tls.as_ref().map(|certs| certs.acceptor());
-    loop {
-        let (stream, _peer) = tokio::select! {
-            _ = stop.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(err) => {
-                    tracing::warn!(error = %err, "DAX accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            state.metrics.rejected_connections.inc();
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        let Ok(local) = stream.local_addr() else {
-            continue;
-        };
-        let (state, dax, stop, acceptor) =
-            (state.clone(), dax.clone(), stop.clone(), acceptor.clone());
-        tokio::spawn(async move {
-            state.metrics.connections.inc();
-            match acceptor {
-                None => connection(&state, &dax, stream, local, &stop).await,
-                Some(acceptor) => {
-                    let handshake = tokio::time::timeout(
-                        state.config.header_read_timeout(),
-                        acceptor.accept(stream),
-                    );
-                    match handshake.await {
-                        Ok(Ok(tls)) => connection(&state, &dax, tls, local, &stop).await,
-                        Ok(Err(err)) => tracing::debug!(error = %err, "DAX TLS handshake failed"),
-                        Err(_) => state.metrics.slow_clients.inc(),
-                    }
-                }
-            }
-            state.metrics.connections.dec();
-            drop(slot);
-        });
+}
+
+impl listener::Protocol for Listener {
+    async fn serve<S: Stream>(&self, stream: S, ends: Ends, drain: CancellationToken) {
+        connection(&self.state, &self.dax, stream, ends.local, &drain).await;
     }
-    // Every connection holds a slot: all of them back means all have closed.
-    let drained = slots.acquire_many(max as u32);
-    let _ = tokio::time::timeout(state.config.drain_timeout(), drained).await;
 }
 
 /// Who is calling when authentication is on (`Ok(None)`: it is off), or why nobody is.
