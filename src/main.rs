@@ -235,8 +235,8 @@ fn write_json(
     Ok(())
 }
 
-/// `GET /healthz` (or `/readyz`) on a running proxy's admin listener: exit 0 on 200.
-/// One request to a running proxy's admin listener; prints `URL: STATUS` (and with
+/// One request to a running proxy's admin listener (`healthcheck`: `GET /healthz` or
+/// `/readyz`; `admin`: cache statistics, hot keys, flush); prints `URL: STATUS` (and with
 /// `print_body`, the answer), and fails on anything but a 2xx.
 fn admin_call(
     target: &AdminTargetArgs,

@@ -104,11 +104,73 @@ pub struct TableCounters {
     query: (IntCounter, IntCounter),
 }
 
+impl TableCounters {
+    /// Hits and misses in `cache`.
+    fn of(&self, cache: CacheName) -> &(IntCounter, IntCounter) {
+        match cache {
+            CacheName::Item => &self.item,
+            CacheName::Query => &self.query,
+        }
+    }
+}
+
+/// One of the two caches: the `cache` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheName {
+    Item,
+    Query,
+}
+
+impl CacheName {
+    pub const ALL: [CacheName; 2] = [CacheName::Item, CacheName::Query];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheName::Item => "item",
+            CacheName::Query => "query",
+        }
+    }
+}
+
+/// Why entries were dropped: the `reason` label of invalidations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// A write through the proxy (its keys, or the tables it names).
+    Write,
+    /// A write that failed or whose fate is unknown.
+    FailedWrite,
+    /// CreateTable, UpdateTable, DeleteTable.
+    TableChange,
+    /// `POST /cache/flush`.
+    Flush,
+    /// A DynamoDB stream record, or a stream the proxy could not follow.
+    Stream,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Write => "write",
+            Reason::FailedWrite => "failed_write",
+            Reason::TableChange => "table_change",
+            Reason::Flush => "flush",
+            Reason::Stream => "stream",
+        }
+    }
+}
+
+/// Whether a lookup was answered from memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    Hit,
+    Miss,
+}
+
 /// Which cache an operation's hits and misses belong to.
 fn cache_of(op: Operation) -> Option<&'static str> {
     match op {
-        Operation::GetItem | Operation::BatchGetItem => Some("item"),
-        Operation::Query | Operation::Scan => Some("query"),
+        Operation::GetItem | Operation::BatchGetItem => Some(CacheName::Item.as_str()),
+        Operation::Query | Operation::Scan => Some(CacheName::Query.as_str()),
         _ => None,
     }
 }
@@ -495,27 +557,20 @@ impl Metrics {
     }
 
     /// Counts a lookup of `table` in the item (`query = false`) or query cache.
-    pub fn record_table(&self, table: &str, query: bool, hit: bool) {
+    pub fn record_table(&self, table: &str, cache: CacheName, lookup: Lookup) {
         if let Some(counters) = self.tables.load().get(table) {
-            let (hits, misses) = if query {
-                &counters.query
-            } else {
-                &counters.item
-            };
-            if hit { hits.inc() } else { misses.inc() }
+            let (hits, misses) = counters.of(cache);
+            match lookup {
+                Lookup::Hit => hits.inc(),
+                Lookup::Miss => misses.inc(),
+            }
         }
     }
 
-    /// Hits and misses of `table` in the item (`query = false`) or query cache, if the table
-    /// has its own series.
-    pub fn table_lookups(&self, table: &str, query: bool) -> Option<(u64, u64)> {
+    /// Hits and misses of `table` in `cache`, if the table has its own series.
+    pub fn table_lookups(&self, table: &str, cache: CacheName) -> Option<(u64, u64)> {
         let known = self.tables.load();
-        let counters = known.get(table)?;
-        let (hits, misses) = if query {
-            &counters.query
-        } else {
-            &counters.item
-        };
+        let (hits, misses) = known.get(table)?.of(cache);
         Some((hits.get(), misses.get()))
     }
 
@@ -525,7 +580,8 @@ impl Metrics {
     }
 
     /// Hits and misses of one cache so far.
-    pub fn cache_lookups(&self, cache: &str) -> (u64, u64) {
+    pub fn cache_lookups(&self, cache: CacheName) -> (u64, u64) {
+        let cache = cache.as_str();
         (
             self.cache_requests.with_label_values(&[cache, "hit"]).get(),
             self.cache_requests
@@ -535,14 +591,16 @@ impl Metrics {
     }
 
     /// Counts an invalidation.
-    pub fn invalidated(&self, cache: &str, reason: &str) {
-        self.invalidations.with_label_values(&[cache, reason]).inc();
+    pub fn invalidated(&self, cache: CacheName, reason: Reason) {
+        self.invalidations
+            .with_label_values(&[cache.as_str(), reason.as_str()])
+            .inc();
     }
 
     /// A moka eviction listener counting removals of `cache` by cause.
     pub fn eviction_counter<K, V>(
         &self,
-        cache: &'static str,
+        cache: CacheName,
     ) -> impl Fn(std::sync::Arc<K>, V, moka::notification::RemovalCause) + Send + Sync + 'static
     {
         let evictions = self.evictions.clone();
@@ -554,7 +612,7 @@ impl Metrics {
                 RemovalCause::Explicit => "explicit",
                 RemovalCause::Replaced => return, // an update, not a removal
             };
-            evictions.with_label_values(&[cache, cause]).inc();
+            evictions.with_label_values(&[cache.as_str(), cause]).inc();
         }
     }
 
@@ -585,11 +643,15 @@ mod tests {
             metrics.know_table(&format!("t{i}"));
         }
         metrics.know_table("t0"); // known twice: still one
-        metrics.record_table("t0", false, true);
-        metrics.record_table(&format!("t{}", TABLE_LABEL_CAP + 5), false, true);
-        assert_eq!(metrics.table_lookups("t0", false), Some((1, 0)));
+        metrics.record_table("t0", CacheName::Item, Lookup::Hit);
+        metrics.record_table(
+            &format!("t{}", TABLE_LABEL_CAP + 5),
+            CacheName::Item,
+            Lookup::Hit,
+        );
+        assert_eq!(metrics.table_lookups("t0", CacheName::Item), Some((1, 0)));
         assert_eq!(
-            metrics.table_lookups(&format!("t{}", TABLE_LABEL_CAP + 5), false),
+            metrics.table_lookups(&format!("t{}", TABLE_LABEL_CAP + 5), CacheName::Item),
             None
         );
         let series = metrics

@@ -7,9 +7,9 @@ use aws_credential_types::provider::SharedCredentialsProvider;
 
 use crate::auth::Gate;
 use crate::cache::Caches;
-use crate::cache::hot_keys::HotKeys;
+use crate::cache::HotKeys;
 use crate::config::Config;
-use crate::metrics::Metrics;
+use crate::metrics::{CacheName, Metrics};
 use crate::net::tls::Certs;
 use crate::sync::streams::{self, Streams};
 use crate::upstream::credentials::CredentialCache;
@@ -76,12 +76,12 @@ impl State {
         let streams_upstream = Upstream::new(&config.streams_url(region), region, cache, limits)?;
         let metrics = Arc::new(Metrics::new());
         for (cache, budget) in [
-            ("item", config.cache.item_max_bytes),
-            ("query", config.cache.query_max_bytes),
+            (CacheName::Item, config.cache.item_max_bytes),
+            (CacheName::Query, config.cache.query_max_bytes),
         ] {
             metrics
                 .cache_max_bytes
-                .with_label_values(&[cache])
+                .with_label_values(&[cache.as_str()])
                 .set(i64::try_from(budget).unwrap_or(i64::MAX));
         }
         if let Some(expiry) = tls.as_ref().and_then(|certs| certs.not_after()) {

@@ -16,7 +16,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use crate::cache::hot_keys::HotKey;
+use crate::cache::HotKey;
 use crate::config::WarmConfig;
 use crate::state::State;
 use crate::wire::request::DynamoRequest;

@@ -26,7 +26,7 @@ use moka::sync::Cache;
 
 use crate::cache::store::{Entry, Meta, Projections, Store};
 use crate::config::CacheConfig;
-use crate::metrics::Metrics;
+use crate::metrics::{CacheName, Metrics, Reason};
 use crate::wire::keys::{self, ItemKey};
 
 /// A stream record's time is rounded down to the second, and DynamoDB's clock is not ours: an
@@ -250,7 +250,7 @@ impl ItemCache {
                 config.item_max_bytes,
                 stale_grace.unwrap_or_default(),
                 &metrics,
-                "item",
+                CacheName::Item,
             ),
             config: config.clone(),
             clock: AtomicU64::new(1),
@@ -454,11 +454,12 @@ impl ItemCache {
             }
             WriteOutcome::Failed => {
                 self.entries.remove(hash, key.as_bytes());
-                self.metrics.invalidated("item", "failed_write");
+                self.metrics
+                    .invalidated(CacheName::Item, Reason::FailedWrite);
             }
             _ => {
                 self.entries.remove(hash, key.as_bytes());
-                self.metrics.invalidated("item", "write");
+                self.metrics.invalidated(CacheName::Item, Reason::Write);
             }
         }
         stamp.last = self.tick();
@@ -517,7 +518,7 @@ impl ItemCache {
         stamp.last = tick;
         stamp.at = now;
         self.entries.remove(hash, key.as_bytes());
-        self.metrics.invalidated("item", "stream");
+        self.metrics.invalidated(CacheName::Item, Reason::Stream);
         StreamVerdict::Dropped
     }
 
@@ -546,7 +547,7 @@ impl ItemCache {
     }
 
     /// Drops every entry of `table` (lazily, by its mark), counted under `reason`.
-    pub fn invalidate_table(&self, table: &str, reason: &'static str) {
+    pub fn invalidate_table(&self, table: &str, reason: Reason) {
         let mut invalidated = self.invalidated.write().expect("lock poisoned");
         let mark = self.tick();
         if invalidated.tables.len() >= MAX_TABLE_MARKS && !invalidated.tables.contains_key(table) {
@@ -558,15 +559,15 @@ impl ItemCache {
             invalidated.tables.insert(table.to_string(), mark);
         }
         drop(invalidated);
-        self.metrics.invalidated("item", reason);
+        self.metrics.invalidated(CacheName::Item, reason);
     }
 
     /// Drops every entry (lazily, by its mark), counted under `reason`.
-    pub fn invalidate_all(&self, reason: &'static str) {
+    pub fn invalidate_all(&self, reason: Reason) {
         let mut invalidated = self.invalidated.write().expect("lock poisoned");
         invalidated.all = self.tick();
         drop(invalidated);
-        self.metrics.invalidated("item", reason);
+        self.metrics.invalidated(CacheName::Item, reason);
     }
 
     /// Calls `visit(table, weighted bytes)` for every live entry (O(entries); for `/cache`).
@@ -673,7 +674,7 @@ mod tests {
         let fill = cache.begin_fill();
         assert!(cache.fill_answer(&k, fill, None, body(r#"{"pk":{"S":"a"}}"#)));
         for i in 0..MAX_TABLE_MARKS + 10 {
-            cache.invalidate_table(&format!("made-up-{i}"), "table_change");
+            cache.invalidate_table(&format!("made-up-{i}"), Reason::TableChange);
         }
         assert!(cache.invalidated.read().unwrap().tables.len() <= MAX_TABLE_MARKS);
         // Folding the marks into one for everything drops what was cached: never stale.
@@ -819,10 +820,10 @@ mod tests {
         let k = key("a");
         let fill = cache.begin_fill();
         assert!(cache.fill(&k, fill, |_| ItemCache::whole(Some(b"x"))));
-        cache.invalidate_table("t", "table_change");
+        cache.invalidate_table("t", Reason::TableChange);
         assert!(cache.get(&k).is_none());
         let fill = cache.begin_fill();
-        cache.invalidate_all("flush");
+        cache.invalidate_all(Reason::Flush);
         assert!(!cache.fill(&k, fill, |_| ItemCache::whole(Some(b"x"))));
     }
 

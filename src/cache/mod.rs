@@ -19,12 +19,12 @@
 //! share one upstream read), [`window`] (what recent writes touched) and [`hot_keys`] (the
 //! most read keys, sampled, for other replicas' warm starts).
 
-pub mod flight;
-pub mod hot_keys;
-pub mod items;
-pub mod queries;
-pub mod store;
-pub mod window;
+mod flight;
+mod hot_keys;
+mod items;
+mod queries;
+mod store;
+mod window;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,26 +33,38 @@ use bytes::Bytes;
 
 use crate::config::CacheConfig;
 use crate::error::ProxyError;
-use crate::metrics::Metrics;
+use crate::metrics::{CacheName, Metrics, Reason};
 use crate::upstream::UpstreamResponse;
 use crate::wire::keys::{ItemKey, KeyValue};
 
-pub use items::{Cached, FillTicket, ItemCache, StreamVerdict, WriteOutcome};
-pub use queries::{QueryCache, QueryEntry, Scope, Watch};
+pub use hot_keys::{HotKey, HotKeys};
+use items::FillTicket;
+pub use items::{Cached, ItemCache, StreamVerdict, WriteOutcome};
+use queries::{QueryCache, Watch};
+pub use queries::{QueryEntry, Scope};
 pub use window::Read;
 
 /// The shared result of one upstream read for a single-flight group.
 pub type Fetched = Arc<Result<UpstreamResponse, ProxyError>>;
 
-/// Key of a single-flight group: the item, the projection, whether capacity is reported
-/// (requests that differ in what the answer contains never share one), and the key's write
-/// stamp (requests that have seen different writes never share one).
-pub type FlightKey = (
-    ItemKey,
-    Option<Arc<str>>,
-    crate::wire::request::Capacity,
-    u64,
-);
+/// What a caller asked of an item, beyond its key: requests that differ in what the answer
+/// contains never share one upstream read.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Asked {
+    /// The projection (canonical), `None` for the whole item.
+    pub projection: Option<Arc<str>>,
+    /// Whether, and how, consumed capacity is reported.
+    pub capacity: crate::wire::request::Capacity,
+}
+
+/// Key of a single-flight group: the item, what was asked of it, and the key's write stamp
+/// (requests that have seen different writes never share one).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct FlightKey {
+    key: ItemKey,
+    asked: Asked,
+    stamp: u64,
+}
 
 /// What a write touches: the item's cache key, and its table and partition for the query
 /// cache (`None` partition: unknown, the whole table's queries are dropped).
@@ -143,19 +155,32 @@ impl Caches {
         self.items.knows_projection(table, projection)
     }
 
-    /// The last write stamp of `key`: readers that saw the same stamp may share a read.
-    pub fn write_stamp(&self, key: &ItemKey) -> u64 {
-        self.items.write_stamp(key)
-    }
-
-    /// Runs `fetch` once for all concurrent callers with the same `key`; `true` when this
-    /// caller shared another's read.
-    pub async fn single_flight<F, Fut>(&self, key: &FlightKey, fetch: F) -> (Fetched, bool)
+    /// Reads `key` upstream once for every concurrent caller that asked the same of it and
+    /// has seen the same writes (the key's write stamp), and fills the cache with what the
+    /// read learned. `fetch` is told how to read (inside the consistency window: strongly),
+    /// and returns the upstream's answer with what the item turned out to be (`Some(None)`:
+    /// not found; `None`: nothing to store). `true` when this caller shared another's read.
+    pub async fn read_item<F, Fut>(&self, key: &ItemKey, asked: Asked, fetch: F) -> (Fetched, bool)
     where
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Fetched>,
+        F: FnOnce(Read) -> Fut,
+        Fut: Future<Output = (Fetched, Option<Option<Bytes>>)>,
     {
-        self.flights.run(key, fetch).await
+        let flight = FlightKey {
+            key: key.clone(),
+            stamp: self.items.write_stamp(key),
+            asked,
+        };
+        let projection = flight.asked.projection.clone();
+        self.flights
+            .run(&flight, || async {
+                let fill = self.begin_item_fill(key);
+                let (fetched, learned) = fetch(fill.read).await;
+                if let Some(item) = learned {
+                    self.fill_item(key, fill, projection, item);
+                }
+                fetched
+            })
+            .await
     }
 
     // -- fills --------------------------------------------------------------------------------
@@ -167,7 +192,7 @@ impl Caches {
         // before it has marked the window (see `window`).
         let ticket = self.items.begin_fill();
         let read = self.window.item(key);
-        self.count_fill("item", read);
+        self.count_fill(CacheName::Item, read);
         ItemFill { ticket, read }
     }
 
@@ -192,7 +217,7 @@ impl Caches {
     pub fn begin_query_fill(&self, table: &str, scope: &Scope) -> QueryFill {
         let watch = self.queries.begin(table, scope);
         let read = self.window.query(table, scope);
-        self.count_fill("query", read);
+        self.count_fill(CacheName::Query, read);
         QueryFill { watch, read }
     }
 
@@ -202,10 +227,10 @@ impl Caches {
         fill.read != Read::Uncached && self.queries.fill(key, table, fill.watch, body)
     }
 
-    fn count_fill(&self, cache: &str, read: Read) {
+    fn count_fill(&self, cache: CacheName, read: Read) {
         self.metrics
             .fill_reads
-            .with_label_values(&[cache, read.label()])
+            .with_label_values(&[cache.as_str(), read.label()])
             .inc();
     }
 
@@ -257,20 +282,20 @@ impl Caches {
         self.window.wrote(key, partition);
         let verdict = self.items.changed_elsewhere(key, now_is, changed_ms);
         if !matches!(verdict, StreamVerdict::Kept { by_own_write: true }) {
-            self.queries.changed(key.table(), partition, "stream");
+            self.queries.changed(key.table(), partition, Reason::Stream);
         }
         verdict
     }
 
     /// Drops every item and query answer of `table`, counted under `reason`.
-    pub fn invalidate_table(&self, table: &str, reason: &'static str) {
+    pub fn invalidate_table(&self, table: &str, reason: Reason) {
         self.window.dropped_table(table);
         self.items.invalidate_table(table, reason);
         self.queries.invalidate_table(table, reason);
     }
 
     /// Drops everything, counted under `reason`.
-    pub fn invalidate_all(&self, reason: &'static str) {
+    pub fn invalidate_all(&self, reason: Reason) {
         self.window.dropped_all();
         self.items.invalidate_all(reason);
         self.queries.invalidate_all(reason);
@@ -278,24 +303,20 @@ impl Caches {
 
     // -- what is held -------------------------------------------------------------------------
 
-    /// Entries and weighted bytes of the item cache.
-    pub fn item_usage(&self) -> (u64, u64) {
-        self.items.usage()
+    /// Entries and weighted bytes of `cache`.
+    pub fn usage(&self, cache: CacheName) -> (u64, u64) {
+        match cache {
+            CacheName::Item => self.items.usage(),
+            CacheName::Query => self.queries.usage(),
+        }
     }
 
-    /// Entries and weighted bytes of the query cache.
-    pub fn query_usage(&self) -> (u64, u64) {
-        self.queries.usage()
-    }
-
-    /// Calls `visit(table, weighted bytes)` for every live item entry.
-    pub fn for_each_item(&self, visit: impl FnMut(&str, u64)) {
-        self.items.for_each_entry(visit)
-    }
-
-    /// Calls `visit(table, bytes)` for every live query entry.
-    pub fn for_each_query(&self, visit: impl FnMut(&str, u64)) {
-        self.queries.for_each_entry(visit)
+    /// Calls `visit(table, weighted bytes)` for every live entry of `cache`.
+    pub fn for_each(&self, cache: CacheName, visit: impl FnMut(&str, u64)) {
+        match cache {
+            CacheName::Item => self.items.for_each_entry(visit),
+            CacheName::Query => self.queries.for_each_entry(visit),
+        }
     }
 }
 
@@ -364,7 +385,7 @@ mod tests {
         // A table dropped (flush, table change, a write the proxy cannot attribute): every
         // read of it, whatever the key.
         let c = caches(60_000);
-        c.invalidate_table("t", "flush");
+        c.invalidate_table("t", Reason::Flush);
         assert_eq!(reads(&c, "z"), RACING);
         assert_eq!(
             c.begin_item_fill(&key("u", "z").0).read,
@@ -374,14 +395,14 @@ mod tests {
 
         // Everything dropped.
         let c = caches(60_000);
-        c.invalidate_all("flush");
+        c.invalidate_all(Reason::Flush);
         assert_eq!(c.begin_item_fill(&key("u", "z").0).read, Read::Strong);
     }
 
     #[test]
     fn the_window_closes_and_fills_read_as_asked_again() {
         let c = caches(30);
-        c.invalidate_all("flush");
+        c.invalidate_all(Reason::Flush);
         assert_eq!(reads(&c, "a"), RACING);
         std::thread::sleep(Duration::from_millis(40));
         assert_eq!(reads(&c, "a"), QUIET);
@@ -390,7 +411,7 @@ mod tests {
     #[test]
     fn an_uncached_fill_is_never_stored() {
         let c = caches(60_000);
-        c.invalidate_table("t", "write");
+        c.invalidate_table("t", Reason::Write);
         let fill = c.begin_query_fill("t", &Scope::GlobalIndex);
         assert_eq!(fill.read, Read::Uncached);
         let key: Arc<[u8]> = Arc::from(&b"index query"[..]);
@@ -406,7 +427,7 @@ mod tests {
     fn fills_are_counted_by_how_they_read() {
         let c = caches(60_000);
         reads(&c, "a");
-        c.invalidate_table("t", "write");
+        c.invalidate_table("t", Reason::Write);
         reads(&c, "a");
         let count =
             |cache: &str, read: &str| c.metrics.fill_reads.with_label_values(&[cache, read]).get();

@@ -17,7 +17,7 @@ use bytes::Bytes;
 use moka::sync::Cache;
 
 use crate::config::{CacheConfig, QueryInvalidation};
-use crate::metrics::Metrics;
+use crate::metrics::{CacheName, Metrics, Reason};
 use crate::wire::keys::{KeyValue, canonical_value};
 
 /// What one entry costs in resident memory beyond its key and answer bytes: moka's bookkeeping
@@ -97,7 +97,7 @@ impl QueryCache {
                     (k.len() + v.body.len() + ENTRY_OVERHEAD).min(u32::MAX as usize) as u32
                 })
                 .expire_after(EntryTtl)
-                .eviction_listener(metrics.eviction_counter("query"))
+                .eviction_listener(metrics.eviction_counter(CacheName::Query))
                 .build(),
             config: config.clone(),
             slots: (0..SLOTS).map(|_| AtomicU64::new(0)).collect(),
@@ -176,14 +176,14 @@ impl QueryCache {
     /// A write to `table` finished (whatever its outcome): drop what it may have changed.
     /// `partition` is the written item's partition key value, when known.
     pub fn wrote(&self, table: &str, partition: Option<&KeyValue>) {
-        self.changed(table, partition, "write");
+        self.changed(table, partition, Reason::Write);
     }
 
     /// As [`QueryCache::wrote`], for a change seen some other way (a stream record), counted
     /// under `reason`.
-    pub fn changed(&self, table: &str, partition: Option<&KeyValue>, reason: &'static str) {
+    pub fn changed(&self, table: &str, partition: Option<&KeyValue>, reason: Reason) {
         if self.config.query_invalidation != QueryInvalidation::Ttl {
-            self.metrics.invalidated("query", reason);
+            self.metrics.invalidated(CacheName::Query, reason);
         }
         match self.config.query_invalidation {
             QueryInvalidation::Ttl => {}
@@ -200,15 +200,15 @@ impl QueryCache {
 
     /// The table was created, changed or deleted, written in a way the proxy cannot
     /// attribute, or flushed: drop all of its answers, counted under `reason`.
-    pub fn invalidate_table(&self, table: &str, reason: &'static str) {
+    pub fn invalidate_table(&self, table: &str, reason: Reason) {
         self.bump(self.slot(&("table", table)));
-        self.metrics.invalidated("query", reason);
+        self.metrics.invalidated(CacheName::Query, reason);
     }
 
     /// Drops every answer, counted under `reason`.
-    pub fn invalidate_all(&self, reason: &'static str) {
+    pub fn invalidate_all(&self, reason: Reason) {
         self.global.fetch_add(1, Ordering::SeqCst);
-        self.metrics.invalidated("query", reason);
+        self.metrics.invalidated(CacheName::Query, reason);
     }
 
     /// Calls `visit(table, bytes)` for every live entry (O(entries); for `/cache`).
@@ -325,7 +325,7 @@ mod tests {
             ttl.get(&key).is_some(),
             "ttl mode keeps answers until they expire"
         );
-        ttl.invalidate_table("t", "table_change");
+        ttl.invalidate_table("t", Reason::TableChange);
         assert!(
             ttl.get(&key).is_none(),
             "a changed table drops its answers in any mode"

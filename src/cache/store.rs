@@ -13,7 +13,7 @@
 //!   do not wait for memory pressure to go.
 //!
 //! The store knows nothing of freshness rules beyond time: write stamps and generations are the
-//! item cache's business (see `cache.rs`).
+//! item cache's business (see `items.rs`).
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
@@ -26,7 +26,7 @@ use hashbrown::HashTable;
 use prometheus::IntCounter;
 use triomphe::ThinArc;
 
-use crate::metrics::Metrics;
+use crate::metrics::{CacheName, Metrics};
 
 /// Key bytes then answer bytes, behind one word.
 type Data = ThinArc<(), u8>;
@@ -201,12 +201,16 @@ pub struct Store {
 impl Store {
     /// A store holding at most `max_bytes` weighed bytes, whose entries stay `grace` past their
     /// freshness. Evictions are counted in `metrics` under `cache`.
-    pub fn new(max_bytes: u64, grace: Duration, metrics: &Metrics, cache: &str) -> Store {
+    pub fn new(max_bytes: u64, grace: Duration, metrics: &Metrics, cache: CacheName) -> Store {
         let shards = (max_bytes / MIN_SHARD_BYTES)
             .clamp(1, MAX_SHARDS as u64)
             .next_power_of_two()
             .min(MAX_SHARDS as u64) as usize;
-        let counter = |cause| metrics.evictions.with_label_values(&[cache, cause]);
+        let counter = |cause| {
+            metrics
+                .evictions
+                .with_label_values(&[cache.as_str(), cause])
+        };
         Store {
             shards: (0..shards).map(|_| RwLock::default()).collect(),
             hasher: RandomState::new(),
@@ -518,7 +522,7 @@ mod tests {
     #[test]
     fn entries_are_stored_replaced_and_removed_by_exact_key() {
         let metrics = Metrics::new();
-        let store = Store::new(1 << 20, Duration::ZERO, &metrics, "item");
+        let store = Store::new(1 << 20, Duration::ZERO, &metrics, CacheName::Item);
         put(&store, "a", "one");
         put(&store, "ab", "two");
         assert_eq!(answer(&store, "a").as_deref(), Some(&b"one"[..]));
@@ -564,7 +568,7 @@ mod tests {
     fn a_full_store_evicts_what_was_not_read_since_the_hand_last_passed() {
         let metrics = Metrics::new();
         let per_entry = (4 + 100 + ENTRY_OVERHEAD) as u64;
-        let store = Store::new(per_entry * 10, Duration::ZERO, &metrics, "item");
+        let store = Store::new(per_entry * 10, Duration::ZERO, &metrics, CacheName::Item);
         let body = "x".repeat(100);
         for i in 0..10 {
             put(&store, &format!("k{i:03}"), &body);
@@ -593,7 +597,7 @@ mod tests {
     fn replacing_entries_with_larger_ones_keeps_the_budget() {
         let metrics = Metrics::new();
         let budget = 10 * (4 + 100 + ENTRY_OVERHEAD) as u64;
-        let store = Store::new(budget, Duration::ZERO, &metrics, "item");
+        let store = Store::new(budget, Duration::ZERO, &metrics, CacheName::Item);
         for i in 0..10 {
             put(&store, &format!("k{i:03}"), &"x".repeat(100));
         }
@@ -608,7 +612,7 @@ mod tests {
     #[test]
     fn an_entry_larger_than_the_budget_is_not_kept_and_drops_its_old_value() {
         let metrics = Metrics::new();
-        let store = Store::new(1000, Duration::ZERO, &metrics, "item");
+        let store = Store::new(1000, Duration::ZERO, &metrics, CacheName::Item);
         put(&store, "k", "small");
         put(&store, "k", &"x".repeat(1000));
         assert_eq!(answer(&store, "k"), None);
@@ -619,7 +623,7 @@ mod tests {
     #[test]
     fn expired_entries_are_not_read_and_are_reaped() {
         let metrics = Metrics::new();
-        let store = Store::new(1 << 20, Duration::ZERO, &metrics, "item");
+        let store = Store::new(1 << 20, Duration::ZERO, &metrics, CacheName::Item);
         let expired = meta(store.deadline(Some(Duration::ZERO)));
         store.insert(store.hash(b"old"), b"old", Some(b"v"), expired, None);
         assert!(store.get(store.hash(b"old"), b"old").is_none());
@@ -630,7 +634,7 @@ mod tests {
         assert_eq!(evictions(&metrics, "expired"), 1);
 
         // With a grace, an entry past its freshness stays readable until the grace ends.
-        let store = Store::new(1 << 20, Duration::from_secs(60), &metrics, "item");
+        let store = Store::new(1 << 20, Duration::from_secs(60), &metrics, CacheName::Item);
         let stale = meta(store.deadline(Some(Duration::ZERO)));
         store.insert(store.hash(b"s"), b"s", Some(b"v"), stale, None);
         let entry = store.get(store.hash(b"s"), b"s").unwrap();
@@ -641,7 +645,7 @@ mod tests {
     fn every_shard_keeps_its_share_of_the_budget() {
         let metrics = Metrics::new();
         let budget = 64 << 20;
-        let store = Store::new(budget, Duration::ZERO, &metrics, "item");
+        let store = Store::new(budget, Duration::ZERO, &metrics, CacheName::Item);
         assert_eq!(store.shards.len(), MAX_SHARDS);
         let body = "x".repeat(4000);
         for i in 0..40_000 {
@@ -668,7 +672,7 @@ mod tests {
             64 * (8 + 64 + ENTRY_OVERHEAD) as u64,
             Duration::ZERO,
             &metrics,
-            "item",
+            CacheName::Item,
         );
         std::thread::scope(|scope| {
             for t in 0..4u64 {

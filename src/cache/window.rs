@@ -150,13 +150,15 @@ impl Window {
         }
     }
 
-    /// How many marks are held (for tests and the bound).
-    pub fn len(&self) -> usize {
+    /// How many marks are held.
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.marks.lock().expect("lock poisoned").until.len()
     }
 
     /// Whether no mark is held.
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
         self.len() == 0
     }
 

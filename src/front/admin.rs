@@ -16,6 +16,7 @@ use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use crate::auth::AdminRefusal;
+use crate::metrics::{CacheName, Reason};
 /// What the admin listener answers.
 type ProxyResponse = http::Response<bytes::Bytes>;
 use crate::state::State;
@@ -89,17 +90,15 @@ fn refused(refusal: AdminRefusal) -> ProxyResponse {
 /// Entries and bytes per cache, read when scraped.
 fn record_cache_usage(state: &State) {
     let metrics = &state.metrics;
-    for (cache, (entries, bytes)) in [
-        ("item", state.caches.item_usage()),
-        ("query", state.caches.query_usage()),
-    ] {
+    for cache in CacheName::ALL {
+        let (entries, bytes) = state.caches.usage(cache);
         metrics
             .cache_entries
-            .with_label_values(&[cache])
+            .with_label_values(&[cache.as_str()])
             .set(entries as i64);
         metrics
             .cache_bytes
-            .with_label_values(&[cache])
+            .with_label_values(&[cache.as_str()])
             .set(bytes as i64);
     }
 }
@@ -107,7 +106,8 @@ fn record_cache_usage(state: &State) {
 /// What each cache holds and how well it hits.
 fn cache_stats(state: &State) -> serde_json::Value {
     let config = &state.config.cache;
-    let one = |cache: &str, (entries, bytes): (u64, u64), max_bytes: u64| {
+    let one = |cache: CacheName, max_bytes: u64| {
+        let (entries, bytes) = state.caches.usage(cache);
         let (hits, misses) = state.metrics.cache_lookups(cache);
         let lookups = hits + misses;
         serde_json::json!({
@@ -120,8 +120,8 @@ fn cache_stats(state: &State) -> serde_json::Value {
         })
     };
     serde_json::json!({
-        "item": one("item", state.caches.item_usage(), config.item_max_bytes),
-        "query": one("query", state.caches.query_usage(), config.query_max_bytes),
+        "item": one(CacheName::Item, config.item_max_bytes),
+        "query": one(CacheName::Query, config.query_max_bytes),
         "tables": table_stats(state),
         // Per followed table: following, no_stream or failing (reads are served either way,
         // fresh by TTL when the stream is not followed).
@@ -135,7 +135,8 @@ fn cache_stats(state: &State) -> serde_json::Value {
 /// Entries, bytes and hit ratio per table. Walks both caches: O(entries), for operators.
 fn table_stats(state: &State) -> serde_json::Value {
     let mut tables: std::collections::BTreeMap<String, serde_json::Value> = Default::default();
-    let mut add = |table: &str, cache: &str, bytes: u64| {
+    let mut add = |table: &str, cache: CacheName, bytes: u64| {
+        let cache = cache.as_str();
         let stats = tables
             .entry(table.to_string())
             .or_insert_with(|| serde_json::json!({}));
@@ -146,26 +147,25 @@ fn table_stats(state: &State) -> serde_json::Value {
         entry["entries"] = (entry["entries"].as_u64().unwrap_or(0) + 1).into();
         entry["bytes"] = (entry["bytes"].as_u64().unwrap_or(0) + bytes).into();
     };
-    state
-        .caches
-        .for_each_item(|table, bytes| add(table, "item", bytes));
-    state
-        .caches
-        .for_each_query(|table, bytes| add(table, "query", bytes));
+    for cache in CacheName::ALL {
+        state
+            .caches
+            .for_each(cache, |table, bytes| add(table, cache, bytes));
+    }
     for (table, stats) in tables.iter_mut() {
-        for (cache, query) in [("item", false), ("query", true)] {
-            if let Some((hits, misses)) = state.metrics.table_lookups(table, query)
+        for cache in CacheName::ALL {
+            let name = cache.as_str();
+            if let Some((hits, misses)) = state.metrics.table_lookups(table, cache)
                 && hits + misses > 0
-                && !stats[cache].is_null()
+                && !stats[name].is_null()
             {
-                stats[cache]["hit_ratio"] = (hits as f64 / (hits + misses) as f64).into();
+                stats[name]["hit_ratio"] = (hits as f64 / (hits + misses) as f64).into();
             }
         }
     }
     serde_json::to_value(tables).unwrap_or_default()
 }
 
-/// Drops everything cached, or one table's entries with `?table=NAME`.
 /// The most read item keys (`?limit=N`, 100 by default, 10,000 at most), for warm starts.
 fn hot_keys(state: &State, query: Option<&str>) -> ProxyResponse {
     const MAX: usize = 10_000;
@@ -184,6 +184,7 @@ fn hot_keys(state: &State, query: Option<&str>) -> ProxyResponse {
     )
 }
 
+/// Drops everything cached, or one table's entries with `?table=NAME`.
 fn flush(state: &State, query: Option<&str>) -> ProxyResponse {
     let table = query
         .into_iter()
@@ -196,14 +197,14 @@ fn flush(state: &State, query: Option<&str>) -> ProxyResponse {
             // ARN is the same table as its plain name.
             let table = percent_encoding::percent_decode_str(table).decode_utf8_lossy();
             let table = state.naming.resolve(&table).name().to_string();
-            state.caches.invalidate_table(&table, "flush");
+            state.caches.invalidate_table(&table, Reason::Flush);
             json(
                 StatusCode::OK,
                 serde_json::json!({ "flushed": { "table": table } }),
             )
         }
         None => {
-            state.caches.invalidate_all("flush");
+            state.caches.invalidate_all(Reason::Flush);
             json(StatusCode::OK, serde_json::json!({ "flushed": "all" }))
         }
     }

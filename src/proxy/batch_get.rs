@@ -10,6 +10,7 @@ use serde_json::{Map, Value};
 use super::exchange::{Context, Handled, Outbound, forward, relay, zero_capacity};
 use crate::cache::{Caches, ItemFill, Read};
 use crate::error::ProxyError;
+use crate::metrics::{CacheName, Lookup};
 use crate::state::State;
 use crate::wire::answer::{Answer, CacheStatus};
 use crate::wire::keys::{ItemKey, WireKey};
@@ -48,10 +49,14 @@ pub async fn batch_get(state: &State, ctx: &Context, out: Outbound, read: BatchG
             }
         }
         for _ in &split.hits {
-            state.metrics.record_table(&table.table, false, true);
+            state
+                .metrics
+                .record_table(&table.table, CacheName::Item, Lookup::Hit);
         }
         for _ in &split.misses {
-            state.metrics.record_table(&table.table, false, false);
+            state
+                .metrics
+                .record_table(&table.table, CacheName::Item, Lookup::Miss);
         }
         splits.push(split);
     }

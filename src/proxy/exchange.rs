@@ -12,7 +12,7 @@ use crate::error::ProxyError;
 use crate::metrics::Protocol;
 use crate::state::State;
 use crate::upstream::UpstreamResponse;
-use crate::wire::answer::{Answer, CacheStatus};
+use crate::wire::answer::{Answer, CacheStatus, ErrorEnvelope};
 use crate::wire::operation::{Api, Operation};
 use crate::wire::request::Capacity;
 
@@ -119,25 +119,15 @@ pub fn upstream_failed(result: &Result<UpstreamResponse, ProxyError>) -> bool {
     match result {
         Err(err) => err.is_upstream(),
         Ok(answer) if answer.status.is_server_error() => true,
-        Ok(answer) if answer.status == StatusCode::BAD_REQUEST => {
-            #[derive(serde::Deserialize)]
-            struct ErrorType<'a> {
-                #[serde(rename = "__type", borrow)]
-                kind: Option<&'a str>,
-            }
-            serde_json::from_slice::<ErrorType>(&answer.body)
-                .ok()
-                .and_then(|e| e.kind)
-                .is_some_and(|kind| {
-                    let name = kind.rsplit('#').next().unwrap_or(kind);
-                    matches!(
-                        name,
-                        "ThrottlingException"
-                            | "ProvisionedThroughputExceededException"
-                            | "RequestLimitExceeded"
-                    )
-                })
-        }
+        Ok(answer) if answer.status == StatusCode::BAD_REQUEST => ErrorEnvelope::of(&answer.body)
+            .is_some_and(|error| {
+                matches!(
+                    error.name.as_str(),
+                    "ThrottlingException"
+                        | "ProvisionedThroughputExceededException"
+                        | "RequestLimitExceeded"
+                )
+            }),
         Ok(_) => false,
     }
 }

@@ -11,8 +11,9 @@ use serde_json::value::RawValue;
 use super::exchange::{
     Context, Handled, Outbound, forward, relay, strongly_consistent, upstream_failed, zero_capacity,
 };
-use crate::cache::{Cached, FlightKey, Read};
+use crate::cache::{Asked, Cached, Read};
 use crate::error::ProxyError;
+use crate::metrics::{CacheName, Lookup};
 use crate::state::State;
 use crate::wire::answer::{Answer, CacheStatus};
 use crate::wire::request::{Capacity, GetItem};
@@ -29,7 +30,9 @@ pub fn from_memory(state: &State, read: &GetItem) -> Option<Answer> {
         serde_json::from_slice(&read.wire_key).ok()
     });
     let hit = |response| {
-        state.metrics.record_table(&read.table, false, true);
+        state
+            .metrics
+            .record_table(&read.table, CacheName::Item, Lookup::Hit);
         Some(response)
     };
     // The common hit: the whole item, kept as its ready answer.
@@ -73,22 +76,20 @@ pub async fn miss(state: &State, ctx: &Context, out: Outbound, read: GetItem) ->
     state.hot_keys.touch(&read.key, &read.table, || {
         serde_json::from_slice(&read.wire_key).ok()
     });
-    let flight: FlightKey = (
-        read.key.clone(),
-        read.variant.clone(),
-        read.capacity,
-        caches.write_stamp(&read.key),
-    );
+    let asked = Asked {
+        projection: read.variant.clone(),
+        capacity: read.capacity,
+    };
     let (fetched, coalesced) = caches
-        .single_flight(&flight, || async {
-            let fill = caches.begin_item_fill(&read.key);
-            let (body, fills) = match fill.read {
+        .read_item(&read.key, asked, |how| async move {
+            let (body, fills) = match how {
                 Read::Strong => match strongly_consistent(&out.body) {
                     Some(body) => (body, true),
                     None => (out.body.clone(), false),
                 },
                 _ => (out.body.clone(), true),
             };
+            let mut learned = None;
             let result = forward(state, ctx, &out, body).await.and_then(|answer| {
                 if answer.status != StatusCode::OK {
                     return Ok(answer);
@@ -96,24 +97,26 @@ pub async fn miss(state: &State, ctx: &Context, out: Outbound, read: GetItem) ->
                 // A success we cannot read is not DynamoDB's answer: never cached, never
                 // relayed; the caller's SDK retries the 500.
                 let item = read_get_item(&answer.body)?;
-                if fills {
-                    caches.fill_item(&read.key, fill, read.variant.clone(), item);
-                }
+                learned = fills.then_some(item);
                 Ok(answer)
             });
-            Arc::new(result)
+            (Arc::new(result), learned)
         })
         .await;
     if coalesced {
         state.metrics.coalesced_misses.inc();
     }
-    state.metrics.record_table(&read.table, false, false);
+    state
+        .metrics
+        .record_table(&read.table, CacheName::Item, Lookup::Miss);
     if state.config.cache.serve_stale_on_error
         && upstream_failed(&fetched)
         && let Some(cached) = caches.stale_item(&read.key)
         && let Some(response) = stale(&cached, &read)
     {
-        state.metrics.record_table(&read.table, false, true);
+        state
+            .metrics
+            .record_table(&read.table, CacheName::Item, Lookup::Hit);
         return Ok(response);
     }
     match &*fetched {

@@ -3,6 +3,7 @@
 //! what they may have changed.
 
 use super::exchange::{Context, Handled, Outbound, changed_nothing, forward, relay_owned};
+use crate::metrics::Reason;
 use crate::state::State;
 use crate::wire::answer::CacheStatus;
 
@@ -24,10 +25,10 @@ pub async fn table_change(
     if !changed_nothing(&result) {
         match table {
             Some(table) => {
-                state.caches.invalidate_table(&table, "table_change");
+                state.caches.invalidate_table(&table, Reason::TableChange);
                 state.schemas.forget(&table);
             }
-            None => state.caches.invalidate_all("table_change"),
+            None => state.caches.invalidate_all(Reason::TableChange),
         }
     }
     Ok(relay_owned(result?, CacheStatus::Bypass))
@@ -45,8 +46,8 @@ pub async fn partiql(
     if !changed_nothing(&result) {
         for table in writes {
             match table {
-                Some(table) => state.caches.invalidate_table(&table, "write"),
-                None => state.caches.invalidate_all("write"),
+                Some(table) => state.caches.invalidate_table(&table, Reason::Write),
+                None => state.caches.invalidate_all(Reason::Write),
             }
         }
     }

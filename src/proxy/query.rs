@@ -11,6 +11,7 @@ use super::exchange::{
 };
 use crate::cache::{QueryEntry, Read, Scope};
 use crate::error::ProxyError;
+use crate::metrics::{CacheName, Lookup};
 use crate::state::State;
 use crate::wire::answer::{Answer, CacheStatus};
 use crate::wire::keycond::{pinned_partition, pinned_partition_legacy};
@@ -24,7 +25,9 @@ pub fn from_memory(state: &State, read: &QueryOrScan) -> Option<Answer> {
         return None;
     }
     let entry = state.caches.query(&read.cache_key)?;
-    state.metrics.record_table(&read.table, true, true);
+    state
+        .metrics
+        .record_table(&read.table, CacheName::Query, Lookup::Hit);
     Some(cached_answer(state, &entry, read, CacheStatus::Hit))
 }
 
@@ -52,7 +55,9 @@ pub async fn miss(state: &State, ctx: &Context, out: Outbound, read: QueryOrScan
         return super::passthrough::bypass(state, ctx, out).await;
     }
     let scope = scope_of(state, out.op, &read).await;
-    state.metrics.record_table(&read.table, true, false);
+    state
+        .metrics
+        .record_table(&read.table, CacheName::Query, Lookup::Miss);
     let mut fill = caches.begin_query_fill(&read.table, &scope);
     let body = match fill.read {
         Read::Strong => strongly_consistent(&out.body).unwrap_or_else(|| {

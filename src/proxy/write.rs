@@ -17,6 +17,7 @@ use serde_json::{Map, Value};
 
 use super::exchange::{Context, Handled, Outbound, changed_nothing, forward, relay};
 use crate::cache::{Touched, WriteOutcome};
+use crate::metrics::Reason;
 use crate::state::State;
 use crate::upstream::UpstreamResponse;
 use crate::upstream::schema::SchemaError;
@@ -240,7 +241,7 @@ pub async fn to_tables(
     let result = forward(state, ctx, &out, out.body.clone()).await;
     if !changed_nothing(&result) {
         for table in &tables {
-            state.caches.invalidate_table(table, "write");
+            state.caches.invalidate_table(table, Reason::Write);
         }
     }
     let upstream = result?;

@@ -29,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use crate::cache::Caches;
 use crate::config::StreamsConfig;
 use crate::metrics::Metrics;
+use crate::metrics::Reason;
 use crate::upstream::schema::{SchemaError, Schemas};
 use crate::wire::keys::{ItemKey, KeyValue, WireKey};
 
@@ -260,7 +261,7 @@ impl Streams {
             reading.insert(id, Reading::new(iterator));
         }
         // Anything cached so far may have missed records from before the iterators: start clean.
-        self.caches.invalidate_table(table, "stream");
+        self.caches.invalidate_table(table, Reason::Stream);
         let partition_key = self
             .schemas
             .get(table)
@@ -328,13 +329,13 @@ impl Streams {
                             shard.iterator = self.iterator(arn, &id, &position).await?;
                             if position == Position::Latest {
                                 // Records between the old iterator and now are unknown.
-                                self.caches.invalidate_table(table, "stream");
+                                self.caches.invalidate_table(table, Reason::Stream);
                             }
                         }
                         Some("TrimmedDataAccessException") => {
                             shard.iterator =
                                 self.iterator(arn, &id, &Position::TrimHorizon).await?;
-                            self.caches.invalidate_table(table, "stream");
+                            self.caches.invalidate_table(table, Reason::Stream);
                         }
                         Some("LimitExceededException" | "ThrottlingException") => {
                             throttled += 1;
@@ -398,11 +399,11 @@ impl Streams {
         }
         let Some(wire) = change.keys().and_then(wire_key) else {
             // No usable key: the safe answer is the whole table.
-            self.caches.invalidate_table(table, "stream");
+            self.caches.invalidate_table(table, Reason::Stream);
             return;
         };
         let Some(key) = ItemKey::new(table, &wire) else {
-            self.caches.invalidate_table(table, "stream");
+            self.caches.invalidate_table(table, Reason::Stream);
             return;
         };
         let now_is = match record.event_name().map(|e| e.as_str()) {

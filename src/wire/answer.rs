@@ -131,3 +131,58 @@ impl Answer {
         }
     }
 }
+
+/// The short name of a DynamoDB error type: `ThrottlingException` for
+/// `com.amazon.coral.availability#ThrottlingException`.
+pub fn error_name(kind: &str) -> &str {
+    kind.rsplit('#').next().unwrap_or(kind)
+}
+
+/// What DynamoDB's error envelope says: `{"__type": "...#Name", "message": "..."}` (some
+/// errors spell it `Message`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorEnvelope {
+    /// The short name ([`error_name`]).
+    pub name: String,
+    pub message: String,
+}
+
+impl ErrorEnvelope {
+    /// The envelope in an error answer's body; `None` if the body is not one.
+    pub fn of(body: &[u8]) -> Option<ErrorEnvelope> {
+        #[derive(serde::Deserialize)]
+        struct Raw<'a> {
+            #[serde(rename = "__type", borrow)]
+            kind: Option<std::borrow::Cow<'a, str>>,
+            #[serde(alias = "Message", borrow)]
+            message: Option<std::borrow::Cow<'a, str>>,
+        }
+        let raw: Raw = serde_json::from_slice(body).ok()?;
+        let kind = raw.kind?;
+        Some(ErrorEnvelope {
+            name: error_name(&kind).to_string(),
+            message: raw.message.map(|m| m.into_owned()).unwrap_or_default(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_envelopes_are_read_by_their_short_name() {
+        let body = br#"{"__type":"com.amazonaws.dynamodb.v20120810#ResourceNotFoundException","message":"gone"}"#;
+        assert_eq!(
+            ErrorEnvelope::of(body),
+            Some(ErrorEnvelope {
+                name: "ResourceNotFoundException".into(),
+                message: "gone".into()
+            })
+        );
+        let capital = br#"{"__type":"ThrottlingException","Message":"slow down"}"#;
+        assert_eq!(ErrorEnvelope::of(capital).unwrap().message, "slow down");
+        assert_eq!(ErrorEnvelope::of(br#"{"Items":[]}"#), None);
+        assert_eq!(ErrorEnvelope::of(b"not json"), None);
+    }
+}

@@ -264,7 +264,10 @@ async fn batch_get_sends_only_the_misses_upstream() {
             .collect();
         json!({"RequestItems": {"orders": {"Keys": keys}}}).to_string()
     };
-    env.proxy.state.caches.invalidate_all("flush");
+    env.proxy
+        .state
+        .caches
+        .invalidate_all(dynamo_cache::metrics::Reason::Flush);
     env.call("GetItem", &get("a", "1")).await;
     env.call("GetItem", &get("b", "1")).await;
     let before = env.relay.requests().len();

@@ -5,7 +5,8 @@ use std::borrow::Cow;
 use std::convert::Infallible;
 
 use minicbor::Encoder;
-use serde_json::Value;
+
+use crate::wire::answer::ErrorEnvelope;
 
 /// An error a DAX client receives.
 #[derive(Debug, Clone, PartialEq)]
@@ -66,23 +67,12 @@ impl DaxError {
     }
 
     /// DynamoDB's error answer (`{"__type": "...#Name", "message": ...}`) as DAX words it.
-    pub fn from_dynamo(status: u16, body: &Value) -> DaxError {
-        let name = body
-            .get("__type")
-            .and_then(Value::as_str)
-            .map(|t| t.rsplit('#').next().unwrap_or(t))
-            .unwrap_or(if status >= 500 {
-                "InternalServerError"
-            } else {
-                "ValidationException"
-            })
-            .to_string();
-        let message = body
-            .get("message")
-            .or_else(|| body.get("Message"))
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
+    pub fn from_dynamo(status: u16, body: &[u8]) -> DaxError {
+        let (name, message) = match ErrorEnvelope::of(body) {
+            Some(error) => (error.name, error.message),
+            None if status >= 500 => ("InternalServerError".to_string(), String::new()),
+            None => ("ValidationException".to_string(), String::new()),
+        };
         let codes: &'static [u32] = match name.as_str() {
             "ProvisionedThroughputExceededException" => &[4, 37, 38, 39, 40],
             "ResourceNotFoundException" => &[4, 37, 38, 39, 41],
@@ -168,8 +158,10 @@ mod tests {
     fn a_condition_failure_is_written_as_the_clients_read_it() {
         let err = DaxError::from_dynamo(
             400,
-            &json!({"__type": "com.amazonaws.dynamodb.v20120810#ConditionalCheckFailedException",
-                    "message": "The conditional request failed"}),
+            json!({"__type": "com.amazonaws.dynamodb.v20120810#ConditionalCheckFailedException",
+                    "message": "The conditional request failed"})
+            .to_string()
+            .as_bytes(),
         );
         let mut out = Vec::new();
         err.encode(&mut out);
@@ -184,10 +176,10 @@ mod tests {
 
     #[test]
     fn unknown_errors_keep_their_name_and_class() {
-        let err = DaxError::from_dynamo(503, &json!({"__type": "x#ServiceUnavailable"}));
+        let err = DaxError::from_dynamo(503, br#"{"__type": "x#ServiceUnavailable"}"#);
         assert_eq!(err.codes[0], 1);
         assert_eq!(err.code, "ServiceUnavailable");
-        let err = DaxError::from_dynamo(400, &json!({"__type": "x#SomethingNew"}));
+        let err = DaxError::from_dynamo(400, br#"{"__type": "x#SomethingNew"}"#);
         assert_eq!((err.codes[0], err.status), (4, 400));
     }
 }

@@ -43,7 +43,7 @@ use crate::net::listener::{self, Ends, Stream};
 use crate::proxy::{self, Context, Inbound};
 use crate::state::State;
 use crate::upstream::schema::SchemaError;
-use crate::wire::answer::CacheStatus;
+use crate::wire::answer::{CacheStatus, error_name};
 use crate::wire::operation::Operation;
 use crate::wire::tables::Named;
 
@@ -484,13 +484,7 @@ fn authorize(state: &State, caller: &mut Caller, items: &Items<'_>) {
                     .auth_failures
                     .with_label_values(&[err.reason()])
                     .inc();
-                DaxError::unauthenticated(
-                    err.error_type()
-                        .rsplit('#')
-                        .next()
-                        .unwrap_or("UnrecognizedClientException"),
-                    err.to_string(),
-                )
+                DaxError::unauthenticated(error_name(err.error_type()), err.to_string())
             })
     })();
     match verified {
@@ -788,7 +782,7 @@ async fn data(
     let json: serde_json::Value = serde_json::from_slice(&answered.body)
         .map_err(|_| DaxError::internal("DynamoDB's answer is not JSON"))?;
     if status != 200 {
-        let mut err = DaxError::from_dynamo(status, &json);
+        let mut err = DaxError::from_dynamo(status, &answered.body);
         if err.code == "TransactionCanceledException" {
             err.reasons = Some(response::cancellation_reasons(&dax.lists, &reply, &json)?);
         }
