@@ -72,7 +72,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
-pub use state::State;
+pub use state::{StartError, State};
 
 /// Entry points for fuzzing the decoders of untrusted input.
 #[doc(hidden)]

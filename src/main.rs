@@ -115,7 +115,7 @@ async fn serve_async(args: ServeArgs, config: Config) -> anyhow::Result<()> {
     let dax_addr = dax.as_ref().map(TcpListener::local_addr).transpose()?;
     let listen = data.local_addr()?;
     let admin_addr = admin.local_addr()?;
-    let state = State::new(config, &region, credentials).map_err(anyhow::Error::msg)?;
+    let state = State::new(config, &region, credentials)?;
     if state.config.auth.allow_unauthenticated && !listen.ip().is_loopback() {
         tracing::warn!(
             listen = %listen,

@@ -49,6 +49,23 @@ pub struct State {
     draining: Arc<AtomicBool>,
 }
 
+/// Why the proxy cannot start with a configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration contradicts itself (`check-config` says the same).
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The principals file or the admin token cannot be read.
+    #[error("authentication: {0}")]
+    Auth(String),
+    /// The certificate or its key cannot be loaded.
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// The upstream URL is not one the proxy can reach.
+    #[error("upstream: {0}")]
+    Upstream(String),
+}
+
 impl State {
     /// Builds the state for `config`, signing for `region` with `credentials`.
     ///
@@ -58,11 +75,12 @@ impl State {
         config: Config,
         region: &str,
         credentials: SharedCredentialsProvider,
-    ) -> Result<State, String> {
-        config.validate().map_err(|e| e.to_string())?;
-        let gate = Gate::new(&config.auth, region, config.admin_listen.ip().is_loopback())?;
+    ) -> Result<State, StartError> {
+        config.validate()?;
+        let gate = Gate::new(&config.auth, region, config.admin_listen.ip().is_loopback())
+            .map_err(StartError::Auth)?;
         let tls = match (&config.tls.cert_file, &config.tls.key_file) {
-            (Some(cert), Some(key)) => Some(Certs::load(cert, key)?),
+            (Some(cert), Some(key)) => Some(Certs::load(cert, key).map_err(StartError::Tls)?),
             _ => None,
         };
         let cache = Arc::new(CredentialCache::new(credentials.clone()));
@@ -72,8 +90,10 @@ impl State {
             max_in_flight: config.limits.max_upstream_requests,
             queue_timeout: config.upstream_queue_timeout(),
         };
-        let upstream = Upstream::new(&url, region, cache.clone(), limits)?;
-        let streams_upstream = Upstream::new(&config.streams_url(region), region, cache, limits)?;
+        let upstream =
+            Upstream::new(&url, region, cache.clone(), limits).map_err(StartError::Upstream)?;
+        let streams_upstream = Upstream::new(&config.streams_url(region), region, cache, limits)
+            .map_err(StartError::Upstream)?;
         let metrics = Arc::new(Metrics::new());
         for (cache, budget) in [
             (CacheName::Item, config.cache.item_max_bytes),
