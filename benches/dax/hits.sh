@@ -5,10 +5,12 @@
 # lean, so the difference is the proxy's two front-ends.
 #
 #   benches/dax/hits.sh [SECONDS]     (needs wrk; cargo build --release first)
+#
+# DYNAMO_CACHE_BIN measures another build of the binary (say, the one before a change).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 secs=${1:-10}
-bin=target/release/dynamo-cache
+bin=${DYNAMO_CACHE_BIN:-target/release/dynamo-cache}
 http=127.0.0.1:18300 admin=127.0.0.1:18301 dax=127.0.0.1:18302
 scratch=$(mktemp -d)
 trap 'kill $pid 2>/dev/null || true; rm -rf "$scratch"' EXIT

@@ -13,14 +13,20 @@
 # Needs wrk and nginx (Debian: apt-get install wrk nginx-light). Bounded: eighteen runs of
 # DURATION_S (default 10) each.
 #   benches/wrk/hit-throughput.sh [DURATION_S]
+# DYNAMO_CACHE_BIN measures another build of the binary (say, the one before a change)
+# instead of building this tree's.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 duration="${1:-10}"
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null; nginx -p "$work" -c nginx.conf -s stop 2>/dev/null || true; rm -rf "$work"' EXIT
 
-cargo build --release --quiet --bin dynamo-cache
-./target/release/dynamo-cache serve --embedded --listen 127.0.0.1:18000 --admin-listen 127.0.0.1:19464 \
+bin="${DYNAMO_CACHE_BIN:-}"
+if [ -z "$bin" ]; then
+    cargo build --release --quiet --bin dynamo-cache
+    bin=./target/release/dynamo-cache
+fi
+"$bin" serve --embedded --listen 127.0.0.1:18000 --admin-listen 127.0.0.1:19464 \
     > "$work/proxy.out" 2>&1 &
 proxy_pid=$!
 for _ in $(seq 100); do curl -sf http://127.0.0.1:19464/healthz >/dev/null && break; sleep 0.1; done
