@@ -46,6 +46,7 @@
 //! and passes Ctrl-C/SIGTERM, tests pass port 0 and a channel.
 
 #![forbid(unsafe_code)]
+#![deny(unreachable_pub)]
 
 pub mod auth;
 #[cfg(feature = "bench")]

@@ -26,7 +26,7 @@ const CONCURRENCY: usize = 8;
 
 /// What a warm-up did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Warmed {
+pub(crate) struct Warmed {
     /// Keys the other replica listed.
     pub listed: usize,
     /// Keys read and cached (found or not).
@@ -36,7 +36,7 @@ pub struct Warmed {
 }
 
 /// Lists the hot keys at `config.from` and reads them through `state`'s miss path.
-pub async fn warm(state: &State, config: &WarmConfig) -> Result<Warmed, String> {
+pub(crate) async fn warm(state: &State, config: &WarmConfig) -> Result<Warmed, String> {
     let Some(from) = &config.from else {
         return Ok(Warmed::default());
     };

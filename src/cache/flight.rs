@@ -12,12 +12,12 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::OnceCell;
 
 /// In-flight reads by key.
-pub struct Flights<K, V> {
+pub(super) struct Flights<K, V> {
     running: Mutex<HashMap<K, Arc<OnceCell<V>>>>,
 }
 
 impl<K: Hash + Eq + Clone, V: Clone> Flights<K, V> {
-    pub fn new() -> Self {
+    pub(super) fn new() -> Self {
         Flights {
             running: Mutex::new(HashMap::new()),
         }
@@ -25,7 +25,7 @@ impl<K: Hash + Eq + Clone, V: Clone> Flights<K, V> {
 
     /// The result of `fetch` for `key`, run once for all concurrent callers. The `bool` is
     /// `true` when this caller shared another's read (a coalesced miss).
-    pub async fn run<F, Fut>(&self, key: &K, fetch: F) -> (V, bool)
+    pub(super) async fn run<F, Fut>(&self, key: &K, fetch: F) -> (V, bool)
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = V>,

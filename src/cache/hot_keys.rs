@@ -16,9 +16,9 @@ use serde::Serialize;
 use crate::wire::keys::ItemKey;
 
 /// One read in this many is counted.
-pub const SAMPLE: u32 = 16;
+pub(super) const SAMPLE: u32 = 16;
 /// Keys tracked at most.
-pub const CAPACITY: usize = 16_384;
+pub(super) const CAPACITY: usize = 16_384;
 
 /// One tracked key: enough to read the item again.
 #[derive(Debug, Clone, Serialize)]

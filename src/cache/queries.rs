@@ -44,7 +44,7 @@ pub enum Scope {
 
 /// The counters an entry watches, with their values when its read began.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Watch {
+pub(super) struct Watch {
     global: u64,
     slots: [(usize, u64); 2],
 }
@@ -64,7 +64,7 @@ pub struct QueryEntry {
 }
 
 /// The query cache.
-pub struct QueryCache {
+pub(super) struct QueryCache {
     /// Answers by canonical request.
     entries: Cache<Arc<[u8]>, QueryEntry>,
     /// TTLs per table.
@@ -89,7 +89,7 @@ impl moka::Expiry<Arc<[u8]>, QueryEntry> for EntryTtl {
 }
 
 impl QueryCache {
-    pub fn new(config: &CacheConfig, metrics: Arc<Metrics>) -> QueryCache {
+    pub(super) fn new(config: &CacheConfig, metrics: Arc<Metrics>) -> QueryCache {
         QueryCache {
             entries: Cache::builder()
                 .max_capacity(config.query_max_bytes)
@@ -111,13 +111,13 @@ impl QueryCache {
     }
 
     /// How long answers of `table` live; `None` = not cached.
-    pub fn ttl(&self, table: &str) -> Option<Duration> {
+    pub(super) fn ttl(&self, table: &str) -> Option<Duration> {
         self.config.query_ttl(table)
     }
 
     /// The cached answer for `key`, if it is fresh: within its TTL, and no write it depends on
     /// happened since it was read.
-    pub fn get(&self, key: &Arc<[u8]>) -> Option<QueryEntry> {
+    pub(super) fn get(&self, key: &Arc<[u8]>) -> Option<QueryEntry> {
         let entry = self.get_stale(key)?;
         match entry.fresh_until {
             Some(until) if Instant::now() >= until => None,
@@ -127,13 +127,13 @@ impl QueryCache {
 
     /// The answer for `key` even if its TTL has passed (within the stale grace), for answering
     /// when the upstream fails. Never one a write it depends on has invalidated.
-    pub fn get_stale(&self, key: &Arc<[u8]>) -> Option<QueryEntry> {
+    pub(super) fn get_stale(&self, key: &Arc<[u8]>) -> Option<QueryEntry> {
         let entry = self.entries.get(key)?;
         (entry.watch == self.current(&entry.watch)).then_some(entry)
     }
 
     /// Marks the start of an upstream read of `table` in `scope`.
-    pub fn begin(&self, table: &str, scope: &Scope) -> Watch {
+    pub(super) fn begin(&self, table: &str, scope: &Scope) -> Watch {
         let scope_slot = match scope {
             Scope::Partition(value) => self.slot(&("partition", table, value)),
             Scope::Table | Scope::GlobalIndex => self.slot(&("table-writes", table)),
@@ -146,7 +146,7 @@ impl QueryCache {
     }
 
     /// Stores an answer read since `watch`, unless something it depends on changed meanwhile.
-    pub fn fill(&self, key: Arc<[u8]>, table: &str, watch: Watch, body: Bytes) -> bool {
+    pub(super) fn fill(&self, key: Arc<[u8]>, table: &str, watch: Watch, body: Bytes) -> bool {
         let Some(ttl) = self.ttl(table) else {
             return false;
         };
@@ -175,13 +175,13 @@ impl QueryCache {
 
     /// A write to `table` finished (whatever its outcome): drop what it may have changed.
     /// `partition` is the written item's partition key value, when known.
-    pub fn wrote(&self, table: &str, partition: Option<&KeyValue>) {
+    pub(super) fn wrote(&self, table: &str, partition: Option<&KeyValue>) {
         self.changed(table, partition, Reason::Write);
     }
 
     /// As [`QueryCache::wrote`], for a change seen some other way (a stream record), counted
     /// under `reason`.
-    pub fn changed(&self, table: &str, partition: Option<&KeyValue>, reason: Reason) {
+    pub(super) fn changed(&self, table: &str, partition: Option<&KeyValue>, reason: Reason) {
         if self.config.query_invalidation != QueryInvalidation::Ttl {
             self.metrics.invalidated(CacheName::Query, reason);
         }
@@ -200,19 +200,19 @@ impl QueryCache {
 
     /// The table was created, changed or deleted, written in a way the proxy cannot
     /// attribute, or flushed: drop all of its answers, counted under `reason`.
-    pub fn invalidate_table(&self, table: &str, reason: Reason) {
+    pub(super) fn invalidate_table(&self, table: &str, reason: Reason) {
         self.bump(self.slot(&("table", table)));
         self.metrics.invalidated(CacheName::Query, reason);
     }
 
     /// Drops every answer, counted under `reason`.
-    pub fn invalidate_all(&self, reason: Reason) {
+    pub(super) fn invalidate_all(&self, reason: Reason) {
         self.global.fetch_add(1, Ordering::SeqCst);
         self.metrics.invalidated(CacheName::Query, reason);
     }
 
     /// Calls `visit(table, bytes)` for every live entry (O(entries); for `/cache`).
-    pub fn for_each_entry(&self, mut visit: impl FnMut(&str, u64)) {
+    pub(super) fn for_each_entry(&self, mut visit: impl FnMut(&str, u64)) {
         for (key, entry) in self.entries.iter() {
             let table = key.split(|b| *b == 0).next().unwrap_or_default();
             let table = std::str::from_utf8(table).unwrap_or("");
@@ -224,7 +224,7 @@ impl QueryCache {
     }
 
     /// Entries and weighted bytes now.
-    pub fn usage(&self) -> (u64, u64) {
+    pub(super) fn usage(&self) -> (u64, u64) {
         self.entries.run_pending_tasks();
         (self.entries.entry_count(), self.entries.weighted_size())
     }

@@ -32,7 +32,7 @@ use crate::metrics::{CacheName, Metrics};
 type Data = ThinArc<(), u8>;
 
 /// Answers to projected reads of one item, by projection; `None` = no such item.
-pub type Projections = Arc<[(Arc<str>, Option<Bytes>)]>;
+pub(super) type Projections = Arc<[(Arc<str>, Option<Bytes>)]>;
 
 /// What an entry costs in resident memory beyond its key, answer and projections: its slot,
 /// its index bucket, the allocation's reference counts and size-class rounding, slab growth.
@@ -50,7 +50,7 @@ const REAP_STEP: usize = 2;
 
 /// An entry's times and provenance, as the item cache sets them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Meta {
+pub(super) struct Meta {
     /// When the entry stops being fresh, in ms on the store's clock ([`Store::now_ms`]);
     /// `u64::MAX` = never. It stays in memory for the store's grace beyond this.
     pub fresh_until: u64,
@@ -65,7 +65,7 @@ pub struct Meta {
 
 /// One entry, as read: shares the stored bytes.
 #[derive(Debug, Clone)]
-pub struct Entry {
+pub(super) struct Entry {
     data: Data,
     key_len: usize,
     pub meta: Meta,
@@ -74,7 +74,7 @@ pub struct Entry {
 
 impl Entry {
     /// The stored answer, if the entry holds one (it may hold only projections).
-    pub fn answer(&self) -> Option<Bytes> {
+    pub(super) fn answer(&self) -> Option<Bytes> {
         (self.data.slice.len() > self.key_len).then(|| {
             Bytes::from_owner(Tail {
                 data: self.data.clone(),
@@ -186,7 +186,7 @@ enum Cause {
 }
 
 /// The store; see the module documentation.
-pub struct Store {
+pub(super) struct Store {
     shards: Box<[RwLock<Shard>]>,
     hasher: RandomState,
     shard_budget: u64,
@@ -201,7 +201,12 @@ pub struct Store {
 impl Store {
     /// A store holding at most `max_bytes` weighed bytes, whose entries stay `grace` past their
     /// freshness. Evictions are counted in `metrics` under `cache`.
-    pub fn new(max_bytes: u64, grace: Duration, metrics: &Metrics, cache: CacheName) -> Store {
+    pub(super) fn new(
+        max_bytes: u64,
+        grace: Duration,
+        metrics: &Metrics,
+        cache: CacheName,
+    ) -> Store {
         let shards = (max_bytes / MIN_SHARD_BYTES)
             .clamp(1, MAX_SHARDS as u64)
             .next_power_of_two()
@@ -224,17 +229,17 @@ impl Store {
     }
 
     /// The hash of `key`, for the other calls.
-    pub fn hash(&self, key: &[u8]) -> u64 {
+    pub(super) fn hash(&self, key: &[u8]) -> u64 {
         self.hasher.hash_one(key)
     }
 
     /// Now, on the store's clock (ms since it was made).
-    pub fn now_ms(&self) -> u64 {
+    pub(super) fn now_ms(&self) -> u64 {
         self.started.elapsed().as_millis() as u64
     }
 
     /// `duration` from now on the store's clock (`None` = never).
-    pub fn deadline(&self, duration: Option<Duration>) -> u64 {
+    pub(super) fn deadline(&self, duration: Option<Duration>) -> u64 {
         duration.map_or(u64::MAX, |d| {
             self.now_ms()
                 .saturating_add(d.as_millis().min(u64::MAX as u128) as u64)
@@ -242,7 +247,7 @@ impl Store {
     }
 
     /// The entry for `key`, unless there is none or it has expired.
-    pub fn get(&self, hash: u64, key: &[u8]) -> Option<Entry> {
+    pub(super) fn get(&self, hash: u64, key: &[u8]) -> Option<Entry> {
         let now = self.now_ms();
         let shard = self.shard(hash).read().expect("lock poisoned");
         let i = *shard
@@ -268,7 +273,7 @@ impl Store {
 
     /// Stores `answer` (if any) and `projections` (if any) under `key`, replacing what was
     /// there. An entry larger than a shard's whole budget is not kept (and evicts the old one).
-    pub fn insert(
+    pub(super) fn insert(
         &self,
         hash: u64,
         key: &[u8],
@@ -319,14 +324,14 @@ impl Store {
     }
 
     /// Drops the entry for `key`, if any (counted as an explicit removal).
-    pub fn remove(&self, hash: u64, key: &[u8]) {
+    pub(super) fn remove(&self, hash: u64, key: &[u8]) {
         if self.remove_quietly(hash, key) {
             self.removed.inc();
         }
     }
 
     /// Calls `visit(key, weighed bytes)` for every entry in memory (O(entries); for `/cache`).
-    pub fn for_each(&self, mut visit: impl FnMut(&[u8], u64)) {
+    pub(super) fn for_each(&self, mut visit: impl FnMut(&[u8], u64)) {
         for shard in &self.shards {
             let shard = shard.read().expect("lock poisoned");
             for i in 0..shard.slots.len() {
@@ -341,7 +346,7 @@ impl Store {
     }
 
     /// Entries and weighed bytes in memory now.
-    pub fn usage(&self) -> (u64, u64) {
+    pub(super) fn usage(&self) -> (u64, u64) {
         self.shards.iter().fold((0, 0), |(entries, bytes), shard| {
             let shard = shard.read().expect("lock poisoned");
             (entries + shard.live, bytes + shard.bytes)

@@ -35,7 +35,7 @@ use crate::wire::keys::{ItemKey, KeyValue, canonical_value};
 use super::queries::Scope;
 
 /// How many marks are remembered at once (about 60 bytes each, so 16 MB at most).
-pub const MAX_MARKS: usize = 1 << 18;
+pub(super) const MAX_MARKS: usize = 1 << 18;
 
 /// How a fill must read upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,7 +84,7 @@ struct Marks {
 }
 
 /// Recent writes, by what they touched.
-pub struct Window {
+pub(super) struct Window {
     /// How long a write keeps what it touched within the window; zero turns the window off.
     span: Duration,
     hasher: RandomState,
@@ -92,7 +92,7 @@ pub struct Window {
 }
 
 impl Window {
-    pub fn new(span: Duration) -> Window {
+    pub(super) fn new(span: Duration) -> Window {
         Window {
             span,
             hasher: RandomState::new(),
@@ -101,7 +101,7 @@ impl Window {
     }
 
     /// A write touched `key` in `partition` (`None`: not known).
-    pub fn wrote(&self, key: &ItemKey, partition: Option<&KeyValue>) {
+    pub(super) fn wrote(&self, key: &ItemKey, partition: Option<&KeyValue>) {
         let table = key.table();
         let partition = partition.and_then(canonical_value);
         let partition = match &partition {
@@ -112,12 +112,12 @@ impl Window {
     }
 
     /// Everything in `table` may have changed.
-    pub fn dropped_table(&self, table: &str) {
+    pub(super) fn dropped_table(&self, table: &str) {
         self.mark(&[Mark::Whole(table), Mark::Written(table)]);
     }
 
     /// Anything may have changed.
-    pub fn dropped_all(&self) {
+    pub(super) fn dropped_all(&self) {
         if self.span.is_zero() {
             return;
         }
@@ -126,7 +126,7 @@ impl Window {
     }
 
     /// How a fill of `key` must read.
-    pub fn item(&self, key: &ItemKey) -> Read {
+    pub(super) fn item(&self, key: &ItemKey) -> Read {
         let table = key.table();
         self.within(
             &[Mark::Key(key.as_bytes()), Mark::Whole(table)],
@@ -135,7 +135,7 @@ impl Window {
     }
 
     /// How a fill of a Query or Scan of `table` that depends on `scope` must read.
-    pub fn query(&self, table: &str, scope: &Scope) -> Read {
+    pub(super) fn query(&self, table: &str, scope: &Scope) -> Read {
         match scope {
             Scope::Partition(value) => self.within(
                 &[

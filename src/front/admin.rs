@@ -25,7 +25,7 @@ use crate::state::State;
 const UPSTREAM_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Answers one admin request.
-pub async fn handle(
+pub(crate) async fn handle(
     state: &State,
     request: Request<Incoming>,
     peer: std::net::SocketAddr,

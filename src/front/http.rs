@@ -21,12 +21,12 @@ use crate::wire::operation::{Operation, Target};
 
 const TARGET: &str = "x-amz-target";
 /// Header naming how the proxy answered, for operators and tests.
-pub const CACHE_HEADER: HeaderName = HeaderName::from_static("x-dynamo-cache");
+pub(crate) const CACHE_HEADER: HeaderName = HeaderName::from_static("x-dynamo-cache");
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-amzn-requestid");
 const CRC32: HeaderName = HeaderName::from_static("x-amz-crc32");
 
 /// Answers one HTTP request.
-pub async fn handle(state: &State, request: Request<Incoming>) -> Response<Bytes> {
+pub(crate) async fn handle(state: &State, request: Request<Incoming>) -> Response<Bytes> {
     let started = Instant::now();
     match inbound(state, request).await {
         Ok(Some(inbound)) => {
@@ -52,7 +52,7 @@ pub async fn handle(state: &State, request: Request<Incoming>) -> Response<Bytes
 }
 
 /// The answer as DynamoDB's HTTP response.
-pub fn render(answer: Answer) -> Response<Bytes> {
+pub(crate) fn render(answer: Answer) -> Response<Bytes> {
     let Answer {
         status,
         body,
@@ -93,7 +93,7 @@ pub fn render(answer: Answer) -> Response<Bytes> {
 }
 
 /// What a client past the connection limit is told.
-pub fn refusal(limit: usize) -> Response<Bytes> {
+pub(crate) fn refusal(limit: usize) -> Response<Bytes> {
     render(ProxyError::TooManyConnections(limit).to_answer())
 }
 

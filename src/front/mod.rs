@@ -2,6 +2,6 @@
 //! answers back into bytes. [`http`] speaks the DynamoDB HTTP JSON API, [`dax`] the DAX
 //! protocol of DAX client applications, [`admin`] the admin listener's HTTP endpoints.
 
-pub mod admin;
-pub mod dax;
-pub mod http;
+pub(crate) mod admin;
+pub(crate) mod dax;
+pub(crate) mod http;

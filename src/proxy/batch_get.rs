@@ -26,7 +26,12 @@ struct Split<'a> {
     misses: Vec<usize>,
 }
 
-pub async fn batch_get(state: &State, ctx: &Context, out: Outbound, read: BatchGet) -> Handled {
+pub(super) async fn batch_get(
+    state: &State,
+    ctx: &Context,
+    out: Outbound,
+    read: BatchGet,
+) -> Handled {
     let caches = &state.caches;
     let mut splits = Vec::with_capacity(read.tables.len());
     for table in &read.tables {

@@ -17,10 +17,10 @@ use crate::wire::operation::{Api, Operation};
 use crate::wire::request::Capacity;
 
 /// How a family of operations answered.
-pub type Handled = Result<Answer, ProxyError>;
+pub(super) type Handled = Result<Answer, ProxyError>;
 
 /// One request's context: what its metrics and its log line need, gathered along the path.
-pub struct Context {
+pub(crate) struct Context {
     pub op: Operation,
     pub(super) started: Instant,
     /// The front-end it came in through.
@@ -32,7 +32,7 @@ pub struct Context {
 
 impl Context {
     /// A context for `op`, timed from `started` (when the front-end began reading it).
-    pub fn new(op: Operation, started: Instant) -> Context {
+    pub(crate) fn new(op: Operation, started: Instant) -> Context {
         Context {
             op,
             started,
@@ -43,7 +43,7 @@ impl Context {
     }
 
     /// The same, for a request that came in through `protocol`.
-    pub fn over(protocol: Protocol, op: Operation, started: Instant) -> Context {
+    pub(crate) fn over(protocol: Protocol, op: Operation, started: Instant) -> Context {
         Context {
             protocol,
             ..Context::new(op, started)
@@ -64,7 +64,7 @@ impl Context {
 }
 
 /// What goes upstream: the request as the caller sent it.
-pub struct Outbound {
+pub(super) struct Outbound {
     pub op: Operation,
     /// Which API the target names: the Streams API has an endpoint of its own on AWS.
     pub api: Api,
@@ -73,7 +73,7 @@ pub struct Outbound {
 }
 
 /// Sends `body` upstream as `out.op`, recording the exchange in metrics and in `ctx`.
-pub async fn forward(
+pub(super) async fn forward(
     state: &State,
     ctx: &Context,
     out: &Outbound,
@@ -99,7 +99,7 @@ pub async fn forward(
 }
 
 /// The upstream's answer, relayed as it came.
-pub fn relay(answer: &UpstreamResponse, cache: CacheStatus) -> Answer {
+pub(super) fn relay(answer: &UpstreamResponse, cache: CacheStatus) -> Answer {
     Answer::upstream(
         answer.status,
         answer.headers.clone(),
@@ -109,13 +109,13 @@ pub fn relay(answer: &UpstreamResponse, cache: CacheStatus) -> Answer {
 }
 
 /// As [`relay`], for an answer nobody else needs: its headers move instead of being copied.
-pub fn relay_owned(answer: UpstreamResponse, cache: CacheStatus) -> Answer {
+pub(super) fn relay_owned(answer: UpstreamResponse, cache: CacheStatus) -> Answer {
     Answer::upstream(answer.status, answer.headers, answer.body, cache)
 }
 
 /// Whether DynamoDB failed to answer: the proxy could not reach it or read its answer, it
 /// answered 5xx, or it throttled. (Other 4xx are the caller's to handle.)
-pub fn upstream_failed(result: &Result<UpstreamResponse, ProxyError>) -> bool {
+pub(super) fn upstream_failed(result: &Result<UpstreamResponse, ProxyError>) -> bool {
     match result {
         Err(err) => err.is_upstream(),
         Ok(answer) if answer.status.is_server_error() => true,
@@ -134,13 +134,13 @@ pub fn upstream_failed(result: &Result<UpstreamResponse, ProxyError>) -> bool {
 
 /// Whether DynamoDB refused a write (4xx): it changed nothing. Any other outcome (success,
 /// 5xx, no answer) may have changed what it touched.
-pub fn changed_nothing(result: &Result<UpstreamResponse, ProxyError>) -> bool {
+pub(super) fn changed_nothing(result: &Result<UpstreamResponse, ProxyError>) -> bool {
     matches!(result, Ok(answer) if answer.status.is_client_error())
 }
 
 /// Which index a read used, for its capacity report.
 #[derive(Debug, Clone, Copy)]
-pub enum IndexRead<'a> {
+pub(super) enum IndexRead<'a> {
     Global(&'a str),
     Local(&'a str),
 }
@@ -148,7 +148,11 @@ pub enum IndexRead<'a> {
 impl<'a> IndexRead<'a> {
     /// The index `read` names on `table`, told global or local by the table's schema (an index
     /// the proxy has not described is taken as global, as most are).
-    pub fn of(state: &crate::state::State, table: &str, index: Option<&'a str>) -> Option<Self> {
+    pub(super) fn of(
+        state: &crate::state::State,
+        table: &str,
+        index: Option<&'a str>,
+    ) -> Option<Self> {
         let name = index?;
         let local = state
             .schemas
@@ -165,7 +169,7 @@ impl<'a> IndexRead<'a> {
 /// A hit's `ConsumedCapacity`: zero units, in the shape DynamoDB gives the same request.
 /// `TOTAL` names the table; `INDEXES` adds the table's own units and, for a read of an
 /// index, the index's under `GlobalSecondaryIndexes` or `LocalSecondaryIndexes`.
-pub fn zero_capacity(
+pub(super) fn zero_capacity(
     table: &str,
     form: Capacity,
     index: Option<IndexRead<'_>>,
@@ -191,7 +195,7 @@ pub fn zero_capacity(
 /// parameter as the caller sent it; `None` if the body is not a JSON object (it was parsed
 /// before, so that does not happen). A strongly consistent answer satisfies the eventually
 /// consistent request it fills for: it reflects every write acknowledged before it.
-pub fn strongly_consistent(body: &[u8]) -> Option<Bytes> {
+pub(super) fn strongly_consistent(body: &[u8]) -> Option<Bytes> {
     let mut fields: serde_json::Map<String, serde_json::Value> =
         serde_json::from_slice(body).ok()?;
     fields.insert("ConsistentRead".into(), serde_json::Value::Bool(true));

@@ -19,7 +19,7 @@ use crate::wire::answer::{Answer, CacheStatus};
 use crate::wire::request::{Capacity, GetItem};
 
 /// The hit path: no await, no upstream. `None` sends the request to [`miss`].
-pub fn from_memory(state: &State, read: &GetItem) -> Option<Answer> {
+pub(super) fn from_memory(state: &State, read: &GetItem) -> Option<Answer> {
     let caches = &state.caches;
     if !caches.caches_items(&read.table) {
         return None;
@@ -68,7 +68,7 @@ pub fn from_memory(state: &State, read: &GetItem) -> Option<Answer> {
 }
 
 /// A GetItem memory could not answer.
-pub async fn miss(state: &State, ctx: &Context, out: Outbound, read: GetItem) -> Handled {
+pub(super) async fn miss(state: &State, ctx: &Context, out: Outbound, read: GetItem) -> Handled {
     let caches = &state.caches;
     if !caches.caches_items(&read.table) {
         return super::passthrough::bypass(state, ctx, out).await;

@@ -32,11 +32,11 @@ use crate::state::State;
 use crate::wire::operation::Operation;
 use crate::wire::request::{DynamoRequest, Form};
 
-pub use exchange::Context;
+pub(crate) use exchange::Context;
 use exchange::{Handled, Outbound};
 
 /// A request as a front-end hands it over: classified, its body read, its caller identified.
-pub struct Inbound {
+pub(crate) struct Inbound {
     pub op: Operation,
     /// The API the target names, as the front-end classified it.
     pub api: Api,
@@ -49,7 +49,7 @@ pub struct Inbound {
 
 /// Runs the request path for one request; never fails: the proxy's own errors become
 /// DynamoDB-shaped error responses.
-pub async fn handle(state: &State, ctx: &Context, inbound: Inbound) -> Answer {
+pub(crate) async fn handle(state: &State, ctx: &Context, inbound: Inbound) -> Answer {
     state.metrics.inflight.inc();
     // 1. Parse, once.
     let request = DynamoRequest::parse(inbound.op, inbound.target, inbound.body, &state.naming);
@@ -125,7 +125,10 @@ async fn upstream(state: &State, ctx: &Context, api: Api, request: DynamoRequest
 
 /// Reads through the cache as a request would, with no caller to authorise and nothing
 /// counted as a request (a warm start's reads): the answer's status.
-pub async fn read_through(state: &State, request: DynamoRequest) -> Result<StatusCode, ProxyError> {
+pub(crate) async fn read_through(
+    state: &State,
+    request: DynamoRequest,
+) -> Result<StatusCode, ProxyError> {
     let ctx = Context::new(request.op, Instant::now());
     let answer = serve(state, &ctx, Api::DynamoDb, request, None).await?;
     Ok(answer.status)
@@ -133,7 +136,7 @@ pub async fn read_through(state: &State, request: DynamoRequest) -> Result<Statu
 
 /// Phase 5: counts the request and logs its line; the proxy's own errors become DynamoDB
 /// error responses.
-pub fn respond(
+pub(crate) fn respond(
     state: &State,
     ctx: &Context,
     table: Option<&str>,

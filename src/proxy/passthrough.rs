@@ -8,14 +8,14 @@ use crate::state::State;
 use crate::wire::answer::CacheStatus;
 
 /// Forwards the request uncached.
-pub async fn bypass(state: &State, ctx: &Context, out: Outbound) -> Handled {
+pub(super) async fn bypass(state: &State, ctx: &Context, out: Outbound) -> Handled {
     let upstream = forward(state, ctx, &out, out.body.clone()).await?;
     Ok(relay_owned(upstream, CacheStatus::Bypass))
 }
 
 /// CreateTable, UpdateTable, DeleteTable: the table's entries and schema are dropped, unless
 /// DynamoDB refused the change.
-pub async fn table_change(
+pub(super) async fn table_change(
     state: &State,
     ctx: &Context,
     out: Outbound,
@@ -36,7 +36,7 @@ pub async fn table_change(
 
 /// PartiQL: reads pass through uncached; a statement that writes drops its table's entries
 /// (or everything, when the table cannot be told), unless DynamoDB refused the request.
-pub async fn partiql(
+pub(super) async fn partiql(
     state: &State,
     ctx: &Context,
     out: Outbound,

@@ -20,7 +20,7 @@ use crate::wire::operation::Operation;
 use crate::wire::request::QueryOrScan;
 
 /// A Query or Scan answered from memory, if it can be.
-pub fn from_memory(state: &State, read: &QueryOrScan) -> Option<Answer> {
+pub(super) fn from_memory(state: &State, read: &QueryOrScan) -> Option<Answer> {
     if !state.caches.caches_queries(&read.table) {
         return None;
     }
@@ -49,7 +49,12 @@ fn cached_answer(
 }
 
 /// A Query or Scan memory could not answer: forwarded, and its answer cached.
-pub async fn miss(state: &State, ctx: &Context, out: Outbound, read: QueryOrScan) -> Handled {
+pub(super) async fn miss(
+    state: &State,
+    ctx: &Context,
+    out: Outbound,
+    read: QueryOrScan,
+) -> Handled {
     let caches = &state.caches;
     if !caches.caches_queries(&read.table) {
         return super::passthrough::bypass(state, ctx, out).await;

@@ -27,7 +27,7 @@ use crate::wire::request::{KeyedWrite, PutItem, WriteAction};
 
 /// PutItem: on success the cache holds the new item (when it is byte-equivalent to what
 /// DynamoDB will return); on any failure the key is dropped.
-pub async fn put_item(state: &State, ctx: &Context, out: Outbound, put: PutItem) -> Handled {
+pub(super) async fn put_item(state: &State, ctx: &Context, out: Outbound, put: PutItem) -> Handled {
     let touched = match item_key_of(state, &put.table, &put.item.attributes).await {
         Placed::Key(touched) => touched,
         Placed::NoTable => return super::passthrough::bypass(state, ctx, out).await,
@@ -45,7 +45,7 @@ pub async fn put_item(state: &State, ctx: &Context, out: Outbound, put: PutItem)
 }
 
 /// DeleteItem: on success the cache remembers the item does not exist.
-pub async fn delete_item(
+pub(super) async fn delete_item(
     state: &State,
     ctx: &Context,
     out: Outbound,
@@ -72,7 +72,7 @@ struct AttributesOutput<'a> {
 
 /// UpdateItem: the new item is only known if DynamoDB returns it, so a caller that wants no
 /// return values gets `ALL_NEW` asked on its behalf, cached, and trimmed from its answer.
-pub async fn update_item(
+pub(super) async fn update_item(
     state: &State,
     ctx: &Context,
     out: Outbound,
@@ -138,7 +138,7 @@ fn without_attributes(body: &[u8]) -> Option<Bytes> {
 /// BatchWriteItem and TransactWriteItems. A batch's processed puts and deletes update the
 /// cache and its `UnprocessedItems` are dropped; a transaction drops every key it touches
 /// (no extra read cost, unlike DAX's background refill).
-pub async fn many(
+pub(super) async fn many(
     state: &State,
     ctx: &Context,
     out: Outbound,
@@ -232,7 +232,7 @@ fn unprocessed_keys(state: &State, body: &[u8]) -> Vec<ItemKey> {
 
 /// A write whose keys the proxy cannot tell: forwarded, then every table it names is dropped
 /// (items and query answers), before the caller hears back.
-pub async fn to_tables(
+pub(super) async fn to_tables(
     state: &State,
     ctx: &Context,
     out: Outbound,

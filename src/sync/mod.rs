@@ -2,4 +2,4 @@
 //! cached tables' DynamoDB streams so writes that bypass the proxy drop entries (through the
 //! cache layer, which also puts them in the consistency window).
 
-pub mod streams;
+pub(crate) mod streams;

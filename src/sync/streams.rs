@@ -508,7 +508,7 @@ impl Reading {
 
 /// Where to start reading a shard.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Position {
+pub(crate) enum Position {
     Latest,
     TrimHorizon,
     After(String),
@@ -518,7 +518,7 @@ pub enum Position {
 /// next iterator), not from its listed ending sequence number: some emulators list one on
 /// shards that are still open.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Listed {
+pub(crate) struct Listed {
     pub id: String,
     pub parent: Option<String>,
 }
@@ -526,7 +526,7 @@ pub struct Listed {
 /// Shard lineage: which shards to read and from where, so that a child's records (newer) are
 /// never applied before its parent's (older) are all read.
 #[derive(Debug, Default)]
-pub struct Shards {
+pub(crate) struct Shards {
     /// Shard id -> whether it has been read to its end (or was skipped as history).
     known: HashMap<String, bool>,
     /// Shards waiting for their parent to finish.
@@ -541,7 +541,7 @@ impl Shards {
     /// First listing: every shard from `LATEST` (the proxy cares about changes from now on; a
     /// closed shard ends at once). Later listings: a new shard is read from `TRIM_HORIZON` (all
     /// its records are new to us) once its parent, if the proxy reads it, has been finished.
-    pub fn discover(&mut self, listed: &[Listed]) -> Vec<(String, Position)> {
+    pub(crate) fn discover(&mut self, listed: &[Listed]) -> Vec<(String, Position)> {
         let first = !self.started;
         self.started = true;
         let mut start = Vec::new();
@@ -583,12 +583,12 @@ impl Shards {
     }
 
     /// `id` was read to its end.
-    pub fn finished(&mut self, id: &str) {
+    pub(crate) fn finished(&mut self, id: &str) {
         self.known.insert(id.to_string(), true);
     }
 
     /// No shard is being read or waiting.
-    pub fn all_finished(&self) -> bool {
+    pub(crate) fn all_finished(&self) -> bool {
         self.waiting.is_empty() && self.known.values().all(|done| *done)
     }
 }

@@ -10,20 +10,20 @@ use super::DaxError;
 use super::number::{self, Decimal};
 
 /// The largest item DynamoDB stores, names and values together.
-pub const MAX_ITEM_BYTES: usize = 400 * 1024;
+pub(super) const MAX_ITEM_BYTES: usize = 400 * 1024;
 
 /// Nesting DynamoDB allows in one attribute value.
-pub const MAX_DEPTH: usize = 32;
+pub(super) const MAX_DEPTH: usize = 32;
 
-pub const TAG_STRING_SET: u64 = 3321;
-pub const TAG_NUMBER_SET: u64 = 3322;
-pub const TAG_BINARY_SET: u64 = 3323;
+pub(super) const TAG_STRING_SET: u64 = 3321;
+pub(super) const TAG_NUMBER_SET: u64 = 3322;
+pub(super) const TAG_BINARY_SET: u64 = 3323;
 /// A list index inside a document path (expressions only).
-pub const TAG_PATH_ORDINAL: u64 = 3324;
+pub(super) const TAG_PATH_ORDINAL: u64 = 3324;
 
 /// Reads one key attribute's value: a string, a number or bytes. Anything else is refused
 /// before it is built, as no key holds it.
-pub fn decode_key(d: &mut Decoder<'_>) -> Result<Value, DaxError> {
+pub(super) fn decode_key(d: &mut Decoder<'_>) -> Result<Value, DaxError> {
     let scalar = match d.datatype()? {
         Type::String | Type::StringIndef | Type::Bytes | Type::BytesIndef => true,
         Type::Tag => {
@@ -45,7 +45,7 @@ pub fn decode_key(d: &mut Decoder<'_>) -> Result<Value, DaxError> {
 /// its JSON text, where a tree of maps costs hundreds of bytes for every scalar in it.
 /// `size` grows by at least what DynamoDB counts for the value (never more), so a caller can
 /// refuse an item DynamoDB would refuse before building the rest of it.
-pub fn decode_raw(d: &mut Decoder<'_>, size: &mut Budget) -> Result<Value, DaxError> {
+pub(super) fn decode_raw(d: &mut Decoder<'_>, size: &mut Budget) -> Result<Value, DaxError> {
     let mut out = Vec::new();
     write_json(d, &mut out, size, 0)?;
     out.shrink_to_fit();
@@ -57,7 +57,7 @@ pub fn decode_raw(d: &mut Decoder<'_>, size: &mut Budget) -> Result<Value, DaxEr
 
 /// What DynamoDB counts of the values read so far (at least), and the most it takes: a value
 /// is refused as soon as it passes, before the rest of it is built.
-pub struct Budget {
+pub(super) struct Budget {
     used: usize,
     limit: usize,
     /// DynamoDB's words for passing it.
@@ -66,7 +66,7 @@ pub struct Budget {
 
 impl Budget {
     /// An item's: 400 KB.
-    pub fn item() -> Budget {
+    pub(super) fn item() -> Budget {
         Budget {
             used: 0,
             limit: MAX_ITEM_BYTES,
@@ -75,7 +75,7 @@ impl Budget {
     }
 
     /// An expression's values: 2 MB for every substitution in it.
-    pub fn expression() -> Budget {
+    pub(super) fn expression() -> Budget {
         Budget {
             used: 0,
             limit: 2 << 20,
@@ -83,7 +83,7 @@ impl Budget {
         }
     }
 
-    pub fn add(&mut self, bytes: usize) -> Result<(), DaxError> {
+    pub(super) fn add(&mut self, bytes: usize) -> Result<(), DaxError> {
         self.used += bytes;
         if self.used > self.limit {
             Err(DaxError::validation(self.refusal))
@@ -323,7 +323,7 @@ fn decode_at(d: &mut Decoder<'_>, depth: usize) -> Result<Value, DaxError> {
 }
 
 /// Reads a text string, definite or indefinite.
-pub fn text(d: &mut Decoder<'_>) -> Result<String, DaxError> {
+pub(super) fn text(d: &mut Decoder<'_>) -> Result<String, DaxError> {
     let mut out = String::new();
     for chunk in d.str_iter()? {
         out.push_str(chunk?);
@@ -332,7 +332,7 @@ pub fn text(d: &mut Decoder<'_>) -> Result<String, DaxError> {
 }
 
 /// Reads a byte string, definite or indefinite.
-pub fn bytes(d: &mut Decoder<'_>) -> Result<Vec<u8>, DaxError> {
+pub(super) fn bytes(d: &mut Decoder<'_>) -> Result<Vec<u8>, DaxError> {
     let mut out = Vec::new();
     for chunk in d.bytes_iter()? {
         out.extend_from_slice(chunk?);
@@ -341,7 +341,7 @@ pub fn bytes(d: &mut Decoder<'_>) -> Result<Vec<u8>, DaxError> {
 }
 
 /// Calls `each` for every element of an array, definite or indefinite.
-pub fn each(
+pub(super) fn each(
     d: &mut Decoder<'_>,
     each: impl FnMut(&mut Decoder<'_>) -> Result<(), DaxError>,
 ) -> Result<(), DaxError> {
@@ -350,7 +350,7 @@ pub fn each(
 }
 
 /// Calls `each` for every pair of a map, definite or indefinite (it reads key then value).
-pub fn each_pair(
+pub(super) fn each_pair(
     d: &mut Decoder<'_>,
     each: impl FnMut(&mut Decoder<'_>) -> Result<(), DaxError>,
 ) -> Result<(), DaxError> {
@@ -381,7 +381,7 @@ fn repeat(
 }
 
 /// Writes one attribute value given in DynamoDB JSON.
-pub fn encode(e: &mut Encoder<&mut Vec<u8>>, value: &Value) -> Result<(), DaxError> {
+pub(super) fn encode(e: &mut Encoder<&mut Vec<u8>>, value: &Value) -> Result<(), DaxError> {
     let bad = || DaxError::internal("DynamoDB answered an attribute value the proxy cannot read");
     let (kind, inner) = value
         .as_object()

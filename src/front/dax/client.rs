@@ -8,7 +8,7 @@ use super::av;
 use super::number::Decimal;
 
 /// `bytes(key)`'s contents for hash key `pk` (S) and range key `sk` (N).
-pub fn key(pk: &str, sk: u64) -> Vec<u8> {
+pub(crate) fn key(pk: &str, sk: u64) -> Vec<u8> {
     let mut out = Vec::with_capacity(pk.len() + 8);
     Encoder::new(&mut out).str(pk).expect("in memory");
     let sk = Decimal::parse(&sk.to_string()).expect("an integer");
@@ -17,7 +17,7 @@ pub fn key(pk: &str, sk: u64) -> Vec<u8> {
 }
 
 /// The compiled key condition `name = value` (value a string).
-pub fn equals_expression(name: &str, value: &str) -> Vec<u8> {
+pub(crate) fn equals_expression(name: &str, value: &str) -> Vec<u8> {
     let mut out = Vec::new();
     let mut e = Encoder::new(&mut out);
     let written = (|| -> Result<(), minicbor::encode::Error<std::convert::Infallible>> {
@@ -33,7 +33,11 @@ pub fn equals_expression(name: &str, value: &str) -> Vec<u8> {
 }
 
 /// `id, AV...` for `names` (sorted, the key excluded) of `item`.
-pub fn values(id: i64, names: &[String], item: &Map<String, Value>) -> Result<Vec<u8>, String> {
+pub(crate) fn values(
+    id: i64,
+    names: &[String],
+    item: &Map<String, Value>,
+) -> Result<Vec<u8>, String> {
     let mut out = Vec::new();
     let mut e = Encoder::new(&mut out);
     e.i64(id).map_err(|e| e.to_string())?;
@@ -44,7 +48,7 @@ pub fn values(id: i64, names: &[String], item: &Map<String, Value>) -> Result<Ve
 }
 
 /// The attribute list id of a GetItem answer's item, if it has one.
-pub fn item_list_id(body: &[u8]) -> Option<i64> {
+pub(crate) fn item_list_id(body: &[u8]) -> Option<i64> {
     let mut d = Decoder::new(body);
     let n = d.map().ok()??;
     for _ in 0..n {

@@ -10,7 +10,7 @@ use crate::wire::answer::ErrorEnvelope;
 
 /// An error a DAX client receives.
 #[derive(Debug, Clone, PartialEq)]
-pub struct DaxError {
+pub(crate) struct DaxError {
     /// The code path (`[4, 37, 38, 39, 43]`: ConditionalCheckFailedException).
     pub codes: &'static [u32],
     /// DynamoDB's exception name: what the clients fall back to for a path they do not know.
@@ -30,7 +30,11 @@ const OTHER_SERVER: &[u32] = &[1, 37, 38, 39, 99];
 const UNAUTHENTICATED: &[u32] = &[4, 23, 31, 33];
 
 impl DaxError {
-    pub fn new(codes: &'static [u32], code: &'static str, message: impl Into<String>) -> DaxError {
+    pub(crate) fn new(
+        codes: &'static [u32],
+        code: &'static str,
+        message: impl Into<String>,
+    ) -> DaxError {
         let status = if codes[0] == 4 { 400 } else { 500 };
         DaxError {
             codes,
@@ -41,33 +45,33 @@ impl DaxError {
         }
     }
 
-    pub fn validation(message: impl Into<String>) -> DaxError {
+    pub(crate) fn validation(message: impl Into<String>) -> DaxError {
         DaxError::new(VALIDATION, "ValidationException", message)
     }
 
     /// A request whose items do not have the shape the method takes.
-    pub fn malformed(message: impl Into<String>) -> DaxError {
+    pub(crate) fn malformed(message: impl Into<String>) -> DaxError {
         DaxError::validation(format!("Malformed request: {}", message.into()))
     }
 
-    pub fn internal(message: impl Into<String>) -> DaxError {
+    pub(crate) fn internal(message: impl Into<String>) -> DaxError {
         DaxError::new(INTERNAL, "InternalServerErrorException", message)
     }
 
-    pub fn not_found(message: impl Into<String>) -> DaxError {
+    pub(crate) fn not_found(message: impl Into<String>) -> DaxError {
         DaxError::new(&[4, 37, 38, 39, 41], "ResourceNotFoundException", message)
     }
 
-    pub fn unauthenticated(code: &'static str, message: impl Into<String>) -> DaxError {
+    pub(crate) fn unauthenticated(code: &'static str, message: impl Into<String>) -> DaxError {
         DaxError::new(UNAUTHENTICATED, code, message)
     }
 
-    pub fn access_denied(message: impl Into<String>) -> DaxError {
+    pub(crate) fn access_denied(message: impl Into<String>) -> DaxError {
         DaxError::new(&[4, 37, 38, 42], "AccessDeniedException", message)
     }
 
     /// DynamoDB's error answer (`{"__type": "...#Name", "message": ...}`) as DAX words it.
-    pub fn from_dynamo(status: u16, body: &[u8]) -> DaxError {
+    pub(crate) fn from_dynamo(status: u16, body: &[u8]) -> DaxError {
         let (name, message) = match ErrorEnvelope::of(body) {
             Some(error) => (error.name, error.message),
             None if status >= 500 => ("InternalServerError".to_string(), String::new()),
@@ -112,7 +116,7 @@ impl DaxError {
     }
 
     /// Writes the error as the whole answer to a request.
-    pub fn encode(&self, out: &mut Vec<u8>) {
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) {
         let mut e = Encoder::new(&mut *out);
         let written: Result<(), minicbor::encode::Error<Infallible>> = (|| {
             e.array(self.codes.len() as u64)?;

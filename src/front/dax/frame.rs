@@ -17,7 +17,7 @@ const SERVICE: u64 = 1;
 
 /// The methods a DAX client calls, by id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Method {
+pub(crate) enum Method {
     AuthorizeConnection,
     Endpoints,
     DefineAttributeList,
@@ -36,7 +36,7 @@ pub enum Method {
 }
 
 impl Method {
-    pub fn from_id(id: i64) -> Option<Method> {
+    pub(crate) fn from_id(id: i64) -> Option<Method> {
         Some(match id {
             1489122155 => Method::AuthorizeConnection,
             455855874 => Method::Endpoints,
@@ -58,12 +58,12 @@ impl Method {
     }
 
     /// Whether it is one of the DynamoDB operations (the rest are the protocol's own).
-    pub fn is_data(self) -> bool {
+    pub(crate) fn is_data(self) -> bool {
         self.operation() != Operation::Other
     }
 
     /// The DynamoDB operation it stands for; `Other` for the protocol's own methods.
-    pub fn operation(self) -> Operation {
+    pub(crate) fn operation(self) -> Operation {
         match self {
             Method::GetItem => Operation::GetItem,
             Method::PutItem => Operation::PutItem,
@@ -98,7 +98,7 @@ impl Method {
 
 /// Why the bytes cannot be read as DAX: the connection cannot continue.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FrameError {
+pub(crate) enum FrameError {
     /// Not CBOR, or not the shape every request has.
     Malformed(String),
     /// A method id this server does not serve: its items cannot be counted.
@@ -113,7 +113,7 @@ impl From<minicbor::decode::Error> for FrameError {
 
 /// One whole request: its method and where each of its items lies in the buffer.
 #[derive(Debug)]
-pub struct Frame {
+pub(crate) struct Frame {
     pub method: Method,
     pub items: Vec<Range<usize>>,
     /// Bytes the request took, from the start of the buffer.
@@ -122,7 +122,7 @@ pub struct Frame {
 
 /// Which client wrote the requests, where that changes what they mean.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Dialect {
+pub(crate) enum Dialect {
     #[default]
     Standard,
     /// `aws-dax-go-v2`, which writes `Select` as ALL_ATTRIBUTES whenever its caller left it
@@ -134,7 +134,7 @@ pub enum Dialect {
 const GO_V2_AGENT: &str = "DaxGoV2Client";
 
 /// The length of the preamble, once all of it has arrived, and the client it names.
-pub fn preamble(buf: &[u8]) -> Result<Option<(usize, Dialect)>, FrameError> {
+pub(crate) fn preamble(buf: &[u8]) -> Result<Option<(usize, Dialect)>, FrameError> {
     let mut d = Decoder::new(buf);
     match d.str() {
         Ok(MAGIC) => {}
@@ -173,7 +173,7 @@ fn agent(item: &[u8]) -> Option<&str> {
 }
 
 /// The first request in `buf`, if all of it has arrived.
-pub fn split(buf: &[u8]) -> Result<Option<Frame>, FrameError> {
+pub(crate) fn split(buf: &[u8]) -> Result<Option<Frame>, FrameError> {
     Reader::default().next(buf)
 }
 
@@ -206,7 +206,7 @@ impl Default for Open {
 /// in proportion to its size. It allocates nothing from what the bytes claim: a length is a
 /// count to skip, and containers nest at most [`MAX_NESTING`] deep.
 #[derive(Debug, Default)]
-pub struct Reader {
+pub(crate) struct Reader {
     /// The method, once its id has been read.
     method: Option<Method>,
     /// Where each whole item of the request lies.
@@ -222,7 +222,7 @@ impl Reader {
     /// The first request in `buf` (which holds everything since the last request returned),
     /// if all of it has arrived. After a request is returned the reader starts afresh: the
     /// caller removes that request's bytes from the front of the buffer.
-    pub fn next(&mut self, buf: &[u8]) -> Result<Option<Frame>, FrameError> {
+    pub(crate) fn next(&mut self, buf: &[u8]) -> Result<Option<Frame>, FrameError> {
         let mut d = Decoder::new(buf);
         d.set_position(self.pos);
         let incomplete = |e: &minicbor::decode::Error| e.is_end_of_input();

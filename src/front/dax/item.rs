@@ -18,16 +18,16 @@ use super::sexpr::{PathElem, value_at};
 use crate::upstream::schema::TableSchema;
 
 /// The attribute list of an item with no attributes but its key: both clients assume it.
-pub const EMPTY_LIST: i64 = 1;
+pub(super) const EMPTY_LIST: i64 = 1;
 /// Attribute lists remembered in memory at once. Past it the least recently used are
 /// forgotten (and read back from the file, when there is one, on their next use).
 const LISTS_CAPACITY: u64 = 100_000;
 /// And the bytes their names may take in all.
 const LISTS_MAX_BYTES: u64 = 64 << 20;
 /// Names one attribute list may hold (DynamoDB's item size bounds them far lower in practice).
-pub const MAX_LIST_NAMES: usize = 10_000;
+pub(super) const MAX_LIST_NAMES: usize = 10_000;
 /// Bytes of names one list may hold: at most an item's.
-pub const MAX_LIST_BYTES: usize = av::MAX_ITEM_BYTES;
+pub(super) const MAX_LIST_BYTES: usize = av::MAX_ITEM_BYTES;
 /// Attributes in an index's compound key: the table's key and the index's.
 const MAX_COMPOUND_KEY: usize = 4;
 /// Bytes the file may grow to: past it, new lists live in memory only.
@@ -42,7 +42,7 @@ const MAX_PROBES: u32 = 16;
 /// so a forgotten list is read back when a client uses its id again (clients keep ids for as
 /// long as they run). An id never names two different lists: a definition whose hash is taken
 /// by another list tries the next hash in a fixed sequence.
-pub struct Lists {
+pub(super) struct Lists {
     by_id: moka::sync::Cache<i64, Arc<[String]>>,
     /// Where lists are appended, one JSON array of names per line, to survive restarts and
     /// memory pressure.
@@ -83,7 +83,7 @@ impl Default for Lists {
 impl Lists {
     /// Lists kept in `path` too: its index is read line by line (never the whole file at
     /// once), the newest lists are loaded up to the memory bound, and new ones are appended.
-    pub fn persisted(path: &Path) -> std::io::Result<Lists> {
+    pub(super) fn persisted(path: &Path) -> std::io::Result<Lists> {
         let lists = Lists::default();
         let mut at = HashMap::new();
         let mut len = 0u64;
@@ -147,7 +147,7 @@ impl Lists {
     ///
     /// Ids are a 53-bit hash of the names, never 0 or 1: a client keeps them across this
     /// proxy's restarts, and a restarted proxy hands out the same id for the same list.
-    pub fn id_of(&self, names: &[String]) -> Result<i64, DaxError> {
+    pub(super) fn id_of(&self, names: &[String]) -> Result<i64, DaxError> {
         if names.is_empty() {
             return Ok(EMPTY_LIST);
         }
@@ -196,7 +196,7 @@ impl Lists {
     }
 
     /// The names of a list id.
-    pub fn names(&self, id: i64) -> Result<Arc<[String]>, DaxError> {
+    pub(super) fn names(&self, id: i64) -> Result<Arc<[String]>, DaxError> {
         if id == EMPTY_LIST {
             return Ok(Arc::from(Vec::new()));
         }
@@ -276,13 +276,13 @@ enum Scalar {
 
 /// A table's primary key, as DAX lays it out in a byte string.
 #[derive(Debug, Clone)]
-pub struct KeyShape {
+pub(super) struct KeyShape {
     hash: (String, Scalar),
     range: Option<(String, Scalar)>,
 }
 
 impl KeyShape {
-    pub fn of(schema: &TableSchema) -> Result<KeyShape, DaxError> {
+    pub(super) fn of(schema: &TableSchema) -> Result<KeyShape, DaxError> {
         let typed = |name: &str| -> Result<(String, Scalar), DaxError> {
             let scalar = match schema.types.get(name).map(String::as_str) {
                 Some("S") => Scalar::S,
@@ -303,7 +303,7 @@ impl KeyShape {
     }
 
     /// A string hash key `pk` and a numeric range key `sk`, for decoding without an upstream.
-    pub fn for_fuzzing() -> KeyShape {
+    pub(super) fn for_fuzzing() -> KeyShape {
         KeyShape {
             hash: ("pk".into(), Scalar::S),
             range: Some(("sk".into(), Scalar::N)),
@@ -311,7 +311,7 @@ impl KeyShape {
     }
 
     /// `defineKeySchema`'s answer: hash key first, then range key.
-    pub fn described(&self) -> Vec<(&str, &'static str)> {
+    pub(super) fn described(&self) -> Vec<(&str, &'static str)> {
         let kind = |s: Scalar| match s {
             Scalar::S => "S",
             Scalar::N => "N",
@@ -323,12 +323,12 @@ impl KeyShape {
             .collect()
     }
 
-    pub fn is_key(&self, name: &str) -> bool {
+    pub(super) fn is_key(&self, name: &str) -> bool {
         self.hash.0 == name || self.range.as_ref().is_some_and(|r| r.0 == name)
     }
 
     /// The key in a request's `bytes(key)`, as DynamoDB JSON.
-    pub fn decode(&self, bytes: &[u8]) -> Result<Map<String, Value>, DaxError> {
+    pub(super) fn decode(&self, bytes: &[u8]) -> Result<Map<String, Value>, DaxError> {
         let mut key = Map::new();
         match &self.range {
             None => {
@@ -347,7 +347,7 @@ impl KeyShape {
     }
 
     /// The key attributes of `item` as `bytes(key)`'s contents.
-    pub fn encode(&self, item: &Map<String, Value>) -> Result<Vec<u8>, DaxError> {
+    pub(super) fn encode(&self, item: &Map<String, Value>) -> Result<Vec<u8>, DaxError> {
         let missing =
             |name: &str| DaxError::internal(format!("an item has no key attribute {name}"));
         let hash = item
@@ -366,7 +366,7 @@ impl KeyShape {
     }
 
     /// `item` without its key attributes.
-    pub fn others<'a>(&self, item: &'a Map<String, Value>) -> Vec<(&'a String, &'a Value)> {
+    pub(super) fn others<'a>(&self, item: &'a Map<String, Value>) -> Vec<(&'a String, &'a Value)> {
         item.iter().filter(|(name, _)| !self.is_key(name)).collect()
     }
 }
@@ -441,7 +441,7 @@ fn write_raw_scalar(
 }
 
 /// Reads `bytes(id, AV...)`: an item's non-key attributes.
-pub fn decode_values(lists: &Lists, bytes: &[u8]) -> Result<Map<String, Value>, DaxError> {
+pub(super) fn decode_values(lists: &Lists, bytes: &[u8]) -> Result<Map<String, Value>, DaxError> {
     let mut d = Decoder::new(bytes);
     let id = d.i64()?;
     let names = lists.names(id)?;
@@ -467,7 +467,7 @@ pub fn decode_values(lists: &Lists, bytes: &[u8]) -> Result<Map<String, Value>, 
 }
 
 /// Writes `id, AV...` for an item's attributes other than its key, sorted by name.
-pub fn encode_values(
+pub(super) fn encode_values(
     lists: &Lists,
     shape: &KeyShape,
     item: &Map<String, Value>,
@@ -477,7 +477,7 @@ pub fn encode_values(
 
 /// Writes `id, AV...` for every attribute of `item`, its key included: for unprocessed
 /// writes, whose key the Python client drops when it reads them back.
-pub fn encode_whole(lists: &Lists, item: &Map<String, Value>) -> Result<Vec<u8>, DaxError> {
+pub(super) fn encode_whole(lists: &Lists, item: &Map<String, Value>) -> Result<Vec<u8>, DaxError> {
     encode_sorted(lists, item.iter().collect())
 }
 
@@ -498,7 +498,7 @@ fn encode_sorted(
 }
 
 /// Reads a compound key (`ExclusiveStartKey` with an index): a map of names to values.
-pub fn decode_compound(bytes: &[u8]) -> Result<Map<String, Value>, DaxError> {
+pub(super) fn decode_compound(bytes: &[u8]) -> Result<Map<String, Value>, DaxError> {
     let mut d = Decoder::new(bytes);
     let mut key = Map::new();
     av::each_pair(&mut d, |d| {
@@ -516,7 +516,7 @@ pub fn decode_compound(bytes: &[u8]) -> Result<Map<String, Value>, DaxError> {
 }
 
 /// Writes a compound key as a stream map, which Go's client requires.
-pub fn encode_compound(key: &Map<String, Value>) -> Result<Vec<u8>, DaxError> {
+pub(super) fn encode_compound(key: &Map<String, Value>) -> Result<Vec<u8>, DaxError> {
     let mut out = Vec::new();
     let mut e = Encoder::new(&mut out);
     e.begin_map()?;
@@ -529,7 +529,7 @@ pub fn encode_compound(key: &Map<String, Value>) -> Result<Vec<u8>, DaxError> {
 }
 
 /// Writes a projected item: `{ordinal: value at that path}` for each path the item has.
-pub fn encode_projected(
+pub(super) fn encode_projected(
     e: &mut Encoder<&mut Vec<u8>>,
     paths: &[Vec<PathElem>],
     item: &Map<String, Value>,

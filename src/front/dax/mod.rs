@@ -18,7 +18,7 @@ mod av;
 #[cfg(feature = "bench")]
 pub(crate) mod client;
 mod error;
-pub mod frame;
+pub(crate) mod frame;
 mod item;
 mod number;
 mod request;
@@ -47,7 +47,7 @@ use crate::wire::answer::{CacheStatus, error_name};
 use crate::wire::operation::Operation;
 use crate::wire::tables::Named;
 
-pub use error::DaxError;
+pub(crate) use error::DaxError;
 use frame::{Dialect, FrameError, Method};
 use item::{KeyShape, Lists};
 use request::{Items, Shapes};
@@ -58,7 +58,7 @@ const READ_CHUNK: usize = 16 * 1024;
 const FRAME_SLACK: usize = 64 * 1024;
 
 /// What every DAX connection shares.
-pub struct Dax {
+pub(crate) struct Dax {
     lists: Lists,
     /// Buffer bytes held by connections that have not authenticated yet.
     pre_auth_bytes: AtomicUsize,
@@ -87,7 +87,7 @@ impl Default for Dax {
 /// The DAX protocol, for [`crate::net::listener::serve`]: the listener's accept loop, limits,
 /// TLS and drain are the same as HTTP's; a connection is read as DAX frames.
 #[derive(Clone)]
-pub struct Listener {
+pub(crate) struct Listener {
     state: Arc<State>,
     dax: Arc<Dax>,
 }
@@ -95,7 +95,7 @@ pub struct Listener {
 impl Listener {
     /// What every DAX connection shares, with attribute lists kept in
     /// `dax_attribute_lists_file` when one is configured.
-    pub fn new(state: Arc<State>) -> Listener {
+    pub(crate) fn new(state: Arc<State>) -> Listener {
         let mut dax = Dax::default();
         if let Some(path) = &state.config.dax_attribute_lists_file {
             match Lists::persisted(path) {
@@ -847,7 +847,7 @@ pub fn translate_session(
 }
 
 /// The id a fresh registry gives the list `names`.
-pub fn list_id_for(names: &[String]) -> i64 {
+pub(crate) fn list_id_for(names: &[String]) -> i64 {
     Lists::default().id_of(names).unwrap_or(item::EMPTY_LIST)
 }
 

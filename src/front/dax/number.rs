@@ -28,7 +28,7 @@ const TAG_DECIMAL: u64 = 4;
 
 /// An exact decimal: `(-1)^negative × digits × 10^exponent`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Decimal {
+pub(super) struct Decimal {
     negative: bool,
     /// ASCII digits without leading zeros; empty for zero.
     digits: Vec<u8>,
@@ -51,7 +51,7 @@ impl Decimal {
     }
 
     /// Reads DynamoDB's number text (`-12.5`, `1E+3`, `007`).
-    pub fn parse(text: &str) -> Option<Decimal> {
+    pub(super) fn parse(text: &str) -> Option<Decimal> {
         let (negative, rest) = match text.as_bytes().first()? {
             b'-' => (true, &text[1..]),
             b'+' => (false, &text[1..]),
@@ -82,7 +82,7 @@ impl Decimal {
 
     /// The number if DynamoDB stores it: at most 38 significant digits, and a magnitude from
     /// 1E-130 to under 1E+126. DynamoDB's own words otherwise.
-    pub fn checked(self) -> Result<Decimal, DaxError> {
+    pub(super) fn checked(self) -> Result<Decimal, DaxError> {
         if self.is_zero() {
             return Ok(self);
         }
@@ -139,7 +139,7 @@ impl Decimal {
     }
 
     /// The number as DynamoDB's text, in plain notation.
-    pub fn to_text(&self) -> Result<String, DaxError> {
+    pub(super) fn to_text(&self) -> Result<String, DaxError> {
         if self.is_zero() {
             return Ok("0".into());
         }
@@ -177,7 +177,7 @@ impl Decimal {
     }
 
     /// Reads a number attribute value: an integer, a bignum or a decimal fraction.
-    pub fn decode(d: &mut Decoder<'_>) -> Result<Decimal, DaxError> {
+    pub(super) fn decode(d: &mut Decoder<'_>) -> Result<Decimal, DaxError> {
         match d.datatype()? {
             Type::Tag => {
                 let tag = d.tag()?.as_u64();
@@ -233,7 +233,7 @@ impl Decimal {
 
     /// Writes the number as an attribute value: an integer when it is one (a bignum past 64
     /// bits), otherwise a decimal fraction without trailing zeros. Never a float.
-    pub fn encode(&self, e: &mut Encoder<&mut Vec<u8>>) -> Result<(), DaxError> {
+    pub(super) fn encode(&self, e: &mut Encoder<&mut Vec<u8>>) -> Result<(), DaxError> {
         let n = self.normal();
         if n.exponent < 0 {
             e.tag(Tag::new(TAG_DECIMAL))?.array(2)?.i64(n.exponent)?;
@@ -271,7 +271,7 @@ impl Decimal {
     }
 
     /// Reads LexDecimal, the byte-sortable form DAX clients give a numeric sort key.
-    pub fn from_lex(bytes: &[u8]) -> Result<Decimal, DaxError> {
+    pub(super) fn from_lex(bytes: &[u8]) -> Result<Decimal, DaxError> {
         let bad = || DaxError::malformed("a numeric sort key is not LexDecimal");
         let (&header, mut rest) = bytes.split_first().ok_or_else(bad)?;
         let (negative, exponent) = match header {
@@ -326,7 +326,7 @@ impl Decimal {
     }
 
     /// Writes LexDecimal, in DynamoDB's normal form so the client prints what DynamoDB would.
-    pub fn to_lex(&self) -> Vec<u8> {
+    pub(super) fn to_lex(&self) -> Vec<u8> {
         if self.is_zero() {
             return vec![0x80];
         }
@@ -401,7 +401,7 @@ fn overflow() -> DaxError {
 }
 
 /// Whether a CBOR item of this type is an integer.
-pub fn is_integer(t: Type) -> bool {
+pub(super) fn is_integer(t: Type) -> bool {
     matches!(
         t,
         Type::U8

@@ -20,22 +20,22 @@ use crate::wire::request::{BATCH_GET_MAX_KEYS, BATCH_WRITE_MAX_ITEMS, TRANSACT_M
 
 /// Keyword parameters of the data methods (`DaxDataRequestParam`).
 mod kw {
-    pub const PROJECTION: u64 = 0;
-    pub const CONSISTENT_READ: u64 = 2;
-    pub const RETURN_CONSUMED_CAPACITY: u64 = 3;
-    pub const CONDITION: u64 = 4;
-    pub const RETURN_ITEM_COLLECTION_METRICS: u64 = 6;
-    pub const RETURN_VALUES: u64 = 7;
-    pub const UPDATE: u64 = 8;
-    pub const EXCLUSIVE_START_KEY: u64 = 9;
-    pub const FILTER: u64 = 10;
-    pub const INDEX_NAME: u64 = 11;
-    pub const LIMIT: u64 = 13;
-    pub const SCAN_INDEX_FORWARD: u64 = 14;
-    pub const SELECT: u64 = 15;
-    pub const SEGMENT: u64 = 16;
-    pub const TOTAL_SEGMENTS: u64 = 17;
-    pub const CLIENT_REQUEST_TOKEN: u64 = 19;
+    pub(super) const PROJECTION: u64 = 0;
+    pub(super) const CONSISTENT_READ: u64 = 2;
+    pub(super) const RETURN_CONSUMED_CAPACITY: u64 = 3;
+    pub(super) const CONDITION: u64 = 4;
+    pub(super) const RETURN_ITEM_COLLECTION_METRICS: u64 = 6;
+    pub(super) const RETURN_VALUES: u64 = 7;
+    pub(super) const UPDATE: u64 = 8;
+    pub(super) const EXCLUSIVE_START_KEY: u64 = 9;
+    pub(super) const FILTER: u64 = 10;
+    pub(super) const INDEX_NAME: u64 = 11;
+    pub(super) const LIMIT: u64 = 13;
+    pub(super) const SCAN_INDEX_FORWARD: u64 = 14;
+    pub(super) const SELECT: u64 = 15;
+    pub(super) const SEGMENT: u64 = 16;
+    pub(super) const TOTAL_SEGMENTS: u64 = 17;
+    pub(super) const CLIENT_REQUEST_TOKEN: u64 = 19;
 }
 
 /// Keyword parameters a request may carry; more is not a DAX client.
@@ -43,7 +43,7 @@ const MAX_KWARGS: usize = 64;
 
 /// `ReturnValues` as DAX numbers them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReturnValues {
+pub(super) enum ReturnValues {
     None,
     AllOld,
     UpdatedOld,
@@ -63,17 +63,17 @@ impl ReturnValues {
     }
 
     /// Whether the client reads `Attributes` as a whole item (rather than by ordinal).
-    pub fn whole_item(self) -> bool {
+    pub(super) fn whole_item(self) -> bool {
         matches!(self, ReturnValues::AllOld | ReturnValues::AllNew)
     }
 }
 
 /// A projection's paths, whose positions are the ordinals of the answer.
-pub type Paths = Arc<Vec<Vec<PathElem>>>;
+pub(super) type Paths = Arc<Vec<Vec<PathElem>>>;
 
 /// How the answer to a data request is written back.
 #[derive(Debug)]
-pub enum Reply {
+pub(super) enum Reply {
     GetItem {
         shape: KeyShape,
         projection: Option<Paths>,
@@ -104,7 +104,7 @@ pub enum Reply {
 
 /// A data request as DynamoDB would have received it.
 #[derive(Debug)]
-pub struct Translated {
+pub(super) struct Translated {
     pub op: Operation,
     pub body: Value,
     pub reply: Reply,
@@ -113,7 +113,7 @@ pub struct Translated {
 }
 
 /// What translating needs: the attribute lists, and each table's key shape.
-pub trait Shapes {
+pub(super) trait Shapes {
     fn lists(&self) -> &Lists;
     /// Which client wrote the request.
     fn dialect(&self) -> Dialect {
@@ -123,28 +123,28 @@ pub trait Shapes {
 }
 
 /// One request's items.
-pub struct Items<'a> {
+pub(super) struct Items<'a> {
     buf: &'a [u8],
     ranges: &'a [Range<usize>],
 }
 
 impl<'a> Items<'a> {
-    pub fn new(buf: &'a [u8], frame: &'a Frame) -> Items<'a> {
+    pub(super) fn new(buf: &'a [u8], frame: &'a Frame) -> Items<'a> {
         Items {
             buf,
             ranges: &frame.items,
         }
     }
 
-    pub fn decoder(&self, i: usize) -> Decoder<'a> {
+    pub(super) fn decoder(&self, i: usize) -> Decoder<'a> {
         Decoder::new(&self.buf[self.ranges[i].clone()])
     }
 
-    pub fn bytes(&self, i: usize) -> Result<Vec<u8>, DaxError> {
+    pub(super) fn bytes(&self, i: usize) -> Result<Vec<u8>, DaxError> {
         av::bytes(&mut self.decoder(i))
     }
 
-    pub fn is_null(&self, i: usize) -> bool {
+    pub(super) fn is_null(&self, i: usize) -> bool {
         self.decoder(i).datatype().ok() == Some(Type::Null)
     }
 
@@ -337,7 +337,7 @@ const VALUE_MAPS: [&str; 4] = [
 /// The request body as DynamoDB JSON. Every field is written as JSON, except the attribute
 /// values of [`VALUE_MAPS`], whose text is written as it was decoded; `RequestItems` is keyed
 /// by table names, so its keys are never read as field names.
-pub fn write_body(body: &Value) -> Vec<u8> {
+pub(super) fn write_body(body: &Value) -> Vec<u8> {
     // Sized once, from the values' text: a body of large items is not copied as it grows.
     let mut out = Vec::with_capacity(256 + text_len(body));
     write_fields(body, &mut out);
@@ -422,7 +422,7 @@ fn write_json(value: &Value, out: &mut Vec<u8>) {
 }
 
 /// Translates a data method.
-pub async fn translate(
+pub(super) async fn translate(
     shapes: &impl Shapes,
     method: Method,
     items: &Items<'_>,

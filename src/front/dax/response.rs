@@ -11,18 +11,18 @@ use super::request::{Paths, Reply};
 
 /// Response parameters (`DaxResponseParam`).
 mod param {
-    pub const ITEM: u64 = 0;
-    pub const CONSUMED_CAPACITY: u64 = 1;
-    pub const ATTRIBUTES: u64 = 2;
-    pub const ITEM_COLLECTION_METRICS: u64 = 3;
-    pub const ITEMS: u64 = 7;
-    pub const COUNT: u64 = 8;
-    pub const LAST_EVALUATED_KEY: u64 = 9;
-    pub const SCANNED_COUNT: u64 = 10;
+    pub(super) const ITEM: u64 = 0;
+    pub(super) const CONSUMED_CAPACITY: u64 = 1;
+    pub(super) const ATTRIBUTES: u64 = 2;
+    pub(super) const ITEM_COLLECTION_METRICS: u64 = 3;
+    pub(super) const ITEMS: u64 = 7;
+    pub(super) const COUNT: u64 = 8;
+    pub(super) const LAST_EVALUATED_KEY: u64 = 9;
+    pub(super) const SCANNED_COUNT: u64 = 10;
 }
 
 /// The success status: an empty array.
-pub const SUCCESS: u8 = 0x80;
+pub(super) const SUCCESS: u8 = 0x80;
 
 type E<'a> = Encoder<&'a mut Vec<u8>>;
 
@@ -44,7 +44,7 @@ fn as_item(value: &Value) -> Result<&Map<String, Value>, DaxError> {
 }
 
 /// Writes the answer to a data request.
-pub fn encode(
+pub(super) fn encode(
     lists: &Lists,
     reply: &Reply,
     capacity: bool,
@@ -424,7 +424,7 @@ fn collection_metrics(e: &mut E<'_>, icm: &Value) -> Result<(), DaxError> {
 }
 
 /// TransactionCanceledException's reasons: `code, message, item` for every transaction item.
-pub fn cancellation_reasons(
+pub(super) fn cancellation_reasons(
     lists: &Lists,
     reply: &Reply,
     body: &Value,

@@ -25,7 +25,7 @@ const MAX_OPERANDS: u64 = 3;
 
 /// One element of a document path.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PathElem {
+pub(super) enum PathElem {
     Name(String),
     Index(u64),
 }
@@ -69,7 +69,7 @@ const MINUS: u64 = 26;
 
 /// The expressions of one request, rendered with one shared set of placeholders.
 #[derive(Debug, Default)]
-pub struct Expressions {
+pub(super) struct Expressions {
     /// `#n0` -> name.
     pub names: Map<String, Value>,
     name_ids: HashMap<String, String>,
@@ -86,7 +86,7 @@ struct Vars<'a> {
 impl Expressions {
     /// A condition, key condition or filter; `prefix` keeps its values apart from the other
     /// expressions' (`c`, `k`, `f`).
-    pub fn condition(&mut self, bytes: &[u8], prefix: &str) -> Result<String, DaxError> {
+    pub(super) fn condition(&mut self, bytes: &[u8], prefix: &str) -> Result<String, DaxError> {
         let (spec, table) = parse_full(bytes)?;
         let vars = Vars {
             prefix,
@@ -95,7 +95,7 @@ impl Expressions {
         self.render_condition(&spec, &vars)
     }
 
-    pub fn update(&mut self, bytes: &[u8]) -> Result<String, DaxError> {
+    pub(super) fn update(&mut self, bytes: &[u8]) -> Result<String, DaxError> {
         let (spec, table) = parse_full(bytes)?;
         let Node::List(actions) = spec else {
             return Err(unknown("an update is a list of actions"));
@@ -147,7 +147,10 @@ impl Expressions {
     }
 
     /// A projection: its text and its paths, whose positions are the ordinals of the answer.
-    pub fn projection(&mut self, bytes: &[u8]) -> Result<(String, Vec<Vec<PathElem>>), DaxError> {
+    pub(super) fn projection(
+        &mut self,
+        bytes: &[u8],
+    ) -> Result<(String, Vec<Vec<PathElem>>), DaxError> {
         let mut d = Decoder::new(bytes);
         if d.array()? != Some(2) || d.u64()? != VERSION {
             return Err(unknown("a projection is [1, [paths]]"));
@@ -428,7 +431,7 @@ fn parse_node(d: &mut Decoder<'_>, depth: usize, count: &mut usize) -> Result<No
 /// The value at a projected path of an item DynamoDB projected. DynamoDB packs the list
 /// elements a projection selects (`a[3]` alone comes back as a one-element list), so a list
 /// index is found by its rank among the indexes the projection selects from that list.
-pub fn value_at<'a>(
+pub(super) fn value_at<'a>(
     item: &'a Map<String, Value>,
     paths: &[Vec<PathElem>],
     path: &[PathElem],
