@@ -10,6 +10,8 @@ use std::sync::Arc;
 use base64::Engine;
 use serde::Deserialize;
 
+use super::number::Decimal;
+
 /// A key attribute value as it appears on the wire (`{"S": "..."}` and so on). Any other type
 /// cannot be part of a key: DynamoDB refuses it, so the proxy does not cache the request.
 #[derive(Debug, Clone, Deserialize)]
@@ -188,44 +190,10 @@ fn push_field(out: &mut Vec<u8>, bytes: &[u8]) {
 /// surrounding whitespace is not trimmed, so such a key is never answered from memory and
 /// DynamoDB alone decides what it means.
 pub fn canonical_number(n: &str) -> Option<String> {
-    let (negative, rest) = match n.as_bytes().first()? {
-        b'-' => (true, &n[1..]),
-        b'+' => (false, &n[1..]),
-        _ => (false, n),
-    };
-    let (mantissa, exponent) = match rest.find(['e', 'E']) {
-        Some(at) => (&rest[..at], rest[at + 1..].parse::<i64>().ok()?),
-        None => (rest, 0),
-    };
-    let (int, frac) = match mantissa.split_once('.') {
-        Some((int, frac)) => (int, frac),
-        None => (mantissa, ""),
-    };
-    if (int.is_empty() && frac.is_empty())
-        || !int.bytes().all(|b| b.is_ascii_digit())
-        || !frac.bytes().all(|b| b.is_ascii_digit())
-        || exponent.unsigned_abs() > 1_000
-    {
-        return None;
-    }
-    let digits: Vec<u8> = int.bytes().chain(frac.bytes()).collect();
-    let Some(first) = digits.iter().position(|&d| d != b'0') else {
-        return Some("0".into());
-    };
-    let last = digits
-        .iter()
-        .rposition(|&d| d != b'0')
-        .expect("a non-zero digit");
-    // Value = 0.int_frac x 10^(int.len()), so the leading zeros we drop move the exponent.
-    let exp = exponent + int.len() as i64 - first as i64;
-    let significant = std::str::from_utf8(&digits[first..=last]).expect("ASCII digits");
-    if significant.len() > 38 {
-        return None; // beyond DynamoDB's precision: it refuses the number
-    }
-    Some(format!(
-        "{}{significant}e{exp}",
-        if negative { "-" } else { "" }
-    ))
+    let number = Decimal::parse(n)?;
+    // Beyond DynamoDB's precision or range: it refuses the number, so it is never a key.
+    number.check().ok()?;
+    Some(number.canonical())
 }
 
 /// Whether `n` is written exactly as DynamoDB writes numbers in its answers (plain decimal,

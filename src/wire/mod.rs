@@ -5,7 +5,8 @@
 //! - [`request`]: **the typed request**, parsed once from the operation and body; every later
 //!   step reads it.
 //! - [`tables`]: which tables a request names, and table ARNs placed by region and account.
-//! - [`keys`]: canonical item keys; [`projection`]: projections, canonical and evaluated on
+//! - [`keys`]: canonical item keys, comparing numbers through `number` (DynamoDB numbers,
+//!   exact, with DynamoDB's limits, shared with the DAX front-end); [`projection`]: projections, canonical and evaluated on
 //!   cached items; [`keycond`]: which partition a Query reads; [`partiql`]: which table a
 //!   PartiQL statement uses, and whether it writes; [`json`]: JSON that refuses repeated keys.
 
@@ -13,6 +14,7 @@ pub mod answer;
 pub mod json;
 pub mod keycond;
 pub mod keys;
+pub(crate) mod number;
 pub mod operation;
 pub mod partiql;
 pub mod projection;

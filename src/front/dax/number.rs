@@ -1,109 +1,40 @@
 //! DynamoDB numbers in DAX's forms: CBOR integers, bignums (tags 2 and 3) and decimal fractions
 //! (tag 4) inside attribute values, and LexDecimal, the byte-sortable form of a numeric sort key.
 //!
-//! Everything goes through [`Decimal`], an exact sign, digits and exponent; nothing is ever a
-//! float.
+//! Everything goes through [`Decimal`] (`crate::wire::number`, shared with the keys of the
+//! HTTP front-end), an exact sign, digits and exponent; nothing is ever a float.
 
 use minicbor::data::{Tag, Type};
 use minicbor::{Decoder, Encoder};
 
 use super::DaxError;
+pub(super) use crate::wire::number::Decimal;
+use crate::wire::number::{MAX_DIGITS, MAX_EXPONENT, NumberError};
 
-/// Most significant digits DynamoDB keeps.
-const MAX_DIGITS: usize = 38;
 /// Widest number text the proxy writes. DynamoDB's range is 1E-130 to under 1E+126 with 38
 /// significant digits, whose longest plain text is `-0.` and 129 zeros before 38 digits (170
 /// characters); the bound keeps a hostile exponent from costing memory.
 const MAX_TEXT: usize = 200;
-/// The largest decimal exponent read from the wire before the range is checked: it keeps the
-/// arithmetic in range, and is far past anything DynamoDB stores.
-const MAX_EXPONENT: u64 = 1 << 20;
-/// The smallest and largest power of ten a DynamoDB number's leading digit may have.
-const MIN_POWER: i64 = -130;
-const MAX_POWER: i64 = 125;
 
 const TAG_POSITIVE_BIGNUM: u64 = 2;
 const TAG_NEGATIVE_BIGNUM: u64 = 3;
 const TAG_DECIMAL: u64 = 4;
 
-/// An exact decimal: `(-1)^negative × digits × 10^exponent`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Decimal {
-    negative: bool,
-    /// ASCII digits without leading zeros; empty for zero.
-    digits: Vec<u8>,
-    exponent: i64,
-}
-
 impl Decimal {
-    fn new(negative: bool, digits: Vec<u8>, exponent: i64) -> Decimal {
-        let start = digits
-            .iter()
-            .position(|&d| d != b'0')
-            .unwrap_or(digits.len());
-        let digits = digits[start..].to_vec();
-        let negative = negative && !digits.is_empty();
-        Decimal {
-            negative,
-            digits,
-            exponent,
-        }
-    }
-
-    /// Reads DynamoDB's number text (`-12.5`, `1E+3`, `007`).
-    pub(super) fn parse(text: &str) -> Option<Decimal> {
-        let (negative, rest) = match text.as_bytes().first()? {
-            b'-' => (true, &text[1..]),
-            b'+' => (false, &text[1..]),
-            _ => (false, text),
-        };
-        let (mantissa, exponent) = match rest.find(['e', 'E']) {
-            Some(at) => (&rest[..at], rest[at + 1..].parse::<i64>().ok()?),
-            None => (rest, 0),
-        };
-        let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
-        if whole.is_empty() && fraction.is_empty() {
-            return None;
-        }
-        let digits: Vec<u8> = whole.bytes().chain(fraction.bytes()).collect();
-        if !digits.iter().all(u8::is_ascii_digit) || exponent.unsigned_abs() > MAX_EXPONENT {
-            return None;
-        }
-        Some(Decimal::new(
-            negative,
-            digits,
-            exponent - fraction.len() as i64,
-        ))
-    }
-
-    fn is_zero(&self) -> bool {
-        self.digits.is_empty()
-    }
-
     /// The number if DynamoDB stores it: at most 38 significant digits, and a magnitude from
     /// 1E-130 to under 1E+126. DynamoDB's own words otherwise.
     pub(super) fn checked(self) -> Result<Decimal, DaxError> {
-        if self.is_zero() {
-            return Ok(self);
-        }
-        let significant =
-            self.digits.len() - self.digits.iter().rev().take_while(|&&d| d == b'0').count();
-        if significant > MAX_DIGITS {
-            return Err(DaxError::validation(
+        match self.check() {
+            Ok(()) => Ok(self),
+            Err(NumberError::TooPrecise) => Err(DaxError::validation(
                 "Attempting to store more than 38 significant digits in a Number",
-            ));
-        }
-        let power = self.digits.len() as i64 - 1 + self.exponent;
-        if power > MAX_POWER {
-            return Err(overflow());
-        }
-        if power < MIN_POWER {
-            return Err(DaxError::validation(
+            )),
+            Err(NumberError::Overflow) => Err(overflow()),
+            Err(NumberError::Underflow) => Err(DaxError::validation(
                 "Number underflow. Attempting to store a number with magnitude smaller than \
                  supported range",
-            ));
+            )),
         }
-        Ok(self)
     }
 
     /// DynamoDB's normal form: an integer keeps every digit (exponent 0), a fraction loses its
