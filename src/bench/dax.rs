@@ -10,7 +10,7 @@ use minicbor::{Decoder, Encoder};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::front::dax::client as codec;
+use super::dax_codec as codec;
 
 const GET_ITEM: i64 = 263244906;
 const PUT_ITEM: i64 = -2106490455;

@@ -381,7 +381,7 @@ fn repeat(
 }
 
 /// Writes one attribute value given in DynamoDB JSON.
-pub(super) fn encode(e: &mut Encoder<&mut Vec<u8>>, value: &Value) -> Result<(), DaxError> {
+pub(crate) fn encode(e: &mut Encoder<&mut Vec<u8>>, value: &Value) -> Result<(), DaxError> {
     let bad = || DaxError::internal("DynamoDB answered an attribute value the proxy cannot read");
     let (kind, inner) = value
         .as_object()

@@ -14,13 +14,11 @@
 //! sends is trusted: framing never believes a count, decoders are bounded by the bytes they
 //! hold and by DynamoDB's own limits, and connections share bounds on what they may buffer.
 
-mod av;
-#[cfg(feature = "bench")]
-pub(crate) mod client;
+pub(crate) mod av;
 mod error;
 pub(crate) mod frame;
 mod item;
-mod number;
+pub(crate) mod number;
 mod request;
 mod response;
 mod sexpr;

@@ -257,7 +257,7 @@ impl Decimal {
     }
 
     /// Writes LexDecimal, in DynamoDB's normal form so the client prints what DynamoDB would.
-    pub(super) fn to_lex(&self) -> Vec<u8> {
+    pub(crate) fn to_lex(&self) -> Vec<u8> {
         if self.is_zero() {
             return vec![0x80];
         }

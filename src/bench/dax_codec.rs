@@ -4,8 +4,8 @@
 use minicbor::{Decoder, Encoder};
 use serde_json::{Map, Value};
 
-use super::av;
-use super::number::Decimal;
+use crate::front::dax::av;
+use crate::wire::number::Decimal;
 
 /// `bytes(key)`'s contents for hash key `pk` (S) and range key `sk` (N).
 pub(crate) fn key(pk: &str, sk: u64) -> Vec<u8> {
