@@ -290,6 +290,12 @@ matrix! {
     partiql_write_then_index_query: PartiQl, IndexQuery;
 }
 
+/// How many fills of `cache` read as `read`, in a metrics exposition.
+fn fills(metrics: &str, cache: &str, read: &str) -> f64 {
+    let sample = format!(r#"dynamo_cache_fill_reads_total{{cache="{cache}",read="{read}"}}"#);
+    metric_value(metrics, &sample)
+}
+
 /// Once the window has closed, fills read as the caller asked: the extra read cost falls only
 /// on reads that race a recent write.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -320,20 +326,8 @@ async fn after_the_window_fills_read_as_asked() {
     );
     assert_eq!(lagging.replica_reads(op), eventual + 1);
     let metrics = proxy.metrics().await;
-    assert_eq!(
-        metric_value(
-            &metrics,
-            r#"dynamo_cache_fill_reads_total{cache="item",read="eventual"}"#
-        ),
-        1.0
-    );
-    assert_eq!(
-        metric_value(
-            &metrics,
-            r#"dynamo_cache_fill_reads_total{cache="item",read="strong"}"#
-        ),
-        0.0
-    );
+    assert_eq!(fills(&metrics, "item", "eventual"), 1.0);
+    assert_eq!(fills(&metrics, "item", "strong"), 0.0);
 }
 
 /// Inside the window, strong fills and uncached index answers are counted, and an index
@@ -366,20 +360,8 @@ async fn fills_inside_the_window_are_counted_and_index_answers_are_not_cached() 
         "an index answer was cached in the window"
     );
     let metrics = proxy.metrics().await;
-    assert_eq!(
-        metric_value(
-            &metrics,
-            r#"dynamo_cache_fill_reads_total{cache="item",read="strong"}"#
-        ),
-        1.0
-    );
-    assert_eq!(
-        metric_value(
-            &metrics,
-            r#"dynamo_cache_fill_reads_total{cache="query",read="uncached"}"#
-        ),
-        3.0
-    );
+    assert_eq!(fills(&metrics, "item", "strong"), 1.0);
+    assert_eq!(fills(&metrics, "query", "uncached"), 3.0);
 }
 
 /// A write around the proxy, then a flush of its table (what an operator does after fixing
