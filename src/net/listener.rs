@@ -204,7 +204,10 @@ impl<P: Protocol> Lane<P> {
             };
             let (limits, tls) = (self.limits, self.tls.clone());
             let (metrics, protocol) = (self.metrics.clone(), self.protocol.clone());
-            let drain = self.drain.clone();
+            // A token of its own, cancelled with the listener's: a connection checks it each
+            // time it wakes, and a shared one would make every worker's connections meet on
+            // one lock.
+            let drain = self.drain.child_token();
             let Accepted { ends, slot, .. } = accepted;
             open.spawn(async move {
                 metrics.connections.inc();
