@@ -2,6 +2,11 @@
 //! body), plus what the answer's encoding needs to know ([`Reply`]). The body then takes the
 //! same typed path as an HTTP request's.
 
+mod batch_get;
+mod get;
+mod query;
+mod write;
+
 use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::Arc;
@@ -13,10 +18,10 @@ use serde_json::{Map, Value, json};
 use super::DaxError;
 use super::av;
 use super::frame::{Dialect, Frame, Method};
-use super::item::{self, KeyShape, Lists};
+use super::item::{KeyShape, Lists};
 use super::sexpr::{Expressions, PathElem};
 use crate::wire::operation::Operation;
-use crate::wire::request::{BATCH_GET_MAX_KEYS, BATCH_WRITE_MAX_ITEMS, TRANSACT_MAX_ITEMS};
+use crate::wire::request::TRANSACT_MAX_ITEMS;
 
 /// Keyword parameters of the data methods (`DaxDataRequestParam`).
 mod kw {
@@ -428,15 +433,15 @@ pub(super) async fn translate(
     items: &Items<'_>,
 ) -> Result<Translated, DaxError> {
     match method {
-        Method::GetItem => get_item(shapes, items).await,
+        Method::GetItem => get::get_item(shapes, items).await,
         Method::PutItem | Method::UpdateItem | Method::DeleteItem => {
-            write_item(shapes, method, items).await
+            write::write_item(shapes, method, items).await
         }
-        Method::Query | Method::Scan => query_or_scan(shapes, method, items).await,
-        Method::BatchGetItem => batch_get(shapes, items).await,
-        Method::BatchWriteItem => batch_write(shapes, items).await,
-        Method::TransactGetItems => transact_get(shapes, items).await,
-        Method::TransactWriteItems => transact_write(shapes, items).await,
+        Method::Query | Method::Scan => query::query_or_scan(shapes, method, items).await,
+        Method::BatchGetItem => batch_get::batch_get(shapes, items).await,
+        Method::BatchWriteItem => write::batch_write(shapes, items).await,
+        Method::TransactGetItems => batch_get::transact_get(shapes, items).await,
+        Method::TransactWriteItems => write::transact_write(shapes, items).await,
         _ => Err(DaxError::internal("not a data method")),
     }
 }
@@ -452,162 +457,6 @@ async fn single_table<'a>(
     let mut body = Map::new();
     body.insert("TableName".into(), json!(table));
     Ok((shape, items.kwargs()?, body))
-}
-
-async fn get_item(shapes: &impl Shapes, items: &Items<'_>) -> Result<Translated, DaxError> {
-    let (shape, k, mut body) = single_table(shapes, items).await?;
-    let key = shape.decode(&items.bytes(1)?)?;
-    body.insert("Key".into(), Value::Object(key));
-    if let Some(consistent) = k.flag(kw::CONSISTENT_READ)? {
-        body.insert("ConsistentRead".into(), json!(consistent));
-    }
-    let capacity = k.capacity(&mut body)?;
-    let mut x = Expressions::default();
-    let projection = projection(&mut x, &mut body, k.bytes(kw::PROJECTION)?)?;
-    placeholders(&mut body, x);
-    Ok(Translated {
-        op: Operation::GetItem,
-        body: Value::Object(body),
-        reply: Reply::GetItem { shape, projection },
-        capacity,
-    })
-}
-
-async fn write_item(
-    shapes: &impl Shapes,
-    method: Method,
-    items: &Items<'_>,
-) -> Result<Translated, DaxError> {
-    let (shape, k, mut body) = single_table(shapes, items).await?;
-    let mut key = shape.decode(&items.bytes(1)?)?;
-    let op = match method {
-        Method::PutItem => {
-            let values = item::decode_values(shapes.lists(), &items.bytes(2)?)?;
-            key.extend(values);
-            body.insert("Item".into(), Value::Object(key));
-            Operation::PutItem
-        }
-        Method::UpdateItem => {
-            body.insert("Key".into(), Value::Object(key));
-            Operation::UpdateItem
-        }
-        _ => {
-            body.insert("Key".into(), Value::Object(key));
-            Operation::DeleteItem
-        }
-    };
-    let return_values = k.return_values()?;
-    if return_values != ReturnValues::None {
-        body.insert("ReturnValues".into(), json!(return_values.name()));
-    }
-    let capacity = k.capacity(&mut body)?;
-    k.collection_metrics(&mut body)?;
-    let mut x = Expressions::default();
-    if let Some(update) = k.bytes(kw::UPDATE)? {
-        if method != Method::UpdateItem {
-            return Err(DaxError::malformed("only updateItem takes an update"));
-        }
-        let text = x.update(&update)?;
-        body.insert("UpdateExpression".into(), json!(text));
-    }
-    if let Some(condition) = k.expression(kw::CONDITION)? {
-        let text = x.condition(&condition, "c")?;
-        body.insert("ConditionExpression".into(), json!(text));
-    }
-    placeholders(&mut body, x);
-    Ok(Translated {
-        op,
-        body: Value::Object(body),
-        reply: Reply::Write {
-            shape,
-            return_values,
-        },
-        capacity,
-    })
-}
-
-async fn query_or_scan(
-    shapes: &impl Shapes,
-    method: Method,
-    items: &Items<'_>,
-) -> Result<Translated, DaxError> {
-    let (shape, k, mut body) = single_table(shapes, items).await?;
-    let mut x = Expressions::default();
-    let op = if method == Method::Query {
-        if items.is_null(1) {
-            return Err(DaxError::validation(
-                "Either the KeyConditions or KeyConditionExpression parameter must be specified \
-                 in the request.",
-            ));
-        }
-        let text = x.condition(&items.bytes(1)?, "k")?;
-        body.insert("KeyConditionExpression".into(), json!(text));
-        Operation::Query
-    } else {
-        Operation::Scan
-    };
-    let index = match k.bytes(kw::INDEX_NAME)? {
-        Some(name) => {
-            body.insert("IndexName".into(), json!(utf8(name)?));
-            true
-        }
-        None => false,
-    };
-    if let Some(limit) = k.int(kw::LIMIT)? {
-        body.insert("Limit".into(), json!(limit));
-    }
-    if let Some(consistent) = k.flag(kw::CONSISTENT_READ)? {
-        body.insert("ConsistentRead".into(), json!(consistent));
-    }
-    if let Some(forward) = k.flag(kw::SCAN_INDEX_FORWARD)? {
-        body.insert("ScanIndexForward".into(), json!(forward));
-    }
-    if let Some(segment) = k.int(kw::SEGMENT)? {
-        body.insert("Segment".into(), json!(segment));
-    }
-    if let Some(total) = k.int(kw::TOTAL_SEGMENTS)? {
-        body.insert("TotalSegments".into(), json!(total));
-    }
-    // aws-dax-go-v2 writes ALL_ATTRIBUTES for a Select its caller left unset, and never for
-    // one its caller set: from it, 1 means "not given" (a projection or an index then decides).
-    let select = k
-        .int(kw::SELECT)?
-        .filter(|&s| !(s == 1 && shapes.dialect() == Dialect::GoV2));
-    if let Some(select) = select {
-        let select = match select {
-            1 => "ALL_ATTRIBUTES",
-            2 => "ALL_PROJECTED_ATTRIBUTES",
-            3 => "COUNT",
-            4 => "SPECIFIC_ATTRIBUTES",
-            _ => return Err(DaxError::validation("Unknown Select")),
-        };
-        body.insert("Select".into(), json!(select));
-    }
-    if let Some(start) = k.bytes(kw::EXCLUSIVE_START_KEY)? {
-        let start = if index {
-            item::decode_compound(&start)?
-        } else {
-            shape.decode(&start)?
-        };
-        body.insert("ExclusiveStartKey".into(), Value::Object(start));
-    }
-    let capacity = k.capacity(&mut body)?;
-    if let Some(filter) = k.bytes(kw::FILTER)? {
-        let text = x.condition(&filter, "f")?;
-        body.insert("FilterExpression".into(), json!(text));
-    }
-    let projection = projection(&mut x, &mut body, k.bytes(kw::PROJECTION)?)?;
-    placeholders(&mut body, x);
-    Ok(Translated {
-        op,
-        body: Value::Object(body),
-        reply: Reply::QueryOrScan {
-            shape,
-            index,
-            projection,
-        },
-        capacity,
-    })
 }
 
 /// The table names of a batch's `{table: ...}` map, in order.
@@ -632,121 +481,6 @@ async fn shapes_of(
         }
     }
     Ok(known)
-}
-
-async fn batch_get(shapes: &impl Shapes, items: &Items<'_>) -> Result<Translated, DaxError> {
-    let tables = batch_tables(&mut items.decoder(0))?;
-    let mut known = shapes_of(shapes, &tables).await?;
-    let mut request_items = Map::new();
-    let mut reply = HashMap::new();
-    let mut d = items.decoder(0);
-    let mut total = 0;
-    av::each_pair(&mut d, |d| {
-        let table = av::text(d)?;
-        let shape = known
-            .remove(&table)
-            .ok_or_else(|| DaxError::validation("a table is named twice"))?;
-        if d.array()? != Some(3) {
-            return Err(DaxError::malformed(
-                "a batch table is [consistent, projection, keys]",
-            ));
-        }
-        let mut entry = Map::new();
-        let consistent = match d.datatype()? {
-            Type::Bool => d.bool()?,
-            Type::Null => {
-                d.null()?;
-                false
-            }
-            _ => d.i64()? != 0,
-        };
-        if consistent {
-            entry.insert("ConsistentRead".into(), json!(true));
-        }
-        let compiled = match d.datatype()? {
-            Type::Null => {
-                d.null()?;
-                None
-            }
-            _ => Some(av::bytes(d)?),
-        };
-        let mut x = Expressions::default();
-        let projection = projection(&mut x, &mut entry, compiled)?;
-        let mut keys = Vec::new();
-        av::each(d, |d| {
-            // Counted before anything is built: DynamoDB takes 100 keys a batch.
-            total += 1;
-            if total > BATCH_GET_MAX_KEYS {
-                return Err(DaxError::validation(
-                    "Too many items requested for the BatchGetItem call",
-                ));
-            }
-            keys.push(Value::Object(shape.decode(&av::bytes(d)?)?));
-            Ok(())
-        })?;
-        entry.insert("Keys".into(), Value::Array(keys));
-        placeholders(&mut entry, x);
-        request_items.insert(table.clone(), Value::Object(entry));
-        reply.insert(table, (shape, projection));
-        Ok(())
-    })?;
-    let (body, _, capacity) = envelope(items, "RequestItems", request_items.into(), false)?;
-    Ok(Translated {
-        op: Operation::BatchGetItem,
-        body: Value::Object(body),
-        reply: Reply::BatchGet { tables: reply },
-        capacity,
-    })
-}
-
-async fn batch_write(shapes: &impl Shapes, items: &Items<'_>) -> Result<Translated, DaxError> {
-    let tables = batch_tables(&mut items.decoder(0))?;
-    let known = shapes_of(shapes, &tables).await?;
-    let mut request_items = Map::new();
-    let mut d = items.decoder(0);
-    let mut total = 0;
-    av::each_pair(&mut d, |d| {
-        let table = av::text(d)?;
-        let shape = &known[&table];
-        let mut writes = Vec::new();
-        let mut pending_key: Option<Map<String, Value>> = None;
-        av::each(d, |d| {
-            // Counted before anything is built: DynamoDB takes 25 writes a batch.
-            total += 1;
-            if total > 2 * BATCH_WRITE_MAX_ITEMS {
-                return Err(DaxError::validation(
-                    "Too many items requested for the BatchWriteItem call",
-                ));
-            }
-            match pending_key.take() {
-                None => pending_key = Some(shape.decode(&av::bytes(d)?)?),
-                Some(mut key) => {
-                    if d.datatype()? == Type::Null {
-                        d.null()?;
-                        writes.push(json!({"DeleteRequest": {"Key": key}}));
-                    } else {
-                        key.extend(item::decode_values(shapes.lists(), &av::bytes(d)?)?);
-                        writes.push(json!({"PutRequest": {"Item": key}}));
-                    }
-                }
-            }
-            Ok(())
-        })?;
-        if pending_key.is_some() {
-            return Err(DaxError::malformed("a batch write is (key, values) pairs"));
-        }
-        if request_items.insert(table, Value::Array(writes)).is_some() {
-            return Err(DaxError::validation("a table is named twice"));
-        }
-        Ok(())
-    })?;
-    let (body, _, capacity) = envelope(items, "RequestItems", request_items.into(), true)?;
-    Ok(Translated {
-        op: Operation::BatchWriteItem,
-        body: Value::Object(body),
-        reply: Reply::BatchWrite { tables: known },
-        capacity,
-    })
 }
 
 /// An array item of byte strings (or nulls), each decoded by `each`.
@@ -798,137 +532,5 @@ fn byte_list<T>(
 fn table_names(items: &Items<'_>, i: usize) -> Result<Vec<String>, DaxError> {
     byte_list(&mut items.decoder(i), |b| {
         utf8(b.ok_or_else(|| DaxError::malformed("a table name is missing"))?)
-    })
-}
-
-async fn transact_get(shapes: &impl Shapes, items: &Items<'_>) -> Result<Translated, DaxError> {
-    let tables = table_names(items, 0)?;
-    let known = shapes_of(shapes, &tables).await?;
-    let keys = byte_list(&mut items.decoder(1), |b| {
-        b.ok_or_else(|| DaxError::malformed("a key is missing"))
-    })?;
-    let projections = byte_list(&mut items.decoder(2), Ok)?;
-    if keys.len() != tables.len() || (!projections.is_empty() && projections.len() != keys.len()) {
-        return Err(DaxError::malformed(
-            "transactGetItems' lists differ in length",
-        ));
-    }
-    let mut transact = Vec::new();
-    let mut reply = Vec::new();
-    for (i, (table, key)) in tables.iter().zip(keys).enumerate() {
-        let shape = known[table].clone();
-        let mut get = Map::new();
-        get.insert("TableName".into(), json!(table));
-        get.insert("Key".into(), Value::Object(shape.decode(&key)?));
-        let mut x = Expressions::default();
-        let projection = projection(&mut x, &mut get, projections.get(i).cloned().flatten())?;
-        placeholders(&mut get, x);
-        transact.push(json!({ "Get": get }));
-        reply.push((shape, projection));
-    }
-    let (body, _, capacity) = envelope(items, "TransactItems", transact.into(), false)?;
-    Ok(Translated {
-        op: Operation::TransactGetItems,
-        body: Value::Object(body),
-        reply: Reply::TransactGet { items: reply },
-        capacity,
-    })
-}
-
-async fn transact_write(shapes: &impl Shapes, items: &Items<'_>) -> Result<Translated, DaxError> {
-    let ops = int_list(&mut items.decoder(0))?;
-    let tables = table_names(items, 1)?;
-    let known = shapes_of(shapes, &tables).await?;
-    let keys = byte_list(&mut items.decoder(2), |b| {
-        b.ok_or_else(|| DaxError::malformed("a key is missing"))
-    })?;
-    let values = byte_list(&mut items.decoder(3), Ok)?;
-    // Item 4 is ReturnValues, always null.
-    let on_failure = if items.is_null(5) {
-        Vec::new()
-    } else {
-        int_list(&mut items.decoder(5))?
-    };
-    let conditions = byte_list(&mut items.decoder(6), Ok)?;
-    let updates = byte_list(&mut items.decoder(7), Ok)?;
-    let n = ops.len();
-    let lengths_agree = tables.len() == n
-        && keys.len() == n
-        && [
-            values.len(),
-            on_failure.len(),
-            conditions.len(),
-            updates.len(),
-        ]
-        .iter()
-        .all(|&len| len == 0 || len == n);
-    if !lengths_agree {
-        return Err(DaxError::malformed(
-            "transactWriteItems' lists differ in length",
-        ));
-    }
-    let mut transact = Vec::new();
-    let mut reply = Vec::new();
-    for i in 0..n {
-        let shape = known[&tables[i]].clone();
-        let mut key = shape.decode(&keys[i])?;
-        let mut entry = Map::new();
-        entry.insert("TableName".into(), json!(tables[i]));
-        let kind = match ops[i] {
-            2 => {
-                let values = values
-                    .get(i)
-                    .cloned()
-                    .flatten()
-                    .ok_or_else(|| DaxError::malformed("a Put without its item"))?;
-                key.extend(item::decode_values(shapes.lists(), &values)?);
-                entry.insert("Item".into(), Value::Object(key));
-                "Put"
-            }
-            7 => {
-                entry.insert("Key".into(), Value::Object(key));
-                "Delete"
-            }
-            9 => {
-                entry.insert("Key".into(), Value::Object(key));
-                "Update"
-            }
-            12 => {
-                entry.insert("Key".into(), Value::Object(key));
-                "ConditionCheck"
-            }
-            _ => return Err(DaxError::validation("Unknown transaction operation")),
-        };
-        let mut x = Expressions::default();
-        if let Some(update) = updates.get(i).cloned().flatten() {
-            if kind != "Update" {
-                return Err(DaxError::malformed("only an Update takes an update"));
-            }
-            let text = x.update(&update)?;
-            entry.insert("UpdateExpression".into(), json!(text));
-        }
-        if let Some(condition) = conditions.get(i).cloned().flatten() {
-            let text = x.condition(&condition, "c")?;
-            entry.insert("ConditionExpression".into(), json!(text));
-        }
-        placeholders(&mut entry, x);
-        if on_failure.get(i) == Some(&2) {
-            entry.insert(
-                "ReturnValuesOnConditionCheckFailure".into(),
-                json!("ALL_OLD"),
-            );
-        }
-        transact.push(json!({ kind: entry }));
-        reply.push(shape);
-    }
-    let (mut body, k, capacity) = envelope(items, "TransactItems", transact.into(), true)?;
-    if let Some(token) = k.text(kw::CLIENT_REQUEST_TOKEN)? {
-        body.insert("ClientRequestToken".into(), json!(token));
-    }
-    Ok(Translated {
-        op: Operation::TransactWriteItems,
-        body: Value::Object(body),
-        reply: Reply::TransactWrite { items: reply },
-        capacity,
     })
 }
