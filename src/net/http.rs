@@ -152,9 +152,9 @@ where
     }
 }
 
-/// The refusal itself (a 503 the SDKs retry). The request is read (briefly, boundedly) before answering and the socket is
-/// drained after: closing with unread bytes makes the kernel send a reset, which can destroy
-/// the answer before the client reads it.
+/// The refusal itself (a 503 the SDKs retry). The request is read (briefly, boundedly) before
+/// answering and the socket is drained after: closing with unread bytes makes the kernel send a
+/// reset, which can destroy the answer before the client reads it.
 async fn answer_refusal<S>(mut stream: S, response: Response<Bytes>)
 where
     S: AsyncRead + AsyncWrite + Unpin,

@@ -2,6 +2,11 @@
 //! method's body. Every item count is exact: one item too many or too few and the client
 //! misreads every answer after it on the connection.
 
+mod batch_get;
+mod get;
+mod query;
+mod write;
+
 use minicbor::Encoder;
 use serde_json::{Map, Value};
 
@@ -55,188 +60,27 @@ pub(super) fn encode(
     let mut e = Encoder::new(out);
     match reply {
         Reply::GetItem { shape, projection } => {
-            let item = object(answer, "Item");
-            let cc = capacity.then(|| answer.get("ConsumedCapacity")).flatten();
-            e.map(item.is_some() as u64 + cc.is_some() as u64)?;
-            if let Some(item) = item {
-                e.u64(param::ITEM)?;
-                write_item(&mut e, lists, shape, projection.as_ref(), item)?;
-            }
-            if let Some(cc) = cc {
-                e.u64(param::CONSUMED_CAPACITY)?;
-                compact_capacity(&mut e, cc)?;
-            }
+            get::get_item(&mut e, lists, shape, projection, capacity, answer)?
         }
         Reply::Write {
             shape,
             return_values,
-        } => {
-            let attributes = object(answer, "Attributes");
-            let cc = capacity.then(|| answer.get("ConsumedCapacity")).flatten();
-            let icm = answer.get("ItemCollectionMetrics").filter(|v| !v.is_null());
-            e.map(attributes.is_some() as u64 + cc.is_some() as u64 + icm.is_some() as u64)?;
-            if let Some(attributes) = attributes {
-                e.u64(param::ATTRIBUTES)?;
-                if return_values.whole_item() {
-                    e.bytes(&item::encode_values(lists, shape, attributes)?)?;
-                } else {
-                    updated_attributes(&mut e, lists, attributes)?;
-                }
-            }
-            if let Some(cc) = cc {
-                e.u64(param::CONSUMED_CAPACITY)?;
-                compact_capacity(&mut e, cc)?;
-            }
-            if let Some(icm) = icm {
-                e.u64(param::ITEM_COLLECTION_METRICS)?;
-                collection_metrics(&mut e, icm)?;
-            }
-        }
+        } => write::write(&mut e, lists, shape, return_values, capacity, answer)?,
         Reply::QueryOrScan {
             shape,
             index,
             projection,
-        } => {
-            let items = answer.get("Items").and_then(Value::as_array);
-            let last = object(answer, "LastEvaluatedKey");
-            let cc = capacity.then(|| answer.get("ConsumedCapacity")).flatten();
-            e.map(2 + items.is_some() as u64 + last.is_some() as u64 + cc.is_some() as u64)?;
-            if let Some(items) = items {
-                e.u64(param::ITEMS)?.array(items.len() as u64)?;
-                for item in items {
-                    let item = as_item(item)?;
-                    match projection {
-                        Some(paths) => item::encode_projected(&mut e, paths, item)?,
-                        None => {
-                            e.array(2)?;
-                            e.bytes(&shape.encode(item)?)?;
-                            e.bytes(&item::encode_values(lists, shape, item)?)?;
-                        }
-                    }
-                }
-            }
-            let count = |field| answer.get(field).and_then(Value::as_u64).unwrap_or(0);
-            e.u64(param::COUNT)?.u64(count("Count"))?;
-            if let Some(last) = last {
-                e.u64(param::LAST_EVALUATED_KEY)?;
-                if *index {
-                    e.bytes(&item::encode_compound(last)?)?;
-                } else {
-                    e.bytes(&shape.encode(last)?)?;
-                }
-            }
-            e.u64(param::SCANNED_COUNT)?.u64(count("ScannedCount"))?;
-            if let Some(cc) = cc {
-                e.u64(param::CONSUMED_CAPACITY)?;
-                compact_capacity(&mut e, cc)?;
-            }
-        }
+        } => query::query_or_scan(&mut e, lists, shape, index, projection, capacity, answer)?,
         Reply::BatchGet { tables } => {
-            e.array(2)?;
-            let responses = object(answer, "Responses");
-            let empty = Map::new();
-            let responses = responses.unwrap_or(&empty);
-            e.map(responses.len() as u64)?;
-            for (table, items) in responses {
-                let (shape, projection) = tables.get(table).ok_or_else(|| {
-                    DaxError::internal("DynamoDB answered for a table not asked for")
-                })?;
-                let items = items.as_array().map_or(&[][..], Vec::as_slice);
-                e.str(table)?;
-                match projection {
-                    Some(paths) => {
-                        e.array(items.len() as u64)?;
-                        for item in items {
-                            item::encode_projected(&mut e, paths, as_item(item)?)?;
-                        }
-                    }
-                    None => {
-                        e.array(2 * items.len() as u64)?;
-                        for item in items {
-                            let item = as_item(item)?;
-                            e.bytes(&shape.encode(item)?)?;
-                            e.bytes(&item::encode_values(lists, shape, item)?)?;
-                        }
-                    }
-                }
-            }
-            let unprocessed = object(answer, "UnprocessedKeys").unwrap_or(&empty);
-            e.map(unprocessed.len() as u64)?;
-            for (table, entry) in unprocessed {
-                let (shape, _) = tables.get(table).ok_or_else(|| {
-                    DaxError::internal("DynamoDB answered for a table not asked for")
-                })?;
-                let keys = array(entry, "Keys");
-                e.str(table)?.array(keys.len() as u64)?;
-                for key in keys {
-                    e.bytes(&shape.encode(as_item(key)?)?)?;
-                }
-            }
-            capacity_list(&mut e, capacity, answer, false)?;
+            batch_get::batch_get(&mut e, lists, tables, capacity, answer)?
         }
         Reply::BatchWrite { tables } => {
-            let empty = Map::new();
-            let unprocessed = object(answer, "UnprocessedItems").unwrap_or(&empty);
-            e.map(unprocessed.len() as u64)?;
-            for (table, writes) in unprocessed {
-                let shape = tables.get(table).ok_or_else(|| {
-                    DaxError::internal("DynamoDB answered for a table not asked for")
-                })?;
-                let writes = writes.as_array().map_or(&[][..], Vec::as_slice);
-                e.str(table)?.array(2 * writes.len() as u64)?;
-                for write in writes {
-                    if let Some(item) = write.pointer("/PutRequest/Item") {
-                        let item = as_item(item)?;
-                        e.bytes(&shape.encode(item)?)?;
-                        // With its key: the Python client reads the key of an unprocessed
-                        // put and then drops it, so the values must carry it too.
-                        e.bytes(&item::encode_whole(lists, item)?)?;
-                    } else {
-                        let key = write.pointer("/DeleteRequest/Key").ok_or_else(|| {
-                            DaxError::internal("DynamoDB answered a write it does not have")
-                        })?;
-                        e.bytes(&shape.encode(as_item(key)?)?)?.null()?;
-                    }
-                }
-            }
-            capacity_list(&mut e, capacity, answer, false)?;
-            let metrics = object(answer, "ItemCollectionMetrics").unwrap_or(&empty);
-            e.map(metrics.len() as u64)?;
-            for (table, list) in metrics {
-                let list = list.as_array().map_or(&[][..], Vec::as_slice);
-                e.str(table)?.array(list.len() as u64)?;
-                for icm in list {
-                    collection_metrics(&mut e, icm)?;
-                }
-            }
+            write::batch_write(&mut e, lists, tables, capacity, answer)?
         }
         Reply::TransactGet { items } => {
-            e.array(2)?;
-            let responses = array(answer, "Responses");
-            e.array(items.len() as u64)?;
-            for (i, (shape, projection)) in items.iter().enumerate() {
-                match responses.get(i).and_then(|r| object(r, "Item")) {
-                    None => {
-                        e.null()?;
-                    }
-                    Some(item) => write_item(&mut e, lists, shape, projection.as_ref(), item)?,
-                }
-            }
-            capacity_list(&mut e, capacity, answer, true)?;
+            batch_get::transact_get(&mut e, lists, items, capacity, answer)?
         }
-        Reply::TransactWrite { .. } => {
-            e.array(3)?.array(0)?;
-            capacity_list(&mut e, capacity, answer, true)?;
-            let metrics = object(answer, "ItemCollectionMetrics");
-            e.map(metrics.map_or(0, Map::len) as u64)?;
-            for (table, list) in metrics.into_iter().flatten() {
-                let list = list.as_array().map_or(&[][..], Vec::as_slice);
-                e.str(table)?.array(list.len() as u64)?;
-                for icm in list {
-                    collection_metrics(&mut e, icm)?;
-                }
-            }
-        }
+        Reply::TransactWrite { .. } => write::transact_write(&mut e, capacity, answer)?,
     }
     Ok(())
 }
