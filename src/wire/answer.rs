@@ -150,18 +150,19 @@ pub struct ErrorEnvelope {
 impl ErrorEnvelope {
     /// The envelope in an error answer's body; `None` if the body is not one.
     pub fn of(body: &[u8]) -> Option<ErrorEnvelope> {
-        #[derive(serde::Deserialize)]
-        struct Raw<'a> {
-            #[serde(rename = "__type", borrow)]
-            kind: Option<std::borrow::Cow<'a, str>>,
-            #[serde(alias = "Message", borrow)]
-            message: Option<std::borrow::Cow<'a, str>>,
-        }
-        let raw: Raw = serde_json::from_slice(body).ok()?;
-        let kind = raw.kind?;
+        ErrorEnvelope::in_json(&serde_json::from_slice(body).ok()?)
+    }
+
+    /// The envelope in an error answer already read as JSON.
+    pub fn in_json(answer: &serde_json::Value) -> Option<ErrorEnvelope> {
+        let kind = answer.get("__type")?.as_str()?;
+        let message = answer.get("message").or_else(|| answer.get("Message"));
         Some(ErrorEnvelope {
-            name: error_name(&kind).to_string(),
-            message: raw.message.map(|m| m.into_owned()).unwrap_or_default(),
+            name: error_name(kind).to_string(),
+            message: message
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or("")
+                .to_string(),
         })
     }
 }

@@ -780,7 +780,7 @@ async fn data(
     let json: serde_json::Value = serde_json::from_slice(&answered.body)
         .map_err(|_| DaxError::internal("DynamoDB's answer is not JSON"))?;
     if status != 200 {
-        let mut err = DaxError::from_dynamo(status, &answered.body);
+        let mut err = DaxError::from_dynamo(status, &json);
         if err.code == "TransactionCanceledException" {
             err.reasons = Some(response::cancellation_reasons(&dax.lists, &reply, &json)?);
         }
