@@ -17,16 +17,15 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 use super::Upstream;
+use super::shim::{full, serve};
 
 /// Which emulator answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,12 +87,6 @@ fn route(op: &str, body: &Value) -> Route {
         "CreateTable" | "DeleteTable" | "UpdateTable" | "UpdateTimeToLive" => Route::TableChange,
         _ => Route::Other,
     }
-}
-
-type Body = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
-
-fn full(body: Bytes) -> Body {
-    BodyExt::boxed(Full::new(body).map_err(|never| match never {}))
 }
 
 /// A write to replay: when, and what.
@@ -164,17 +157,14 @@ impl Shared {
             .unwrap_or("")
             .to_string();
         let json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-        let (to, consistent) = match route(&op, &json) {
+        let route = route(&op, &json);
+        let (to, consistent) = match route {
             Route::Read { consistent: false } => (Side::Replica, false),
             Route::Read { consistent: true } => (Side::Primary, true),
             _ => (Side::Primary, false),
         };
-        self.log.lock().unwrap().push(Routed {
-            op: op.clone(),
-            to,
-            consistent,
-        });
-        match route(&op, &json) {
+        self.log.lock().unwrap().push(Routed { op, to, consistent });
+        match route {
             Route::Read { consistent: false } => self.send(&self.replica, &headers, body).await,
             Route::Write => {
                 let answer = self.send(&self.primary, &headers, body.clone()).await;
@@ -236,36 +226,24 @@ impl Lagging {
             }
         });
         let server = shared.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
-                };
+        serve(
+            listener,
+            move |req: http::Request<hyper::body::Incoming>| {
                 let shared = server.clone();
-                let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                    let shared = shared.clone();
-                    async move {
-                        let (parts, body) = req.into_parts();
-                        let body = body.collect().await.unwrap().to_bytes();
-                        if parts.method != http::Method::POST {
-                            // The SDK's health check and the like: the primary's business.
-                            return Ok::<_, std::io::Error>(http::Response::new(
-                                full(Bytes::new()),
-                            ));
-                        }
-                        let (parts, body) = shared.handle(parts.headers, body).await;
-                        let mut resp = http::Response::from_parts(parts, full(body));
-                        resp.headers_mut().remove("transfer-encoding");
-                        Ok(resp)
+                async move {
+                    let (parts, body) = req.into_parts();
+                    let body = body.collect().await.unwrap().to_bytes();
+                    if parts.method != http::Method::POST {
+                        // The SDK's health check and the like: the primary's business.
+                        return Ok::<_, std::io::Error>(http::Response::new(full(Bytes::new())));
                     }
-                });
-                tokio::spawn(async move {
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
+                    let (parts, body) = shared.handle(parts.headers, body).await;
+                    let mut resp = http::Response::from_parts(parts, full(body));
+                    resp.headers_mut().remove("transfer-encoding");
+                    Ok(resp)
+                }
+            },
+        );
         Lagging {
             url,
             primary,

@@ -325,8 +325,6 @@ pub async fn http_get(url: &str) -> Result<Raw, String> {
     send(request).await
 }
 
-/// Creates a table with a string partition key `pk`, a number sort key `sk`, and a GSI `by_g`
-/// on `g`, through whichever client is given.
 /// An attribute definition, for the tables tests create.
 pub fn attr(
     name: &str,
@@ -383,6 +381,8 @@ pub fn table_like_orders(
         .billing_mode(BillingMode::PayPerRequest)
 }
 
+/// Creates a table with a string partition key `pk`, a number sort key `sk`, and a GSI `by_g`
+/// on `g`, through whichever client is given.
 pub async fn create_table(client: &aws_sdk_dynamodb::Client, name: &str) {
     table_like_orders(client, name).send().await.unwrap();
 }

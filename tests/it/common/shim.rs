@@ -49,10 +49,34 @@ pub enum Reply {
     },
 }
 
-type ShimBody = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
+/// The body of every answer the test upstreams give.
+pub type ShimBody = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
 
-fn full(body: Bytes) -> ShimBody {
+/// A body of these bytes.
+pub fn full(body: Bytes) -> ShimBody {
     BodyExt::boxed(Full::new(body).map_err(|never| match never {}))
+}
+
+/// Answers HTTP/1.1 on `listener` with `answer`, each connection on a task of its own, for
+/// as long as the test runs.
+pub fn serve<F, Fut>(listener: TcpListener, answer: F)
+where
+    F: Fn(http::Request<hyper::body::Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<http::Response<ShimBody>, std::io::Error>> + Send + 'static,
+{
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let answer = answer.clone();
+            tokio::spawn(async move {
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service_fn(answer))
+                    .await;
+            });
+        }
+    });
 }
 
 /// A body that sends its one part, then fails: the connection drops before the promised
@@ -92,116 +116,104 @@ impl Shim {
         let reply = Arc::new(Mutex::new(reply));
         let only: Arc<Mutex<Vec<(String, Reply)>>> = Arc::default();
         let (seen2, reply2, only2) = (seen.clone(), reply.clone(), only.clone());
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
-                };
+        serve(
+            listener,
+            move |req: http::Request<hyper::body::Incoming>| {
                 let (seen, reply, only) = (seen2.clone(), reply2.clone(), only2.clone());
-                let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                    let (seen, reply, only) = (seen.clone(), reply.clone(), only.clone());
-                    async move {
-                        let (parts, body) = req.into_parts();
-                        let body = body.collect().await.unwrap().to_bytes();
-                        let request = Seen {
-                            method: parts.method,
-                            headers: parts.headers,
+                async move {
+                    let (parts, body) = req.into_parts();
+                    let body = body.collect().await.unwrap().to_bytes();
+                    let request = Seen {
+                        method: parts.method,
+                        headers: parts.headers,
+                        body,
+                        at: std::time::SystemTime::now(),
+                    };
+                    seen.lock().unwrap().push(request.clone());
+                    let target = request
+                        .headers
+                        .get("x-amz-target")
+                        .and_then(|t| t.to_str().ok())
+                        .unwrap_or("")
+                        .to_string();
+                    let special = only
+                        .lock()
+                        .unwrap()
+                        .iter()
+                        .find(|(op, _)| target.ends_with(&format!(".{op}")))
+                        .map(|(_, reply)| reply.clone());
+                    let reply = special.unwrap_or_else(|| reply.lock().unwrap().clone());
+                    match reply {
+                        Reply::Fixed {
+                            status,
+                            headers,
                             body,
-                            at: std::time::SystemTime::now(),
-                        };
-                        seen.lock().unwrap().push(request.clone());
-                        let target = request
-                            .headers
-                            .get("x-amz-target")
-                            .and_then(|t| t.to_str().ok())
-                            .unwrap_or("")
-                            .to_string();
-                        let special = only
-                            .lock()
-                            .unwrap()
-                            .iter()
-                            .find(|(op, _)| target.ends_with(&format!(".{op}")))
-                            .map(|(_, reply)| reply.clone());
-                        let reply = special.unwrap_or_else(|| reply.lock().unwrap().clone());
-                        match reply {
-                            Reply::Fixed {
-                                status,
-                                headers,
-                                body,
-                            } => {
-                                let mut resp = http::Response::new(full(body));
-                                *resp.status_mut() = http::StatusCode::from_u16(status).unwrap();
-                                for (name, value) in headers {
-                                    resp.headers_mut().append(name, value.parse().unwrap());
-                                }
-                                Ok::<_, std::io::Error>(resp)
+                        } => {
+                            let mut resp = http::Response::new(full(body));
+                            *resp.status_mut() = http::StatusCode::from_u16(status).unwrap();
+                            for (name, value) in headers {
+                                resp.headers_mut().append(name, value.parse().unwrap());
                             }
-                            Reply::Hang => {
-                                tokio::time::sleep(Duration::from_secs(3600)).await;
-                                unreachable!()
-                            }
-                            Reply::Reset => Err(std::io::Error::other("reset")),
-                            Reply::Truncated { body } => {
-                                let claimed = body.len() + 100;
-                                let mut resp = http::Response::new(BodyExt::boxed(Truncated {
-                                    part: Some(body),
-                                }));
-                                resp.headers_mut()
-                                    .insert("content-length", claimed.to_string().parse().unwrap());
-                                resp.headers_mut().insert(
-                                    "content-type",
-                                    "application/x-amz-json-1.0".parse().unwrap(),
-                                );
-                                Ok(resp)
-                            }
-                            Reply::Relay {
-                                to,
-                                jitter_ms,
-                                slow_op,
-                                slow_ms,
-                            } => {
-                                let mut out = http::Request::builder()
-                                    .method(request.method)
-                                    .uri(format!("{to}/"));
-                                for (name, value) in &request.headers {
-                                    if name != "host" {
-                                        out = out.header(name, value);
-                                    }
+                            Ok::<_, std::io::Error>(resp)
+                        }
+                        Reply::Hang => {
+                            tokio::time::sleep(Duration::from_secs(3600)).await;
+                            unreachable!()
+                        }
+                        Reply::Reset => Err(std::io::Error::other("reset")),
+                        Reply::Truncated { body } => {
+                            let claimed = body.len() + 100;
+                            let mut resp =
+                                http::Response::new(BodyExt::boxed(Truncated { part: Some(body) }));
+                            resp.headers_mut()
+                                .insert("content-length", claimed.to_string().parse().unwrap());
+                            resp.headers_mut().insert(
+                                "content-type",
+                                "application/x-amz-json-1.0".parse().unwrap(),
+                            );
+                            Ok(resp)
+                        }
+                        Reply::Relay {
+                            to,
+                            jitter_ms,
+                            slow_op,
+                            slow_ms,
+                        } => {
+                            let mut out = http::Request::builder()
+                                .method(request.method)
+                                .uri(format!("{to}/"));
+                            for (name, value) in &request.headers {
+                                if name != "host" {
+                                    out = out.header(name, value);
                                 }
-                                let out = out.body(Full::new(request.body)).unwrap();
-                                let client = hyper_util::client::legacy::Client::builder(
-                                    hyper_util::rt::TokioExecutor::new(),
-                                )
-                                .build_http();
-                                let answer = client.request(out).await.unwrap();
-                                let (parts, body) = answer.into_parts();
-                                let body = body.collect().await.unwrap().to_bytes();
-                                let mut pause = fastrand::u64(0..=jitter_ms);
-                                let target = request.headers.get("x-amz-target");
-                                if !slow_op.is_empty()
-                                    && target.is_some_and(|t| {
-                                        t.to_str().unwrap_or("").ends_with(slow_op)
-                                    })
-                                {
-                                    pause += slow_ms;
-                                }
-                                if pause > 0 {
-                                    tokio::time::sleep(Duration::from_millis(pause)).await;
-                                }
-                                let mut resp = http::Response::from_parts(parts, full(body));
-                                resp.headers_mut().remove("transfer-encoding");
-                                Ok(resp)
                             }
+                            let out = out.body(Full::new(request.body)).unwrap();
+                            let client = hyper_util::client::legacy::Client::builder(
+                                hyper_util::rt::TokioExecutor::new(),
+                            )
+                            .build_http();
+                            let answer = client.request(out).await.unwrap();
+                            let (parts, body) = answer.into_parts();
+                            let body = body.collect().await.unwrap().to_bytes();
+                            let mut pause = fastrand::u64(0..=jitter_ms);
+                            let target = request.headers.get("x-amz-target");
+                            if !slow_op.is_empty()
+                                && target
+                                    .is_some_and(|t| t.to_str().unwrap_or("").ends_with(slow_op))
+                            {
+                                pause += slow_ms;
+                            }
+                            if pause > 0 {
+                                tokio::time::sleep(Duration::from_millis(pause)).await;
+                            }
+                            let mut resp = http::Response::from_parts(parts, full(body));
+                            resp.headers_mut().remove("transfer-encoding");
+                            Ok(resp)
                         }
                     }
-                });
-                tokio::spawn(async move {
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
+                }
+            },
+        );
         Shim {
             url,
             seen,
