@@ -195,14 +195,6 @@ impl Protocol {
     }
 }
 
-const RESULTS: [CacheStatus; 5] = [
-    CacheStatus::Hit,
-    CacheStatus::Miss,
-    CacheStatus::Bypass,
-    CacheStatus::Error,
-    CacheStatus::Stale,
-];
-
 impl Metrics {
     pub fn new() -> Metrics {
         let registry = Registry::new();
@@ -439,7 +431,7 @@ impl Metrics {
             names.extend(collector.desc().iter().map(|d| d.fq_name.clone()));
             registry.register(collector).expect("names are unique");
         }
-        let per_request = (0..Operation::ALL.len() * RESULTS.len() * Protocol::ALL.len())
+        let per_request = (0..Operation::ALL.len() * CacheStatus::ALL.len() * Protocol::ALL.len())
             .map(|_| OnceLock::new())
             .collect();
         let per_upstream = (0..Operation::ALL.len()).map(|_| OnceLock::new()).collect();
@@ -510,7 +502,7 @@ impl Metrics {
         protocol: Protocol,
         seconds: f64,
     ) {
-        let index = (op as usize * RESULTS.len() + result as usize) * Protocol::ALL.len()
+        let index = (op as usize * CacheStatus::ALL.len() + result as usize) * Protocol::ALL.len()
             + protocol as usize;
         let (count, duration, cache) = self.per_request[index].get_or_init(|| {
             let labels = [op.name(), result.as_str(), protocol.as_str()];
@@ -666,7 +658,7 @@ mod tests {
     fn recorded_requests_land_on_their_own_labels() {
         let metrics = Metrics::new();
         for op in Operation::ALL {
-            for result in RESULTS {
+            for result in CacheStatus::ALL {
                 metrics.record_request(*op, result, Protocol::Http, 0.001);
             }
         }
