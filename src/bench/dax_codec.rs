@@ -2,10 +2,12 @@
 //! keyed (string, number), a key condition on the hash key, and values under a list id.
 
 use minicbor::{Decoder, Encoder};
+use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::front::dax::av;
 use crate::wire::number::Decimal;
+use crate::wire::value::AttributeValue;
 
 /// `bytes(key)`'s contents for hash key `pk` (S) and range key `sk` (N).
 pub(crate) fn key(pk: &str, sk: u64) -> Vec<u8> {
@@ -42,7 +44,8 @@ pub(crate) fn values(
     let mut e = Encoder::new(&mut out);
     e.i64(id).map_err(|e| e.to_string())?;
     for name in names {
-        av::encode(&mut e, &item[name]).map_err(|e| e.to_string())?;
+        let value = AttributeValue::deserialize(&item[name]).map_err(|e| e.to_string())?;
+        av::encode(&mut e, &value).map_err(|e| e.to_string())?;
     }
     Ok(out)
 }

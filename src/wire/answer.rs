@@ -150,19 +150,23 @@ pub struct ErrorEnvelope {
 impl ErrorEnvelope {
     /// The envelope in an error answer's body; `None` if the body is not one.
     pub fn of(body: &[u8]) -> Option<ErrorEnvelope> {
-        ErrorEnvelope::in_json(&serde_json::from_slice(body).ok()?)
-    }
-
-    /// The envelope in an error answer already read as JSON.
-    pub fn in_json(answer: &serde_json::Value) -> Option<ErrorEnvelope> {
-        let kind = answer.get("__type")?.as_str()?;
-        let message = answer.get("message").or_else(|| answer.get("Message"));
+        #[derive(serde::Deserialize)]
+        struct Envelope<'a> {
+            #[serde(rename = "__type", borrow)]
+            kind: std::borrow::Cow<'a, str>,
+            #[serde(borrow)]
+            message: Option<std::borrow::Cow<'a, str>>,
+            #[serde(rename = "Message", borrow)]
+            capital: Option<std::borrow::Cow<'a, str>>,
+        }
+        let read: Envelope = serde_json::from_slice(body).ok()?;
         Some(ErrorEnvelope {
-            name: error_name(kind).to_string(),
-            message: message
-                .and_then(serde_json::Value::as_str)
-                .unwrap_or("")
-                .to_string(),
+            name: error_name(&read.kind).to_string(),
+            message: read
+                .message
+                .or(read.capital)
+                .unwrap_or_default()
+                .into_owned(),
         })
     }
 }

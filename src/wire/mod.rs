@@ -20,3 +20,4 @@ pub mod partiql;
 pub mod projection;
 pub mod request;
 pub mod tables;
+pub mod value;

@@ -4,10 +4,10 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use minicbor::data::{Tag, Type};
 use minicbor::{Decoder, Encoder};
-use serde_json::{Map, Value, json};
 
 use super::DaxError;
 use super::number::{self, Decimal};
+use crate::wire::value::AttributeValue;
 
 /// The largest item DynamoDB stores, names and values together.
 pub(super) const MAX_ITEM_BYTES: usize = 400 * 1024;
@@ -23,7 +23,7 @@ pub(super) const TAG_PATH_ORDINAL: u64 = 3324;
 
 /// Reads one key attribute's value: a string, a number or bytes. Anything else is refused
 /// before it is built, as no key holds it.
-pub(super) fn decode_key(d: &mut Decoder<'_>) -> Result<Value, DaxError> {
+pub(super) fn decode_key(d: &mut Decoder<'_>) -> Result<String, DaxError> {
     let scalar = match d.datatype()? {
         Type::String | Type::StringIndef | Type::Bytes | Type::BytesIndef => true,
         Type::Tag => {
@@ -37,22 +37,20 @@ pub(super) fn decode_key(d: &mut Decoder<'_>) -> Result<Value, DaxError> {
             "The provided key element does not match the schema",
         ));
     }
-    decode_at(d, 0)
+    decode_raw(d, &mut Budget::item())
 }
 
-/// Reads one attribute value straight into DynamoDB JSON text, held as a [`Value::String`]
-/// that [`super::request::write_body`] writes as it is. Nothing else is built: a value costs
-/// its JSON text, where a tree of maps costs hundreds of bytes for every scalar in it.
+/// Reads one attribute value straight into DynamoDB JSON text, which the request body takes
+/// as it is. Nothing else is built: a value costs its JSON text, where a tree of maps costs
+/// hundreds of bytes for every scalar in it.
 /// `size` grows by at least what DynamoDB counts for the value (never more), so a caller can
 /// refuse an item DynamoDB would refuse before building the rest of it.
-pub(super) fn decode_raw(d: &mut Decoder<'_>, size: &mut Budget) -> Result<Value, DaxError> {
+pub(super) fn decode_raw(d: &mut Decoder<'_>, size: &mut Budget) -> Result<String, DaxError> {
     let mut out = Vec::new();
     write_json(d, &mut out, size, 0)?;
     out.shrink_to_fit();
     // Strings arrive as CBOR text, checked as UTF-8 when read; the rest is ASCII.
-    String::from_utf8(out)
-        .map(Value::String)
-        .map_err(|_| DaxError::internal("an attribute value's JSON is not UTF-8"))
+    String::from_utf8(out).map_err(|_| DaxError::internal("an attribute value's JSON is not UTF-8"))
 }
 
 /// What DynamoDB counts of the values read so far (at least), and the most it takes: a value
@@ -249,79 +247,6 @@ fn number_json(d: &mut Decoder<'_>, out: &mut Vec<u8>) -> Result<(), DaxError> {
     Ok(())
 }
 
-fn decode_at(d: &mut Decoder<'_>, depth: usize) -> Result<Value, DaxError> {
-    if depth > MAX_DEPTH {
-        return Err(DaxError::validation(
-            "Nesting Levels have exceeded supported limits: Attributes in the item have nested \
-             levels beyond supported limit",
-        ));
-    }
-    Ok(match d.datatype()? {
-        Type::String | Type::StringIndef => json!({ "S": text(d)? }),
-        Type::Bytes | Type::BytesIndef => json!({ "B": BASE64.encode(bytes(d)?) }),
-        Type::Bool => json!({ "BOOL": d.bool()? }),
-        Type::Null => {
-            d.null()?;
-            json!({ "NULL": true })
-        }
-        Type::Array | Type::ArrayIndef => {
-            let mut list = Vec::new();
-            each(d, |d| {
-                list.push(decode_at(d, depth + 1)?);
-                Ok(())
-            })?;
-            json!({ "L": list })
-        }
-        Type::Map | Type::MapIndef => {
-            let mut map = Map::new();
-            each_pair(d, |d| {
-                let name = text(d)?;
-                let value = decode_at(d, depth + 1)?;
-                map.insert(name, value);
-                Ok(())
-            })?;
-            json!({ "M": map })
-        }
-        Type::Tag => {
-            let mut probe = d.clone();
-            let tag = probe.tag()?.as_u64();
-            match tag {
-                TAG_STRING_SET | TAG_NUMBER_SET | TAG_BINARY_SET => {
-                    d.tag()?;
-                    let mut members = Vec::new();
-                    each(d, |d| {
-                        members.push(match tag {
-                            TAG_STRING_SET => Value::String(text(d)?),
-                            TAG_NUMBER_SET => Value::String(Decimal::decode(d)?.to_text()?),
-                            _ => Value::String(BASE64.encode(bytes(d)?)),
-                        });
-                        Ok(())
-                    })?;
-                    let kind = match tag {
-                        TAG_STRING_SET => "SS",
-                        TAG_NUMBER_SET => "NS",
-                        _ => "BS",
-                    };
-                    json!({ kind: members })
-                }
-                _ => json!({ "N": Decimal::decode(d)?.to_text()? }),
-            }
-        }
-        Type::F32 | Type::F64 => json!({ "N": Decimal::decode(d)?.to_text()? }),
-        Type::F16 => {
-            return Err(DaxError::validation(
-                "a number must be an integer, a decimal or a float of 32 or 64 bits",
-            ));
-        }
-        t if number::is_integer(t) => json!({ "N": Decimal::decode(d)?.to_text()? }),
-        other => {
-            return Err(DaxError::malformed(format!(
-                "{other} is not an attribute value"
-            )));
-        }
-    })
-}
-
 /// Reads a text string, definite or indefinite.
 pub(super) fn text(d: &mut Decoder<'_>) -> Result<String, DaxError> {
     let mut out = String::new();
@@ -380,62 +305,65 @@ fn repeat(
     Ok(())
 }
 
-/// Writes one attribute value given in DynamoDB JSON.
-pub(crate) fn encode(e: &mut Encoder<&mut Vec<u8>>, value: &Value) -> Result<(), DaxError> {
+/// Writes one attribute value of DynamoDB's answer.
+pub(crate) fn encode(
+    e: &mut Encoder<&mut Vec<u8>>,
+    value: &AttributeValue<'_>,
+) -> Result<(), DaxError> {
     let bad = || DaxError::internal("DynamoDB answered an attribute value the proxy cannot read");
-    let (kind, inner) = value
-        .as_object()
-        .filter(|o| o.len() == 1)
-        .and_then(|o| o.iter().next())
-        .ok_or_else(bad)?;
-    match (kind.as_str(), inner) {
-        ("S", Value::String(s)) => {
+    let number = |e: &mut Encoder<&mut Vec<u8>>, n: &str| -> Result<(), DaxError> {
+        Decimal::parse(n).ok_or_else(bad)?.encode(e)
+    };
+    let binary = |e: &mut Encoder<&mut Vec<u8>>, b: &str| -> Result<(), DaxError> {
+        e.bytes(&BASE64.decode(b).map_err(|_| bad())?)?;
+        Ok(())
+    };
+    match value {
+        AttributeValue::S(s) => {
             e.str(s)?;
         }
-        ("N", Value::String(n)) => Decimal::parse(n).ok_or_else(bad)?.encode(e)?,
-        ("B", Value::String(b)) => {
-            e.bytes(&BASE64.decode(b).map_err(|_| bad())?)?;
-        }
-        ("BOOL", Value::Bool(b)) => {
+        AttributeValue::N(n) => number(e, n)?,
+        AttributeValue::B(b) => binary(e, b)?,
+        AttributeValue::Bool(b) => {
             e.bool(*b)?;
         }
-        ("NULL", _) => {
+        AttributeValue::Null(_) => {
             e.null()?;
         }
-        ("L", Value::Array(list)) => {
+        AttributeValue::L(list) => {
             e.array(list.len() as u64)?;
             for member in list {
                 encode(e, member)?;
             }
         }
-        ("M", Value::Object(map)) => {
+        AttributeValue::M(map) => {
             e.map(map.len() as u64)?;
-            for (name, member) in map {
+            for (name, member) in map.iter() {
                 e.str(name)?;
                 encode(e, member)?;
             }
         }
-        (set @ ("SS" | "NS" | "BS"), Value::Array(members)) => {
-            let tag = match set {
-                "SS" => TAG_STRING_SET,
-                "NS" => TAG_NUMBER_SET,
-                _ => TAG_BINARY_SET,
-            };
-            e.tag(Tag::new(tag))?.array(members.len() as u64)?;
+        AttributeValue::Ss(members) => {
+            e.tag(Tag::new(TAG_STRING_SET))?
+                .array(members.len() as u64)?;
             for member in members {
-                let member = member.as_str().ok_or_else(bad)?;
-                match set {
-                    "SS" => {
-                        e.str(member)?;
-                    }
-                    "NS" => Decimal::parse(member).ok_or_else(bad)?.encode(e)?,
-                    _ => {
-                        e.bytes(&BASE64.decode(member).map_err(|_| bad())?)?;
-                    }
-                }
+                e.str(member)?;
             }
         }
-        _ => return Err(bad()),
+        AttributeValue::Ns(members) => {
+            e.tag(Tag::new(TAG_NUMBER_SET))?
+                .array(members.len() as u64)?;
+            for member in members {
+                number(e, member)?;
+            }
+        }
+        AttributeValue::Bs(members) => {
+            e.tag(Tag::new(TAG_BINARY_SET))?
+                .array(members.len() as u64)?;
+            for member in members {
+                binary(e, member)?;
+            }
+        }
     }
     Ok(())
 }
@@ -444,17 +372,24 @@ pub(crate) fn encode(e: &mut Encoder<&mut Vec<u8>>, value: &Value) -> Result<(),
 mod tests {
     use super::*;
 
-    fn round_trip(value: Value) {
+    use serde_json::{Value, json};
+
+    fn encoded(value: &Value) -> Vec<u8> {
+        let text = value.to_string();
+        let typed: AttributeValue = serde_json::from_str(&text).unwrap();
         let mut out = Vec::new();
-        encode(&mut Encoder::new(&mut out), &value).unwrap();
-        let back = decode_at(&mut Decoder::new(&out), 0).unwrap();
-        assert_eq!(back, value);
-        // Written straight to text, the same value.
-        let Value::String(text) = decode_raw(&mut Decoder::new(&out), &mut Budget::item()).unwrap()
-        else {
-            panic!("raw values are text");
-        };
-        assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), value);
+        encode(&mut Encoder::new(&mut out), &typed).unwrap();
+        out
+    }
+
+    fn decoded(cbor: &[u8]) -> Result<Value, DaxError> {
+        let text = decode_raw(&mut Decoder::new(cbor), &mut Budget::item())?;
+        Ok(serde_json::from_str(&text).expect("the text is JSON"))
+    }
+
+    /// Encoded as DAX does an answer's value, then read back as a request's.
+    fn round_trip(value: Value) {
+        assert_eq!(decoded(&encoded(&value)).unwrap(), value);
     }
 
     #[test]
@@ -472,20 +407,19 @@ mod tests {
 
     #[test]
     fn set_tags_are_the_ones_clients_use() {
-        let mut out = Vec::new();
-        encode(&mut Encoder::new(&mut out), &json!({"SS": ["a"]})).unwrap();
-        assert_eq!(out, [0xD9, 0x0C, 0xF9, 0x81, 0x61, b'a']);
+        assert_eq!(
+            encoded(&json!({"SS": ["a"]})),
+            [0xD9, 0x0C, 0xF9, 0x81, 0x61, b'a']
+        );
     }
 
     #[test]
     fn half_floats_and_deep_nesting_are_refused() {
         assert_eq!(
-            decode_at(&mut Decoder::new(&[0xFB, 0, 0, 0, 0, 0, 0, 0, 0]), 0).unwrap(),
+            decoded(&[0xFB, 0, 0, 0, 0, 0, 0, 0, 0]).unwrap(),
             json!({"N": "0"})
         );
-        assert!(decode_at(&mut Decoder::new(&[0xF9, 0x3C, 0x00]), 0).is_err());
         let deep: Vec<u8> = std::iter::repeat_n(0x81, 40).chain([0x01]).collect();
-        assert!(decode_at(&mut Decoder::new(&deep), 0).is_err());
         assert!(decode_raw(&mut Decoder::new(&deep), &mut Budget::item()).is_err());
         let half = [0xF9, 0x3C, 0x00];
         assert!(decode_raw(&mut Decoder::new(&half), &mut Budget::item()).is_err());
@@ -501,7 +435,7 @@ mod tests {
         // [_ "a", "b"] as an indefinite array and an indefinite text string.
         let bytes = [0x9F, 0x7F, 0x61, b'a', 0xFF, 0x61, b'b', 0xFF];
         assert_eq!(
-            decode_at(&mut Decoder::new(&bytes), 0).unwrap(),
+            decoded(&bytes).unwrap(),
             json!({"L": [{"S": "a"}, {"S": "b"}]})
         );
     }

@@ -71,8 +71,8 @@ impl DaxError {
     }
 
     /// DynamoDB's error answer (`{"__type": "...#Name", "message": ...}`) as DAX words it.
-    pub(crate) fn from_dynamo(status: u16, answer: &serde_json::Value) -> DaxError {
-        let (name, message) = match ErrorEnvelope::in_json(answer) {
+    pub(crate) fn from_dynamo(status: u16, body: &[u8]) -> DaxError {
+        let (name, message) = match ErrorEnvelope::of(body) {
             Some(error) => (error.name, error.message),
             None if status >= 500 => ("InternalServerError".to_string(), String::new()),
             None => ("ValidationException".to_string(), String::new()),
@@ -156,14 +156,13 @@ impl From<minicbor::encode::Error<Infallible>> for DaxError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     #[test]
     fn a_condition_failure_is_written_as_the_clients_read_it() {
         let err = DaxError::from_dynamo(
             400,
-            &json!({"__type": "com.amazonaws.dynamodb.v20120810#ConditionalCheckFailedException",
-                    "message": "The conditional request failed"}),
+            br#"{"__type": "com.amazonaws.dynamodb.v20120810#ConditionalCheckFailedException",
+                 "message": "The conditional request failed"}"#,
         );
         let mut out = Vec::new();
         err.encode(&mut out);
@@ -178,10 +177,10 @@ mod tests {
 
     #[test]
     fn unknown_errors_keep_their_name_and_class() {
-        let err = DaxError::from_dynamo(503, &json!({"__type": "x#ServiceUnavailable"}));
+        let err = DaxError::from_dynamo(503, br#"{"__type": "x#ServiceUnavailable"}"#);
         assert_eq!(err.codes[0], 1);
         assert_eq!(err.code, "ServiceUnavailable");
-        let err = DaxError::from_dynamo(400, &json!({"__type": "x#SomethingNew"}));
+        let err = DaxError::from_dynamo(400, br#"{"__type": "x#SomethingNew"}"#);
         assert_eq!((err.codes[0], err.status), (4, 400));
     }
 }

@@ -2,13 +2,12 @@
 //! schema, the other attributes as an attribute-list id and their values in that list's order,
 //! and projected items as `{ordinal: value}`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use minicbor::{Decoder, Encoder};
-use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use super::DaxError;
@@ -16,6 +15,7 @@ use super::av;
 use super::number::Decimal;
 use super::sexpr::{PathElem, value_at};
 use crate::upstream::schema::TableSchema;
+use crate::wire::value::{AttributeValue, Item};
 
 /// The attribute list of an item with no attributes but its key: both clients assume it.
 pub(super) const EMPTY_LIST: i64 = 1;
@@ -327,9 +327,9 @@ impl KeyShape {
         self.hash.0 == name || self.range.as_ref().is_some_and(|r| r.0 == name)
     }
 
-    /// The key in a request's `bytes(key)`, as DynamoDB JSON.
-    pub(super) fn decode(&self, bytes: &[u8]) -> Result<Map<String, Value>, DaxError> {
-        let mut key = Map::new();
+    /// The key in a request's `bytes(key)`, each value as its DynamoDB JSON text.
+    pub(super) fn decode(&self, bytes: &[u8]) -> Result<RawItem, DaxError> {
+        let mut key = RawItem::new();
         match &self.range {
             None => {
                 key.insert(self.hash.0.clone(), raw_scalar(self.hash.1, bytes, true)?);
@@ -347,7 +347,7 @@ impl KeyShape {
     }
 
     /// The key attributes of `item` as `bytes(key)`'s contents.
-    pub(super) fn encode(&self, item: &Map<String, Value>) -> Result<Vec<u8>, DaxError> {
+    pub(super) fn encode(&self, item: &Item<'_>) -> Result<Vec<u8>, DaxError> {
         let missing =
             |name: &str| DaxError::internal(format!("an item has no key attribute {name}"));
         let hash = item
@@ -366,21 +366,22 @@ impl KeyShape {
     }
 
     /// `item` without its key attributes.
-    pub(super) fn others<'a>(&self, item: &'a Map<String, Value>) -> Vec<(&'a String, &'a Value)> {
+    pub(super) fn others<'i>(&self, item: &'i Item<'_>) -> Vec<(&'i str, &'i AttributeValue<'i>)> {
         item.iter().filter(|(name, _)| !self.is_key(name)).collect()
     }
 }
 
-fn check_scalar(expected: Scalar, value: &Value) -> Result<(), DaxError> {
-    let kind = value
-        .as_object()
-        .and_then(|o| o.keys().next())
-        .map(String::as_str);
-    let matches = matches!(
-        (expected, kind),
-        (Scalar::S, Some("S")) | (Scalar::N, Some("N")) | (Scalar::B, Some("B"))
-    );
-    if matches {
+/// Attribute names to their values' DynamoDB JSON text, as a request's body takes them.
+pub(super) type RawItem = BTreeMap<String, String>;
+
+/// Whether a key value's JSON text (as [`av::decode_key`] wrote it) is of the expected type.
+fn check_scalar(expected: Scalar, json: &str) -> Result<(), DaxError> {
+    let prefix = match expected {
+        Scalar::S => "{\"S\":",
+        Scalar::N => "{\"N\":",
+        Scalar::B => "{\"B\":",
+    };
+    if json.starts_with(prefix) {
         Ok(())
     } else {
         Err(DaxError::validation(
@@ -390,50 +391,56 @@ fn check_scalar(expected: Scalar, value: &Value) -> Result<(), DaxError> {
 }
 
 /// A key value written without a CBOR header: UTF-8, raw bytes, or (a range key) LexDecimal;
-/// a hash-only number is one CBOR number.
-fn raw_scalar(scalar: Scalar, bytes: &[u8], hash_only: bool) -> Result<Value, DaxError> {
+/// a hash-only number is one CBOR number. Given back as its DynamoDB JSON text.
+fn raw_scalar(scalar: Scalar, bytes: &[u8], hash_only: bool) -> Result<String, DaxError> {
     use base64::Engine;
-    Ok(match scalar {
-        Scalar::S => serde_json::json!({ "S": std::str::from_utf8(bytes)
-            .map_err(|_| DaxError::malformed("a string key is not UTF-8"))? }),
-        Scalar::B => {
-            serde_json::json!({ "B": base64::engine::general_purpose::STANDARD.encode(bytes) })
-        }
+    let (kind, text) = match scalar {
+        Scalar::S => (
+            "S",
+            std::str::from_utf8(bytes)
+                .map_err(|_| DaxError::malformed("a string key is not UTF-8"))?
+                .to_string(),
+        ),
+        Scalar::B => ("B", base64::engine::general_purpose::STANDARD.encode(bytes)),
         Scalar::N if hash_only => {
             let mut d = Decoder::new(bytes);
             let n = Decimal::decode(&mut d)?;
             if d.position() != bytes.len() {
                 return Err(DaxError::malformed("a numeric key has trailing bytes"));
             }
-            serde_json::json!({ "N": n.to_text()? })
+            ("N", n.to_text()?)
         }
-        Scalar::N => serde_json::json!({ "N": Decimal::from_lex(bytes)?.to_text()? }),
-    })
+        Scalar::N => ("N", Decimal::from_lex(bytes)?.to_text()?),
+    };
+    let mut out = String::with_capacity(text.len() + 8);
+    out.push_str("{\"");
+    out.push_str(kind);
+    out.push_str("\":");
+    out.push_str(&serde_json::to_string(&text).expect("a string serialises"));
+    out.push('}');
+    Ok(out)
 }
 
 fn write_raw_scalar(
     scalar: Scalar,
-    value: &Value,
+    value: &AttributeValue<'_>,
     out: &mut Vec<u8>,
     hash_only: bool,
 ) -> Result<(), DaxError> {
     use base64::Engine;
     let bad = || DaxError::internal("a key attribute does not have its table's type");
-    let (kind, inner) = value
-        .as_object()
-        .and_then(|o| o.iter().next())
-        .ok_or_else(bad)?;
-    let inner = inner.as_str().ok_or_else(bad)?;
-    match (scalar, kind.as_str()) {
-        (Scalar::S, "S") => out.extend_from_slice(inner.as_bytes()),
-        (Scalar::B, "B") => out.extend_from_slice(
+    match (scalar, value) {
+        (Scalar::S, AttributeValue::S(s)) => out.extend_from_slice(s.as_bytes()),
+        (Scalar::B, AttributeValue::B(b)) => out.extend_from_slice(
             &base64::engine::general_purpose::STANDARD
-                .decode(inner)
+                .decode(b.as_bytes())
                 .map_err(|_| bad())?,
         ),
-        (Scalar::N, "N") if hash_only => av::encode(&mut Encoder::new(out), value)?,
-        (Scalar::N, "N") => {
-            out.extend_from_slice(&Decimal::parse(inner).ok_or_else(bad)?.to_lex());
+        (Scalar::N, AttributeValue::N(_)) if hash_only => {
+            av::encode(&mut Encoder::new(out), value)?
+        }
+        (Scalar::N, AttributeValue::N(n)) => {
+            out.extend_from_slice(&Decimal::parse(n).ok_or_else(bad)?.to_lex());
         }
         _ => return Err(bad()),
     }
@@ -441,11 +448,11 @@ fn write_raw_scalar(
 }
 
 /// Reads `bytes(id, AV...)`: an item's non-key attributes.
-pub(super) fn decode_values(lists: &Lists, bytes: &[u8]) -> Result<Map<String, Value>, DaxError> {
+pub(super) fn decode_values(lists: &Lists, bytes: &[u8]) -> Result<RawItem, DaxError> {
     let mut d = Decoder::new(bytes);
     let id = d.i64()?;
     let names = lists.names(id)?;
-    let mut item = Map::new();
+    let mut item = RawItem::new();
     // What DynamoDB counts of the item, at least: past its limit the item is refused before
     // the rest of it is built.
     let mut size = av::Budget::item();
@@ -470,24 +477,24 @@ pub(super) fn decode_values(lists: &Lists, bytes: &[u8]) -> Result<Map<String, V
 pub(super) fn encode_values(
     lists: &Lists,
     shape: &KeyShape,
-    item: &Map<String, Value>,
+    item: &Item<'_>,
 ) -> Result<Vec<u8>, DaxError> {
     encode_sorted(lists, shape.others(item))
 }
 
 /// Writes `id, AV...` for every attribute of `item`, its key included: for unprocessed
 /// writes, whose key the Python client drops when it reads them back.
-pub(super) fn encode_whole(lists: &Lists, item: &Map<String, Value>) -> Result<Vec<u8>, DaxError> {
+pub(super) fn encode_whole(lists: &Lists, item: &Item<'_>) -> Result<Vec<u8>, DaxError> {
     encode_sorted(lists, item.iter().collect())
 }
 
 /// `id, AV...` for `attributes`, sorted by name, under the id of their names.
 fn encode_sorted(
     lists: &Lists,
-    mut attributes: Vec<(&String, &Value)>,
+    mut attributes: Vec<(&str, &AttributeValue<'_>)>,
 ) -> Result<Vec<u8>, DaxError> {
     attributes.sort_by(|a, b| a.0.cmp(b.0));
-    let names: Vec<String> = attributes.iter().map(|(n, _)| (*n).clone()).collect();
+    let names: Vec<String> = attributes.iter().map(|(n, _)| (*n).to_string()).collect();
     let mut out = Vec::new();
     let mut e = Encoder::new(&mut out);
     e.i64(lists.id_of(&names)?)?;
@@ -498,9 +505,9 @@ fn encode_sorted(
 }
 
 /// Reads a compound key (`ExclusiveStartKey` with an index): a map of names to values.
-pub(super) fn decode_compound(bytes: &[u8]) -> Result<Map<String, Value>, DaxError> {
+pub(super) fn decode_compound(bytes: &[u8]) -> Result<RawItem, DaxError> {
     let mut d = Decoder::new(bytes);
-    let mut key = Map::new();
+    let mut key = RawItem::new();
     av::each_pair(&mut d, |d| {
         // The table's key and the index's: four attributes at most.
         if key.len() >= MAX_COMPOUND_KEY {
@@ -516,11 +523,11 @@ pub(super) fn decode_compound(bytes: &[u8]) -> Result<Map<String, Value>, DaxErr
 }
 
 /// Writes a compound key as a stream map, which Go's client requires.
-pub(super) fn encode_compound(key: &Map<String, Value>) -> Result<Vec<u8>, DaxError> {
+pub(super) fn encode_compound(key: &Item<'_>) -> Result<Vec<u8>, DaxError> {
     let mut out = Vec::new();
     let mut e = Encoder::new(&mut out);
     e.begin_map()?;
-    for (name, value) in key {
+    for (name, value) in key.iter() {
         e.str(name)?;
         av::encode(&mut e, value)?;
     }
@@ -532,9 +539,9 @@ pub(super) fn encode_compound(key: &Map<String, Value>) -> Result<Vec<u8>, DaxEr
 pub(super) fn encode_projected(
     e: &mut Encoder<&mut Vec<u8>>,
     paths: &[Vec<PathElem>],
-    item: &Map<String, Value>,
+    item: &Item<'_>,
 ) -> Result<(), DaxError> {
-    let found: Vec<(usize, &Value)> = paths
+    let found: Vec<(usize, &AttributeValue<'_>)> = paths
         .iter()
         .enumerate()
         .filter_map(|(i, path)| Some((i, value_at(item, paths, path)?)))
@@ -550,7 +557,7 @@ pub(super) fn encode_projected(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{Value, json};
     use std::collections::HashMap;
 
     fn shape(hash: (&str, &str), range: Option<(&str, &str)>) -> KeyShape {
@@ -571,8 +578,18 @@ mod tests {
         .unwrap()
     }
 
-    fn object(v: Value) -> Map<String, Value> {
-        v.as_object().unwrap().clone()
+    /// An item as DynamoDB's answer would give it.
+    fn object(v: Value) -> Item<'static> {
+        let text: &'static str = Box::leak(v.to_string().into_boxed_str());
+        serde_json::from_str(text).unwrap()
+    }
+
+    /// A decoded key or item, its values' text read as JSON.
+    fn parsed(raw: RawItem) -> Value {
+        raw.into_iter()
+            .map(|(name, text)| (name, serde_json::from_str(&text).unwrap()))
+            .collect::<serde_json::Map<String, Value>>()
+            .into()
     }
 
     #[test]
@@ -583,18 +600,19 @@ mod tests {
             b"ab"
         );
         let sn = shape(("pk", "S"), Some(("sk", "N")));
-        let key = object(json!({"pk": {"S": "ab"}, "sk": {"N": "100"}}));
-        let bytes = sn.encode(&key).unwrap();
+        let key = json!({"pk": {"S": "ab"}, "sk": {"N": "100"}});
+        let bytes = sn.encode(&object(key.clone())).unwrap();
         assert_eq!(bytes, [0x62, b'a', b'b', 0xC3, 0x1C, 0x00, 0x20]);
-        assert_eq!(sn.decode(&bytes).unwrap(), key);
+        assert_eq!(parsed(sn.decode(&bytes).unwrap()), key);
         let n = shape(("id", "N"), None);
         assert_eq!(
             n.encode(&object(json!({"id": {"N": "7"}}))).unwrap(),
             [0x07]
         );
         let nb = shape(("id", "N"), Some(("b", "B")));
-        let key = object(json!({"id": {"N": "-3"}, "b": {"B": "AAE="}}));
-        assert_eq!(nb.decode(&nb.encode(&key).unwrap()).unwrap(), key);
+        let key = json!({"id": {"N": "-3"}, "b": {"B": "AAE="}});
+        let bytes = nb.encode(&object(key.clone())).unwrap();
+        assert_eq!(parsed(nb.decode(&bytes).unwrap()), key);
     }
 
     #[test]
@@ -652,11 +670,7 @@ mod tests {
         let bytes = encode_values(&lists, &s, &item).unwrap();
         let back = decode_values(&lists, &bytes).unwrap();
         // Each value comes back as its JSON text, written as it is into the request body.
-        let parsed: Map<String, Value> = back
-            .into_iter()
-            .map(|(name, raw)| (name, serde_json::from_str(raw.as_str().unwrap()).unwrap()))
-            .collect();
-        assert_eq!(parsed, object(json!({"a": {"S": "x"}, "z": {"N": "1"}})));
+        assert_eq!(parsed(back), json!({"a": {"S": "x"}, "z": {"N": "1"}}));
         // Fewer values than names.
         let short = &bytes[..bytes.len() - 1];
         assert!(decode_values(&lists, short).is_err());

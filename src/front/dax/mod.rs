@@ -760,13 +760,10 @@ async fn data(
         .map_err(|e| fail(op, e))?;
     let request::Translated {
         op,
-        body: tree,
+        body,
         reply,
         capacity,
     } = translated;
-    // The tree is not needed once written: its memory goes before the request path runs.
-    let body = request::write_body(&tree);
-    drop(tree);
     let ctx = Context::over(Protocol::Dax, op, started);
     let inbound = Inbound {
         op,
@@ -777,16 +774,18 @@ async fn data(
     };
     let answered = proxy::handle(state, &ctx, inbound).await;
     let status = answered.status.as_u16();
-    let json: serde_json::Value = serde_json::from_slice(&answered.body)
-        .map_err(|_| DaxError::internal("DynamoDB's answer is not JSON"))?;
     if status != 200 {
-        let mut err = DaxError::from_dynamo(status, &json);
+        let mut err = DaxError::from_dynamo(status, &answered.body);
         if err.code == "TransactionCanceledException" {
-            err.reasons = Some(response::cancellation_reasons(&dax.lists, &reply, &json)?);
+            err.reasons = Some(response::cancellation_reasons(
+                &dax.lists,
+                &reply,
+                &answered.body,
+            )?);
         }
         return Err(err);
     }
-    response::encode(&dax.lists, &reply, capacity, &json, out)
+    response::encode(&dax.lists, &reply, capacity, &answered.body, out)
 }
 
 /// Reads DAX requests from arbitrary bytes, as a connection would, and decodes every one that
@@ -832,11 +831,7 @@ pub fn translate_session(
             Method::AuthorizeConnection | Method::Endpoints | Method::DefineKeySchema => {}
             method => {
                 let op = method.operation().name();
-                let body = translate_offline(&dax.lists, method, &items).map(|t| {
-                    let body = request::write_body(&t.body);
-                    drop(t);
-                    body
-                });
+                let body = translate_offline(&dax.lists, method, &items).map(|t| t.body);
                 each(op, body.map_err(|e| e.to_string()));
             }
         }

@@ -3,14 +3,14 @@
 //! DynamoDB's expression text, with every name and value as a placeholder, for the typed
 //! request. A tree the proxy does not know is refused, never guessed at.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use minicbor::Decoder;
 use minicbor::data::Type;
-use serde_json::{Map, Value};
 
 use super::DaxError;
 use super::av::{self, TAG_PATH_ORDINAL};
+use crate::wire::value::{AttributeValue, Item};
 
 /// The only encoding version the clients write.
 const VERSION: u64 = 1;
@@ -71,16 +71,16 @@ const MINUS: u64 = 26;
 #[derive(Debug, Default)]
 pub(super) struct Expressions {
     /// `#n0` -> name.
-    pub names: Map<String, Value>,
+    pub names: BTreeMap<String, String>,
     name_ids: HashMap<String, String>,
-    /// `:c0` -> value.
-    pub values: Map<String, Value>,
+    /// `:c0` -> value, as its DynamoDB JSON text.
+    pub values: BTreeMap<String, String>,
 }
 
 /// What a value placeholder is rendered against: its prefix and the expression's own values.
 struct Vars<'a> {
     prefix: &'a str,
-    table: &'a [Value],
+    table: &'a [String],
 }
 
 impl Expressions {
@@ -181,8 +181,7 @@ impl Expressions {
         }
         let placeholder = format!("#n{}", self.name_ids.len());
         self.name_ids.insert(name.to_string(), placeholder.clone());
-        self.names
-            .insert(placeholder.clone(), Value::String(name.to_string()));
+        self.names.insert(placeholder.clone(), name.to_string());
         placeholder
     }
 
@@ -324,7 +323,7 @@ fn end(d: &Decoder<'_>, bytes: &[u8]) -> Result<(), DaxError> {
 }
 
 /// `[1, SPEC, [values]]`.
-fn parse_full(bytes: &[u8]) -> Result<(Node, Vec<Value>), DaxError> {
+fn parse_full(bytes: &[u8]) -> Result<(Node, Vec<String>), DaxError> {
     let mut d = Decoder::new(bytes);
     if d.array()? != Some(3) || d.u64()? != VERSION {
         return Err(unknown("an expression: it is not [1, tree, values]"));
@@ -431,18 +430,21 @@ fn parse_node(d: &mut Decoder<'_>, depth: usize, count: &mut usize) -> Result<No
 /// The value at a projected path of an item DynamoDB projected. DynamoDB packs the list
 /// elements a projection selects (`a[3]` alone comes back as a one-element list), so a list
 /// index is found by its rank among the indexes the projection selects from that list.
-pub(super) fn value_at<'a>(
-    item: &'a Map<String, Value>,
+pub(super) fn value_at<'i>(
+    item: &'i Item<'_>,
     paths: &[Vec<PathElem>],
     path: &[PathElem],
-) -> Option<&'a Value> {
+) -> Option<&'i AttributeValue<'i>> {
     let PathElem::Name(first) = path.first()? else {
         return None;
     };
     let mut value = item.get(first)?;
     for (depth, elem) in path.iter().enumerate().skip(1) {
         value = match elem {
-            PathElem::Name(name) => value.get("M")?.get(name)?,
+            PathElem::Name(name) => match value {
+                AttributeValue::M(map) => map.get(name)?,
+                _ => return None,
+            },
             PathElem::Index(index) => {
                 let mut selected: Vec<u64> = paths
                     .iter()
@@ -455,7 +457,10 @@ pub(super) fn value_at<'a>(
                 selected.sort_unstable();
                 selected.dedup();
                 let rank = selected.iter().position(|i| i == index)?;
-                value.get("L")?.get(rank)?
+                match value {
+                    AttributeValue::L(list) => list.get(rank)?,
+                    _ => return None,
+                }
             }
         };
     }
@@ -467,7 +472,6 @@ mod tests {
     use super::*;
     use minicbor::Encoder;
     use minicbor::data::Tag;
-    use serde_json::json;
 
     type E<'a> = Encoder<&'a mut Vec<u8>>;
 
@@ -513,10 +517,10 @@ mod tests {
             text,
             "(attribute_not_exists(#n0)) OR ((#n1 = :c0) AND (size(#n2.#n3[2]) > :c1))"
         );
-        assert_eq!(x.names["#n1"], json!("status"));
+        assert_eq!(x.names["#n1"], "status");
         // Values are held as their JSON text, written as it is into the request body.
-        assert_eq!(x.values[":c0"], json!(r#"{"S":"on"}"#));
-        assert_eq!(x.values[":c1"], json!(r#"{"N":"3"}"#));
+        assert_eq!(x.values[":c0"], r#"{"S":"on"}"#);
+        assert_eq!(x.values[":c1"], r#"{"N":"3"}"#);
     }
 
     #[test]
@@ -577,15 +581,15 @@ mod tests {
             vec![PathElem::Name("a".into()), PathElem::Index(3)],
             vec![PathElem::Name("a".into()), PathElem::Index(1)],
         ];
-        let item = json!({"a": {"L": [{"S": "one"}, {"S": "three"}]}});
-        let item = item.as_object().unwrap();
+        let item: Item =
+            serde_json::from_str(r#"{"a": {"L": [{"S": "one"}, {"S": "three"}]}}"#).unwrap();
         assert_eq!(
-            value_at(item, &paths, &paths[0]),
-            Some(&json!({"S": "three"}))
+            value_at(&item, &paths, &paths[0]),
+            Some(&AttributeValue::S("three".into()))
         );
         assert_eq!(
-            value_at(item, &paths, &paths[1]),
-            Some(&json!({"S": "one"}))
+            value_at(&item, &paths, &paths[1]),
+            Some(&AttributeValue::S("one".into()))
         );
     }
 

@@ -3,10 +3,10 @@
 use std::collections::HashMap;
 
 use minicbor::data::Type;
-use serde_json::{Map, Value, json};
 
+use super::body::{self, Array};
 use super::{
-    DaxError, Items, Reply, Shapes, Translated, av, batch_tables, byte_list, envelope,
+    DaxError, Items, Object, Reply, Shapes, Translated, av, batch_tables, batch_tail, byte_list,
     placeholders, projection, shapes_of, table_names,
 };
 use crate::front::dax::sexpr::Expressions;
@@ -19,7 +19,9 @@ pub(super) async fn batch_get(
 ) -> Result<Translated, DaxError> {
     let tables = batch_tables(&mut items.decoder(0))?;
     let mut known = shapes_of(shapes, &tables).await?;
-    let mut request_items = Map::new();
+    let mut out = items.body_buffer();
+    let mut body = Object::open(&mut out);
+    let mut request_items = Object::open(body.field("RequestItems"));
     let mut reply = HashMap::new();
     let mut d = items.decoder(0);
     let mut total = 0;
@@ -33,7 +35,7 @@ pub(super) async fn batch_get(
                 "a batch table is [consistent, projection, keys]",
             ));
         }
-        let mut entry = Map::new();
+        let mut entry = Object::open(request_items.field(&table));
         let consistent = match d.datatype()? {
             Type::Bool => d.bool()?,
             Type::Null => {
@@ -43,7 +45,7 @@ pub(super) async fn batch_get(
             _ => d.i64()? != 0,
         };
         if consistent {
-            entry.insert("ConsistentRead".into(), json!(true));
+            entry.bool("ConsistentRead", true);
         }
         let compiled = match d.datatype()? {
             Type::Null => {
@@ -54,7 +56,7 @@ pub(super) async fn batch_get(
         };
         let mut x = Expressions::default();
         let projection = projection(&mut x, &mut entry, compiled)?;
-        let mut keys = Vec::new();
+        let mut keys = Array::open(entry.field("Keys"));
         av::each(d, |d| {
             // Counted before anything is built: DynamoDB takes 100 keys a batch.
             total += 1;
@@ -63,19 +65,21 @@ pub(super) async fn batch_get(
                     "Too many items requested for the BatchGetItem call",
                 ));
             }
-            keys.push(Value::Object(shape.decode(&av::bytes(d)?)?));
+            body::values(keys.next(), &shape.decode(&av::bytes(d)?)?);
             Ok(())
         })?;
-        entry.insert("Keys".into(), Value::Array(keys));
-        placeholders(&mut entry, x);
-        request_items.insert(table.clone(), Value::Object(entry));
+        keys.close();
+        placeholders(&mut entry, &x);
+        entry.close();
         reply.insert(table, (shape, projection));
         Ok(())
     })?;
-    let (body, _, capacity) = envelope(items, "RequestItems", request_items.into(), false)?;
+    request_items.close();
+    let capacity = batch_tail(&items.kwargs()?, &mut body, false)?;
+    body.close();
     Ok(Translated {
         op: Operation::BatchGetItem,
-        body: Value::Object(body),
+        body: out,
         reply: Reply::BatchGet { tables: reply },
         capacity,
     })
@@ -96,23 +100,29 @@ pub(super) async fn transact_get(
             "transactGetItems' lists differ in length",
         ));
     }
-    let mut transact = Vec::new();
+    let mut out = items.body_buffer();
+    let mut body = Object::open(&mut out);
+    let mut transact = Array::open(body.field("TransactItems"));
     let mut reply = Vec::new();
     for (i, (table, key)) in tables.iter().zip(keys).enumerate() {
         let shape = known[table].clone();
-        let mut get = Map::new();
-        get.insert("TableName".into(), json!(table));
-        get.insert("Key".into(), Value::Object(shape.decode(&key)?));
+        let mut item = Object::open(transact.next());
+        let mut get = Object::open(item.field("Get"));
+        get.str("TableName", table);
+        get.values("Key", &shape.decode(&key)?);
         let mut x = Expressions::default();
         let projection = projection(&mut x, &mut get, projections.get(i).cloned().flatten())?;
-        placeholders(&mut get, x);
-        transact.push(json!({ "Get": get }));
+        placeholders(&mut get, &x);
+        get.close();
+        item.close();
         reply.push((shape, projection));
     }
-    let (body, _, capacity) = envelope(items, "TransactItems", transact.into(), false)?;
+    transact.close();
+    let capacity = batch_tail(&items.kwargs()?, &mut body, false)?;
+    body.close();
     Ok(Translated {
         op: Operation::TransactGetItems,
-        body: Value::Object(body),
+        body: out,
         reply: Reply::TransactGet { items: reply },
         capacity,
     })

@@ -1,8 +1,10 @@
 //! A DAX data request turned into the DynamoDB request it stands for (operation and JSON
-//! body), plus what the answer's encoding needs to know ([`Reply`]). The body then takes the
-//! same typed path as an HTTP request's.
+//! body), plus what the answer's encoding needs to know ([`Reply`]). The body is written as
+//! JSON while the CBOR is read ([`body`]), the one form of it that must exist because it goes
+//! upstream; the typed request is then read from it, as from an HTTP request's.
 
 mod batch_get;
+mod body;
 mod get;
 mod query;
 mod write;
@@ -11,10 +13,7 @@ use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::Arc;
 
-use minicbor::Decoder;
-use minicbor::data::Type;
-use serde_json::{Map, Value, json};
-
+use self::body::Object;
 use super::DaxError;
 use super::av;
 use super::frame::{Dialect, Frame, Method};
@@ -22,6 +21,8 @@ use super::item::{KeyShape, Lists};
 use super::sexpr::{Expressions, PathElem};
 use crate::wire::operation::Operation;
 use crate::wire::request::TRANSACT_MAX_ITEMS;
+use minicbor::Decoder;
+use minicbor::data::Type;
 
 /// Keyword parameters of the data methods (`DaxDataRequestParam`).
 mod kw {
@@ -111,7 +112,8 @@ pub(super) enum Reply {
 #[derive(Debug)]
 pub(super) struct Translated {
     pub op: Operation,
-    pub body: Value,
+    /// The JSON body.
+    pub body: Vec<u8>,
     pub reply: Reply,
     /// Whether the client asked for consumed capacity (it reads it only then).
     pub capacity: bool,
@@ -155,6 +157,12 @@ impl<'a> Items<'a> {
 
     fn table(&self, i: usize) -> Result<String, DaxError> {
         utf8(self.bytes(i)?)
+    }
+
+    /// A buffer for the request's JSON body: about the size it will be, so a body of large
+    /// items is not copied as it grows.
+    fn body_buffer(&self) -> Vec<u8> {
+        Vec::with_capacity(128 + self.buf.len() + self.buf.len() / 2)
     }
 
     /// A data request's keyword map: always its last item.
@@ -253,23 +261,21 @@ impl<'a> Kwargs<'a> {
     }
 
     /// `ReturnConsumedCapacity` into `body`; whether the client asked for it.
-    fn capacity(&self, body: &mut Map<String, Value>) -> Result<bool, DaxError> {
+    fn capacity(&self, body: &mut Object<'_>) -> Result<bool, DaxError> {
         let value = match self.int(kw::RETURN_CONSUMED_CAPACITY)? {
             None | Some(0) => return Ok(false),
             Some(1) => "TOTAL",
             Some(2) => "INDEXES",
             Some(_) => return Err(DaxError::validation("Unknown ReturnConsumedCapacity")),
         };
-        body.insert("ReturnConsumedCapacity".into(), json!(value));
+        body.str("ReturnConsumedCapacity", value);
         Ok(true)
     }
 
-    fn collection_metrics(&self, body: &mut Map<String, Value>) -> Result<(), DaxError> {
+    fn collection_metrics(&self, body: &mut Object<'_>) -> Result<(), DaxError> {
         match self.int(kw::RETURN_ITEM_COLLECTION_METRICS)? {
             None | Some(0) => {}
-            Some(1) => {
-                body.insert("ReturnItemCollectionMetrics".into(), json!("SIZE"));
-            }
+            Some(1) => body.str("ReturnItemCollectionMetrics", "SIZE"),
             Some(_) => return Err(DaxError::validation("Unknown ReturnItemCollectionMetrics")),
         }
         Ok(())
@@ -287,143 +293,38 @@ impl<'a> Kwargs<'a> {
     }
 }
 
-/// The request body of a batch or transaction: `field` = `value`, then the keyword items that
-/// all of them take (capacity, and with `metrics` item collection metrics).
-fn envelope<'a>(
-    items: &Items<'a>,
-    field: &str,
-    value: Value,
-    metrics: bool,
-) -> Result<(Map<String, Value>, Kwargs<'a>, bool), DaxError> {
-    let k = items.kwargs()?;
-    let mut body = Map::new();
-    body.insert(field.into(), value);
-    let capacity = k.capacity(&mut body)?;
+/// What every batch and transaction body ends with: the keyword items that all of them
+/// take (capacity, and with `metrics` item collection metrics). Whether the client asked for
+/// capacity.
+fn batch_tail(k: &Kwargs<'_>, body: &mut Object<'_>, metrics: bool) -> Result<bool, DaxError> {
+    let capacity = k.capacity(body)?;
     if metrics {
-        k.collection_metrics(&mut body)?;
+        k.collection_metrics(body)?;
     }
-    Ok((body, k, capacity))
+    Ok(capacity)
 }
 
 /// Puts an expression's placeholders into `body`.
-fn placeholders(body: &mut Map<String, Value>, x: Expressions) {
+fn placeholders(body: &mut Object<'_>, x: &Expressions) {
     if !x.names.is_empty() {
-        body.insert("ExpressionAttributeNames".into(), Value::Object(x.names));
+        body.strings("ExpressionAttributeNames", &x.names);
     }
     if !x.values.is_empty() {
-        body.insert("ExpressionAttributeValues".into(), Value::Object(x.values));
+        body.values("ExpressionAttributeValues", &x.values);
     }
 }
 
 fn projection(
     x: &mut Expressions,
-    body: &mut Map<String, Value>,
+    body: &mut Object<'_>,
     compiled: Option<Vec<u8>>,
 ) -> Result<Option<Paths>, DaxError> {
     let Some(compiled) = compiled else {
         return Ok(None);
     };
     let (text, paths) = x.projection(&compiled)?;
-    body.insert("ProjectionExpression".into(), json!(text));
+    body.str("ProjectionExpression", &text);
     Ok(Some(Arc::new(paths)))
-}
-
-/// Fields whose value is a map of attribute values (an item, a key, an expression's values).
-/// There, and only there, the translation holds each value as its JSON text already written
-/// ([`av::decode_raw`]), in a [`Value::String`]; a value decoded as a tree is a
-/// [`Value::Object`]. Neither can be the other: an attribute value is always an object.
-const VALUE_MAPS: [&str; 4] = [
-    "Item",
-    "Key",
-    "ExclusiveStartKey",
-    "ExpressionAttributeValues",
-];
-
-/// The request body as DynamoDB JSON. Every field is written as JSON, except the attribute
-/// values of [`VALUE_MAPS`], whose text is written as it was decoded; `RequestItems` is keyed
-/// by table names, so its keys are never read as field names.
-pub(super) fn write_body(body: &Value) -> Vec<u8> {
-    // Sized once, from the values' text: a body of large items is not copied as it grows.
-    let mut out = Vec::with_capacity(256 + text_len(body));
-    write_fields(body, &mut out);
-    out
-}
-
-fn write_fields(value: &Value, out: &mut Vec<u8>) {
-    match value {
-        Value::Object(fields) => {
-            write_object(fields, out, |name, inner, out| match (name, inner) {
-                (field, Value::Object(_)) if VALUE_MAPS.contains(&field) => {
-                    write_value_map(inner, out)
-                }
-                ("Keys", Value::Array(keys)) => write_array(keys, out, write_value_map),
-                ("RequestItems", Value::Object(tables)) => {
-                    write_object(tables, out, |_, entry, out| write_fields(entry, out))
-                }
-                _ => write_fields(inner, out),
-            })
-        }
-        Value::Array(list) => write_array(list, out, write_fields),
-        scalar => write_json(scalar, out),
-    }
-}
-
-/// `{"name":value,...}`, each value written by `value`.
-fn write_object(
-    fields: &Map<String, Value>,
-    out: &mut Vec<u8>,
-    mut value: impl FnMut(&str, &Value, &mut Vec<u8>),
-) {
-    out.push(b'{');
-    for (i, (name, inner)) in fields.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        write_json_str(name, out);
-        out.push(b':');
-        value(name, inner, out);
-    }
-    out.push(b'}');
-}
-
-/// `[value,...]`, each written by `value`.
-fn write_array(list: &[Value], out: &mut Vec<u8>, value: fn(&Value, &mut Vec<u8>)) {
-    out.push(b'[');
-    for (i, inner) in list.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        value(inner, out);
-    }
-    out.push(b']');
-}
-
-/// The bytes of the values' text in a body, and a little for everything else.
-fn text_len(value: &Value) -> usize {
-    match value {
-        Value::String(text) => text.len() + 2,
-        Value::Object(fields) => fields.iter().map(|(k, v)| k.len() + 4 + text_len(v)).sum(),
-        Value::Array(list) => list.iter().map(|v| 1 + text_len(v)).sum(),
-        _ => 8,
-    }
-}
-
-fn write_value_map(map: &Value, out: &mut Vec<u8>) {
-    let Value::Object(values) = map else {
-        return write_json(map, out);
-    };
-    write_object(values, out, |_, value, out| match value {
-        Value::String(text) => out.extend_from_slice(text.as_bytes()),
-        tree => write_json(tree, out),
-    });
-}
-
-fn write_json_str(text: &str, out: &mut Vec<u8>) {
-    serde_json::to_writer(&mut *out, text).expect("a string serialises");
-}
-
-fn write_json(value: &Value, out: &mut Vec<u8>) {
-    serde_json::to_writer(&mut *out, value).expect("a JSON value serialises");
 }
 
 /// Translates a data method.
@@ -446,17 +347,15 @@ pub(super) async fn translate(
     }
 }
 
-/// What every single-table method starts with: its table's key shape, its keyword map and a
-/// body naming the table.
+/// What every single-table method starts with: its table, the table's key shape and the
+/// keyword map.
 async fn single_table<'a>(
     shapes: &impl Shapes,
     items: &Items<'a>,
-) -> Result<(KeyShape, Kwargs<'a>, Map<String, Value>), DaxError> {
+) -> Result<(String, KeyShape, Kwargs<'a>), DaxError> {
     let table = items.table(0)?;
     let shape = shapes.shape(&table).await?;
-    let mut body = Map::new();
-    body.insert("TableName".into(), json!(table));
-    Ok((shape, items.kwargs()?, body))
+    Ok((table, shape, items.kwargs()?))
 }
 
 /// The table names of a batch's `{table: ...}` map, in order.
@@ -483,7 +382,6 @@ async fn shapes_of(
     Ok(known)
 }
 
-/// An array item of byte strings (or nulls), each decoded by `each`.
 /// A transaction's list of integers, one per item.
 fn int_list(d: &mut Decoder<'_>) -> Result<Vec<u64>, DaxError> {
     let mut out = Vec::new();
@@ -504,6 +402,7 @@ fn too_many_transact_items() -> DaxError {
     )
 }
 
+/// An array item of byte strings (or nulls), each decoded by `each`.
 fn byte_list<T>(
     d: &mut Decoder<'_>,
     mut each: impl FnMut(Option<Vec<u8>>) -> Result<T, DaxError>,

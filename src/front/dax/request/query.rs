@@ -1,9 +1,8 @@
 //! Query and Scan over DAX: compiled expressions, the start key, the index.
 
-use serde_json::{Value, json};
-
 use super::{
-    DaxError, Items, Reply, Shapes, Translated, kw, placeholders, projection, single_table, utf8,
+    DaxError, Items, Object, Reply, Shapes, Translated, kw, placeholders, projection, single_table,
+    utf8,
 };
 use crate::front::dax::frame::{Dialect, Method};
 use crate::front::dax::item;
@@ -15,7 +14,10 @@ pub(super) async fn query_or_scan(
     method: Method,
     items: &Items<'_>,
 ) -> Result<Translated, DaxError> {
-    let (shape, k, mut body) = single_table(shapes, items).await?;
+    let (table, shape, k) = single_table(shapes, items).await?;
+    let mut out = items.body_buffer();
+    let mut body = Object::open(&mut out);
+    body.str("TableName", &table);
     let mut x = Expressions::default();
     let op = if method == Method::Query {
         if items.is_null(1) {
@@ -25,32 +27,32 @@ pub(super) async fn query_or_scan(
             ));
         }
         let text = x.condition(&items.bytes(1)?, "k")?;
-        body.insert("KeyConditionExpression".into(), json!(text));
+        body.str("KeyConditionExpression", &text);
         Operation::Query
     } else {
         Operation::Scan
     };
     let index = match k.bytes(kw::INDEX_NAME)? {
         Some(name) => {
-            body.insert("IndexName".into(), json!(utf8(name)?));
+            body.str("IndexName", &utf8(name)?);
             true
         }
         None => false,
     };
     if let Some(limit) = k.int(kw::LIMIT)? {
-        body.insert("Limit".into(), json!(limit));
+        body.int("Limit", limit);
     }
     if let Some(consistent) = k.flag(kw::CONSISTENT_READ)? {
-        body.insert("ConsistentRead".into(), json!(consistent));
+        body.bool("ConsistentRead", consistent);
     }
     if let Some(forward) = k.flag(kw::SCAN_INDEX_FORWARD)? {
-        body.insert("ScanIndexForward".into(), json!(forward));
+        body.bool("ScanIndexForward", forward);
     }
     if let Some(segment) = k.int(kw::SEGMENT)? {
-        body.insert("Segment".into(), json!(segment));
+        body.int("Segment", segment);
     }
     if let Some(total) = k.int(kw::TOTAL_SEGMENTS)? {
-        body.insert("TotalSegments".into(), json!(total));
+        body.int("TotalSegments", total);
     }
     // aws-dax-go-v2 writes ALL_ATTRIBUTES for a Select its caller left unset, and never for
     // one its caller set: from it, 1 means "not given" (a projection or an index then decides).
@@ -65,7 +67,7 @@ pub(super) async fn query_or_scan(
             4 => "SPECIFIC_ATTRIBUTES",
             _ => return Err(DaxError::validation("Unknown Select")),
         };
-        body.insert("Select".into(), json!(select));
+        body.str("Select", select);
     }
     if let Some(start) = k.bytes(kw::EXCLUSIVE_START_KEY)? {
         let start = if index {
@@ -73,18 +75,19 @@ pub(super) async fn query_or_scan(
         } else {
             shape.decode(&start)?
         };
-        body.insert("ExclusiveStartKey".into(), Value::Object(start));
+        body.values("ExclusiveStartKey", &start);
     }
     let capacity = k.capacity(&mut body)?;
     if let Some(filter) = k.bytes(kw::FILTER)? {
         let text = x.condition(&filter, "f")?;
-        body.insert("FilterExpression".into(), json!(text));
+        body.str("FilterExpression", &text);
     }
     let projection = projection(&mut x, &mut body, k.bytes(kw::PROJECTION)?)?;
-    placeholders(&mut body, x);
+    placeholders(&mut body, &x);
+    body.close();
     Ok(Translated {
         op,
-        body: Value::Object(body),
+        body: out,
         reply: Reply::QueryOrScan {
             shape,
             index,

@@ -1,15 +1,17 @@
 //! PutItem, UpdateItem and DeleteItem over DAX, and BatchWriteItem and TransactWriteItems:
 //! items and keys decoded against their table's attribute lists and key shape.
 
-use minicbor::data::Type;
-use serde_json::{Map, Value, json};
+use std::collections::HashSet;
 
+use minicbor::data::Type;
+
+use super::body::Array;
 use super::{
-    DaxError, Items, Reply, ReturnValues, Shapes, Translated, av, batch_tables, byte_list,
-    envelope, int_list, kw, placeholders, shapes_of, single_table, table_names,
+    DaxError, Items, Object, Reply, ReturnValues, Shapes, Translated, av, batch_tables, batch_tail,
+    byte_list, int_list, kw, placeholders, shapes_of, single_table, table_names,
 };
 use crate::front::dax::frame::Method;
-use crate::front::dax::item;
+use crate::front::dax::item::{self, RawItem};
 use crate::front::dax::sexpr::Expressions;
 use crate::wire::operation::Operation;
 use crate::wire::request::BATCH_WRITE_MAX_ITEMS;
@@ -19,27 +21,30 @@ pub(super) async fn write_item(
     method: Method,
     items: &Items<'_>,
 ) -> Result<Translated, DaxError> {
-    let (shape, k, mut body) = single_table(shapes, items).await?;
+    let (table, shape, k) = single_table(shapes, items).await?;
+    let mut out = items.body_buffer();
+    let mut body = Object::open(&mut out);
+    body.str("TableName", &table);
     let mut key = shape.decode(&items.bytes(1)?)?;
     let op = match method {
         Method::PutItem => {
-            let values = item::decode_values(shapes.lists(), &items.bytes(2)?)?;
-            key.extend(values);
-            body.insert("Item".into(), Value::Object(key));
+            key.extend(item::decode_values(shapes.lists(), &items.bytes(2)?)?);
+            body.values("Item", &key);
             Operation::PutItem
         }
         Method::UpdateItem => {
-            body.insert("Key".into(), Value::Object(key));
+            body.values("Key", &key);
             Operation::UpdateItem
         }
         _ => {
-            body.insert("Key".into(), Value::Object(key));
+            body.values("Key", &key);
             Operation::DeleteItem
         }
     };
+    drop(key);
     let return_values = k.return_values()?;
     if return_values != ReturnValues::None {
-        body.insert("ReturnValues".into(), json!(return_values.name()));
+        body.str("ReturnValues", return_values.name());
     }
     let capacity = k.capacity(&mut body)?;
     k.collection_metrics(&mut body)?;
@@ -49,16 +54,17 @@ pub(super) async fn write_item(
             return Err(DaxError::malformed("only updateItem takes an update"));
         }
         let text = x.update(&update)?;
-        body.insert("UpdateExpression".into(), json!(text));
+        body.str("UpdateExpression", &text);
     }
     if let Some(condition) = k.expression(kw::CONDITION)? {
         let text = x.condition(&condition, "c")?;
-        body.insert("ConditionExpression".into(), json!(text));
+        body.str("ConditionExpression", &text);
     }
-    placeholders(&mut body, x);
+    placeholders(&mut body, &x);
+    body.close();
     Ok(Translated {
         op,
-        body: Value::Object(body),
+        body: out,
         reply: Reply::Write {
             shape,
             return_values,
@@ -73,14 +79,20 @@ pub(super) async fn batch_write(
 ) -> Result<Translated, DaxError> {
     let tables = batch_tables(&mut items.decoder(0))?;
     let known = shapes_of(shapes, &tables).await?;
-    let mut request_items = Map::new();
+    let mut out = items.body_buffer();
+    let mut body = Object::open(&mut out);
+    let mut request_items = Object::open(body.field("RequestItems"));
+    let mut seen = HashSet::new();
     let mut d = items.decoder(0);
     let mut total = 0;
     av::each_pair(&mut d, |d| {
         let table = av::text(d)?;
         let shape = &known[&table];
-        let mut writes = Vec::new();
-        let mut pending_key: Option<Map<String, Value>> = None;
+        if !seen.insert(table.clone()) {
+            return Err(DaxError::validation("a table is named twice"));
+        }
+        let mut writes = Array::open(request_items.field(&table));
+        let mut pending_key: Option<RawItem> = None;
         av::each(d, |d| {
             // Counted before anything is built: DynamoDB takes 25 writes a batch.
             total += 1;
@@ -92,13 +104,19 @@ pub(super) async fn batch_write(
             match pending_key.take() {
                 None => pending_key = Some(shape.decode(&av::bytes(d)?)?),
                 Some(mut key) => {
+                    let mut write = Object::open(writes.next());
                     if d.datatype()? == Type::Null {
                         d.null()?;
-                        writes.push(json!({"DeleteRequest": {"Key": key}}));
+                        let mut delete = Object::open(write.field("DeleteRequest"));
+                        delete.values("Key", &key);
+                        delete.close();
                     } else {
                         key.extend(item::decode_values(shapes.lists(), &av::bytes(d)?)?);
-                        writes.push(json!({"PutRequest": {"Item": key}}));
+                        let mut put = Object::open(write.field("PutRequest"));
+                        put.values("Item", &key);
+                        put.close();
                     }
+                    write.close();
                 }
             }
             Ok(())
@@ -106,15 +124,15 @@ pub(super) async fn batch_write(
         if pending_key.is_some() {
             return Err(DaxError::malformed("a batch write is (key, values) pairs"));
         }
-        if request_items.insert(table, Value::Array(writes)).is_some() {
-            return Err(DaxError::validation("a table is named twice"));
-        }
+        writes.close();
         Ok(())
     })?;
-    let (body, _, capacity) = envelope(items, "RequestItems", request_items.into(), true)?;
+    request_items.close();
+    let capacity = batch_tail(&items.kwargs()?, &mut body, true)?;
+    body.close();
     Ok(Translated {
         op: Operation::BatchWriteItem,
-        body: Value::Object(body),
+        body: out,
         reply: Reply::BatchWrite { tables: known },
         capacity,
     })
@@ -155,67 +173,64 @@ pub(super) async fn transact_write(
             "transactWriteItems' lists differ in length",
         ));
     }
-    let mut transact = Vec::new();
+    let mut out = items.body_buffer();
+    let mut body = Object::open(&mut out);
+    let mut transact = Array::open(body.field("TransactItems"));
     let mut reply = Vec::new();
     for i in 0..n {
         let shape = known[&tables[i]].clone();
-        let mut key = shape.decode(&keys[i])?;
-        let mut entry = Map::new();
-        entry.insert("TableName".into(), json!(tables[i]));
         let kind = match ops[i] {
-            2 => {
-                let values = values
-                    .get(i)
-                    .cloned()
-                    .flatten()
-                    .ok_or_else(|| DaxError::malformed("a Put without its item"))?;
-                key.extend(item::decode_values(shapes.lists(), &values)?);
-                entry.insert("Item".into(), Value::Object(key));
-                "Put"
-            }
-            7 => {
-                entry.insert("Key".into(), Value::Object(key));
-                "Delete"
-            }
-            9 => {
-                entry.insert("Key".into(), Value::Object(key));
-                "Update"
-            }
-            12 => {
-                entry.insert("Key".into(), Value::Object(key));
-                "ConditionCheck"
-            }
+            2 => "Put",
+            7 => "Delete",
+            9 => "Update",
+            12 => "ConditionCheck",
             _ => return Err(DaxError::validation("Unknown transaction operation")),
         };
+        let mut key = shape.decode(&keys[i])?;
+        let mut item = Object::open(transact.next());
+        let mut entry = Object::open(item.field(kind));
+        entry.str("TableName", &tables[i]);
+        if kind == "Put" {
+            let values = values
+                .get(i)
+                .cloned()
+                .flatten()
+                .ok_or_else(|| DaxError::malformed("a Put without its item"))?;
+            key.extend(item::decode_values(shapes.lists(), &values)?);
+            entry.values("Item", &key);
+        } else {
+            entry.values("Key", &key);
+        }
         let mut x = Expressions::default();
         if let Some(update) = updates.get(i).cloned().flatten() {
             if kind != "Update" {
                 return Err(DaxError::malformed("only an Update takes an update"));
             }
             let text = x.update(&update)?;
-            entry.insert("UpdateExpression".into(), json!(text));
+            entry.str("UpdateExpression", &text);
         }
         if let Some(condition) = conditions.get(i).cloned().flatten() {
             let text = x.condition(&condition, "c")?;
-            entry.insert("ConditionExpression".into(), json!(text));
+            entry.str("ConditionExpression", &text);
         }
-        placeholders(&mut entry, x);
+        placeholders(&mut entry, &x);
         if on_failure.get(i) == Some(&2) {
-            entry.insert(
-                "ReturnValuesOnConditionCheckFailure".into(),
-                json!("ALL_OLD"),
-            );
+            entry.str("ReturnValuesOnConditionCheckFailure", "ALL_OLD");
         }
-        transact.push(json!({ kind: entry }));
+        entry.close();
+        item.close();
         reply.push(shape);
     }
-    let (mut body, k, capacity) = envelope(items, "TransactItems", transact.into(), true)?;
+    transact.close();
+    let k = items.kwargs()?;
+    let capacity = batch_tail(&k, &mut body, true)?;
     if let Some(token) = k.text(kw::CLIENT_REQUEST_TOKEN)? {
-        body.insert("ClientRequestToken".into(), json!(token));
+        body.str("ClientRequestToken", &token);
     }
+    body.close();
     Ok(Translated {
         op: Operation::TransactWriteItems,
-        body: Value::Object(body),
+        body: out,
         reply: Reply::TransactWrite { items: reply },
         capacity,
     })

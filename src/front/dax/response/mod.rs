@@ -1,18 +1,25 @@
 //! DynamoDB's JSON answer written as the DAX answer the client reads: `0x80`, then the
 //! method's body. Every item count is exact: one item too many or too few and the client
 //! misreads every answer after it on the connection.
+//!
+//! Each family reads the answer as its own typed shape ([`crate::wire::value`] for items),
+//! borrowing from the answer's bytes, and writes CBOR from that: no tree of JSON values is
+//! built. Fields an answer leaves out are absent or zero, as they were for DynamoDB.
 
 mod batch_get;
 mod get;
 mod query;
 mod write;
 
+use std::borrow::Cow;
+
 use minicbor::Encoder;
-use serde_json::{Map, Value};
+use serde::Deserialize;
 
 use super::DaxError;
 use super::item::{self, KeyShape, Lists};
 use super::request::{Paths, Reply};
+use crate::wire::value::{AttributeValue, Item, Pairs};
 
 /// Response parameters (`DaxResponseParam`).
 mod param {
@@ -31,21 +38,57 @@ pub(super) const SUCCESS: u8 = 0x80;
 
 type E<'a> = Encoder<&'a mut Vec<u8>>;
 
-fn object<'a>(value: &'a Value, field: &str) -> Option<&'a Map<String, Value>> {
-    value.get(field).and_then(Value::as_object)
+/// Reads `body` as the answer shape `T`.
+fn read<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, DaxError> {
+    serde_json::from_slice(body).map_err(|_| {
+        DaxError::internal("DynamoDB answered with JSON that is not the answer's shape")
+    })
 }
 
-fn array<'a>(value: &'a Value, field: &str) -> &'a [Value] {
-    value
-        .get(field)
-        .and_then(Value::as_array)
-        .map_or(&[], Vec::as_slice)
+/// Capacity units as DynamoDB reports them for a table or an index.
+#[derive(Debug, Default, Clone, Copy, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct Units {
+    capacity_units: Option<f64>,
+    read_capacity_units: Option<f64>,
+    write_capacity_units: Option<f64>,
 }
 
-fn as_item(value: &Value) -> Result<&Map<String, Value>, DaxError> {
-    value
-        .as_object()
-        .ok_or_else(|| DaxError::internal("DynamoDB answered an item that is not an object"))
+/// One `ConsumedCapacity`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct Capacity<'a> {
+    #[serde(borrow)]
+    table_name: Option<Cow<'a, str>>,
+    capacity_units: Option<f64>,
+    read_capacity_units: Option<f64>,
+    write_capacity_units: Option<f64>,
+    table: Option<Units>,
+    #[serde(borrow)]
+    global_secondary_indexes: Option<Pairs<'a, Units>>,
+    #[serde(borrow)]
+    local_secondary_indexes: Option<Pairs<'a, Units>>,
+}
+
+impl Capacity<'_> {
+    /// The units counted over the table and its indexes.
+    fn units(&self) -> Units {
+        Units {
+            capacity_units: self.capacity_units,
+            read_capacity_units: self.read_capacity_units,
+            write_capacity_units: self.write_capacity_units,
+        }
+    }
+}
+
+/// One `ItemCollectionMetrics`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct CollectionMetrics<'a> {
+    #[serde(borrow)]
+    item_collection_key: Item<'a>,
+    #[serde(rename = "SizeEstimateRangeGB", default)]
+    size_estimate_range_gb: Vec<f64>,
 }
 
 /// Writes the answer to a data request.
@@ -53,7 +96,7 @@ pub(super) fn encode(
     lists: &Lists,
     reply: &Reply,
     capacity: bool,
-    answer: &Value,
+    answer: &[u8],
     out: &mut Vec<u8>,
 ) -> Result<(), DaxError> {
     out.push(SUCCESS);
@@ -91,7 +134,7 @@ fn write_item(
     lists: &Lists,
     shape: &KeyShape,
     projection: Option<&Paths>,
-    item: &Map<String, Value>,
+    item: &Item<'_>,
 ) -> Result<(), DaxError> {
     match projection {
         Some(paths) => item::encode_projected(e, paths, item),
@@ -103,39 +146,29 @@ fn write_item(
 }
 
 /// UPDATED_OLD / UPDATED_NEW: `bytes(id, {ordinal: value})` over the sorted names returned.
-fn updated_attributes(
-    e: &mut E<'_>,
-    lists: &Lists,
-    attributes: &Map<String, Value>,
-) -> Result<(), DaxError> {
-    let mut names: Vec<&String> = attributes.keys().collect();
-    names.sort();
-    let owned: Vec<String> = names.iter().map(|n| (*n).clone()).collect();
+fn updated_attributes(e: &mut E<'_>, lists: &Lists, attributes: &Item<'_>) -> Result<(), DaxError> {
+    let mut sorted: Vec<(&str, &AttributeValue<'_>)> = attributes.iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(b.0));
+    let names: Vec<String> = sorted.iter().map(|(n, _)| (*n).to_string()).collect();
     let mut inner = Vec::new();
     let mut ie = Encoder::new(&mut inner);
-    ie.i64(lists.id_of(&owned)?)?.map(names.len() as u64)?;
-    for (ordinal, name) in names.iter().enumerate() {
+    ie.i64(lists.id_of(&names)?)?.map(sorted.len() as u64)?;
+    for (ordinal, (_, value)) in sorted.iter().enumerate() {
         ie.u64(ordinal as u64)?;
-        super::av::encode(&mut ie, &attributes[*name])?;
+        super::av::encode(&mut ie, value)?;
     }
     e.bytes(&inner)?;
     Ok(())
 }
 
-fn units(value: &Value) -> f64 {
-    value
-        .get("CapacityUnits")
-        .and_then(Value::as_f64)
-        .unwrap_or(0.0)
-}
-
 /// `bytes(table, units, table units | null, {gsi: units} | null, {lsi: units} | null)`.
-fn compact_capacity(e: &mut E<'_>, cc: &Value) -> Result<(), DaxError> {
+fn compact_capacity(e: &mut E<'_>, cc: &Capacity<'_>) -> Result<(), DaxError> {
+    let units = |u: &Units| u.capacity_units.unwrap_or(0.0);
     let mut inner = Vec::new();
     let mut ie = Encoder::new(&mut inner);
-    ie.str(cc.get("TableName").and_then(Value::as_str).unwrap_or(""))?
-        .f64(units(cc))?;
-    match cc.get("Table") {
+    ie.str(cc.table_name.as_deref().unwrap_or(""))?
+        .f64(units(&cc.units()))?;
+    match &cc.table {
         Some(table) => {
             ie.f64(units(table))?;
         }
@@ -143,11 +176,11 @@ fn compact_capacity(e: &mut E<'_>, cc: &Value) -> Result<(), DaxError> {
             ie.null()?;
         }
     }
-    for field in ["GlobalSecondaryIndexes", "LocalSecondaryIndexes"] {
-        match object(cc, field) {
+    for indexes in [&cc.global_secondary_indexes, &cc.local_secondary_indexes] {
+        match indexes {
             Some(indexes) => {
                 ie.map(indexes.len() as u64)?;
-                for (name, index) in indexes {
+                for (name, index) in indexes.iter() {
                     ie.str(name)?.f64(units(index))?;
                 }
             }
@@ -159,13 +192,6 @@ fn compact_capacity(e: &mut E<'_>, cc: &Value) -> Result<(), DaxError> {
     e.bytes(&inner)?;
     Ok(())
 }
-
-/// Capacity units by their keys in a transaction's capacity map.
-const UNITS: [(u64, &str); 3] = [
-    (1, "CapacityUnits"),
-    (2, "ReadCapacityUnits"),
-    (3, "WriteCapacityUnits"),
-];
 
 /// A definite map whose entries `fill` writes, counting each: the length is known once they
 /// all are.
@@ -181,46 +207,44 @@ fn counted_map(
     Ok(())
 }
 
-/// The units of `value` that it has, by key.
-fn units_map(e: &mut E<'_>, value: &Value) -> Result<(), DaxError> {
-    counted_map(e, |e, count| {
-        for (key, field) in UNITS {
-            if let Some(units) = value.get(field).and_then(Value::as_f64) {
-                e.u64(key)?.f64(units)?;
-                *count += 1;
-            }
+/// The units it has, by their keys in a transaction's capacity map.
+fn units_entries(e: &mut E<'_>, units: &Units, count: &mut u64) -> Result<(), DaxError> {
+    let each = [
+        (1u64, units.capacity_units),
+        (2, units.read_capacity_units),
+        (3, units.write_capacity_units),
+    ];
+    for (key, value) in each {
+        if let Some(value) = value {
+            e.u64(key)?.f64(value)?;
+            *count += 1;
         }
-        Ok(())
-    })
+    }
+    Ok(())
 }
 
 /// A transaction's capacity entry: a map with int keys.
-fn extended_capacity(e: &mut E<'_>, cc: &Value) -> Result<(), DaxError> {
+fn extended_capacity(e: &mut E<'_>, cc: &Capacity<'_>) -> Result<(), DaxError> {
     counted_map(e, |e, count| {
-        for (key, field) in UNITS {
-            if let Some(units) = cc.get(field).and_then(Value::as_f64) {
-                e.u64(key)?.f64(units)?;
-                *count += 1;
-            }
-        }
-        if let Some(table) = cc.get("TableName").and_then(Value::as_str) {
+        units_entries(e, &cc.units(), count)?;
+        if let Some(table) = &cc.table_name {
             e.u64(4)?.str(table)?;
             *count += 1;
         }
-        if let Some(table) = cc.get("Table").filter(|v| v.is_object()) {
+        if let Some(table) = &cc.table {
             e.u64(5)?;
-            units_map(e, table)?;
+            counted_map(e, |e, count| units_entries(e, table, count))?;
             *count += 1;
         }
-        for (key, field) in [
-            (6u64, "GlobalSecondaryIndexes"),
-            (7, "LocalSecondaryIndexes"),
+        for (key, indexes) in [
+            (6u64, &cc.global_secondary_indexes),
+            (7, &cc.local_secondary_indexes),
         ] {
-            if let Some(indexes) = object(cc, field) {
+            if let Some(indexes) = indexes {
                 e.u64(key)?.map(indexes.len() as u64)?;
-                for (name, index) in indexes {
+                for (name, index) in indexes.iter() {
                     e.str(name)?;
-                    units_map(e, index)?;
+                    counted_map(e, |e, count| units_entries(e, index, count))?;
                 }
                 *count += 1;
             }
@@ -233,14 +257,10 @@ fn extended_capacity(e: &mut E<'_>, cc: &Value) -> Result<(), DaxError> {
 fn capacity_list(
     e: &mut E<'_>,
     capacity: bool,
-    answer: &Value,
+    list: &[Capacity<'_>],
     extended: bool,
 ) -> Result<(), DaxError> {
-    let list = if capacity {
-        array(answer, "ConsumedCapacity")
-    } else {
-        &[]
-    };
+    let list = if capacity { list } else { &[] };
     e.array(list.len() as u64)?;
     for cc in list {
         if extended {
@@ -253,16 +273,18 @@ fn capacity_list(
 }
 
 /// `bytes(partition key value, lower GB, upper GB)`.
-fn collection_metrics(e: &mut E<'_>, icm: &Value) -> Result<(), DaxError> {
-    let key = object(icm, "ItemCollectionKey")
-        .and_then(|k| k.values().next())
+fn collection_metrics(e: &mut E<'_>, icm: &CollectionMetrics<'_>) -> Result<(), DaxError> {
+    let (_, key) = icm
+        .item_collection_key
+        .iter()
+        .next()
         .ok_or_else(|| DaxError::internal("item collection metrics without a key"))?;
-    let range = array(icm, "SizeEstimateRangeGB");
+    let range = &icm.size_estimate_range_gb;
     let mut inner = Vec::new();
     let mut ie = Encoder::new(&mut inner);
     super::av::encode(&mut ie, key)?;
-    ie.f64(range.first().and_then(Value::as_f64).unwrap_or(0.0))?
-        .f64(range.get(1).and_then(Value::as_f64).unwrap_or(0.0))?;
+    ie.f64(range.first().copied().unwrap_or(0.0))?
+        .f64(range.get(1).copied().unwrap_or(0.0))?;
     e.bytes(&inner)?;
     Ok(())
 }
@@ -271,9 +293,25 @@ fn collection_metrics(e: &mut E<'_>, icm: &Value) -> Result<(), DaxError> {
 pub(super) fn cancellation_reasons(
     lists: &Lists,
     reply: &Reply,
-    body: &Value,
+    body: &[u8],
 ) -> Result<Vec<u8>, DaxError> {
-    let reasons = array(body, "CancellationReasons");
+    #[derive(Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Cancelled<'a> {
+        #[serde(borrow, default)]
+        cancellation_reasons: Vec<Reason<'a>>,
+    }
+    #[derive(Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Reason<'a> {
+        #[serde(borrow)]
+        code: Option<Cow<'a, str>>,
+        #[serde(borrow)]
+        message: Option<Cow<'a, str>>,
+        #[serde(borrow)]
+        item: Option<Item<'a>>,
+    }
+    let reasons = read::<Cancelled>(body)?.cancellation_reasons;
     let shapes: Vec<&KeyShape> = match reply {
         Reply::TransactWrite { items } => items.iter().collect(),
         Reply::TransactGet { items } => items.iter().map(|(s, _)| s).collect(),
@@ -284,16 +322,15 @@ pub(super) fn cancellation_reasons(
     e.array(3 * shapes.len() as u64)?;
     for (i, shape) in shapes.iter().enumerate() {
         let reason = reasons.get(i);
-        let text = |field| reason.and_then(|r| r.get(field)).and_then(Value::as_str);
-        match text("Code") {
+        match reason.and_then(|r| r.code.as_deref()) {
             Some(code) => e.str(code)?,
             None => e.null()?,
         };
-        match text("Message") {
+        match reason.and_then(|r| r.message.as_deref()) {
             Some(message) => e.str(message)?,
             None => e.null()?,
         };
-        match reason.and_then(|r| object(r, "Item")) {
+        match reason.and_then(|r| r.item.as_ref()) {
             Some(item) => e.bytes(&item::encode_values(lists, shape, item)?)?,
             None => e.null()?,
         };
