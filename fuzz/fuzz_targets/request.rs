@@ -22,7 +22,7 @@ fuzz_target!(|data: &[u8]| {
     let target = HeaderValue::from_static("DynamoDB_20120810.Fuzz");
     let request = DynamoRequest::parse(op, target, Bytes::copy_from_slice(body), &naming);
     assert_eq!(&request.body[..], body, "the body is forwarded byte for byte");
-    if let Form::GetItem(get) = &request.form {
+    if let Form::Get(get) = &request.form {
         assert_eq!(request.tables().as_deref(), Some(&Named::Tables(vec![get.table.clone()])));
         assert_eq!(get.key.table(), get.table);
     }

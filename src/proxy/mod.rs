@@ -84,8 +84,8 @@ async fn serve(
 
     // 3. Answer from memory.
     let answered = match &request.form {
-        Form::GetItem(read) => get::from_memory(state, read),
-        Form::QueryOrScan(read) => query::from_memory(state, read),
+        Form::Get(read) => get::from_memory(state, read),
+        Form::Query(read) => query::from_memory(state, read),
         Form::NotJson => return Err(ProxyError::Serialization),
         _ => None,
     };
@@ -107,9 +107,9 @@ async fn upstream(state: &State, ctx: &Context, api: Api, request: DynamoRequest
         body: request.body,
     };
     match request.form {
-        Form::GetItem(read) => get::miss(state, ctx, out, read).await,
-        Form::BatchGetItem(read) => batch_get::batch_get(state, ctx, out, read).await,
-        Form::QueryOrScan(read) => query::miss(state, ctx, out, read).await,
+        Form::Get(read) => get::miss(state, ctx, out, read).await,
+        Form::BatchGet(read) => batch_get::batch_get(state, ctx, out, read).await,
+        Form::Query(read) => query::miss(state, ctx, out, read).await,
         Form::PutItem(put) => write::put_item(state, ctx, out, put).await,
         Form::DeleteItem(delete) => write::delete_item(state, ctx, out, delete).await,
         Form::UpdateItem(update) => write::update_item(state, ctx, out, update).await,

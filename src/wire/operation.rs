@@ -123,32 +123,6 @@ impl Target {
     }
 }
 
-impl Operation {
-    /// Operations whose request body the proxy itself reads (to derive keys, invalidate, or
-    /// answer from memory). A body that is not a JSON object is refused before going upstream;
-    /// every other operation is forwarded without the proxy looking inside.
-    pub fn proxy_reads_body(self) -> bool {
-        matches!(
-            self,
-            Operation::GetItem
-                | Operation::BatchGetItem
-                | Operation::Query
-                | Operation::Scan
-                | Operation::PutItem
-                | Operation::UpdateItem
-                | Operation::DeleteItem
-                | Operation::BatchWriteItem
-                | Operation::TransactWriteItems
-                | Operation::ExecuteStatement
-                | Operation::BatchExecuteStatement
-                | Operation::ExecuteTransaction
-                | Operation::CreateTable
-                | Operation::DeleteTable
-                | Operation::UpdateTable
-        )
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -71,7 +71,7 @@ pub(super) fn get_item(body: &Bytes, naming: &Naming) -> Option<(Named, Form)> {
     Some((
         // The form names its table (`DynamoRequest::tables`); an empty list allocates nothing.
         Named::Tables(Vec::new()),
-        Form::GetItem(GetItem {
+        Form::Get(GetItem {
             key,
             wire_key: body.slice_ref(input.key.get().as_bytes()),
             variant,

@@ -58,11 +58,21 @@ pub struct DynamoRequest {
 }
 
 /// The typed forms of the requests the engine reads.
+///
+/// A read has one variant per family of operations, not per operation: the family's typed
+/// form covers each of its operations (Query and Scan share [`QueryOrScan`], which the
+/// request's `op` tells apart), and the request path dispatches on the family. So a read
+/// operation joins a family in three files: its parser and its case of the family's form in
+/// the family's file here, its dispatch line in [`DynamoRequest::parse`], and its handling in
+/// the family's file of the request path (`crate::proxy`).
 #[derive(Debug)]
 pub enum Form {
-    GetItem(GetItem),
-    BatchGetItem(BatchGet),
-    QueryOrScan(QueryOrScan),
+    /// GetItem.
+    Get(GetItem),
+    /// BatchGetItem.
+    BatchGet(BatchGet),
+    /// Query and Scan.
+    Query(QueryOrScan),
     PutItem(PutItem),
     DeleteItem(KeyedWrite),
     UpdateItem(KeyedWrite),
@@ -130,7 +140,7 @@ impl DynamoRequest {
     /// be read with certainty (then only a principal allowed every table may send it).
     pub fn tables(&self) -> Option<Cow<'_, Named>> {
         match &self.form {
-            Form::GetItem(get) => Some(Cow::Owned(Named::Tables(vec![get.table.clone()]))),
+            Form::Get(get) => Some(Cow::Owned(Named::Tables(vec![get.table.clone()]))),
             _ => self.named.as_ref().map(Cow::Borrowed),
         }
     }
@@ -138,7 +148,7 @@ impl DynamoRequest {
     /// The first table the request names, for logs.
     pub fn table(&self) -> Option<&str> {
         match (&self.form, &self.named) {
-            (Form::GetItem(get), _) => Some(&get.table),
+            (Form::Get(get), _) => Some(&get.table),
             (_, Some(Named::Tables(tables))) => tables.first().map(String::as_str),
             _ => None,
         }
@@ -165,20 +175,45 @@ fn derived(
 
 /// A body that is not one JSON object with unique keys.
 fn unreadable(op: Operation, body: &[u8]) -> Form {
-    if op.proxy_reads_body() && !json::is_object(body) {
+    if reads_body(op) && !json::is_object(body) {
         Form::NotJson
     } else {
         Form::Forward
     }
 }
 
+/// Operations whose request body the proxy itself reads (to derive keys, invalidate, or
+/// answer from memory): the ones [`DynamoRequest::parse`] types. A body that is not a JSON
+/// object is refused before going upstream; every other operation is forwarded without the
+/// proxy looking inside.
+fn reads_body(op: Operation) -> bool {
+    matches!(
+        op,
+        Operation::GetItem
+            | Operation::BatchGetItem
+            | Operation::Query
+            | Operation::Scan
+            | Operation::PutItem
+            | Operation::UpdateItem
+            | Operation::DeleteItem
+            | Operation::BatchWriteItem
+            | Operation::TransactWriteItems
+            | Operation::ExecuteStatement
+            | Operation::BatchExecuteStatement
+            | Operation::ExecuteTransaction
+            | Operation::CreateTable
+            | Operation::DeleteTable
+            | Operation::UpdateTable
+    )
+}
+
 fn typed(op: Operation, object: Map<String, Value>, naming: &Naming) -> Form {
     match op {
         Operation::BatchGetItem => {
-            batch_get::batch_get(object, naming).map_or(Form::Forward, Form::BatchGetItem)
+            batch_get::batch_get(object, naming).map_or(Form::Forward, Form::BatchGet)
         }
         Operation::Query | Operation::Scan => {
-            query::query_or_scan(op, object, naming).map_or(Form::Forward, Form::QueryOrScan)
+            query::query_or_scan(op, object, naming).map_or(Form::Forward, Form::Query)
         }
         Operation::CreateTable | Operation::UpdateTable | Operation::DeleteTable => {
             let table = object
@@ -291,7 +326,7 @@ mod tests {
             r.tables().as_deref(),
             Some(&Named::Tables(vec!["t".into()]))
         );
-        let Form::GetItem(get) = r.form else {
+        let Form::Get(get) = r.form else {
             panic!("{:?}", r.form)
         };
         assert_eq!(get.table, "t");
@@ -428,7 +463,7 @@ mod tests {
             ),
             &n,
         );
-        let Form::GetItem(get) = r.form else {
+        let Form::Get(get) = r.form else {
             panic!("{:?}", r.form)
         };
         assert_eq!(get.table, "orders");
