@@ -24,23 +24,31 @@
 //! - **Sync** (`sync`): following DynamoDB streams; stream records reach the caches through
 //!   the cache layer's invalidation calls.
 //! - **Wire knowledge, no I/O** ([`wire`]): operations, the typed request, the answer,
-//!   table names and ARNs, canonical keys, projections, key conditions, PartiQL.
+//!   attribute values read from an answer, table names and ARNs, canonical keys,
+//!   projections, key conditions, PartiQL.
 //! - **Auth** ([`auth`]): the principals file, the SigV4 verifier, table and operation grants.
 //! - **Upstream** ([`upstream`]): the SigV4-signing client to DynamoDB, with a connection
 //!   pool per thread, its credentials, table key schemas from DescribeTable, and the one HTTPS
 //!   client (rustls with ring) every AWS SDK client of the proxy uses.
-//! - **Listening** ([`net`]): one accept loop for the data, DAX and admin listeners
+//! - **Listening** (`net`): one accept loop for the data, DAX and admin listeners
 //!   (connection limits, TLS handshakes, worker threads, drain), HTTP/1.1 connections and
 //!   their timeouts, the reloadable certificate.
 //! - **Metrics** ([`metrics`]): Prometheus, a leaf every layer may count into.
 //! - [`cli`] and [`config`]: command line (with the binary's own client for the admin
 //!   listener, `cli::admin`), environment and the TOML file.
 //!
+//! - Tools beside the server: [`embedded`] (feature `embedded`), a local DynamoDB emulator
+//!   inside the binary, optionally behind a delay line; `bench` (feature `bench`),
+//!   `dynamo-cache bench`. Neither is part of the request path; a `--no-default-features`
+//!   build carries neither.
+//!
 //! Every import points down this list or into `wire`, `metrics`, `error` and `config`, which
 //! import nothing above them; there are no import cycles.
-//! - Tools beside the server: [`embedded`] (feature `embedded`), a local DynamoDB emulator
-//!   inside the binary, optionally behind a delay line; `bench` (feature `bench`), `dynamo-cache bench`. Neither is part of
-//!   the request path; a `--no-default-features` build carries neither.
+//!
+//! The library exposes what the binary, the benches, the fuzz targets and the integration
+//! tests use: `run`, `State` and `Config`, the command line, the cache and wire types the
+//! benches and fuzz targets drive, and the auth and upstream pieces tests set up. The front-
+//! ends, the request path, listening and sync are private.
 //!
 //! [`run`] serves already-bound listeners until a shutdown future resolves; `main` binds them
 //! and passes Ctrl-C/SIGTERM, tests pass port 0 and a channel.
@@ -59,7 +67,7 @@ pub mod embedded;
 mod error;
 mod front;
 pub mod metrics;
-pub mod net;
+mod net;
 mod proxy;
 mod state;
 mod sync;
@@ -73,6 +81,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
+pub use net::tls::Certs;
 pub use state::{StartError, State};
 
 /// Entry points for fuzzing the decoders of untrusted input.
@@ -118,9 +127,9 @@ pub mod fuzzing {
 /// Admin connections are few (probes, scrapers); this bounds them separately.
 const ADMIN_MAX_CONNECTIONS: usize = 64;
 
-/// Serves the data, admin and (when bound) DAX listeners until `shutdown` resolves, then drains: readiness turns
-/// 503, the data listener stops accepting and finishes in-flight requests (up to the drain
-/// deadline), and only then does the admin listener stop.
+/// Serves the data, admin and (when bound) DAX listeners until `shutdown` resolves, then
+/// drains: readiness turns 503, the data listener stops accepting and finishes in-flight
+/// requests (up to the drain deadline), and only then does the admin listener stop.
 pub async fn run(
     state: State,
     data: TcpListener,

@@ -33,7 +33,7 @@ fn main() -> anyhow::Result<()> {
                 eprintln!("{}: {} principals", credentials.display(), principals.len());
             }
             if let (Some(cert), Some(key)) = (&config.tls.cert_file, &config.tls.key_file) {
-                dynamo_cache::net::tls::Certs::load(cert, key).map_err(anyhow::Error::msg)?;
+                dynamo_cache::Certs::load(cert, key).map_err(anyhow::Error::msg)?;
             }
             let effective = toml::to_string_pretty(&config)?;
             println!("{}", effective.trim_end());

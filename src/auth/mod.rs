@@ -19,8 +19,8 @@
 //! as they would to DynamoDB (none of them is retried).
 
 mod error;
-pub mod principals;
-pub mod verifier;
+mod principals;
+mod verifier;
 
 use std::fmt;
 use std::path::PathBuf;

@@ -32,7 +32,7 @@ const CLOSE_WINDOW: Duration = Duration::from_millis(500);
 
 /// HTTP/1.1, answering each request with `handler`.
 #[derive(Clone)]
-pub struct Http<H> {
+pub(crate) struct Http<H> {
     handler: H,
     limits: ListenerLimits,
     metrics: Arc<Metrics>,
@@ -46,7 +46,7 @@ where
     H: Fn(Request<Incoming>, std::net::SocketAddr) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Bytes>> + Send + 'static,
 {
-    pub fn new(
+    pub(crate) fn new(
         handler: H,
         limits: ListenerLimits,
         metrics: Arc<Metrics>,

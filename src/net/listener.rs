@@ -24,7 +24,7 @@ const MAX_REFUSING: usize = 64;
 
 /// Bounds for one listener.
 #[derive(Debug, Clone, Copy)]
-pub struct ListenerLimits {
+pub(crate) struct ListenerLimits {
     pub max_connections: usize,
     /// Also bounds the TLS handshake: a client that dribbles either holds a slot no longer.
     pub header_read_timeout: Duration,
@@ -34,19 +34,19 @@ pub struct ListenerLimits {
 }
 
 /// A client's byte stream, plain or TLS.
-pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+pub(crate) trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
 
 impl<S: AsyncRead + AsyncWrite + Send + Unpin + 'static> Stream for S {}
 
 /// Where a connection came from and arrived.
 #[derive(Debug, Clone, Copy)]
-pub struct Ends {
+pub(crate) struct Ends {
     pub peer: SocketAddr,
     pub local: SocketAddr,
 }
 
 /// What one listener serves.
-pub trait Protocol: Clone + Send + Sync + 'static {
+pub(crate) trait Protocol: Clone + Send + Sync + 'static {
     /// Serves one connection (its TLS handshake done) until it ends. Once `drain` is
     /// cancelled, the connection finishes what it is answering and closes.
     fn serve<S: Stream>(
@@ -72,7 +72,7 @@ pub trait Protocol: Clone + Send + Sync + 'static {
 /// connection lives and dies on one thread, with no work stealing or cross-thread wake-ups on
 /// the hot path (nginx's worker model). With `workers == 0` they are served on the caller's
 /// runtime.
-pub async fn serve<P: Protocol>(
+pub(crate) async fn serve<P: Protocol>(
     listener: TcpListener,
     workers: usize,
     limits: ListenerLimits,

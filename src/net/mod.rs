@@ -3,6 +3,6 @@
 //! data and admin listeners; the DAX front-end brings its own protocol); and the certificate
 //! served over https ([`tls`]), reloadable.
 
-pub mod http;
-pub mod listener;
-pub mod tls;
+pub(crate) mod http;
+pub(crate) mod listener;
+pub(crate) mod tls;

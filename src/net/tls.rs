@@ -106,7 +106,7 @@ fn read(
 /// admin listener presents (the handshake's own signatures are still checked). A liveness probe
 /// on the proxy's own host has no name to check a certificate against, no trust store of the
 /// proxy's CA, and nothing secret to send.
-pub fn probe_client_config() -> rustls::ClientConfig {
+pub(crate) fn probe_client_config() -> rustls::ClientConfig {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()

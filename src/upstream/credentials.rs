@@ -87,7 +87,7 @@ impl CredentialCache {
 }
 
 /// Formats an error with its whole cause chain, as operators need to see it.
-pub struct DisplayChain<'a>(pub &'a (dyn std::error::Error + 'static));
+pub(crate) struct DisplayChain<'a>(pub &'a (dyn std::error::Error + 'static));
 
 impl std::fmt::Display for DisplayChain<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -9,7 +9,7 @@
 //! A client signs the proxy's `Host`, so its signature can never be forwarded: the proxy signs
 //! with its own credentials and the upstream's host. Bodies go out byte for byte.
 
-pub mod credentials;
+pub(crate) mod credentials;
 pub mod schema;
 
 use std::cell::RefCell;

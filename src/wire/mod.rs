@@ -5,10 +5,13 @@
 //! - [`request`]: **the typed request**, parsed once from the operation and body; every later
 //!   step reads it.
 //! - [`tables`]: which tables a request names, and table ARNs placed by region and account.
+//! - [`value`]: attribute values and items read from an answer's JSON as typed values,
+//!   borrowing its text (the DAX front-end encodes answers from them).
 //! - [`keys`]: canonical item keys, comparing numbers through `number` (DynamoDB numbers,
-//!   exact, with DynamoDB's limits, shared with the DAX front-end); [`projection`]: projections, canonical and evaluated on
-//!   cached items; [`keycond`]: which partition a Query reads; [`partiql`]: which table a
-//!   PartiQL statement uses, and whether it writes; [`json`]: JSON that refuses repeated keys.
+//!   exact, with DynamoDB's limits, shared with the DAX front-end); [`projection`]:
+//!   projections, canonical and evaluated on cached items; [`keycond`]: which partition a
+//!   Query reads; [`partiql`]: which table a PartiQL statement uses, and whether it writes;
+//!   [`json`]: JSON that refuses repeated keys.
 
 pub mod answer;
 pub mod json;
