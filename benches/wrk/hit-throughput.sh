@@ -145,7 +145,8 @@ call GetItem "$get" http://127.0.0.1:18081/ -o /dev/null
 cached=$(call GetItem "$get" http://127.0.0.1:18081/ -o /dev/null -D - | awk 'tolower($1) == "x-cache:" {print $2}' | tr -d '\r')
 # shellcheck disable=SC2086
 run cache http://127.0.0.1:18081/ benches/wrk/getitem.lua $nginx_pids
-hits=$(curl -s http://127.0.0.1:19464/metrics | awk '/^dynamo_cache_requests_total\{op="GetItem",result="hit"\}/ {print $2}')
+hits=$(curl -s http://127.0.0.1:19464/metrics |
+    awk '/^dynamo_cache_requests_total\{/ && /op="GetItem"/ && /result="hit"/ && /protocol="http"/ {print $2}')
 # Forwarded requests (strongly consistent reads, writes): through the proxy, through nginx
 # proxy_pass, and straight at the emulator. CPU: the proxy's worker threads, and nginx's
 # workers.
