@@ -15,6 +15,9 @@
 #   benches/wrk/hit-throughput.sh [DURATION_S]
 # DYNAMO_CACHE_BIN measures another build of the binary (say, the one before a change)
 # instead of building this tree's.
+# DYNOXIDE_BIN puts the emulator in a process of its own (dynoxide's binary: `cargo install
+# dynoxide-rs --version =3.2.0 --features cli --locked`), so the proxy's whole process, and
+# nothing else, is counted for forwarded requests; by default the proxy embeds it.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 duration="${1:-10}"
@@ -26,9 +29,22 @@ if [ -z "$bin" ]; then
     cargo build --release --quiet --bin dynamo-cache
     bin=./target/release/dynamo-cache
 fi
-"$bin" serve --embedded --listen 127.0.0.1:18000 --admin-listen 127.0.0.1:19464 \
-    > "$work/proxy.out" 2>&1 &
-proxy_pid=$!
+if [ -n "${DYNOXIDE_BIN:-}" ]; then
+    "$DYNOXIDE_BIN" --port 18090 > "$work/dynoxide.out" 2>&1 &
+    for _ in $(seq 100); do curl -s -o /dev/null http://127.0.0.1:18090/ && break; sleep 0.1; done
+    AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_REGION=us-east-1 \
+        "$bin" serve --upstream http://127.0.0.1:18090 --listen 127.0.0.1:18000 \
+        --admin-listen 127.0.0.1:19464 > "$work/proxy.out" 2>&1 &
+    proxy_pid=$!
+    # The proxy's whole process serves forwarded requests: nothing else runs in it.
+    proxy_fwd=$proxy_pid
+else
+    "$bin" serve --embedded --listen 127.0.0.1:18000 --admin-listen 127.0.0.1:19464 \
+        > "$work/proxy.out" 2>&1 &
+    proxy_pid=$!
+    # Only the proxy's worker threads: the embedded emulator shares its process.
+    proxy_fwd=workers:$proxy_pid
+fi
 for _ in $(seq 100); do curl -sf http://127.0.0.1:19464/healthz >/dev/null && break; sleep 0.1; done
 
 call() { # op body [url]
@@ -41,7 +57,7 @@ call CreateTable '{"TableName":"bench","AttributeDefinitions":[{"AttributeName":
 value=$(printf 'x%.0s' $(seq 400))
 call PutItem "{\"TableName\":\"bench\",\"Item\":{\"pk\":{\"S\":\"k\"},\"v\":{\"S\":\"$value\"}}}" >/dev/null
 body=$(call GetItem '{"TableName":"bench","Key":{"pk":{"S":"k"}}}')
-upstream=$(grep -o 'upstream http://[0-9.:]*' "$work/proxy.out" | cut -d' ' -f2)
+upstream=$(grep -o 'upstream http://[0-9.:]*' "$work/proxy.out" | head -1 | cut -d' ' -f2)
 upstream=${upstream#http://}
 
 mkdir -p "$work/logs"
@@ -150,14 +166,14 @@ hits=$(curl -s http://127.0.0.1:19464/metrics |
 # Forwarded requests (strongly consistent reads, writes): through the proxy, through nginx
 # proxy_pass, and straight at the emulator. CPU: the proxy's worker threads, and nginx's
 # workers.
-run fwd http://127.0.0.1:18000/ benches/wrk/getitem-consistent.lua "workers:$proxy_pid"
+run fwd http://127.0.0.1:18000/ benches/wrk/getitem-consistent.lua "$proxy_fwd"
 # shellcheck disable=SC2086
 run fwd_nginx http://127.0.0.1:18082/ benches/wrk/getitem-consistent.lua $nginx_pids
-run fwd_direct "http://$upstream/" benches/wrk/getitem-consistent.lua "workers:$proxy_pid"
-run put http://127.0.0.1:18000/ benches/wrk/putitem.lua "workers:$proxy_pid"
+run fwd_direct "http://$upstream/" benches/wrk/getitem-consistent.lua "$proxy_fwd"
+run put http://127.0.0.1:18000/ benches/wrk/putitem.lua "$proxy_fwd"
 # shellcheck disable=SC2086
 run put_nginx http://127.0.0.1:18082/ benches/wrk/putitem.lua $nginx_pids
-run put_direct "http://$upstream/" benches/wrk/putitem.lua "workers:$proxy_pid"
+run put_direct "http://$upstream/" benches/wrk/putitem.lua "$proxy_fwd"
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 printf 'GetItem hits of a ~400-byte item (proxy hits counted: %s); %ss per run, one run each\n' "$hits" "$duration"
@@ -182,6 +198,7 @@ forwarded() { # title prefix
     printf '%-22s %12s %14s %10s %10s %14s\n' "nginx proxy_pass" "${!nrps}" "${!ncpu}" "${!np50}" "${!np99}" "${!ncpu1}"
     printf '%-22s %12s %14s %10s %10s\n' "emulator directly" "${!drps}" "" "${!dp50}" "${!dp99}"
     echo "  proxy/direct: req/s $(ratio "${!rps}" "${!drps}"); added at p50: $(( $(us "${!p50}") - $(us "${!dp50}") )) µs (nginx proxy_pass: $(( $(us "${!np50}") - $(us "${!dp50}") )) µs)"
+    echo "  proxy/nginx proxy_pass: CPU per request $(ratio "${!cpu}" "${!ncpu}") at 16 connections"
 }
 forwarded "Strongly consistent GetItem (always forwarded)" fwd
 forwarded "PutItem of a ~400-byte item" put
