@@ -218,8 +218,8 @@ mod tests {
     use std::path::Path;
     use std::time::{Duration, SystemTime};
 
-    use super::verifier::{format_amz_date, parse_amz_date};
     use super::*;
+    use crate::wire::amz_date::{format_amz_date, parse_amz_date};
 
     const FILE: &str = r#"
         [[principal]]

@@ -15,6 +15,7 @@ use subtle::ConstantTimeEq;
 
 use super::error::AuthError;
 use super::principals::{Principal, Principals};
+use crate::wire::amz_date::{format_amz_date, parse_amz_date};
 
 /// How far `X-Amz-Date` may be from the proxy's clock, either way (DynamoDB's window).
 pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(15 * 60);
@@ -377,18 +378,6 @@ fn single<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, Aut
         .to_str()
         .map(Some)
         .map_err(|_| AuthError::Incomplete(format!("{name} is not ASCII")))
-}
-
-const AMZ_DATE: &[time::format_description::BorrowedFormatItem<'static>] =
-    time::macros::format_description!("[year][month][day]T[hour][minute][second]Z");
-
-pub(crate) fn parse_amz_date(text: &str) -> Option<SystemTime> {
-    let parsed = time::PrimitiveDateTime::parse(text, AMZ_DATE).ok()?;
-    Some(parsed.assume_utc().into())
-}
-
-pub(crate) fn format_amz_date(at: SystemTime) -> Option<String> {
-    time::OffsetDateTime::from(at).format(AMZ_DATE).ok()
 }
 
 /// The SigV4 canonical request, rebuilt from what was received.

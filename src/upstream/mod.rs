@@ -1,5 +1,6 @@
 //! The upstream DynamoDB: pooled HTTP/1.1 connections (rustls for https), every request signed
-//! afresh with SigV4 for service `dynamodb`, bounded by a timeout.
+//! with SigV4 for service `dynamodb` ([`sign`]: the signing key is derived once a day),
+//! bounded by a timeout.
 //!
 //! Each thread has its own pool. A pooled connection is driven by a task on the runtime that
 //! opened it, so a pool shared by the per-core workers would have one worker's request written
@@ -11,17 +12,19 @@
 
 pub(crate) mod credentials;
 pub mod schema;
+mod sign;
+
+/// The upstream signer, for `benches/hot_path.rs`.
+#[doc(hidden)]
+pub use sign::{Signed, Signer};
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
-use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
-use aws_sigv4::sign::v4;
-use aws_smithy_runtime_api::client::identity::Identity;
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, HOST, HeaderValue};
+use http::header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderValue};
 use http::{HeaderMap, Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_rustls::HttpsConnector;
@@ -37,6 +40,9 @@ use crate::wire::answer::AMZ_JSON;
 /// BatchGetItem at most); this only stops a misbehaving upstream from exhausting memory.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 const TARGET: http::HeaderName = http::HeaderName::from_static("x-amz-target");
+const X_AMZ_DATE: http::HeaderName = http::HeaderName::from_static("x-amz-date");
+const X_AMZ_SECURITY_TOKEN: http::HeaderName =
+    http::HeaderName::from_static("x-amz-security-token");
 
 /// An upstream answer, fully read.
 #[derive(Debug, Clone)]
@@ -87,8 +93,8 @@ pub struct Upstream {
     url: String,
     /// `Host` as signed and sent.
     host: HeaderValue,
-    /// SigV4 signing region.
-    region: String,
+    /// Signs for the upstream's host, path and region.
+    signer: Signer,
     /// The proxy's own identity.
     credentials: Arc<CredentialCache>,
     /// Bound on one exchange, send to last byte.
@@ -137,9 +143,11 @@ impl Upstream {
             alive: Arc::new(()),
             connector: tls,
             url: uri.to_string(),
+            signer: Signer::new(authority.as_str(), uri.path(), region).ok_or_else(|| {
+                format!("upstream {url:?}: its path may hold only letters, digits, '-._~' and '/'")
+            })?,
             uri,
             host,
-            region: region.to_string(),
             credentials,
             timeout: limits.timeout,
             slots: tokio::sync::Semaphore::new(limits.max_in_flight),
@@ -249,43 +257,26 @@ impl Upstream {
             .get()
             .await
             .map_err(ProxyError::Credentials)?;
-        let identity: Identity = creds.into();
         let target_str = target.to_str().map_err(|_| ProxyError::UnknownOperation)?;
-        let host = self.host.to_str().expect("built from a str");
-        let params = v4::SigningParams::builder()
-            .identity(&identity)
-            .region(&self.region)
-            .name("dynamodb")
-            .time(SystemTime::now())
-            .settings(SigningSettings::default())
-            .build()
-            .map_err(|e| ProxyError::Credentials(format!("signing parameters: {e}")))?
-            .into();
-        let headers = [
-            ("host", host),
-            ("content-type", "application/x-amz-json-1.0"),
-            ("x-amz-target", target_str),
-        ];
-        let signable = SignableRequest::new(
-            "POST",
-            &self.url,
-            headers.into_iter(),
-            SignableBody::Bytes(&body),
-        )
-        .map_err(|e| ProxyError::Credentials(format!("signing: {e}")))?;
-        let (instructions, _signature) = sign(signable, &params)
-            .map_err(|e| ProxyError::Credentials(format!("signing: {e}")))?
-            .into_parts();
+        let signed = self
+            .signer
+            .sign(&creds, target_str, &body, SystemTime::now());
+        let value = |text: String| {
+            HeaderValue::try_from(text)
+                .map_err(|e| ProxyError::Credentials(format!("signing: {e}")))
+        };
         let mut request = Request::builder()
             .method(Method::POST)
             .uri(self.uri.clone())
             .header(HOST, self.host.clone())
             .header(CONTENT_TYPE, AMZ_JSON)
             .header(TARGET, target.clone())
-            .body(Full::new(body))
-            .expect("validated parts");
-        instructions.apply_to_request_http1x(&mut request);
-        Ok(request)
+            .header(X_AMZ_DATE, value(signed.amz_date)?)
+            .header(AUTHORIZATION, value(signed.authorization)?);
+        if let Some(token) = signed.security_token {
+            request = request.header(X_AMZ_SECURITY_TOKEN, value(token)?);
+        }
+        Ok(request.body(Full::new(body)).expect("validated parts"))
     }
 }
 

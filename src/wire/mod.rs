@@ -2,6 +2,7 @@
 //!
 //! - [`operation`]: which operation an `X-Amz-Target` names.
 //! - [`answer`]: what the request path answers, in no front-end's form.
+//! - `amz_date`: `X-Amz-Date`'s form, read by the SigV4 verifier and written by the signer.
 //! - [`request`]: **the typed request**, parsed once from the operation and body; every later
 //!   step reads it.
 //! - [`tables`]: which tables a request names, and table ARNs placed by region and account.
@@ -13,6 +14,7 @@
 //!   Query reads; [`partiql`]: which table a PartiQL statement uses, and whether it writes;
 //!   [`json`]: JSON that refuses repeated keys.
 
+pub(crate) mod amz_date;
 pub mod answer;
 pub mod json;
 pub mod keycond;
