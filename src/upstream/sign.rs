@@ -36,12 +36,21 @@ struct DayKey {
     key: Arc<[u8]>,
 }
 
+/// What the signer keeps between requests: the last second's `X-Amz-Date` (formatting it is
+/// a good part of a signature's cost) and the day's key.
+#[derive(Default)]
+struct Kept {
+    second: Option<u64>,
+    amz_date: String,
+    key: Option<DayKey>,
+}
+
 /// Signs requests for one upstream: its `Host`, path and region.
 pub struct Signer {
     host: String,
     path: String,
     region: String,
-    key: Mutex<Option<DayKey>>,
+    kept: Mutex<Kept>,
 }
 
 impl Signer {
@@ -60,13 +69,13 @@ impl Signer {
             host: host.to_string(),
             path: path.to_string(),
             region: region.to_string(),
-            key: Mutex::new(None),
+            kept: Mutex::new(Kept::default()),
         })
     }
 
     /// The headers that sign a request with `target` and `body`, at `now`.
     pub fn sign(&self, creds: &Credentials, target: &str, body: &[u8], now: SystemTime) -> Signed {
-        let amz_date = format_amz_date(now).expect("the clock is within years 0 to 9999");
+        let (amz_date, key) = self.date_and_key(creds.secret_access_key(), now);
         let day = &amz_date[..8];
         let token = creds.session_token();
         let signed_headers = if token.is_some() {
@@ -102,7 +111,6 @@ impl Signer {
             "AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}",
             hex::encode(Sha256::digest(canonical.as_bytes()))
         );
-        let key = self.key(creds.secret_access_key(), day, now);
         let signature = v4::calculate_signature(&*key, to_sign.as_bytes());
         Signed {
             authorization: format!(
@@ -115,23 +123,32 @@ impl Signer {
         }
     }
 
-    /// The signing key for `secret` on `day`, derived when either changes.
-    fn key(&self, secret: &str, day: &str, now: SystemTime) -> Arc<[u8]> {
-        let mut cached = self.key.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(k) = cached.as_ref()
-            && k.day == day
-            && k.secret == secret
-        {
-            return k.key.clone();
+    /// `X-Amz-Date` for `now`, formatted once a second, and the signing key for `secret` on
+    /// that day, derived when either changes.
+    fn date_and_key(&self, secret: &str, now: SystemTime) -> (String, Arc<[u8]>) {
+        let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
+        let second = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if kept.second != Some(second) {
+            kept.amz_date = format_amz_date(now).expect("the clock is within years 0 to 9999");
+            kept.second = Some(second);
         }
-        let derived = v4::generate_signing_key(secret, now, &self.region, SERVICE);
-        let key: Arc<[u8]> = Arc::from(derived.as_ref());
-        *cached = Some(DayKey {
-            day: day.to_string(),
-            secret: secret.to_string(),
-            key: key.clone(),
-        });
-        key
+        let day = &kept.amz_date[..8];
+        let key = match &kept.key {
+            Some(k) if k.day == day && k.secret == secret => k.key.clone(),
+            _ => {
+                let derived = v4::generate_signing_key(secret, now, &self.region, SERVICE);
+                let key: Arc<[u8]> = Arc::from(derived.as_ref());
+                kept.key = Some(DayKey {
+                    day: day.to_string(),
+                    secret: secret.to_string(),
+                    key: key.clone(),
+                });
+                key
+            }
+        };
+        (kept.amz_date.clone(), key)
     }
 }
 
