@@ -16,10 +16,9 @@ use aws_sigv4::sign::v4;
 use sha2::{Digest, Sha256};
 
 use crate::wire::amz_date::format_amz_date;
+use crate::wire::answer::AMZ_JSON_TYPE;
 
 const SERVICE: &str = "dynamodb";
-/// The `Content-Type` every request to DynamoDB carries.
-const AMZ_JSON: &str = "application/x-amz-json-1.0";
 
 /// The headers a signature adds to a request.
 #[derive(Debug, PartialEq, Eq)]
@@ -88,7 +87,7 @@ impl Signer {
         canonical.push_str("POST\n");
         canonical.push_str(&self.path);
         canonical.push_str("\n\ncontent-type:");
-        canonical.push_str(AMZ_JSON);
+        canonical.push_str(AMZ_JSON_TYPE);
         canonical.push_str("\nhost:");
         canonical.push_str(&self.host);
         canonical.push_str("\nx-amz-date:");
@@ -182,7 +181,7 @@ mod tests {
             .into();
         let headers = [
             ("host", host),
-            ("content-type", AMZ_JSON),
+            ("content-type", AMZ_JSON_TYPE),
             ("x-amz-target", target),
         ];
         let signable =

@@ -7,7 +7,9 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode};
 
 /// The content type of every DynamoDB JSON 1.0 request and response.
-pub const AMZ_JSON: HeaderValue = HeaderValue::from_static("application/x-amz-json-1.0");
+/// DynamoDB's content type, as text (what SigV4 signs).
+pub const AMZ_JSON_TYPE: &str = "application/x-amz-json-1.0";
+pub const AMZ_JSON: HeaderValue = HeaderValue::from_static(AMZ_JSON_TYPE);
 
 /// How a request was answered. Also the `result` label of the request metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

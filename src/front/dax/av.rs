@@ -92,7 +92,7 @@ impl Budget {
 }
 
 /// A JSON string literal.
-fn push_str(out: &mut Vec<u8>, s: &str) {
+pub(super) fn push_str(out: &mut Vec<u8>, s: &str) {
     serde_json::to_writer(&mut *out, s).expect("writing into memory cannot fail");
 }
 

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::front::dax::av::push_str;
 use crate::front::dax::item::RawItem;
 
 /// A JSON object being written into a buffer; [`Object::close`] ends it.
@@ -24,13 +25,13 @@ impl<'o> Object<'o> {
         if !std::mem::take(&mut self.empty) {
             self.out.push(b',');
         }
-        string(self.out, name);
+        push_str(self.out, name);
         self.out.push(b':');
         self.out
     }
 
     pub(super) fn str(&mut self, name: &str, value: &str) {
-        string(self.field(name), value);
+        push_str(self.field(name), value);
     }
 
     pub(super) fn bool(&mut self, name: &str, value: bool) {
@@ -94,11 +95,6 @@ pub(super) fn values(out: &mut Vec<u8>, item: &RawItem) {
         map.field(attribute).extend_from_slice(json.as_bytes());
     }
     map.close();
-}
-
-/// A JSON string literal.
-pub(super) fn string(out: &mut Vec<u8>, text: &str) {
-    serde_json::to_writer(&mut *out, text).expect("writing into memory cannot fail");
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! GetItem over DAX: its key in the table's key encoding, its projection.
 
 use super::{
-    DaxError, Items, Object, Reply, Shapes, Translated, kw, placeholders, projection, single_table,
+    DaxError, Items, Reply, Shapes, Translated, kw, placeholders, projection, single_table,
 };
 use crate::front::dax::sexpr::Expressions;
 use crate::wire::operation::Operation;
@@ -10,10 +10,8 @@ pub(super) async fn get_item(
     shapes: &impl Shapes,
     items: &Items<'_>,
 ) -> Result<Translated, DaxError> {
-    let (table, shape, k) = single_table(shapes, items).await?;
     let mut out = items.body_buffer();
-    let mut body = Object::open(&mut out);
-    body.str("TableName", &table);
+    let (shape, k, mut body) = single_table(shapes, items, &mut out).await?;
     body.values("Key", &shape.decode(&items.bytes(1)?)?);
     if let Some(consistent) = k.flag(kw::CONSISTENT_READ)? {
         body.bool("ConsistentRead", consistent);

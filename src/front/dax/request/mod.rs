@@ -347,15 +347,19 @@ pub(super) async fn translate(
     }
 }
 
-/// What every single-table method starts with: its table, the table's key shape and the
-/// keyword map.
-async fn single_table<'a>(
+/// What every single-table method starts with: its table's key shape, its keyword map, and
+/// the body (written into `out`) opened with the table's name.
+async fn single_table<'a, 'o>(
     shapes: &impl Shapes,
     items: &Items<'a>,
-) -> Result<(String, KeyShape, Kwargs<'a>), DaxError> {
+    out: &'o mut Vec<u8>,
+) -> Result<(KeyShape, Kwargs<'a>, Object<'o>), DaxError> {
     let table = items.table(0)?;
     let shape = shapes.shape(&table).await?;
-    Ok((table, shape, items.kwargs()?))
+    let k = items.kwargs()?;
+    let mut body = Object::open(out);
+    body.str("TableName", &table);
+    Ok((shape, k, body))
 }
 
 /// The table names of a batch's `{table: ...}` map, in order.

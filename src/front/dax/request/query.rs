@@ -1,8 +1,7 @@
 //! Query and Scan over DAX: compiled expressions, the start key, the index.
 
 use super::{
-    DaxError, Items, Object, Reply, Shapes, Translated, kw, placeholders, projection, single_table,
-    utf8,
+    DaxError, Items, Reply, Shapes, Translated, kw, placeholders, projection, single_table, utf8,
 };
 use crate::front::dax::frame::{Dialect, Method};
 use crate::front::dax::item;
@@ -14,10 +13,8 @@ pub(super) async fn query_or_scan(
     method: Method,
     items: &Items<'_>,
 ) -> Result<Translated, DaxError> {
-    let (table, shape, k) = single_table(shapes, items).await?;
     let mut out = items.body_buffer();
-    let mut body = Object::open(&mut out);
-    body.str("TableName", &table);
+    let (shape, k, mut body) = single_table(shapes, items, &mut out).await?;
     let mut x = Expressions::default();
     let op = if method == Method::Query {
         if items.is_null(1) {

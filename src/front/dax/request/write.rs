@@ -21,10 +21,8 @@ pub(super) async fn write_item(
     method: Method,
     items: &Items<'_>,
 ) -> Result<Translated, DaxError> {
-    let (table, shape, k) = single_table(shapes, items).await?;
     let mut out = items.body_buffer();
-    let mut body = Object::open(&mut out);
-    body.str("TableName", &table);
+    let (shape, k, mut body) = single_table(shapes, items, &mut out).await?;
     let mut key = shape.decode(&items.bytes(1)?)?;
     let op = match method {
         Method::PutItem => {
