@@ -141,8 +141,16 @@ impl ItemKey {
 
 /// The table named by a key's canonical form ([`ItemKey::as_bytes`]).
 pub fn table_of(canonical: &[u8]) -> &str {
-    let len = u32::from_le_bytes(canonical[..4].try_into().expect("length prefix")) as usize;
-    std::str::from_utf8(&canonical[4..4 + len]).expect("built from a str")
+    let (mut len, mut at) = (0usize, 0);
+    loop {
+        let byte = canonical[at];
+        len |= usize::from(byte & 0x7f) << (7 * at);
+        at += 1;
+        if byte < 0x80 {
+            break;
+        }
+    }
+    std::str::from_utf8(&canonical[at..at + len]).expect("built from a str")
 }
 
 /// One key value in canonical form (type tag and canonical bytes); `None` if invalid.
@@ -179,8 +187,16 @@ fn push_value(out: &mut Vec<u8>, kind: Kind, value: &str) -> Option<()> {
 }
 
 /// Length-prefixed, so that no two different keys encode to the same bytes.
+/// A length-prefixed field. The length is LEB128 (seven bits a byte, low first): a prefix code,
+/// so a sequence of fields reads back one way only, and most keys spend one byte a field
+/// where a fixed four bytes would add a dozen bytes to every cached item.
 fn push_field(out: &mut Vec<u8>, bytes: &[u8]) {
-    out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+    let mut len = bytes.len();
+    while len >= 0x80 {
+        out.push((len as u8 & 0x7f) | 0x80);
+        len >>= 7;
+    }
+    out.push(len as u8);
     out.extend_from_slice(bytes);
 }
 
@@ -289,6 +305,33 @@ mod tests {
             ]),
         );
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn long_fields_keep_their_table_and_stay_apart() {
+        // 255 bytes (DynamoDB's longest table name) and 300 take two length bytes; 127 and
+        // 128 straddle the first step.
+        for len in [1, 127, 128, 255, 300] {
+            let table = "t".repeat(len);
+            let key = ItemKey::new(&table, &key(&[("pk", KeyValue::S("v".repeat(len)))])).unwrap();
+            assert_eq!(key.table(), table);
+        }
+        // A long value whose tail looks like the next field does not run into it.
+        let long = ItemKey::new(
+            "t",
+            &key(&[
+                ("h", KeyValue::S(format!("{}\x01r", "a".repeat(200)))),
+                ("r", KeyValue::S("c".into())),
+            ]),
+        );
+        let short = ItemKey::new(
+            "t",
+            &key(&[
+                ("h", KeyValue::S("a".repeat(200))),
+                ("r", KeyValue::S("c".into())),
+            ]),
+        );
+        assert_ne!(long, short);
     }
 
     #[test]
