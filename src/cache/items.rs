@@ -1,7 +1,7 @@
 //! The item cache: what is stored, for how long, and the rules that keep it from ever serving a
 //! value older than a write the proxy acknowledged.
 //!
-//! Storage is a compact store bounded by bytes with a per-entry TTL (`store.rs`). Freshness
+//! Storage is a segmented store bounded by bytes with a per-entry TTL (`store.rs`). Freshness
 //! rests on three mechanisms:
 //!
 //! - **Write tracking.** Every write to a key stamps it (from one logical clock) when it starts
@@ -44,9 +44,9 @@ const SHARDS: usize = 64;
 /// waits until the shard has doubled, so pruning costs O(1) per write amortised.
 const PRUNE_AT: usize = 256;
 
-/// The whole item, kept as the exact GetItem answer a hit sends (`{"Item":{...}}`, or `{}` when
-/// the item does not exist) with that answer's CRC32: a plain hit copies and computes nothing,
-/// and the item itself is a zero-copy slice of the answer.
+/// The whole item, as the exact GetItem answer a hit sends (`{"Item":{...}}`, or `{}` when the
+/// item does not exist) with that answer's CRC32. The store renders it afresh for each read
+/// (see `store.rs`); the item itself is a zero-copy slice of the answer.
 #[derive(Debug, Clone)]
 pub struct Whole {
     answer: Bytes,
@@ -125,8 +125,8 @@ impl Cached {
 
     fn from_entry(entry: Entry) -> Cached {
         let whole = entry.answer().map(|answer| Whole {
+            crc: crc32fast::hash(&answer),
             answer,
-            crc: entry.meta.crc,
         });
         Cached {
             whole,
@@ -303,7 +303,6 @@ impl ItemCache {
             as_of: cached.as_of,
             // Rounding down only makes a stream record less likely to spare the entry.
             written_s: (cached.written_ms / 1000).min(u64::from(u32::MAX)) as u32,
-            crc: cached.whole.as_ref().map_or(0, |w| w.crc),
         };
         self.entries.insert(
             hash,

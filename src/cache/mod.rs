@@ -19,10 +19,12 @@
 //! share one upstream read), [`window`] (what recent writes touched) and [`hot_keys`] (the
 //! most read keys, sampled, for other replicas' warm starts).
 
+mod compact;
 mod flight;
 mod hot_keys;
 mod items;
 mod queries;
+mod shapes;
 mod store;
 mod window;
 

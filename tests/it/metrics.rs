@@ -182,10 +182,12 @@ async fn cache_stats_and_flush() {
 
 #[tokio::test]
 async fn invalidations_and_evictions_are_counted_by_cause() {
-    // Room for only a few items: filling more evicts by size.
+    // Room for only a few items of 200 bytes: writing more evicts by size.
     let env = Relayed::start(|c| c.cache.item_max_bytes = 1500).await;
     for i in 0..20 {
-        env.call("PutItem", &put(&format!("k{i}"))).await;
+        let item = json!({"TableName": "orders", "Item": {"pk": {"S": format!("k{i}")},
+            "sk": {"N": "1"}, "v": {"S": "x".repeat(200)}}});
+        env.call("PutItem", &item.to_string()).await;
     }
     let conditional = json!({"TableName": "orders",
         "Item": {"pk": {"S": "k0"}, "sk": {"N": "1"}}, "ConditionExpression": "attribute_not_exists(pk)"});
