@@ -1,23 +1,31 @@
 //! Item keys as the store keeps them.
 //!
-//! A canonical key (`wire::keys`) is the table, then each key attribute's name, type and value,
-//! each length-prefixed. Everything but the values is the same for every item of a table (or
-//! of an index's key schema): the key's *shape*. The store keeps each shape once, numbered,
-//! and an entry keeps the shape's number and the values: for a two-attribute key of a short
+//! A canonical key (`wire::keys`) is its *shape* (attribute count, table, names and types), then
+//! its values. The shape is the same for every item of a table, so the store numbers each shape
+//! once and an entry keeps the shape's number and the values: for a two-attribute key of a short
 //! table, about half the key's bytes.
 //!
-//! The stored form is the shape's number (LEB128) then the value fields as they are in the key,
-//! so two keys have the same stored form exactly when they are the same key. Bytes that are not
-//! a canonical key (the store's own tests use any bytes) are kept whole under number 0.
+//! The stored form is the number (LEB128) then the values as they are in the key, so two keys
+//! have the same stored form exactly when they are the same key. Bytes that are not a canonical
+//! key (the store's own tests use any bytes) are kept whole under number 0.
+//!
+//! Looking a key up allocates nothing and takes no lock: the numbered shapes are an immutable
+//! map behind an `ArcSwap`, replaced whole when a shape is added (once per table and schema).
 
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
 
 use crate::cache::compact::{push_varint, read_varint};
+use crate::wire::keys::split_shape;
 
 /// Shapes numbered at most (tables times key schemas; fills only come from answers DynamoDB
 /// gave, so only real tables and key names get here). Keys of further shapes are not stored.
-const MAX_SHAPES: usize = 1 << 16;
+const MAX_SHAPES: usize = 4096;
+
+/// Up to this many shapes, a lookup compares them in turn instead of hashing.
+const SCAN_SHAPES: usize = 8;
 
 /// Number 0: the stored form is the key itself.
 const WHOLE: u64 = 0;
@@ -25,92 +33,92 @@ const WHOLE: u64 = 0;
 /// The numbered shapes of one store.
 #[derive(Default)]
 pub(super) struct Shapes {
-    inner: RwLock<Inner>,
+    known: ArcSwap<Known>,
+    /// Held while a shape is added, so two adders do not lose one another's.
+    adding: Mutex<()>,
 }
 
-#[derive(Default)]
-struct Inner {
-    numbers: HashMap<Box<[u8]>, u64>,
+#[derive(Default, Clone)]
+struct Known {
+    numbers: HashMap<Arc<[u8]>, u64>,
     /// Shape `n` is `list[n - 1]`.
-    list: Vec<Box<[u8]>>,
+    list: Vec<Arc<[u8]>>,
 }
 
-/// A key split into its shape and its values.
-struct Split {
-    shape: Vec<u8>,
-    values: Vec<u8>,
+/// A key as the store looks for it: its shape's number and its values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Lookup<'k> {
+    number: u64,
+    values: &'k [u8],
 }
 
-/// One length-prefixed field at `*at`: its whole bytes, prefix included.
-fn field<'a>(key: &'a [u8], at: &mut usize) -> Option<&'a [u8]> {
-    let start = *at;
-    let len = usize::try_from(read_varint(key, at)?).ok()?;
-    let end = at.checked_add(len)?;
-    key.get(..end)?;
-    *at = end;
-    Some(&key[start..end])
-}
-
-fn split(key: &[u8]) -> Option<Split> {
-    let mut at = 0;
-    let mut shape = Vec::with_capacity(16);
-    let mut values = Vec::with_capacity(key.len());
-    shape.extend_from_slice(field(key, &mut at)?);
-    let mut attributes = 0;
-    while at < key.len() {
-        shape.extend_from_slice(field(key, &mut at)?);
-        shape.push(*key.get(at)?);
-        at += 1;
-        values.extend_from_slice(field(key, &mut at)?);
-        attributes += 1;
+impl Lookup<'_> {
+    /// Whether `stored` (an entry's key) is this key.
+    pub(super) fn matches(&self, stored: &[u8]) -> bool {
+        let mut at = 0;
+        read_varint(stored, &mut at) == Some(self.number) && stored[at..] == *self.values
     }
-    (attributes > 0).then_some(Split { shape, values })
+
+    /// Appends the stored form to `out`.
+    pub(super) fn write(&self, out: &mut Vec<u8>) {
+        push_varint(out, self.number);
+        out.extend_from_slice(self.values);
+    }
+
+    /// The stored form's length.
+    pub(super) fn len(&self) -> usize {
+        let bits = (u64::BITS - self.number.leading_zeros()).max(1);
+        bits.div_ceil(7) as usize + self.values.len()
+    }
+
+    pub(super) fn stored(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.len());
+        self.write(&mut out);
+        out
+    }
 }
 
 impl Shapes {
-    /// `key`'s stored form, numbering its shape if it is new; `None` if there are too many.
-    pub(super) fn intern(&self, key: &[u8]) -> Option<Vec<u8>> {
-        let Some(split) = split(key) else {
-            return Some(whole(key));
+    /// How the store finds `key`; `None` if its shape is not numbered (no entry has it).
+    pub(super) fn find<'k>(&self, key: &'k [u8]) -> Option<Lookup<'k>> {
+        let Some((shape, values)) = split_shape(key) else {
+            return Some(Lookup {
+                number: WHOLE,
+                values: key,
+            });
         };
-        let known = self
-            .inner
-            .read()
-            .expect("lock poisoned")
-            .numbers
-            .get(&*split.shape)
-            .copied();
-        let number = match known {
-            Some(number) => number,
-            None => {
-                let mut inner = self.inner.write().expect("lock poisoned");
-                match inner.numbers.get(&*split.shape) {
-                    Some(&number) => number,
-                    None if inner.list.len() >= MAX_SHAPES => return None,
-                    None => {
-                        inner.list.push(split.shape.clone().into());
-                        let number = inner.list.len() as u64;
-                        inner.numbers.insert(split.shape.into(), number);
-                        number
-                    }
-                }
-            }
+        let known = self.known.load();
+        // A store usually holds a handful of shapes: comparing them costs less than hashing.
+        let number = if known.list.len() <= SCAN_SHAPES {
+            known.list.iter().position(|s| **s == *shape)? as u64 + 1
+        } else {
+            *known.numbers.get(shape)?
         };
-        Some(stored(number, &split.values))
+        Some(Lookup { number, values })
     }
 
-    /// `key`'s stored form if its shape is numbered; `None` if it is not (no entry has it).
-    pub(super) fn find(&self, key: &[u8]) -> Option<Vec<u8>> {
-        let Some(split) = split(key) else {
-            return Some(whole(key));
-        };
-        let number = *self
-            .inner
-            .read()
-            .expect("lock poisoned")
-            .numbers
-            .get(&*split.shape)?;
-        Some(stored(number, &split.values))
+    /// As [`Shapes::find`], numbering the key's shape if it is new; `None` if there are too
+    /// many shapes to number another.
+    pub(super) fn intern<'k>(&self, key: &'k [u8]) -> Option<Lookup<'k>> {
+        if let Some(found) = self.find(key) {
+            return Some(found);
+        }
+        let (shape, values) = split_shape(key)?;
+        let _adding = self.adding.lock().expect("lock poisoned");
+        let known = self.known.load();
+        if let Some(&number) = known.numbers.get(shape) {
+            return Some(Lookup { number, values });
+        }
+        if known.list.len() >= MAX_SHAPES {
+            return None;
+        }
+        let mut next = Known::clone(&known);
+        let shape: Arc<[u8]> = shape.into();
+        next.list.push(shape.clone());
+        let number = next.list.len() as u64;
+        next.numbers.insert(shape, number);
+        self.known.store(Arc::new(next));
+        Some(Lookup { number, values })
     }
 
     /// The key a stored form stands for, written to `out` (cleared first).
@@ -120,51 +128,12 @@ impl Shapes {
         let Some(number) = read_varint(stored, &mut at) else {
             return;
         };
-        let values = &stored[at..];
-        if number == WHOLE {
-            out.extend_from_slice(values);
-            return;
+        if number != WHOLE
+            && let Some(shape) = self.known.load().list.get(number as usize - 1)
+        {
+            out.extend_from_slice(shape);
         }
-        let inner = self.inner.read().expect("lock poisoned");
-        let Some(shape) = inner.list.get(number as usize - 1) else {
-            return;
-        };
-        join(shape, values, out);
-    }
-}
-
-fn whole(key: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(key.len() + 1);
-    push_varint(&mut out, WHOLE);
-    out.extend_from_slice(key);
-    out
-}
-
-fn stored(number: u64, values: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(values.len() + 3);
-    push_varint(&mut out, number);
-    out.extend_from_slice(values);
-    out
-}
-
-/// The shape's fields with the values put back between them.
-fn join(shape: &[u8], values: &[u8], out: &mut Vec<u8>) {
-    let (mut s, mut v) = (0, 0);
-    let Some(table) = field(shape, &mut s) else {
-        return;
-    };
-    out.extend_from_slice(table);
-    while s < shape.len() {
-        let (Some(name), Some(&tag)) = (field(shape, &mut s), shape.get(s)) else {
-            return;
-        };
-        s += 1;
-        out.extend_from_slice(name);
-        out.push(tag);
-        let Some(value) = field(values, &mut v) else {
-            return;
-        };
-        out.extend_from_slice(value);
+        out.extend_from_slice(&stored[at..]);
     }
 }
 
@@ -182,8 +151,10 @@ mod tests {
     }
 
     fn round_trip(shapes: &Shapes, key: &[u8]) -> Vec<u8> {
-        let stored = shapes.intern(key).unwrap();
-        assert_eq!(shapes.find(key).as_ref(), Some(&stored));
+        let stored = shapes.intern(key).unwrap().stored();
+        let found = shapes.find(key).unwrap();
+        assert!(found.matches(&stored));
+        assert_eq!(found.len(), stored.len());
         let mut back = Vec::new();
         shapes.key_of(&stored, &mut back);
         assert_eq!(back, key);
@@ -209,11 +180,12 @@ mod tests {
         );
         let (sa, sb) = (round_trip(&shapes, &a), round_trip(&shapes, &b));
         assert_ne!(sa, sb);
+        assert!(!shapes.find(&a).unwrap().matches(&sb));
         assert_eq!(sa[0], sb[0]);
         // Number, then "customer#1" and "17e2" with their lengths.
         assert_eq!(sa.len(), 1 + 11 + 5);
         assert!(a.len() > 2 * sa.len() - 4, "{} vs {}", a.len(), sa.len());
-        assert_eq!(shapes.inner.read().unwrap().list.len(), 1);
+        assert_eq!(shapes.known.load().list.len(), 1);
     }
 
     #[test]
@@ -256,14 +228,14 @@ mod tests {
             b"a",
             b"ab",
             b"\x05ab",
-            b"\x01t",
-            b"\x01t\x01a",
+            b"\x01\x01t",
+            b"\x01\x01t\x01a",
             b"\xff\xff",
         ] {
             let stored = round_trip(&shapes, other);
             assert_eq!(stored[0], 0);
         }
-        assert!(shapes.inner.read().unwrap().list.is_empty());
+        assert!(shapes.known.load().list.is_empty());
     }
 
     #[test]

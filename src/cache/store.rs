@@ -45,7 +45,7 @@ use hashbrown::HashTable;
 use prometheus::IntCounter;
 
 use crate::cache::compact::{self, push_varint, read_varint};
-use crate::cache::shapes::Shapes;
+use crate::cache::shapes::{Lookup, Shapes};
 use crate::metrics::{CacheName, Metrics};
 
 /// Answers to projected reads of one item, by projection; `None` = no such item.
@@ -58,7 +58,7 @@ const PROJECTION_OVERHEAD: usize = 48;
 const MAX_SHARDS: usize = 64;
 /// A shard's smallest budget when there are several.
 const MIN_SHARD_BYTES: u64 = 1 << 20;
-/// A segment's size, for shards large enough: 16 or more segments a shard. Smaller than
+/// A segment's size, for shards large enough: 64 or more segments a shard. Smaller than
 /// Segcache's 1 MiB because each shard keeps a segment per lifetime class half written: with
 /// transparent huge pages the allocator's memory is resident 2 MiB at a time, written or not,
 /// so 64 shards of 1 MiB segments held about 40 MiB more than they stored
@@ -185,7 +185,7 @@ impl Header {
 }
 
 /// An entry as it will be written to a segment.
-fn entry_bytes(key: &[u8], answer: Option<&[u8]>, meta: Meta, has_projections: bool) -> Vec<u8> {
+fn entry_bytes(key: &Lookup, answer: Option<&[u8]>, meta: Meta, has_projections: bool) -> Vec<u8> {
     let mut value = Vec::new();
     let form = match answer {
         None => FORM_NONE,
@@ -223,7 +223,7 @@ fn entry_bytes(key: &[u8], answer: Option<&[u8]>, meta: Meta, has_projections: b
     if meta.written_s != 0 {
         push_varint(&mut out, u64::from(meta.written_s));
     }
-    out.extend_from_slice(key);
+    key.write(&mut out);
     out.extend_from_slice(&value);
     out
 }
@@ -375,9 +375,9 @@ impl Shard {
             .expect("a numbered segment")
     }
 
-    fn find(&self, hash: u64, key: &[u8]) -> Option<u32> {
+    fn find(&self, hash: u64, key: &Lookup) -> Option<u32> {
         self.index
-            .find(hash, |&l| key_at(&self.segments, l) == key)
+            .find(hash, |&l| key.matches(key_at(&self.segments, l)))
             .copied()
     }
 }
@@ -412,8 +412,9 @@ impl Store {
             .next_power_of_two()
             .min(MAX_SHARDS as u64) as usize;
         let shard_budget = max_bytes / shards as u64;
-        // 16 segments a shard or more, and never more than a shard can number.
-        let segment_size = usize::try_from(shard_budget / 16)
+        // 64 segments a shard or more: each lifetime class keeps one half written, and the
+        // budget counts it whole.
+        let segment_size = usize::try_from(shard_budget / 64)
             .unwrap_or(usize::MAX)
             .clamp(MIN_SEGMENT_BYTES, SEGMENT_BYTES);
         let counter = |cause| {
@@ -456,9 +457,9 @@ impl Store {
     /// The entry for `key`, unless there is none or it has expired.
     pub(super) fn get(&self, hash: u64, key: &[u8]) -> Option<Entry> {
         let now = self.now_ms();
-        let key = &self.shapes.find(key)?[..];
+        let key = self.shapes.find(key)?;
         let shard = self.shard(hash).read().expect("lock poisoned");
-        let (segment, offset) = split(shard.find(hash, key)?);
+        let (segment, offset) = split(shard.find(hash, &key)?);
         let segment = shard.segments[segment].as_ref()?;
         let header = Header::read(&segment.data, offset)?;
         if self.expired(header.meta.fresh_until, now) {
@@ -474,7 +475,7 @@ impl Store {
             answer,
             meta: header.meta,
             projections: (header.flags & HAS_PROJECTIONS != 0)
-                .then(|| shard.projections.get(key).cloned())
+                .then(|| shard.projections.get(header.key(&segment.data)).cloned())
                 .flatten(),
         })
     }
@@ -490,22 +491,21 @@ impl Store {
         projections: Option<Projections>,
     ) {
         let projections = projections.filter(|p| !p.is_empty());
-        let Some(stored) = self.shapes.intern(key) else {
+        let Some(key) = self.shapes.intern(key) else {
             // Too many key shapes to number another: not kept, and nothing is under it.
             return;
         };
-        let key = &stored[..];
-        let entry = entry_bytes(key, answer, meta, projections.is_some());
+        let entry = entry_bytes(&key, answer, meta, projections.is_some());
         let projection_bytes = projections
             .as_ref()
-            .map_or(0, |p| projections_weight(key, p));
+            .map_or(0, |p| projections_weight(key.len(), p));
         let now = self.now_ms();
         let mut guard = self.shard(hash).write().expect("lock poisoned");
         let shard = &mut *guard;
-        let replaced = shard.find(hash, key);
+        let replaced = shard.find(hash, &key);
         if let Some(location) = replaced {
             self.unindex(shard, hash, location);
-            self.kill(shard, location, key);
+            self.kill(shard, location);
         }
         let class = lifetime_class(meta.fresh_until, now);
         let fits =
@@ -532,7 +532,7 @@ impl Store {
         });
         if let Some(projections) = projections {
             shard.projection_bytes += projection_bytes;
-            shard.projections.insert(key.into(), projections);
+            shard.projections.insert(key.stored().into(), projections);
         }
         let (segment, _) = split(location);
         let segment = shard.segment_mut(segment as u32);
@@ -547,12 +547,11 @@ impl Store {
         let Some(key) = self.shapes.find(key) else {
             return;
         };
-        let key = &key[..];
         let mut guard = self.shard(hash).write().expect("lock poisoned");
         let shard = &mut *guard;
-        if let Some(location) = shard.find(hash, key) {
+        if let Some(location) = shard.find(hash, &key) {
             self.unindex(shard, hash, location);
-            self.kill(shard, location, key);
+            self.kill(shard, location);
             self.removed.inc();
         }
     }
@@ -569,7 +568,7 @@ impl Store {
                     let projections = (header.flags & HAS_PROJECTIONS != 0)
                         .then(|| shard.projections.get(key))
                         .flatten()
-                        .map_or(0, |p| projections_weight(key, p));
+                        .map_or(0, |p| projections_weight(key.len(), p));
                     let size = header.end - offset + INDEX_BUCKET_BYTES * 8 / 7;
                     self.shapes.key_of(key, &mut full);
                     visit(&full, size as u64 + projections);
@@ -753,17 +752,20 @@ impl Store {
 
     /// Marks the entry at `location` dead, and frees its segment if nothing in it lives and
     /// nothing appends to it.
-    fn kill(&self, shard: &mut Shard, location: u32, key: &[u8]) {
+    fn kill(&self, shard: &mut Shard, location: u32) {
         let (number, offset) = split(location);
         let segment = shard.segment_mut(number as u32);
-        let flags = segment.data[offset];
-        let end = Header::read(&segment.data, offset).map_or(offset, |h| h.end);
+        let header = Header::read(&segment.data, offset).expect("an entry the store wrote");
+        let (flags, end) = (header.flags, header.end);
+        let key = (flags & HAS_PROJECTIONS != 0).then(|| header.key(&segment.data).to_vec());
         segment.data[offset] |= DEAD;
         segment.live -= 1;
         let empty = segment.live == 0;
         shard.live_bytes -= (end - offset) as u64;
         shard.live -= 1;
-        self.forget_projections(shard, flags, key);
+        if let Some(key) = key {
+            self.forget_projections(shard, flags, &key);
+        }
         if empty && !shard.heads.iter().any(|&(_, n)| n as usize == number) {
             if let Some(at) = shard.order.iter().position(|&n| n as usize == number) {
                 shard.order.remove(at);
@@ -781,7 +783,7 @@ impl Store {
         if flags & HAS_PROJECTIONS != 0
             && let Some(projections) = shard.projections.remove(key)
         {
-            shard.projection_bytes -= projections_weight(key, &projections);
+            shard.projection_bytes -= projections_weight(key.len(), &projections);
         }
     }
 
@@ -805,12 +807,12 @@ fn lifetime_class(fresh_until: u64, now: u64) -> u8 {
     }
 }
 
-fn projections_weight(key: &[u8], projections: &Projections) -> u64 {
+fn projections_weight(key_len: usize, projections: &Projections) -> u64 {
     let answers: usize = projections
         .iter()
         .map(|(name, answer)| name.len() + answer.as_ref().map_or(0, Bytes::len))
         .sum();
-    (key.len() + answers + (projections.len() + 1) * PROJECTION_OVERHEAD) as u64
+    (key_len + answers + (projections.len() + 1) * PROJECTION_OVERHEAD) as u64
 }
 
 #[cfg(test)]
@@ -943,7 +945,8 @@ mod tests {
         let items = 100_000;
         for i in 0..items {
             let pk = format!("k{i:07}");
-            let key = format!("\x03mem\x02pkS\x08{pk}\x02skN\x010");
+            // The canonical key of the memory bench's items (`wire::keys`).
+            let key = format!("\x02\x03mem\x02pkS\x02skN\x08{pk}\x010");
             let answer = item(&pk, 400);
             store.insert(
                 store.hash(key.as_bytes()),
@@ -1028,17 +1031,18 @@ mod tests {
     fn an_entry_larger_than_a_segment_gets_one_of_its_own() {
         let metrics = Metrics::new();
         let store = Store::new(1 << 20, Duration::ZERO, &metrics, CacheName::Item);
-        assert_eq!(store.segment_size, 64 << 10);
+        let segment = store.segment_size as u64;
+        assert_eq!(segment, 16 << 10);
         put(&store, "small", "s");
         let large = item("big", 300 << 10);
         put(&store, "big", &large);
         put(&store, "small2", "s");
         assert_eq!(answer_str(&store, "big").as_deref(), Some(large.as_str()));
         assert_eq!(answer_str(&store, "small2").as_deref(), Some("s"));
-        assert!(store.usage().1 < (300 << 10) + 2 * (64 << 10) + 4096);
+        assert!(store.usage().1 < (300 << 10) + segment + 4096);
         // Gone, it gives its segment back.
         store.remove(store.hash(b"big"), b"big");
-        assert!(store.usage().1 < 2 * (64 << 10) + 4096);
+        assert!(store.usage().1 < segment + 4096);
     }
 
     #[test]

@@ -3,6 +3,11 @@
 //! A key is the table name plus the key attributes in name order, each value canonical: numbers
 //! as DynamoDB compares them (`1`, `1.0`, `1E0`, `01` are one number), binary as its decoded
 //! bytes, strings as their characters. A type tag keeps `S "1"` and `N "1"` apart.
+//!
+//! As bytes: the number of attributes, the table, each attribute's name and type tag, then each
+//! value; every name and value length-prefixed. What comes before the values (the key's
+//! *shape*) is the same for every item of a table, so a store can keep it once
+//! ([`split_shape`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -96,34 +101,34 @@ impl ItemKey {
     /// Attributes must come in name order (as a `BTreeMap` yields them).
     fn from_parts<'k>(
         table: &str,
-        key: impl Iterator<Item = (&'k str, (Kind, &'k str))>,
+        key: impl Iterator<Item = (&'k str, (Kind, &'k str))> + Clone,
     ) -> Option<ItemKey> {
+        let count = key.clone().count();
+        if count == 0 {
+            return None;
+        }
         let mut out = Vec::with_capacity(table.len() + 48);
+        push_len(&mut out, count);
         push_field(&mut out, table.as_bytes());
-        let mut any = false;
-        for (name, (kind, value)) in key {
-            any = true;
+        for (name, (kind, _)) in key.clone() {
             push_field(&mut out, name.as_bytes());
+            out.push(match kind {
+                Kind::S => b'S',
+                Kind::N => b'N',
+                Kind::B => b'B',
+            });
+        }
+        for (_, (kind, value)) in key {
             match kind {
-                Kind::S => {
-                    out.push(b'S');
-                    push_field(&mut out, value.as_bytes());
-                }
-                Kind::N => {
-                    out.push(b'N');
-                    push_field(&mut out, canonical_number(value)?.as_bytes());
-                }
+                Kind::S => push_field(&mut out, value.as_bytes()),
+                Kind::N => push_field(&mut out, canonical_number(value)?.as_bytes()),
                 Kind::B => {
-                    out.push(b'B');
                     let bytes = base64::engine::general_purpose::STANDARD
                         .decode(value)
                         .ok()?;
                     push_field(&mut out, &bytes);
                 }
             }
-        }
-        if !any {
-            return None;
         }
         Some(ItemKey(out.into()))
     }
@@ -141,16 +146,50 @@ impl ItemKey {
 
 /// The table named by a key's canonical form ([`ItemKey::as_bytes`]).
 pub fn table_of(canonical: &[u8]) -> &str {
-    let (mut len, mut at) = (0usize, 0);
-    loop {
-        let byte = canonical[at];
-        len |= usize::from(byte & 0x7f) << (7 * at);
+    let mut at = 0;
+    let table = read_len(canonical, &mut at).and_then(|_| field(canonical, &mut at));
+    std::str::from_utf8(table.expect("a canonical key")).expect("built from a str")
+}
+
+/// A canonical key split into its shape (attribute count, table, names and types) and its
+/// values; `None` for bytes that are not a canonical key.
+pub fn split_shape(canonical: &[u8]) -> Option<(&[u8], &[u8])> {
+    let mut at = 0;
+    let count = read_len(canonical, &mut at)?;
+    field(canonical, &mut at)?;
+    for _ in 0..count {
+        field(canonical, &mut at)?;
+        canonical.get(at)?;
         at += 1;
+    }
+    let shape = at;
+    for _ in 0..count {
+        field(canonical, &mut at)?;
+    }
+    (count > 0 && at == canonical.len()).then(|| canonical.split_at(shape))
+}
+
+/// A LEB128 length at `*at`.
+fn read_len(bytes: &[u8], at: &mut usize) -> Option<usize> {
+    let mut len = 0usize;
+    for shift in (0..usize::BITS).step_by(7) {
+        let byte = *bytes.get(*at)?;
+        *at += 1;
+        len |= usize::from(byte & 0x7f).checked_shl(shift)?;
         if byte < 0x80 {
-            break;
+            return Some(len);
         }
     }
-    std::str::from_utf8(&canonical[at..at + len]).expect("built from a str")
+    None
+}
+
+/// The bytes of the length-prefixed field at `*at`.
+fn field<'a>(bytes: &'a [u8], at: &mut usize) -> Option<&'a [u8]> {
+    let len = read_len(bytes, at)?;
+    let end = at.checked_add(len)?;
+    let field = bytes.get(*at..end)?;
+    *at = end;
+    Some(field)
 }
 
 /// One key value in canonical form (type tag and canonical bytes); `None` if invalid.
@@ -191,13 +230,16 @@ fn push_value(out: &mut Vec<u8>, kind: Kind, value: &str) -> Option<()> {
 /// so a sequence of fields reads back one way only, and most keys spend one byte a field
 /// where a fixed four bytes would add a dozen bytes to every cached item.
 fn push_field(out: &mut Vec<u8>, bytes: &[u8]) {
-    let mut len = bytes.len();
+    push_len(out, bytes.len());
+    out.extend_from_slice(bytes);
+}
+
+fn push_len(out: &mut Vec<u8>, mut len: usize) {
     while len >= 0x80 {
         out.push((len as u8 & 0x7f) | 0x80);
         len >>= 7;
     }
     out.push(len as u8);
-    out.extend_from_slice(bytes);
 }
 
 /// A DynamoDB number in a form where equal numbers are equal strings:
@@ -332,6 +374,38 @@ mod tests {
             ]),
         );
         assert_ne!(long, short);
+    }
+
+    #[test]
+    fn keys_of_one_table_share_their_shape() {
+        let orders = |pk: &str| {
+            ItemKey::new(
+                "orders",
+                &key(&[
+                    ("pk", KeyValue::S(pk.into())),
+                    ("sk", KeyValue::N("1.50".into())),
+                ]),
+            )
+            .unwrap()
+        };
+        let (a, b) = (orders("a"), orders("bb"));
+        let (shape_a, values_a) = split_shape(a.as_bytes()).unwrap();
+        let (shape_b, values_b) = split_shape(b.as_bytes()).unwrap();
+        assert_eq!(shape_a, shape_b);
+        assert_eq!(shape_a, b"\x02\x06orders\x02pkS\x02skN");
+        assert_eq!(values_a, b"\x01a\x0415e1");
+        assert_ne!(values_a, values_b);
+        let other = ItemKey::new("orders", &key(&[("pk", KeyValue::N("1".into()))])).unwrap();
+        assert_ne!(split_shape(other.as_bytes()).unwrap().0, shape_a);
+        // Bytes that are not a canonical key have no shape.
+        for other in [
+            &b""[..],
+            b"\x00\x01t",
+            b"\x01\x01t\x01aS",
+            b"\x01\x01t\x01aS\x01vv",
+        ] {
+            assert_eq!(split_shape(other), None, "{other:?}");
+        }
     }
 
     #[test]
