@@ -138,6 +138,10 @@ async fn main() {
     let entries = stats["item"]["entries"].as_u64().unwrap();
     let weighed = stats["item"]["bytes"].as_u64().unwrap();
     let answer_bytes = (r#"{"Item":}"#.len() + item(1).len()) as u64;
+    if std::env::var("MEM_PAUSE").is_ok() {
+        eprintln!("PID {}", proxy.pid());
+        std::thread::sleep(std::time::Duration::from_secs(40));
+    }
     assert!(proxy.terminate());
     let _ = std::fs::remove_file(&config);
     upstream.stop().await;

@@ -1,5 +1,6 @@
 //! The pieces every cached read runs: classifying the target, deriving the canonical key from
-//! the request body, and the cache lookup (hit and miss); and what every forward runs first,
+//! the request body, and the cache lookup (hit, which renders the answer from its segment,
+//! and miss); and what every forward runs first,
 //! signing the request for the upstream as the proxy does.
 //!
 //! `cargo bench --bench hot_path`
@@ -49,13 +50,21 @@ fn bench(c: &mut Criterion) {
             r#"{{"TableName":"orders","Key":{{"pk":{{"S":"customer#{i}"}},"sk":{{"N":"1700000000.25"}}}}}}"#
         );
         let key = key_of(body.as_bytes());
+        // An item of about 400 bytes as DynamoDB counts it, in DynamoDB's JSON.
+        let item = format!(
+            r#"{{"pk":{{"S":"customer#{i}"}},"sk":{{"N":"1700000000.25"}},"v":{{"S":"{}"}}}}"#,
+            "x".repeat(360)
+        );
         let ticket = cache.begin_fill();
-        cache.fill(&key, ticket, |_| ItemCache::whole(Some(&[b'x'; 400])));
+        cache.fill(&key, ticket, |_| ItemCache::whole(Some(item.as_bytes())));
     }
     let present = key_of(
         br#"{"TableName":"orders","Key":{"pk":{"S":"customer#777"},"sk":{"N":"1700000000.25"}}}"#,
     );
-    let absent = key_of(BODY);
+    // Not among the 100k (`BODY`'s customer#12345 is).
+    let absent = key_of(
+        br#"{"TableName":"orders","Key":{"pk":{"S":"customer#999999"},"sk":{"N":"1700000000.25"}}}"#,
+    );
     c.bench_function("lookup hit (100k entries)", |b| {
         b.iter(|| cache.get(black_box(&present)).unwrap())
     });
