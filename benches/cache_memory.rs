@@ -6,6 +6,7 @@
 //!
 //!     cargo bench --bench cache_memory               # 1,000,000 items
 //!     MEM_ITEMS=100000 cargo bench --bench cache_memory
+//!     MEM_PAUSE=1 cargo bench --bench cache_memory   # 40 s to look at the proxy (its PID printed)
 //!
 //! Payload is counted two ways: DynamoDB's item size (attribute names plus values, 400 bytes)
 //! and the GetItem answer the cache holds and serves (the same item as JSON). Prints the
