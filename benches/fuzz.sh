@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${1:-60}"
-targets=(request keys expressions sigv4 dax_frames dax_requests)
+targets=(request keys cached_items expressions sigv4 dax_frames dax_requests)
 
 if ! command -v cargo-fuzz >/dev/null; then
     cargo install --quiet --locked cargo-fuzz@0.13.2

@@ -87,6 +87,10 @@ pub use state::{StartError, State};
 /// Entry points for fuzzing the decoders of untrusted input.
 #[doc(hidden)]
 pub mod fuzzing {
+    /// Stores `data` as an item's JSON in the cache's compact form if it takes it, and
+    /// checks that it renders back byte for byte; also renders `data` as if it were the
+    /// compact form. Panics on a mismatch; never otherwise.
+    pub use crate::cache::fuzz_compact as cached_item;
     /// Reads arbitrary bytes as a DAX connection's requests; never panics.
     pub use crate::front::dax::decode_session as dax;
     /// The same, handing each data request's upstream body to a callback and building

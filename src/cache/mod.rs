@@ -40,6 +40,18 @@ use crate::upstream::UpstreamResponse;
 use crate::wire::keys::{ItemKey, KeyValue};
 
 pub use hot_keys::{HotKey, HotKeys};
+
+/// See `fuzzing::cached_item`.
+#[doc(hidden)]
+pub fn fuzz_compact(data: &[u8]) {
+    let mut encoded = Vec::new();
+    if compact::encode(data, &mut encoded) {
+        let mut text = Vec::new();
+        compact::render(&encoded, &mut text).expect("renders what it encoded");
+        assert_eq!(text, data, "the compact form changed the item");
+    }
+    let _ = compact::render(data, &mut Vec::new());
+}
 use items::FillTicket;
 pub use items::{Cached, ItemCache, StreamVerdict, WriteOutcome};
 use queries::{QueryCache, Watch};
