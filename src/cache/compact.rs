@@ -20,6 +20,8 @@
 //!   strings as `len + 1` and the bytes, then 0; for `M` a map; for `L` values, then [`END`];
 //!   `BOOL` and `NULL` are tags alone.
 
+use crate::wire::leb128::{self, read_len};
+
 /// Deepest nesting of maps and lists taken (DynamoDB allows 32).
 pub(super) const MAX_DEPTH: usize = 64;
 
@@ -192,35 +194,7 @@ impl<'a> Reader<'a> {
 }
 
 fn push_len(out: &mut Vec<u8>, len: usize) {
-    push_varint(out, len as u64);
-}
-
-fn read_len(bytes: &[u8], at: &mut usize) -> Option<usize> {
-    usize::try_from(read_varint(bytes, at)?).ok()
-}
-
-/// Appends `n` as LEB128: seven bits a byte, low first, the top bit set on all but the last.
-pub(super) fn push_varint(out: &mut Vec<u8>, mut n: u64) {
-    while n >= 0x80 {
-        out.push((n as u8 & 0x7f) | 0x80);
-        n >>= 7;
-    }
-    out.push(n as u8);
-}
-
-/// The LEB128 number at `*at`, moving `*at` past it; `None` if the bytes end first or it has
-/// more than 64 bits.
-pub(super) fn read_varint(bytes: &[u8], at: &mut usize) -> Option<u64> {
-    let mut n = 0u64;
-    for shift in (0..64).step_by(7) {
-        let byte = *bytes.get(*at)?;
-        *at += 1;
-        n |= u64::from(byte & 0x7f).checked_shl(shift)?;
-        if byte < 0x80 {
-            return Some(n);
-        }
-    }
-    None
+    leb128::push(out, len as u64);
 }
 
 fn take<'a>(bytes: &'a [u8], at: &mut usize, len: usize) -> Option<&'a [u8]> {

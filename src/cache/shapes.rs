@@ -17,8 +17,8 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 
-use crate::cache::compact::{push_varint, read_varint};
 use crate::wire::keys::split_shape;
+use crate::wire::leb128;
 
 /// Shapes numbered at most (tables times key schemas; fills only come from answers DynamoDB
 /// gave, so only real tables and key names get here). Keys of further shapes are not stored.
@@ -56,12 +56,12 @@ impl Lookup<'_> {
     /// Whether `stored` (an entry's key) is this key.
     pub(super) fn matches(&self, stored: &[u8]) -> bool {
         let mut at = 0;
-        read_varint(stored, &mut at) == Some(self.number) && stored[at..] == *self.values
+        leb128::read(stored, &mut at) == Some(self.number) && stored[at..] == *self.values
     }
 
     /// Appends the stored form to `out`.
     pub(super) fn write(&self, out: &mut Vec<u8>) {
-        push_varint(out, self.number);
+        leb128::push(out, self.number);
         out.extend_from_slice(self.values);
     }
 
@@ -125,7 +125,7 @@ impl Shapes {
     pub(super) fn key_of(&self, stored: &[u8], out: &mut Vec<u8>) {
         out.clear();
         let mut at = 0;
-        let Some(number) = read_varint(stored, &mut at) else {
+        let Some(number) = leb128::read(stored, &mut at) else {
             return;
         };
         if number != WHOLE

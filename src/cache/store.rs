@@ -44,9 +44,10 @@ use bytes::Bytes;
 use hashbrown::HashTable;
 use prometheus::IntCounter;
 
-use crate::cache::compact::{self, push_varint, read_varint};
+use crate::cache::compact;
 use crate::cache::shapes::{Lookup, Shapes};
 use crate::metrics::{CacheName, Metrics};
+use crate::wire::leb128::{self, read_len};
 
 /// Answers to projected reads of one item, by projection; `None` = no such item.
 pub(super) type Projections = Arc<[(Arc<str>, Option<Bytes>)]>;
@@ -147,15 +148,15 @@ impl Header {
     fn read(data: &[u8], at: usize) -> Option<Header> {
         let flags = *data.get(at)?;
         let mut i = at + 1;
-        let key_len = usize::try_from(read_varint(data, &mut i)?).ok()?;
-        let value_len = usize::try_from(read_varint(data, &mut i)?).ok()?;
+        let key_len = read_len(data, &mut i)?;
+        let value_len = read_len(data, &mut i)?;
         let fresh_until = match flags & NO_DEADLINE {
-            0 => read_varint(data, &mut i)?,
+            0 => leb128::read(data, &mut i)?,
             _ => u64::MAX,
         };
-        let as_of = read_varint(data, &mut i)?;
+        let as_of = leb128::read(data, &mut i)?;
         let written_s = match flags & NOT_WRITTEN {
-            0 => u32::try_from(read_varint(data, &mut i)?).ok()?,
+            0 => u32::try_from(leb128::read(data, &mut i)?).ok()?,
             _ => 0,
         };
         let meta = Meta {
@@ -214,14 +215,14 @@ fn entry_bytes(key: &Lookup, answer: Option<&[u8]>, meta: Meta, has_projections:
     }
     let mut out = Vec::with_capacity(32 + key.len() + value.len());
     out.push(flags);
-    push_varint(&mut out, key.len() as u64);
-    push_varint(&mut out, value.len() as u64);
+    leb128::push(&mut out, key.len() as u64);
+    leb128::push(&mut out, value.len() as u64);
     if meta.fresh_until != u64::MAX {
-        push_varint(&mut out, meta.fresh_until);
+        leb128::push(&mut out, meta.fresh_until);
     }
-    push_varint(&mut out, meta.as_of);
+    leb128::push(&mut out, meta.as_of);
     if meta.written_s != 0 {
-        push_varint(&mut out, u64::from(meta.written_s));
+        leb128::push(&mut out, u64::from(meta.written_s));
     }
     key.write(&mut out);
     out.extend_from_slice(&value);

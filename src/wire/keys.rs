@@ -15,6 +15,7 @@ use std::sync::Arc;
 use base64::Engine;
 use serde::Deserialize;
 
+use super::leb128::{self, read_len};
 use super::number::Decimal;
 
 /// A key attribute value as it appears on the wire (`{"S": "..."}` and so on). Any other type
@@ -169,20 +170,6 @@ pub fn split_shape(canonical: &[u8]) -> Option<(&[u8], &[u8])> {
     (count > 0 && at == canonical.len()).then(|| canonical.split_at(shape))
 }
 
-/// A LEB128 length at `*at`.
-fn read_len(bytes: &[u8], at: &mut usize) -> Option<usize> {
-    let mut len = 0usize;
-    for shift in (0..usize::BITS).step_by(7) {
-        let byte = *bytes.get(*at)?;
-        *at += 1;
-        len |= usize::from(byte & 0x7f).checked_shl(shift)?;
-        if byte < 0x80 {
-            return Some(len);
-        }
-    }
-    None
-}
-
 /// The bytes of the length-prefixed field at `*at`.
 fn field<'a>(bytes: &'a [u8], at: &mut usize) -> Option<&'a [u8]> {
     let len = read_len(bytes, at)?;
@@ -225,21 +212,16 @@ fn push_value(out: &mut Vec<u8>, kind: Kind, value: &str) -> Option<()> {
     Some(())
 }
 
-/// Length-prefixed, so that no two different keys encode to the same bytes.
-/// A length-prefixed field. The length is LEB128 (seven bits a byte, low first): a prefix code,
-/// so a sequence of fields reads back one way only, and most keys spend one byte a field
-/// where a fixed four bytes would add a dozen bytes to every cached item.
+/// A length-prefixed field, so that no two different keys encode to the same bytes. The length
+/// is LEB128 (see `leb128`): most keys spend one byte a field, where a fixed four bytes would
+/// add a dozen bytes to every cached item.
 fn push_field(out: &mut Vec<u8>, bytes: &[u8]) {
     push_len(out, bytes.len());
     out.extend_from_slice(bytes);
 }
 
-fn push_len(out: &mut Vec<u8>, mut len: usize) {
-    while len >= 0x80 {
-        out.push((len as u8 & 0x7f) | 0x80);
-        len >>= 7;
-    }
-    out.push(len as u8);
+fn push_len(out: &mut Vec<u8>, len: usize) {
+    leb128::push(out, len as u64);
 }
 
 /// A DynamoDB number in a form where equal numbers are equal strings:

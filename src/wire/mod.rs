@@ -19,6 +19,7 @@ pub mod answer;
 pub mod json;
 pub mod keycond;
 pub mod keys;
+pub(crate) mod leb128;
 pub(crate) mod number;
 pub mod operation;
 pub mod partiql;
