@@ -100,22 +100,32 @@ impl<'a> Reader<'a> {
         if depth > MAX_DEPTH {
             return None;
         }
-        self.eat(b"{")?;
-        if self.eat(b"}").is_none() {
-            loop {
-                let name = self.string()?;
-                push_len(out, name.len() + 1);
-                out.extend_from_slice(name);
-                self.eat(b":")?;
-                self.value(out, depth)?;
-                if self.eat(b",").is_none() {
-                    self.eat(b"}")?;
-                    break;
-                }
-            }
-        }
+        self.sequence(b'{', b'}', |reader| {
+            push_listed(out, reader.string()?);
+            reader.eat(b":")?;
+            reader.value(out, depth)
+        })?;
         out.push(0);
         Some(())
+    }
+
+    /// `open`, elements (each read by `element`) separated by commas, then `close`.
+    fn sequence(
+        &mut self,
+        open: u8,
+        close: u8,
+        mut element: impl FnMut(&mut Self) -> Option<()>,
+    ) -> Option<()> {
+        self.eat(&[open])?;
+        if self.eat(&[close]).is_some() {
+            return Some(());
+        }
+        loop {
+            element(self)?;
+            if self.eat(b",").is_none() {
+                return self.eat(&[close]);
+            }
+        }
     }
 
     /// `{"T":payload}`.
@@ -152,18 +162,10 @@ impl<'a> Reader<'a> {
                     b"NS" => NS,
                     _ => BS,
                 });
-                self.eat(b"[")?;
-                if self.eat(b"]").is_none() {
-                    loop {
-                        let body = self.string()?;
-                        push_len(out, body.len() + 1);
-                        out.extend_from_slice(body);
-                        if self.eat(b",").is_none() {
-                            self.eat(b"]")?;
-                            break;
-                        }
-                    }
-                }
+                self.sequence(b'[', b']', |reader| {
+                    push_listed(out, reader.string()?);
+                    Some(())
+                })?;
                 out.push(0);
             }
             b"M" => {
@@ -175,16 +177,7 @@ impl<'a> Reader<'a> {
                     return None;
                 }
                 out.push(L);
-                self.eat(b"[")?;
-                if self.eat(b"]").is_none() {
-                    loop {
-                        self.value(out, depth + 1)?;
-                        if self.eat(b",").is_none() {
-                            self.eat(b"]")?;
-                            break;
-                        }
-                    }
-                }
+                self.sequence(b'[', b']', |reader| reader.value(out, depth + 1))?;
                 out.push(END);
             }
             _ => return None,
@@ -197,6 +190,20 @@ fn push_len(out: &mut Vec<u8>, len: usize) {
     leb128::push(out, len as u64);
 }
 
+/// One of a run of strings (map names, set members): `len + 1`, then the bytes; the run ends
+/// with a 0.
+fn push_listed(out: &mut Vec<u8>, string: &[u8]) {
+    push_len(out, string.len() + 1);
+    out.extend_from_slice(string);
+}
+
+/// The next of a run written by [`push_listed`]; `Some(None)` at its end.
+fn next_listed<'a>(bytes: &'a [u8], at: &mut usize) -> Option<Option<&'a [u8]>> {
+    match read_len(bytes, at)? {
+        0 => Some(None),
+        len => take(bytes, at, len - 1).map(Some),
+    }
+}
 fn take<'a>(bytes: &'a [u8], at: &mut usize, len: usize) -> Option<&'a [u8]> {
     let end = at.checked_add(len)?;
     let slice = bytes.get(*at..end)?;
@@ -210,16 +217,12 @@ fn write_map(bytes: &[u8], at: &mut usize, out: &mut Vec<u8>, depth: usize) -> O
     }
     out.push(b'{');
     let mut first = true;
-    loop {
-        let len = read_len(bytes, at)?;
-        if len == 0 {
-            break;
-        }
+    while let Some(name) = next_listed(bytes, at)? {
         if !std::mem::take(&mut first) {
             out.push(b',');
         }
         out.push(b'"');
-        out.extend_from_slice(take(bytes, at, len - 1)?);
+        out.extend_from_slice(name);
         out.extend_from_slice(b"\":");
         write_value(bytes, at, out, depth)?;
     }
@@ -251,16 +254,12 @@ fn write_value(bytes: &[u8], at: &mut usize, out: &mut Vec<u8>, depth: usize) ->
                 _ => b"{\"BS\":[",
             });
             let mut first = true;
-            loop {
-                let len = read_len(bytes, at)?;
-                if len == 0 {
-                    break;
-                }
+            while let Some(member) = next_listed(bytes, at)? {
                 if !std::mem::take(&mut first) {
                     out.push(b',');
                 }
                 out.push(b'"');
-                out.extend_from_slice(take(bytes, at, len - 1)?);
+                out.extend_from_slice(member);
                 out.push(b'"');
             }
             out.extend_from_slice(b"]}");
