@@ -341,8 +341,6 @@ struct Shard {
     /// What the segments cost: the sum of their sizes.
     segment_bytes: u64,
     projection_bytes: u64,
-    /// Bytes of live entries in the segments.
-    live_bytes: u64,
     live: u64,
     /// Where expiry looks next, in `order`.
     reap_at: usize,
@@ -611,7 +609,6 @@ impl Store {
         let offset = segment.data.len();
         segment.data.extend_from_slice(entry);
         segment.live += 1;
-        shard.live_bytes += entry.len() as u64;
         shard.live += 1;
         Some(location(number as usize, offset))
     }
@@ -689,7 +686,6 @@ impl Store {
             self.shapes.key_of(key, &mut full);
             let hash = self.hasher.hash_one(&full[..]);
             let old = location(number as usize, offset);
-            shard.live_bytes -= (header.end - offset) as u64;
             shard.live -= 1;
             let expired = self.expired(header.meta.fresh_until, now);
             let moved = (keep_read && !expired && segment.was_read(offset))
@@ -757,12 +753,11 @@ impl Store {
         let (number, offset) = split(location);
         let segment = shard.segment_mut(number as u32);
         let header = Header::read(&segment.data, offset).expect("an entry the store wrote");
-        let (flags, end) = (header.flags, header.end);
+        let flags = header.flags;
         let key = (flags & HAS_PROJECTIONS != 0).then(|| header.key(&segment.data).to_vec());
         segment.data[offset] |= DEAD;
         segment.live -= 1;
         let empty = segment.live == 0;
-        shard.live_bytes -= (end - offset) as u64;
         shard.live -= 1;
         if let Some(key) = key {
             self.forget_projections(shard, flags, &key);
@@ -969,7 +964,11 @@ mod tests {
             .iter()
             .map(|shard| {
                 let shard = shard.read().unwrap();
-                shard.live_bytes + shard.bytes() - shard.segment_bytes
+                let entries: usize = (shard.segments.iter().flatten())
+                    .flat_map(Segment::entries)
+                    .map(|(offset, header)| header.end - offset)
+                    .sum();
+                entries as u64 + shard.bytes() - shard.segment_bytes
             })
             .sum();
         let per_item = bytes as f64 / items as f64;
