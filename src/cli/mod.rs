@@ -4,6 +4,7 @@
 //! binary's own client for the admin listener (`healthcheck` and `admin`).
 
 pub mod admin;
+pub mod commands;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
