@@ -12,7 +12,10 @@
 
 pub(crate) mod credentials;
 pub mod schema;
+mod sdk_client;
 mod sign;
+
+pub use sdk_client::sdk_http_client;
 
 /// The upstream signer, for `benches/hot_path.rs`.
 #[doc(hidden)]
@@ -50,23 +53,6 @@ pub struct UpstreamResponse {
     pub status: StatusCode,
     pub headers: HeaderMap,
     pub body: Bytes,
-}
-
-/// The HTTPS client of every AWS SDK client the proxy builds (table descriptions, Streams, the
-/// credential and region chains, the bench): rustls with ring, as the data path uses. The SDK
-/// crates are built without their default client, so a client built without this one fails
-/// its first request instead of quietly bringing a second TLS stack.
-pub fn sdk_http_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
-    use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
-    static CLIENT: std::sync::OnceLock<aws_smithy_runtime_api::client::http::SharedHttpClient> =
-        std::sync::OnceLock::new();
-    CLIENT
-        .get_or_init(|| {
-            aws_smithy_http_client::Builder::new()
-                .tls_provider(Provider::Rustls(CryptoMode::Ring))
-                .build_https()
-        })
-        .clone()
 }
 
 type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
