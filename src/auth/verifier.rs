@@ -10,12 +10,11 @@ use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use http::{HeaderMap, Method, Uri};
-use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::error::AuthError;
 use super::principals::{Principal, Principals};
-use crate::wire::amz_date::{format_amz_date, parse_amz_date};
+use crate::wire::amz_date::{format_amz_date, parse_amz_date, push_sha256_hex};
 
 /// How far `X-Amz-Date` may be from the proxy's clock, either way (DynamoDB's window).
 pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(15 * 60);
@@ -121,10 +120,8 @@ impl Verifier {
             "{}/{}/{}/{}",
             auth.date, auth.region, auth.service, auth.terminator
         );
-        let string_to_sign = format!(
-            "{ALGORITHM}\n{amz_date}\n{scope}\n{}",
-            hex::encode(Sha256::digest(canonical.as_bytes()))
-        );
+        let mut string_to_sign = format!("{ALGORITHM}\n{amz_date}\n{scope}\n");
+        push_sha256_hex(&mut string_to_sign, canonical.as_bytes());
         let key = self.signing_key(&principal, auth.date, signed_at);
         let expected = aws_sigv4::sign::v4::calculate_signature(&*key, string_to_sign.as_bytes());
         if bool::from(expected.as_bytes().ct_eq(auth.signature.as_bytes())) {
@@ -445,6 +442,6 @@ fn canonical_request(
     out.push('\n');
     out.push_str(signed_headers);
     out.push('\n');
-    out.push_str(&hex::encode(Sha256::digest(body)));
+    push_sha256_hex(&mut out, body);
     Ok(out)
 }

@@ -13,9 +13,8 @@ use std::time::SystemTime;
 
 use aws_credential_types::Credentials;
 use aws_sigv4::sign::v4;
-use sha2::{Digest, Sha256};
 
-use crate::wire::amz_date::format_amz_date;
+use crate::wire::amz_date::{format_amz_date, push_sha256_hex};
 use crate::wire::answer::AMZ_JSON_TYPE;
 
 const SERVICE: &str = "dynamodb";
@@ -101,15 +100,12 @@ impl Signer {
         canonical.push_str("\n\n");
         canonical.push_str(signed_headers);
         canonical.push('\n');
-        canonical.push_str(&hex::encode(Sha256::digest(body)));
+        push_sha256_hex(&mut canonical, body);
 
         let scope = format!("{day}/{}/{SERVICE}/aws4_request", self.region);
         let mut to_sign = String::with_capacity(160);
-        let _ = write!(
-            to_sign,
-            "AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}",
-            hex::encode(Sha256::digest(canonical.as_bytes()))
-        );
+        let _ = write!(to_sign, "AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n");
+        push_sha256_hex(&mut to_sign, canonical.as_bytes());
         let signature = v4::calculate_signature(&*key, to_sign.as_bytes());
         Signed {
             authorization: format!(

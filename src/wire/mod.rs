@@ -2,7 +2,8 @@
 //!
 //! - [`operation`]: which operation an `X-Amz-Target` names.
 //! - [`answer`]: what the request path answers, in no front-end's form.
-//! - `amz_date`: `X-Amz-Date`'s form, read by the SigV4 verifier and written by the signer.
+//! - `amz_date`: `X-Amz-Date`'s form and SigV4's hex hashes, read by the SigV4 verifier and
+//!   written by the signer.
 //! - [`request`]: **the typed request**, parsed once from the operation and body; every later
 //!   step reads it.
 //! - [`tables`]: which tables a request names, and table ARNs placed by region and account.
