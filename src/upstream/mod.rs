@@ -57,6 +57,31 @@ pub struct UpstreamResponse {
 
 type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
+/// Idle pooled connections, to DynamoDB or the SDK's endpoints, are closed after this long.
+const POOL_IDLE: Duration = Duration::from_secs(30);
+
+/// `tcp` with TLS for `https://` URLs: rustls with ring and the web PKI roots, HTTP/1.1. The
+/// data path and the SDK clients connect alike.
+fn https_connector(tcp: HttpConnector) -> HttpsConnector<HttpConnector> {
+    hyper_rustls::HttpsConnectorBuilder::new()
+        .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
+        .expect("ring's provider supports the default TLS versions")
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(tcp)
+}
+
+/// A client pooling its connections through `connector`.
+fn pooled<B>(connector: HttpsConnector<HttpConnector>) -> Client<HttpsConnector<HttpConnector>, B>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+{
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(POOL_IDLE)
+        .build(connector)
+}
+
 /// Tells apart the [`Upstream`]s of one process in the per-thread pools.
 static NEXT_ID: AtomicUsize = AtomicUsize::new(0);
 
@@ -118,12 +143,9 @@ impl Upstream {
             .ok_or_else(|| format!("upstream {url:?} has no host"))?;
         let host = HeaderValue::from_str(authority.as_str())
             .map_err(|e| format!("upstream host {authority}: {e}"))?;
-        let tls = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
-            .map_err(|e| format!("TLS set-up failed: {e}"))?
-            .https_or_http()
-            .enable_http1()
-            .build();
+        let mut tcp = HttpConnector::new();
+        tcp.enforce_http(false);
+        let tls = https_connector(tcp);
         Ok(Upstream {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             alive: Arc::new(()),
@@ -149,9 +171,7 @@ impl Upstream {
                 return client.request(request);
             }
             pools.retain(|(_, alive, _)| alive.strong_count() > 0);
-            let client = Client::builder(TokioExecutor::new())
-                .pool_idle_timeout(Duration::from_secs(30))
-                .build(self.connector.clone());
+            let client = pooled(self.connector.clone());
             let sent = client.request(request);
             pools.push((self.id, Arc::downgrade(&self.alive), client));
             sent

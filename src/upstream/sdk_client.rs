@@ -23,10 +23,6 @@ use aws_smithy_types::body::SdkBody;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector as TcpConnector;
-use hyper_util::rt::TokioExecutor;
-
-/// Idle pooled connections are closed after this long.
-const POOL_IDLE: Duration = Duration::from_secs(30);
 
 /// The one [`SharedHttpClient`] of the process.
 pub fn sdk_http_client() -> SharedHttpClient {
@@ -73,16 +69,8 @@ impl SdkConnector {
         tcp.enforce_http(false);
         tcp.set_nodelay(true);
         tcp.set_connect_timeout(connect_timeout);
-        let tls = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
-            .expect("ring's provider supports the default TLS versions")
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(tcp);
         SdkConnector {
-            client: Client::builder(TokioExecutor::new())
-                .pool_idle_timeout(POOL_IDLE)
-                .build(tls),
+            client: super::pooled(super::https_connector(tcp)),
             read_timeout,
         }
     }
