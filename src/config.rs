@@ -71,6 +71,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Certificates for serving https.
     pub tls: TlsConfig,
+    /// A cache shared by a fleet of proxies, on Valkey or Redis (off unless `fleet.redis` is set).
+    pub fleet: FleetConfig,
     /// What is logged: a level (`info`) or `tracing` directives (`info,dynamo_cache=debug`);
     /// `RUST_LOG`, when set, wins.
     pub log_level: String,
@@ -184,6 +186,120 @@ impl Default for StreamsConfig {
 impl StreamsConfig {
     pub fn poll_interval(&self) -> Duration {
         Duration::from_millis(self.poll_interval_ms)
+    }
+}
+
+/// What DAX clients are told the cluster is, in answer to `endpoints`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Discovery {
+    /// This node alone.
+    #[default]
+    #[serde(rename = "self")]
+    #[value(name = "self")]
+    Myself,
+    /// Every live member of the fleet, so clients spread their load over it.
+    Fleet,
+}
+
+/// The fleet tier: nodes that share one item cache on Valkey or Redis, and tell each other
+/// about writes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FleetConfig {
+    /// The engine: one `redis://` or `rediss://` URL (standalone, or one node of a cluster),
+    /// or a list of cluster seed URLs. Empty (the default): no fleet.
+    #[serde(deserialize_with = "one_or_many")]
+    pub redis: Vec<String>,
+    /// The fleet's name: the namespace of its keys and channels. Proxies with the same name
+    /// and engine are one fleet.
+    pub name: String,
+    /// What DAX clients are told the cluster is: `self` (this node) or `fleet` (every live
+    /// member).
+    pub discovery: Discovery,
+    /// The longest one engine call may add to a request; past it the request goes on without
+    /// the engine (to DynamoDB) and the node counts the engine as failing.
+    pub timeout_ms: u64,
+    /// How long a miss's lease keeps other nodes from reading the same key upstream.
+    pub lease_ms: u64,
+    /// How long a miss waits for another node's lease to be filled before reading DynamoDB
+    /// itself.
+    pub lease_wait_ms: u64,
+    /// How often a node checks that its invalidation channels deliver (and that it is still
+    /// a member).
+    pub probe_interval_ms: u64,
+}
+
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(url) if url.is_empty() => Vec::new(),
+        OneOrMany::One(url) => vec![url],
+        OneOrMany::Many(urls) => urls,
+    })
+}
+
+impl Default for FleetConfig {
+    fn default() -> Self {
+        FleetConfig {
+            redis: Vec::new(),
+            name: "dynamo-cache".into(),
+            discovery: Discovery::Myself,
+            timeout_ms: 5,
+            lease_ms: 1_000,
+            lease_wait_ms: 20,
+            probe_interval_ms: 100,
+        }
+    }
+}
+
+impl FleetConfig {
+    pub fn enabled(&self) -> bool {
+        !self.redis.is_empty()
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if !self.enabled() {
+            return Ok(());
+        }
+        for url in &self.redis {
+            let ok = url
+                .split_once("://")
+                .is_some_and(|(scheme, rest)| matches!(scheme, "redis" | "rediss") && !rest.is_empty());
+            if !ok {
+                return Err(format!(
+                    "fleet.redis {url:?} must be a redis:// or rediss:// URL with a host"
+                ));
+            }
+        }
+        if self.name.is_empty()
+            || self.name.len() > 64
+            || !self
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
+            return Err(format!(
+                "fleet.name {:?} must be 1 to 64 letters, digits, '-', '_' or '.'",
+                self.name
+            ));
+        }
+        for (name, value, max) in [
+            ("fleet.timeout_ms", self.timeout_ms, 10_000),
+            ("fleet.lease_ms", self.lease_ms, 60_000),
+            ("fleet.lease_wait_ms", self.lease_wait_ms, 10_000),
+            ("fleet.probe_interval_ms", self.probe_interval_ms, 10_000),
+        ] {
+            if value == 0 || value > max {
+                return Err(format!("{name} must be between 1 and {max}"));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -346,6 +462,7 @@ impl Default for Config {
             warm: WarmConfig::default(),
             auth: AuthConfig::default(),
             tls: TlsConfig::default(),
+            fleet: FleetConfig::default(),
             log_level: DEFAULT_LOG_LEVEL.into(),
         }
     }
@@ -489,6 +606,7 @@ impl Config {
                 "streams.endpoint {endpoint:?} must be an http:// or https:// URL with a host"
             ));
         }
+        self.fleet.validate().map_err(ConfigError::Invalid)?;
         if self.auth.mode == AuthMode::Sigv4 && self.auth.credentials_file.is_none() {
             return invalid(
                 "auth.mode = \"sigv4\" needs auth.credentials_file, the callers' keys".into(),

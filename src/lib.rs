@@ -65,6 +65,7 @@ pub mod config;
 #[cfg(feature = "embedded")]
 pub mod embedded;
 mod error;
+pub mod fleet;
 mod front;
 pub mod metrics;
 mod net;
@@ -165,6 +166,10 @@ pub async fn run(
 
     // Stream followers run on this runtime, not on a connection worker's.
     state.streams.start();
+    // The fleet's engine is reached in the background: readiness never waits for it.
+    if let Some(fleet) = state.caches.fleet() {
+        fleet.start(state.caches.clone());
+    }
 
     // A warm start runs while the proxy serves; readiness waits for it.
     if state.config.warm.from.is_some() {
@@ -256,6 +261,9 @@ pub async fn run(
     let _ = data_task.await;
     if let Some(dax_task) = dax_task {
         let _ = dax_task.await;
+    }
+    if let Some(fleet) = state.caches.fleet() {
+        fleet.stop().await;
     }
     stop_admin.cancel();
     let _ = admin_task.await;

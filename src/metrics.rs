@@ -80,6 +80,8 @@ pub struct Metrics {
     pub stream_shards: IntGauge,
     /// Failed stream reads (the stream not readable, throttling).
     pub stream_errors: IntCounter,
+    /// The fleet tier's.
+    pub fleet: FleetMetrics,
     /// `requests` and `request_duration` resolved once per (operation, result), on first use,
     /// so the hot path indexes an array instead of hashing label strings under a lock (and
     /// series that never happened are not exported).
@@ -145,6 +147,9 @@ pub enum Reason {
     Flush,
     /// A DynamoDB stream record, or a stream the proxy could not follow.
     Stream,
+    /// Another node of the fleet wrote, or this node could not be sure it heard every such
+    /// write (its memory is flushed).
+    Fleet,
 }
 
 impl Reason {
@@ -155,6 +160,7 @@ impl Reason {
             Reason::TableChange => "table_change",
             Reason::Flush => "flush",
             Reason::Stream => "stream",
+            Reason::Fleet => "fleet",
         }
     }
 }
@@ -396,6 +402,7 @@ impl Metrics {
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
 
+        let fleet = FleetMetrics::new();
         let mut names = Vec::new();
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
@@ -425,6 +432,18 @@ impl Metrics {
             Box::new(stream_shards.clone()),
             Box::new(stream_errors.clone()),
             Box::new(build_info),
+            Box::new(fleet.lookups.clone()),
+            Box::new(fleet.calls.clone()),
+            Box::new(fleet.errors.clone()),
+            Box::new(fleet.fills.clone()),
+            Box::new(fleet.lease_waits.clone()),
+            Box::new(fleet.invalidations_sent.clone()),
+            Box::new(fleet.invalidations_received.clone()),
+            Box::new(fleet.invalidation_lag.clone()),
+            Box::new(fleet.memory_serving.clone()),
+            Box::new(fleet.engine_up.clone()),
+            Box::new(fleet.members.clone()),
+            Box::new(fleet.pending_tombstones.clone()),
             // Resident memory, CPU time, open file descriptors (the sizing advice is in RSS).
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ] {
@@ -467,6 +486,7 @@ impl Metrics {
             stream_lag,
             stream_shards,
             stream_errors,
+            fleet,
         }
     }
 
@@ -704,5 +724,111 @@ mod tests {
             ),
             1.0
         );
+    }
+}
+
+/// What the fleet tier exports (all zero when there is no fleet).
+pub struct FleetMetrics {
+    /// Reads of the shared tier after a memory miss, by result: `hit`, `miss` (this node
+    /// reads DynamoDB and fills), `busy` (another node was reading it), `error` (the engine
+    /// failed or was too slow), `skipped` (the engine is known to be failing).
+    pub lookups: IntCounterVec,
+    /// Engine round trips, by call (`lookup`, `fill`, `tombstone`, `publish`, `probe`, `member`).
+    pub calls: HistogramVec,
+    /// Engine calls that failed or ran out of time, by call.
+    pub errors: IntCounterVec,
+    /// Fills of the shared tier, by result: `stored`, or `lost` (a write came first).
+    pub fills: IntCounterVec,
+    /// Misses that waited for another node's read of the same key.
+    pub lease_waits: IntCounter,
+    /// Invalidations published after writes through this node.
+    pub invalidations_sent: IntCounter,
+    /// Invalidations from other nodes applied to this node's memory.
+    pub invalidations_received: IntCounter,
+    /// From an invalidation's publication to its arrival here (clocks of two hosts).
+    pub invalidation_lag: Histogram,
+    /// 1 while this node answers from its own memory (its invalidation channels deliver);
+    /// 0 while it reads only the shared tier and DynamoDB.
+    pub memory_serving: IntGauge,
+    /// 1 while the engine answers.
+    pub engine_up: IntGauge,
+    /// Live members of the fleet, this node included.
+    pub members: IntGauge,
+    /// Tombstones of writes the engine did not take yet (retried until it does).
+    pub pending_tombstones: IntGauge,
+}
+
+impl FleetMetrics {
+    fn new() -> FleetMetrics {
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric")
+        };
+        let gauge = |name: &str, help: &str| IntGauge::new(name, help).expect("valid metric");
+        FleetMetrics {
+            lookups: counter(
+                "dynamo_cache_fleet_lookups_total",
+                "Shared-tier reads after a memory miss, by result (hit, miss, busy, error, skipped).",
+                &["result"],
+            ),
+            calls: HistogramVec::new(
+                HistogramOpts::new(
+                    "dynamo_cache_fleet_call_duration_seconds",
+                    "Round trips to the fleet's engine, by call.",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
+                &["call"],
+            )
+            .expect("valid metric"),
+            errors: counter(
+                "dynamo_cache_fleet_errors_total",
+                "Calls to the fleet's engine that failed or ran out of time, by call.",
+                &["call"],
+            ),
+            fills: counter(
+                "dynamo_cache_fleet_fills_total",
+                "Shared-tier fills, by result (stored; lost: a write or another lease came first).",
+                &["result"],
+            ),
+            lease_waits: IntCounter::new(
+                "dynamo_cache_fleet_lease_waits_total",
+                "Misses that waited for another node's read of the same key.",
+            )
+            .expect("valid metric"),
+            invalidations_sent: IntCounter::new(
+                "dynamo_cache_fleet_invalidations_sent_total",
+                "Invalidations published after writes through this node.",
+            )
+            .expect("valid metric"),
+            invalidations_received: IntCounter::new(
+                "dynamo_cache_fleet_invalidations_received_total",
+                "Invalidations from other nodes applied to this node's memory.",
+            )
+            .expect("valid metric"),
+            invalidation_lag: Histogram::with_opts(
+                HistogramOpts::new(
+                    "dynamo_cache_fleet_invalidation_lag_seconds",
+                    "From an invalidation's publication by another node to its arrival here.",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
+            )
+            .expect("valid metric"),
+            memory_serving: gauge(
+                "dynamo_cache_fleet_memory_serving",
+                "1 while this node answers from its own memory; 0 while it cannot be sure it \
+                 hears the fleet's invalidations.",
+            ),
+            engine_up: gauge(
+                "dynamo_cache_fleet_engine_up",
+                "1 while the fleet's engine answers.",
+            ),
+            members: gauge(
+                "dynamo_cache_fleet_members",
+                "Live members of the fleet, this node included.",
+            ),
+            pending_tombstones: gauge(
+                "dynamo_cache_fleet_pending_tombstones",
+                "Tombstones of writes the engine has not taken yet.",
+            ),
+        }
     }
 }

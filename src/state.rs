@@ -116,10 +116,11 @@ impl State {
             metrics.clone(),
             naming.clone(),
         ));
-        let caches = Arc::new(Caches::new(
+        let caches = Arc::new(Caches::with_fleet(
             &config.cache,
             config.upstream_timeout(),
             metrics.clone(),
+            crate::fleet::Fleet::new(&config, metrics.clone()),
         ));
         let streams = Streams::new(
             config.streams.clone(),

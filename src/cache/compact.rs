@@ -42,7 +42,7 @@ const END: u8 = 0;
 /// The compact form of `item`, an attribute map as DynamoDB JSON (`{"pk":{"S":"a"},...}`),
 /// appended to `out`; `false` (and `out` as it was) if `item` is not in the exact compact shape
 /// this form can give back.
-pub(super) fn encode(item: &[u8], out: &mut Vec<u8>) -> bool {
+pub(crate) fn encode(item: &[u8], out: &mut Vec<u8>) -> bool {
     let start = out.len();
     let mut reader = Reader { text: item, at: 0 };
     let ok = reader.map(out, 0).is_some() && reader.at == item.len();
@@ -54,7 +54,7 @@ pub(super) fn encode(item: &[u8], out: &mut Vec<u8>) -> bool {
 
 /// Appends the JSON text `encoded` came from to `out`; `None` if `encoded` is not a whole
 /// compact item (then `out` holds a partial text the caller must discard).
-pub(super) fn render(encoded: &[u8], out: &mut Vec<u8>) -> Option<()> {
+pub(crate) fn render(encoded: &[u8], out: &mut Vec<u8>) -> Option<()> {
     let mut at = 0;
     write_map(encoded, &mut at, out, 0)?;
     (at == encoded.len()).then_some(())

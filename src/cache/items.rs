@@ -477,6 +477,7 @@ impl ItemCache {
         key: &ItemKey,
         now_is: Option<Option<serde_json::Value>>,
         changed_ms: Option<u64>,
+        reason: Reason,
     ) -> StreamVerdict {
         let hash = self.hash(key);
         let mut shard = self.shard(hash).lock().expect("lock poisoned");
@@ -517,7 +518,7 @@ impl ItemCache {
         stamp.last = tick;
         stamp.at = now;
         self.entries.remove(hash, key.as_bytes());
-        self.metrics.invalidated(CacheName::Item, Reason::Stream);
+        self.metrics.invalidated(CacheName::Item, reason);
         StreamVerdict::Dropped
     }
 
@@ -656,11 +657,11 @@ mod tests {
             Arc::new(Metrics::new()),
         );
         for i in 0..20_000 {
-            cache.changed_elsewhere(&key(&format!("a{i}")), None, None);
+            cache.changed_elsewhere(&key(&format!("a{i}")), None, None, Reason::Stream);
         }
         std::thread::sleep(Duration::from_millis(1100));
         for i in 0..20_000 {
-            cache.changed_elsewhere(&key(&format!("b{i}")), None, None);
+            cache.changed_elsewhere(&key(&format!("b{i}")), None, None, Reason::Stream);
         }
         let held = cache.stamp_count();
         assert!(held < 30_000, "{held} stamps held for 40,000 records");
@@ -720,7 +721,7 @@ mod tests {
         );
         let slow_fill = cache.begin_fill(); // a read that saw the item before the change
         assert_eq!(
-            cache.changed_elsewhere(&k, None, Some(epoch_ms())),
+            cache.changed_elsewhere(&k, None, Some(epoch_ms()), Reason::Stream),
             StreamVerdict::Dropped
         );
         assert_eq!(full(&cache, &k), None);
@@ -750,15 +751,15 @@ mod tests {
         let image = serde_json::json!({"pk":{"S":"own"},"v":{"N":"7"}});
         let own = StreamVerdict::Kept { by_own_write: true };
         assert_eq!(
-            cache.changed_elsewhere(&k, Some(Some(image)), Some(now)),
+            cache.changed_elsewhere(&k, Some(Some(image)), Some(now), Reason::Stream),
             own
         );
         // A keys-only record of a change made well before the write: kept.
-        assert_eq!(cache.changed_elsewhere(&k, None, Some(now - 10_000)), own);
+        assert_eq!(cache.changed_elsewhere(&k, None, Some(now - 10_000), Reason::Stream), own);
         assert!(full(&cache, &k).is_some());
         // A change at about the same time as the write, keys only: the order is unknown, dropped.
         assert_eq!(
-            cache.changed_elsewhere(&k, None, Some(now)),
+            cache.changed_elsewhere(&k, None, Some(now), Reason::Stream),
             StreamVerdict::Dropped
         );
         assert_eq!(full(&cache, &k), None);
@@ -768,13 +769,13 @@ mod tests {
         let k = key("read");
         assert!(cache.fill(&k, cache.begin_fill(), |_| ItemCache::whole(None)));
         assert_eq!(
-            cache.changed_elsewhere(&k, Some(None), Some(now)), // deleted, and known absent
+            cache.changed_elsewhere(&k, Some(None), Some(now), Reason::Stream), // deleted, and known absent
             StreamVerdict::Kept {
                 by_own_write: false
             }
         );
         assert_eq!(
-            cache.changed_elsewhere(&k, None, Some(now - 10_000)),
+            cache.changed_elsewhere(&k, None, Some(now - 10_000), Reason::Stream),
             StreamVerdict::Dropped
         );
     }

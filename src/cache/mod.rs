@@ -19,7 +19,7 @@
 //! share one upstream read), [`window`] (what recent writes touched) and [`hot_keys`] (the
 //! most read keys, sampled, for other replicas' warm starts).
 
-mod compact;
+pub(crate) mod compact;
 mod flight;
 mod hot_keys;
 mod items;
@@ -35,6 +35,7 @@ use bytes::Bytes;
 
 use crate::config::CacheConfig;
 use crate::error::ProxyError;
+use crate::fleet::{Fleet, Shared};
 use crate::metrics::{CacheName, Metrics, Reason};
 use crate::upstream::UpstreamResponse;
 use crate::wire::keys::{ItemKey, KeyValue};
@@ -60,6 +61,16 @@ pub use window::Read;
 
 /// The shared result of one upstream read for a single-flight group.
 pub type Fetched = Arc<Result<UpstreamResponse, ProxyError>>;
+
+/// What [`Caches::read_item`] found: the fleet's shared tier held the item, or DynamoDB
+/// answered.
+#[derive(Clone)]
+pub enum ItemRead {
+    /// The shared tier's entry: the whole item (`None`: it does not exist).
+    Shared(Option<Bytes>),
+    /// DynamoDB's answer.
+    Fetched(Fetched),
+}
 
 /// What a caller asked of an item, beyond its key: requests that differ in what the answer
 /// contains never share one upstream read.
@@ -115,21 +126,48 @@ pub struct Caches {
     items: ItemCache,
     queries: QueryCache,
     /// Item reads in flight, so concurrent misses share one.
-    flights: flight::Flights<FlightKey, Fetched>,
+    flights: flight::Flights<FlightKey, ItemRead>,
     /// What recent writes touched.
     window: window::Window,
+    /// The fleet's shared tier and invalidations, when this node is one of a fleet.
+    fleet: Option<Arc<Fleet>>,
+    /// Per-table item TTLs, for shared entries.
+    config: CacheConfig,
     metrics: Arc<Metrics>,
 }
 
 impl Caches {
     pub fn new(config: &CacheConfig, upstream_timeout: Duration, metrics: Arc<Metrics>) -> Caches {
+        Caches::with_fleet(config, upstream_timeout, metrics, None)
+    }
+
+    /// Caches whose items are shared with `fleet` (see [`crate::fleet`]).
+    pub fn with_fleet(
+        config: &CacheConfig,
+        upstream_timeout: Duration,
+        metrics: Arc<Metrics>,
+        fleet: Option<Arc<Fleet>>,
+    ) -> Caches {
         Caches {
             items: ItemCache::new(config, upstream_timeout, metrics.clone()),
             queries: QueryCache::new(config, metrics.clone()),
             flights: flight::Flights::new(),
             window: window::Window::new(Duration::from_millis(config.consistency_window_ms)),
+            fleet,
+            config: config.clone(),
             metrics,
         }
+    }
+
+    /// The fleet this node belongs to, if any.
+    pub fn fleet(&self) -> Option<&Arc<Fleet>> {
+        self.fleet.as_ref()
+    }
+
+    /// Whether this node's memory may answer: always alone; in a fleet, only while it is sure
+    /// to hear the other nodes' writes.
+    fn memory_serves(&self) -> bool {
+        self.fleet.as_ref().is_none_or(|f| f.memory_serves())
     }
 
     // -- reads --------------------------------------------------------------------------------
@@ -146,6 +184,9 @@ impl Caches {
 
     /// The entry for `key`, if fresh.
     pub fn item(&self, key: &ItemKey) -> Option<Cached> {
+        if !self.memory_serves() {
+            return None;
+        }
         self.items.get(key)
     }
 
@@ -156,6 +197,9 @@ impl Caches {
 
     /// The cached answer for a canonical Query or Scan, if fresh.
     pub fn query(&self, key: &Arc<[u8]>) -> Option<QueryEntry> {
+        if !self.memory_serves() {
+            return None;
+        }
         self.queries.get(key)
     }
 
@@ -169,12 +213,18 @@ impl Caches {
         self.items.knows_projection(table, projection)
     }
 
-    /// Reads `key` upstream once for every concurrent caller that asked the same of it and
-    /// has seen the same writes (the key's write stamp), and fills the cache with what the
-    /// read learned. `fetch` is told how to read (inside the consistency window: strongly),
-    /// and returns the upstream's answer with what the item turned out to be (`Some(None)`:
-    /// not found; `None`: nothing to store). `true` when this caller shared another's read.
-    pub async fn read_item<F, Fut>(&self, key: &ItemKey, asked: Asked, fetch: F) -> (Fetched, bool)
+    /// Reads `key` once for every concurrent caller that asked the same of it and has seen
+    /// the same writes (the key's write stamp): from the fleet's shared tier when it holds the
+    /// whole item, else upstream, and fills memory (and the shared tier) with what the read
+    /// learned. `fetch` is told how to read (after a recent write: strongly), and returns the
+    /// upstream's answer with what the item turned out to be (`Some(None)`: not found; `None`:
+    /// nothing to store). `true` when this caller shared another's read.
+    pub async fn read_item<F, Fut>(
+        &self,
+        key: &ItemKey,
+        asked: Asked,
+        fetch: F,
+    ) -> (ItemRead, bool)
     where
         F: FnOnce(Read) -> Fut,
         Fut: Future<Output = (Fetched, Option<Option<Bytes>>)>,
@@ -187,12 +237,41 @@ impl Caches {
         let projection = flight.asked.projection.clone();
         self.flights
             .run(&flight, || async {
-                let fill = self.begin_item_fill(key);
+                let mut fill = self.begin_item_fill(key);
+                // The shared tier holds whole items only.
+                let shared = match &self.fleet {
+                    Some(fleet) if projection.is_none() => Some(fleet.lookup(key).await),
+                    _ => None,
+                };
+                let lease = match shared {
+                    Some(Shared::Hit(item)) => {
+                        self.fill_item(key, fill, None, item.clone());
+                        return ItemRead::Shared(item);
+                    }
+                    Some(Shared::Lease { lease, strong }) => {
+                        if strong && fill.read == Read::Eventual {
+                            fill.read = Read::Strong;
+                        }
+                        Some(lease)
+                    }
+                    Some(Shared::Read { strong }) => {
+                        if strong && fill.read == Read::Eventual {
+                            fill.read = Read::Strong;
+                        }
+                        None
+                    }
+                    None => None,
+                };
                 let (fetched, learned) = fetch(fill.read).await;
                 if let Some(item) = learned {
+                    if let (Some(lease), Some(fleet), Some(ttl)) =
+                        (lease, &self.fleet, self.config.item_ttl(key.table()))
+                    {
+                        fleet.fill(key, lease, item.as_deref(), ttl).await;
+                    }
                     self.fill_item(key, fill, projection, item);
                 }
-                fetched
+                ItemRead::Fetched(fetched)
             })
             .await
     }
@@ -266,17 +345,27 @@ impl Caches {
     /// Ends the writes: each item becomes what its outcome says (in the order they were
     /// begun; missing outcomes count as failed), and the query answers of every touched
     /// partition are dropped whatever the outcome (a timed-out write may still have happened).
-    pub fn end_write(&self, writes: Writes, outcomes: Vec<WriteOutcome>) {
+    ///
+    /// In a fleet, the shared entries are then tombstoned and the other nodes told, before
+    /// this returns (and so before the caller is answered): see [`crate::fleet`].
+    pub async fn end_write(&self, writes: Writes, outcomes: Vec<WriteOutcome>) {
         // The window first: a fill that begins after the write ends must find it there.
         for (touched, _) in &writes.open {
             self.window.wrote(&touched.key, touched.partition.as_ref());
         }
         let mut outcomes = outcomes.into_iter();
+        let mut changed = Vec::new();
         for (touched, ticket) in writes.open {
             let outcome = outcomes.next().unwrap_or(WriteOutcome::Failed);
             self.items.end_write(&touched.key, ticket, outcome);
             self.queries
                 .wrote(&touched.table, touched.partition.as_ref());
+            if self.fleet.is_some() {
+                changed.push((touched.key, touched.partition));
+            }
+        }
+        if let Some(fleet) = &self.fleet {
+            fleet.wrote(changed).await;
         }
     }
 
@@ -294,22 +383,49 @@ impl Caches {
         changed_ms: Option<u64>,
     ) -> StreamVerdict {
         self.window.wrote(key, partition);
-        let verdict = self.items.changed_elsewhere(key, now_is, changed_ms);
+        let verdict = self
+            .items
+            .changed_elsewhere(key, now_is, changed_ms, Reason::Stream);
         if !matches!(verdict, StreamVerdict::Kept { by_own_write: true }) {
             self.queries.changed(key.table(), partition, Reason::Stream);
         }
         verdict
     }
 
-    /// Drops every item and query answer of `table`, counted under `reason`.
-    pub fn invalidate_table(&self, table: &str, reason: Reason) {
+    /// Another node of the fleet wrote `key` (in `partition`, when known): its entry and the
+    /// partition's query answers go, and fills that began before now lose.
+    pub fn changed_in_fleet(&self, key: &ItemKey, partition: Option<&KeyValue>) {
+        self.window.wrote(key, partition);
+        self.items.changed_elsewhere(key, None, None, Reason::Fleet);
+        self.queries.changed(key.table(), partition, Reason::Fleet);
+    }
+
+    /// Drops every item and query answer of `table`, counted under `reason`, here and (in a
+    /// fleet) in the shared tier and on every node.
+    pub async fn invalidate_table(&self, table: &str, reason: Reason) {
+        self.invalidate_table_here(table, reason);
+        if let Some(fleet) = &self.fleet {
+            fleet.flush(Some(table)).await;
+        }
+    }
+
+    /// Drops everything, counted under `reason`, here and (in a fleet) everywhere.
+    pub async fn invalidate_all(&self, reason: Reason) {
+        self.invalidate_all_here(reason);
+        if let Some(fleet) = &self.fleet {
+            fleet.flush(None).await;
+        }
+    }
+
+    /// Drops every item and query answer of `table` from this node's memory.
+    pub fn invalidate_table_here(&self, table: &str, reason: Reason) {
         self.window.dropped_table(table);
         self.items.invalidate_table(table, reason);
         self.queries.invalidate_table(table, reason);
     }
 
-    /// Drops everything, counted under `reason`.
-    pub fn invalidate_all(&self, reason: Reason) {
+    /// Drops everything from this node's memory.
+    pub fn invalidate_all_here(&self, reason: Reason) {
         self.window.dropped_all();
         self.items.invalidate_all(reason);
         self.queries.invalidate_all(reason);
@@ -382,7 +498,8 @@ mod tests {
             table: "t".into(),
             partition: Some(p),
         }]);
-        c.end_write(writes, vec![WriteOutcome::Item(None)]);
+        futures_util::FutureExt::now_or_never(c.end_write(writes, vec![WriteOutcome::Item(None)]))
+            .expect("no fleet: nothing to wait for");
         assert_eq!(reads(&c, "a"), RACING);
         // Another key's item and partition are not affected; its table's scans are.
         assert_eq!(
@@ -399,7 +516,7 @@ mod tests {
         // A table dropped (flush, table change, a write the proxy cannot attribute): every
         // read of it, whatever the key.
         let c = caches(60_000);
-        c.invalidate_table("t", Reason::Flush);
+        c.invalidate_table_here("t", Reason::Flush);
         assert_eq!(reads(&c, "z"), RACING);
         assert_eq!(
             c.begin_item_fill(&key("u", "z").0).read,
@@ -409,14 +526,14 @@ mod tests {
 
         // Everything dropped.
         let c = caches(60_000);
-        c.invalidate_all(Reason::Flush);
+        c.invalidate_all_here(Reason::Flush);
         assert_eq!(c.begin_item_fill(&key("u", "z").0).read, Read::Strong);
     }
 
     #[test]
     fn the_window_closes_and_fills_read_as_asked_again() {
         let c = caches(30);
-        c.invalidate_all(Reason::Flush);
+        c.invalidate_all_here(Reason::Flush);
         assert_eq!(reads(&c, "a"), RACING);
         std::thread::sleep(Duration::from_millis(40));
         assert_eq!(reads(&c, "a"), QUIET);
@@ -425,7 +542,7 @@ mod tests {
     #[test]
     fn an_uncached_fill_is_never_stored() {
         let c = caches(60_000);
-        c.invalidate_table("t", Reason::Write);
+        c.invalidate_table_here("t", Reason::Write);
         let fill = c.begin_query_fill("t", &Scope::GlobalIndex);
         assert_eq!(fill.read, Read::Uncached);
         let key: Arc<[u8]> = Arc::from(&b"index query"[..]);
@@ -441,7 +558,7 @@ mod tests {
     fn fills_are_counted_by_how_they_read() {
         let c = caches(60_000);
         reads(&c, "a");
-        c.invalidate_table("t", Reason::Write);
+        c.invalidate_table_here("t", Reason::Write);
         reads(&c, "a");
         let count =
             |cache: &str, read: &str| c.metrics.fill_reads.with_label_values(&[cache, read]).get();

@@ -185,6 +185,26 @@ pub struct ServeArgs {
         value_parser = clap::value_parser!(u64).range(0..=60_000)
     )]
     pub embedded_latency_ms: Option<u64>,
+    /// The fleet tier's Valkey or Redis: a `redis://` or `rediss://` URL; repeat it for the
+    /// seed nodes of a cluster [default: no fleet].
+    #[arg(
+        long = "fleet-redis",
+        env = "DYNAMO_CACHE_FLEET_REDIS",
+        value_name = "URL",
+        value_delimiter = ','
+    )]
+    pub fleet_redis: Vec<String>,
+    /// The fleet's name, the namespace of its keys [default: dynamo-cache].
+    #[arg(long, env = "DYNAMO_CACHE_FLEET_NAME")]
+    pub fleet_name: Option<String>,
+    /// What DAX clients are told the cluster is: this node (`self`) or every live member of
+    /// the fleet (`fleet`) [default: self].
+    #[arg(long, env = "DYNAMO_CACHE_FLEET_DISCOVERY", value_enum)]
+    pub fleet_discovery: Option<crate::config::Discovery>,
+    /// The longest one call to the fleet's engine may add to a request, in milliseconds
+    /// [default: 5].
+    #[arg(long, env = "DYNAMO_CACHE_FLEET_TIMEOUT_MS")]
+    pub fleet_timeout_ms: Option<u64>,
     /// Log format.
     #[arg(long, env = "DYNAMO_CACHE_LOG_FORMAT", value_enum, default_value_t)]
     pub log_format: LogFormat,
@@ -254,6 +274,18 @@ impl ServeArgs {
             config.tls.cert_file = Some(cert.clone());
             config.tls.key_file = Some(key.clone());
         }
+        if !self.fleet_redis.is_empty() {
+            config.fleet.redis = self.fleet_redis.clone();
+        }
+        if let Some(name) = &self.fleet_name {
+            config.fleet.name = name.clone();
+        }
+        if let Some(discovery) = self.fleet_discovery {
+            config.fleet.discovery = discovery;
+        }
+        if let Some(ms) = self.fleet_timeout_ms {
+            config.fleet.timeout_ms = ms;
+        }
         if let Some(level) = &self.log_level {
             config.log_level = level.clone();
         }
@@ -290,6 +322,35 @@ mod tests {
         assert_eq!(config.listen, "127.0.0.1:7000".parse().unwrap());
         assert_eq!(config.upstream.as_deref(), Some("http://127.0.0.1:7001"));
         assert_eq!(config.admin_listen, Config::default().admin_listen);
+    }
+
+    #[test]
+    fn fleet_flags_repeat_and_the_variable_takes_a_list() {
+        let cli = Cli::try_parse_from([
+            "dynamo-cache",
+            "--fleet-redis",
+            "redis://127.0.0.1:7001",
+            "--fleet-redis",
+            "redis://127.0.0.1:7002",
+            "--fleet-discovery",
+            "fleet",
+        ])
+        .unwrap();
+        let config = cli.serve.config().unwrap();
+        assert_eq!(
+            config.fleet.redis,
+            ["redis://127.0.0.1:7001", "redis://127.0.0.1:7002"]
+        );
+        assert_eq!(config.fleet.discovery, crate::config::Discovery::Fleet);
+        let parsed = <ServeArgs as clap::FromArgMatches>::from_arg_matches(
+            &<ServeArgs as clap::Args>::augment_args(clap::Command::new("t"))
+                .try_get_matches_from(["t", "--fleet-redis", "redis://a:1,rediss://b:2"])
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(parsed.fleet_redis, ["redis://a:1", "rediss://b:2"]);
+        let bad = Cli::try_parse_from(["dynamo-cache", "--fleet-redis", "http://x:1"]).unwrap();
+        assert!(bad.serve.config().is_err(), "only redis:// and rediss://");
     }
 
     #[test]

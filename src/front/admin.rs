@@ -55,7 +55,7 @@ pub(crate) async fn handle(
         }
         (&Method::GET, "/cache") => json(StatusCode::OK, cache_stats(state)),
         (&Method::GET, "/cache/hot-keys") => hot_keys(state, request.uri().query()),
-        (&Method::POST, "/cache/flush") => flush(state, request.uri().query()),
+        (&Method::POST, "/cache/flush") => flush(state, request.uri().query()).await,
         (&Method::GET, "/debug/config") => json(StatusCode::OK, effective_config(state)),
         (
             _,
@@ -185,7 +185,7 @@ fn hot_keys(state: &State, query: Option<&str>) -> ProxyResponse {
 }
 
 /// Drops everything cached, or one table's entries with `?table=NAME`.
-fn flush(state: &State, query: Option<&str>) -> ProxyResponse {
+async fn flush(state: &State, query: Option<&str>) -> ProxyResponse {
     let table = query
         .into_iter()
         .flat_map(|q| q.split('&'))
@@ -197,14 +197,14 @@ fn flush(state: &State, query: Option<&str>) -> ProxyResponse {
             // ARN is the same table as its plain name.
             let table = percent_encoding::percent_decode_str(table).decode_utf8_lossy();
             let table = state.naming.resolve(&table).name().to_string();
-            state.caches.invalidate_table(&table, Reason::Flush);
+            state.caches.invalidate_table(&table, Reason::Flush).await;
             json(
                 StatusCode::OK,
                 serde_json::json!({ "flushed": { "table": table } }),
             )
         }
         None => {
-            state.caches.invalidate_all(Reason::Flush);
+            state.caches.invalidate_all(Reason::Flush).await;
             json(StatusCode::OK, serde_json::json!({ "flushed": "all" }))
         }
     }

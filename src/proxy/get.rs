@@ -11,7 +11,7 @@ use serde_json::value::RawValue;
 use super::exchange::{
     Context, Handled, Outbound, forward, relay, strongly_consistent, upstream_failed, zero_capacity,
 };
-use crate::cache::{Asked, Cached, Read};
+use crate::cache::{Asked, Cached, ItemRead, Read};
 use crate::error::ProxyError;
 use crate::metrics::{CacheName, Lookup};
 use crate::state::State;
@@ -80,7 +80,7 @@ pub(super) async fn miss(state: &State, ctx: &Context, out: Outbound, read: GetI
         projection: read.variant.clone(),
         capacity: read.capacity,
     };
-    let (fetched, coalesced) = caches
+    let (read_item, coalesced) = caches
         .read_item(&read.key, asked, |how| async move {
             let (body, fills) = match how {
                 Read::Strong => match strongly_consistent(&out.body) {
@@ -106,6 +106,18 @@ pub(super) async fn miss(state: &State, ctx: &Context, out: Outbound, read: GetI
     if coalesced {
         state.metrics.coalesced_misses.inc();
     }
+    let fetched = match read_item {
+        // The fleet's shared tier held the whole item (only reads of the whole item consult
+        // it): a hit, answered as memory answers.
+        ItemRead::Shared(item) => {
+            debug_assert!(read.variant.is_none());
+            state
+                .metrics
+                .record_table(&read.table, CacheName::Item, Lookup::Hit);
+            return Ok(get_item_answer(item.as_ref(), &read.table, read.capacity));
+        }
+        ItemRead::Fetched(fetched) => fetched,
+    };
     state
         .metrics
         .record_table(&read.table, CacheName::Item, Lookup::Miss);

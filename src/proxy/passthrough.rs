@@ -25,10 +25,10 @@ pub(super) async fn table_change(
     if !changed_nothing(&result) {
         match table {
             Some(table) => {
-                state.caches.invalidate_table(&table, Reason::TableChange);
+                state.caches.invalidate_table(&table, Reason::TableChange).await;
                 state.schemas.forget(&table);
             }
-            None => state.caches.invalidate_all(Reason::TableChange),
+            None => state.caches.invalidate_all(Reason::TableChange).await,
         }
     }
     Ok(relay_owned(result?, CacheStatus::Bypass))
@@ -46,8 +46,8 @@ pub(super) async fn partiql(
     if !changed_nothing(&result) {
         for table in writes {
             match table {
-                Some(table) => state.caches.invalidate_table(&table, Reason::Write),
-                None => state.caches.invalidate_all(Reason::Write),
+                Some(table) => state.caches.invalidate_table(&table, Reason::Write).await,
+                None => state.caches.invalidate_all(Reason::Write).await,
             }
         }
     }

@@ -123,7 +123,7 @@ pub(super) async fn update_item(
             }
         }
     }
-    state.caches.end_write(writes, vec![outcome]);
+    state.caches.end_write(writes, vec![outcome]).await;
     let upstream = result?;
     Ok(response.unwrap_or_else(|| relay(&upstream, CacheStatus::Bypass)))
 }
@@ -241,7 +241,7 @@ pub(super) async fn to_tables(
     let result = forward(state, ctx, &out, out.body.clone()).await;
     if !changed_nothing(&result) {
         for table in &tables {
-            state.caches.invalidate_table(table, Reason::Write);
+            state.caches.invalidate_table(table, Reason::Write).await;
         }
     }
     let upstream = result?;
@@ -265,7 +265,7 @@ async fn write_through(
         Ok(upstream) => decide(upstream),
         Err(_) => Vec::new(),
     };
-    state.caches.end_write(writes, outcomes);
+    state.caches.end_write(writes, outcomes).await;
     let upstream = result?;
     if upstream.status == StatusCode::OK {
         for table in &tables {

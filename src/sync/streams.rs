@@ -261,7 +261,7 @@ impl Streams {
             reading.insert(id, Reading::new(iterator));
         }
         // Anything cached so far may have missed records from before the iterators: start clean.
-        self.caches.invalidate_table(table, Reason::Stream);
+        self.caches.invalidate_table_here(table, Reason::Stream);
         let partition_key = self
             .schemas
             .get(table)
@@ -329,13 +329,13 @@ impl Streams {
                             shard.iterator = self.iterator(arn, &id, &position).await?;
                             if position == Position::Latest {
                                 // Records between the old iterator and now are unknown.
-                                self.caches.invalidate_table(table, Reason::Stream);
+                                self.caches.invalidate_table_here(table, Reason::Stream);
                             }
                         }
                         Some("TrimmedDataAccessException") => {
                             shard.iterator =
                                 self.iterator(arn, &id, &Position::TrimHorizon).await?;
-                            self.caches.invalidate_table(table, Reason::Stream);
+                            self.caches.invalidate_table_here(table, Reason::Stream);
                         }
                         Some("LimitExceededException" | "ThrottlingException") => {
                             throttled += 1;
@@ -399,11 +399,11 @@ impl Streams {
         }
         let Some(wire) = change.keys().and_then(wire_key) else {
             // No usable key: the safe answer is the whole table.
-            self.caches.invalidate_table(table, Reason::Stream);
+            self.caches.invalidate_table_here(table, Reason::Stream);
             return;
         };
         let Some(key) = ItemKey::new(table, &wire) else {
-            self.caches.invalidate_table(table, Reason::Stream);
+            self.caches.invalidate_table_here(table, Reason::Stream);
             return;
         };
         let now_is = match record.event_name().map(|e| e.as_str()) {

@@ -20,7 +20,7 @@ use super::number::Decimal;
 
 /// A key attribute value as it appears on the wire (`{"S": "..."}` and so on). Any other type
 /// cannot be part of a key: DynamoDB refuses it, so the proxy does not cache the request.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 pub enum KeyValue {
     S(String),
     N(String),
@@ -132,6 +132,16 @@ impl ItemKey {
             }
         }
         Some(ItemKey(out.into()))
+    }
+
+    /// The key whose canonical form ([`ItemKey::as_bytes`]) is `canonical`; `None` for bytes
+    /// that are not one (they came from outside this process).
+    pub fn from_canonical(canonical: &[u8]) -> Option<ItemKey> {
+        split_shape(canonical)?;
+        let mut at = 0;
+        read_len(canonical, &mut at)?;
+        std::str::from_utf8(field(canonical, &mut at)?).ok()?;
+        Some(ItemKey(canonical.into()))
     }
 
     /// The table this key belongs to.

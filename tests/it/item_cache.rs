@@ -267,7 +267,8 @@ async fn batch_get_sends_only_the_misses_upstream() {
     env.proxy
         .state
         .caches
-        .invalidate_all(dynamo_cache::metrics::Reason::Flush);
+        .invalidate_all(dynamo_cache::metrics::Reason::Flush)
+        .await;
     env.call("GetItem", &get("a", "1")).await;
     env.call("GetItem", &get("b", "1")).await;
     let before = env.relay.requests().len();

@@ -16,6 +16,7 @@ mod correctness;
 mod dax;
 mod deploy_files;
 mod deploy_manifests;
+mod fleet;
 mod forwarding;
 mod item_cache;
 mod lifecycle;

@@ -21,6 +21,7 @@ use tokio::task::JoinHandle;
 pub mod checker;
 pub mod lagging;
 pub mod process;
+pub mod redis;
 pub mod shim;
 
 pub const REGION: &str = "us-east-1";

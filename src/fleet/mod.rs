@@ -1,0 +1,590 @@
+//! **The fleet tier**: proxies that share one item cache on Valkey or Redis and tell each
+//! other about writes, so a fleet behaves as one cache.
+//!
+//! - **L1** is each node's own memory ([`crate::cache`]); **L2** is the engine. A read goes to
+//!   L1, then L2, then DynamoDB. Items and "not found" live in both; Query and Scan answers
+//!   stay in L1.
+//! - **Writes**: DynamoDB first; then the writer's own L1 (as on one node); then a tombstone
+//!   over the key's shared entry; then an invalidation on the key's channel; only then is the
+//!   client answered.
+//! - **Other nodes' L1** drops the key and its partition's query answers when the
+//!   invalidation arrives.
+//!
+//! # Why no node stores or serves a value older than an acknowledged write
+//!
+//! Every step on a shared entry is one command or one single-key script ([`GET_OR_LEASE`],
+//! [`FILL`], the tombstone's `SET`), so each is atomic, and cluster-safe.
+//!
+//! 1. *A slow reader cannot fill L2 after a write.* A miss in L2 grants the reader a lease
+//!    (a token in the entry); its fill stores only if the entry still holds that lease. A
+//!    write's tombstone replaces whatever the entry held, lease included, so a reader whose
+//!    lease predates the tombstone cannot fill (Facebook's memcache leases; a tombstone in
+//!    the manner of Shopify's IdentityCache). A fill that lands before the tombstone is
+//!    overwritten by it.
+//! 2. *A fill after a write reads strongly.* A lease granted over a tombstone says so, and
+//!    that fill reads DynamoDB strongly consistently: an eventually consistent read could
+//!    return a replica that has not seen the write, and in L2 that would serve the whole
+//!    fleet for the TTL. The tombstone lives for the consistency window
+//!    (`cache.consistency_window_ms`); a lease granted over it keeps its mark and its expiry,
+//!    so a lease that is never filled does not end the window early. This is the rule the
+//!    node applies to its own fills (`cache::window`), extended to the fleet.
+//! 3. *L2 never holds a value older than a tombstoned write.* By 1 and 2, every value in L2
+//!    was filled by a lease granted after the last tombstone, reading strongly if within the
+//!    window, or is older than the tombstone and was overwritten by it.
+//! 4. *Another node's L1 drops the key.* The tombstone is in place before the invalidation
+//!    is published, so a node that drops the key and reads again finds the tombstone, not
+//!    the old value. The invalidation makes every fill that began before it lose (it counts
+//!    as a write that just ended), and puts the key in the node's consistency window.
+//! 5. *Lost invalidations.* Pub/sub delivers at most once: a disconnection, an output buffer
+//!    limit or a failover can drop messages. A node answers from L1 only while it knows its
+//!    channels deliver: it hears its own probe on every channel each interval, numbers what
+//!    it sends per channel, and checks every sender's numbers for gaps. A missed probe, a
+//!    gap or a disconnection stops L1 from answering and flushes it; it answers again (after
+//!    another flush) once a probe sent after that has come back on every channel. Meanwhile
+//!    reads go to L2 and DynamoDB.
+//! 6. *Engine failures.* Every call has a time budget (`fleet.timeout_ms`). A read whose L2
+//!    lookup fails goes to DynamoDB (one read per key per node, shared by concurrent misses)
+//!    and fills nothing in L2. A tombstone that fails is kept and retried until the engine
+//!    takes it (bounded; see [`MAX_PENDING`]); a node whose L1 could hold the old value
+//!    stopped answering from it when its probes failed. Losing the engine's data (a restart
+//!    without persistence, a failover that loses recent writes) loses only cached copies.
+//!
+//! What is not covered: a node cut off from the engine while the others still reach it cannot
+//! tell them about its writes until it reaches it again (its tombstones are retried then);
+//! until then the others may serve their copies of the keys it wrote, for at most the TTL.
+
+mod bus;
+mod engine;
+mod entry;
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::{Duration, Instant};
+
+use arc_swap::{ArcSwap, ArcSwapOption};
+use bytes::Bytes;
+use redis::Script;
+use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, FleetConfig};
+use crate::metrics::Metrics;
+use crate::wire::keys::{ItemKey, KeyValue};
+use engine::Engine;
+use entry::{Body, Message};
+
+/// Invalidation channels: spread over the slots of a cluster, so over its primaries.
+const CHANNELS: usize = 8;
+
+/// Tombstones kept for retry while the engine is failing; past this, the oldest are dropped
+/// (and counted): the nodes that could hold those keys flushed their memory anyway.
+const MAX_PENDING: usize = 100_000;
+
+/// How long the engine is left alone after a call failed, before requests try it again (the
+/// probes keep trying meanwhile, and end the pause as soon as one succeeds).
+const FAILING_PAUSE: Duration = Duration::from_millis(500);
+
+/// Reads a shared entry, or grants a lease to fill it. `KEYS[1]` the entry, `ARGV[1]` the
+/// lease token, `ARGV[2]` the lease time (ms). Answers the entry (`V…`, `N…`), `G0`/`G1`
+/// (a lease granted; `1`: a write was recent, fill with a strongly consistent read) or
+/// `B0`/`B1` (another node holds a lease). A lease is `L`, the mark, its deadline (13 digits,
+/// ms by the engine's clock) and the token.
+const GET_OR_LEASE: &str = r#"
+local v = redis.call('GET', KEYS[1])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local lease_ms = tonumber(ARGV[2])
+local mark = '0'
+local ttl = lease_ms
+if v then
+  local kind = string.sub(v, 1, 1)
+  if kind == 'V' or kind == 'N' then return v end
+  if kind == 'T' then
+    mark = '1'
+  elseif kind == 'L' then
+    mark = string.sub(v, 2, 2)
+    local deadline = tonumber(string.sub(v, 3, 15))
+    if deadline and now < deadline then return 'B' .. mark end
+  end
+  if mark == '1' then
+    local left = redis.call('PTTL', KEYS[1])
+    if left > ttl then ttl = left end
+  end
+end
+redis.call('SET', KEYS[1], 'L' .. mark .. string.format('%013d', now + lease_ms) .. ARGV[1], 'PX', ttl)
+return 'G' .. mark
+"#;
+
+/// Fills a shared entry if it still holds this node's lease. `ARGV[1]` the token, `ARGV[2]`
+/// the entry, `ARGV[3]` its TTL (ms). Answers 1 if stored.
+const FILL: &str = r#"
+local v = redis.call('GET', KEYS[1])
+if v and string.sub(v, 1, 1) == 'L' and string.sub(v, 16) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  return 1
+end
+return 0
+"#;
+
+static GET_OR_LEASE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(GET_OR_LEASE));
+static FILL_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(FILL));
+
+/// What the shared tier said about an item this node missed.
+pub enum Shared {
+    /// It holds the item (`None`: known not to exist).
+    Hit(Option<Bytes>),
+    /// This node reads DynamoDB and fills the shared entry with `lease`; `strong`: a write
+    /// was recent, read strongly consistently.
+    Lease { lease: Lease, strong: bool },
+    /// Read DynamoDB but do not fill the shared entry: another node is reading it, or the
+    /// engine failed. `strong` as for a lease.
+    Read { strong: bool },
+}
+
+/// The right to fill one shared entry.
+pub struct Lease {
+    entry: String,
+    token: String,
+}
+
+/// A node's view of its fleet.
+pub struct Fleet {
+    config: FleetConfig,
+    /// `dc:<name>:`, before every key and channel.
+    prefix: String,
+    /// This node's id in messages and leases (random per process).
+    node: u64,
+    /// Commands; `None` until the first connection succeeds.
+    engine: ArcSwapOption<Engine>,
+    /// Shared entries live under this generation; a fleet-wide flush moves to the next.
+    generation: AtomicU64,
+    /// Until when (ms since the epoch) requests leave the engine alone after a failure.
+    failing_until: AtomicU64,
+    /// Whether this node's memory may answer (its channels are known to deliver).
+    serving: AtomicBool,
+    /// Per channel: the number of the last message this node sent, and its publish lock
+    /// (messages leave in the order they are numbered).
+    sent: Vec<tokio::sync::Mutex<u64>>,
+    /// Lease tokens.
+    tokens: AtomicU64,
+    /// Writes whose tombstones the engine did not take yet.
+    pending: Mutex<VecDeque<(ItemKey, Option<KeyValue>)>>,
+    /// How long a tombstone marks a recent write.
+    tombstone_ms: u64,
+    /// What this node registers as a member: its DAX address, if it serves DAX.
+    member: Option<SocketAddr>,
+    /// The live members' DAX addresses, as last read.
+    members: ArcSwap<Vec<SocketAddr>>,
+    stop: CancellationToken,
+    metrics: Arc<Metrics>,
+}
+
+impl Fleet {
+    /// The fleet `config` describes, not yet connected; `None` without one.
+    pub fn new(config: &Config, metrics: Arc<Metrics>) -> Option<Arc<Fleet>> {
+        if !config.fleet.enabled() {
+            return None;
+        }
+        let fleet = &config.fleet;
+        let node = loop {
+            let n = rand::random::<u64>();
+            if n != 0 {
+                break n;
+            }
+        };
+        Some(Arc::new(Fleet {
+            prefix: format!("dc:{}:", fleet.name),
+            config: fleet.clone(),
+            node,
+            engine: ArcSwapOption::empty(),
+            generation: AtomicU64::new(0),
+            failing_until: AtomicU64::new(0),
+            serving: AtomicBool::new(false),
+            sent: (0..CHANNELS).map(|_| tokio::sync::Mutex::new(0)).collect(),
+            tokens: AtomicU64::new(0),
+            pending: Mutex::new(VecDeque::new()),
+            tombstone_ms: config.cache.consistency_window_ms.max(100),
+            member: config.dax_advertise.or(config.dax_listen),
+            members: ArcSwap::from_pointee(Vec::new()),
+            stop: CancellationToken::new(),
+            metrics,
+        }))
+    }
+
+    /// Whether this node's memory may answer now. Until the engine has been reached and the
+    /// channels have delivered, it may not.
+    pub fn memory_serves(&self) -> bool {
+        self.serving.load(Ordering::Acquire)
+    }
+
+    /// The live members' DAX addresses (this node's included once it has registered).
+    pub fn members(&self) -> Arc<Vec<SocketAddr>> {
+        self.members.load_full()
+    }
+
+    /// Stops the background work and leaves the member list.
+    pub async fn stop(&self) {
+        self.stop.cancel();
+        if let Some(engine) = self.engine.load_full() {
+            let mut cmd = redis::cmd("ZREM");
+            cmd.arg(self.members_key()).arg(self.member_name());
+            let _ = tokio::time::timeout(Duration::from_millis(200), engine.call::<i64>(&cmd)).await;
+        }
+    }
+
+    // -- reads --------------------------------------------------------------------------------
+
+    /// Looks `key` up in the shared tier after a memory miss: its entry, or a lease to fill
+    /// it, or (another node reading it, the engine failing) neither. Waits up to
+    /// `fleet.lease_wait_ms` for another node's read to land.
+    pub async fn lookup(&self, key: &ItemKey) -> Shared {
+        let lookups = &self.metrics.fleet.lookups;
+        if self.failing() {
+            lookups.with_label_values(&["skipped"]).inc();
+            return Shared::Read { strong: false };
+        }
+        let entry = self.entry_key(key);
+        let token = format!(
+            "{:016x}{:x}",
+            self.node,
+            self.tokens.fetch_add(1, Ordering::Relaxed)
+        );
+        let lease_ms = self.config.lease_ms.to_string();
+        let wait_until = Instant::now() + Duration::from_millis(self.config.lease_wait_ms);
+        let mut waited = false;
+        loop {
+            let script = &*GET_OR_LEASE_SCRIPT;
+            let (entry, token, lease_ms) = (&entry, &token, &lease_ms);
+            let reply: Option<Vec<u8>> = self
+                .timed("lookup", |engine| async move {
+                    engine
+                        .script(script, entry, &[token.as_bytes(), lease_ms.as_bytes()])
+                        .await
+                })
+                .await;
+            let Some(reply) = reply else {
+                lookups.with_label_values(&["error"]).inc();
+                return Shared::Read { strong: false };
+            };
+            let strong = reply.get(1) == Some(&b'1');
+            match reply.first() {
+                Some(b'G') if reply.len() == 2 => {
+                    lookups.with_label_values(&["miss"]).inc();
+                    return Shared::Lease {
+                        lease: Lease {
+                            entry: entry.clone(),
+                            token: token.clone(),
+                        },
+                        strong,
+                    };
+                }
+                Some(b'B') if reply.len() == 2 => {
+                    if Instant::now() >= wait_until {
+                        lookups.with_label_values(&["busy"]).inc();
+                        return Shared::Read { strong };
+                    }
+                    if !waited {
+                        waited = true;
+                        self.metrics.fleet.lease_waits.inc();
+                    }
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                _ => {
+                    return match entry::decode_entry(&reply, key) {
+                        Some(item) => {
+                            lookups.with_label_values(&["hit"]).inc();
+                            Shared::Hit(item)
+                        }
+                        // Not an entry of this key (a hash collision, or bytes this
+                        // version does not know): read DynamoDB, leave it alone.
+                        None => {
+                            lookups.with_label_values(&["error"]).inc();
+                            Shared::Read { strong: false }
+                        }
+                    };
+                }
+            }
+        }
+    }
+
+    /// Fills the shared entry `lease` was granted for with what DynamoDB returned for `key`
+    /// (`None`: not found), for `ttl`; stored only if no write came between.
+    pub async fn fill(&self, key: &ItemKey, lease: Lease, item: Option<&[u8]>, ttl: Duration) {
+        let value = entry::encode_entry(key, item, epoch_ms());
+        let ttl = ttl.as_millis().max(1).to_string();
+        let script = &*FILL_SCRIPT;
+        let stored: Option<i64> = self
+            .timed("fill", |engine| async move {
+                engine
+                    .script(
+                        script,
+                        &lease.entry,
+                        &[lease.token.as_bytes(), &value, ttl.as_bytes()],
+                    )
+                    .await
+            })
+            .await;
+        let result = match stored {
+            Some(1) => "stored",
+            Some(_) => "lost",
+            None => return,
+        };
+        self.metrics.fleet.fills.with_label_values(&[result]).inc();
+    }
+
+    // -- writes -------------------------------------------------------------------------------
+
+    /// After DynamoDB acknowledged writes to `changed` (and before the client is answered):
+    /// tombstones their shared entries, then tells the fleet.
+    pub async fn wrote(&self, changed: Vec<(ItemKey, Option<KeyValue>)>) {
+        if changed.is_empty() {
+            return;
+        }
+        let tombstoned = futures_util::future::join_all(
+            changed.iter().map(|(key, _)| self.tombstone(key)),
+        )
+        .await;
+        let mut failed = Vec::new();
+        let mut publish = Vec::with_capacity(changed.len());
+        for (change, ok) in changed.into_iter().zip(tombstoned) {
+            if ok {
+                publish.push(change);
+            } else {
+                failed.push(change);
+            }
+        }
+        // The tombstone first: a node that hears of the write and reads again must find it.
+        futures_util::future::join_all(publish.into_iter().map(|(key, partition)| {
+            let channel = channel_of(&key, partition.as_ref());
+            self.publish(channel, Body::Changed { key, partition })
+        }))
+        .await;
+        if !failed.is_empty() {
+            self.keep_pending(failed);
+        }
+    }
+
+    /// Drops every shared entry (or, with `table`, at least that table's) and tells every
+    /// node to drop the same from memory. A new generation of keys: the old entries expire
+    /// with their TTL. `false` if the engine did not take it.
+    pub async fn flush(&self, table: Option<&str>) -> bool {
+        let mut cmd = redis::cmd("INCR");
+        cmd.arg(self.generation_key());
+        let generation: Option<u64> = self
+            .background("flush", |engine| async move { engine.call(&cmd).await })
+            .await;
+        let Some(generation) = generation else {
+            return false;
+        };
+        self.generation.fetch_max(generation, Ordering::AcqRel);
+        let body = Body::Flush {
+            generation,
+            table: table.map(str::to_string),
+        };
+        futures_util::future::join_all((0..CHANNELS).map(|c| self.publish(c, body.clone())))
+            .await
+            .into_iter()
+            .all(|ok| ok)
+    }
+
+    async fn tombstone(&self, key: &ItemKey) -> bool {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.entry_key(key))
+            .arg("T")
+            .arg("PX")
+            .arg(self.tombstone_ms);
+        self.timed("tombstone", |engine| async move {
+            engine.call::<redis::Value>(&cmd).await
+        })
+        .await
+        .is_some()
+    }
+
+    /// Publishes `body` on `channel`, numbered. `false` if it was not sent.
+    async fn publish(&self, channel: usize, body: Body) -> bool {
+        let is_change = matches!(body, Body::Changed { .. });
+        let mut sent = self.sent[channel].lock().await;
+        *sent += 1;
+        let message = Message {
+            origin: self.node,
+            seq: *sent,
+            sent_ms: epoch_ms(),
+            body,
+        }
+        .encode();
+        let name = self.channel_name(channel);
+        let publish = |engine: Engine| async move { engine.publish(&name, &message).await };
+        let ok = if is_change {
+            self.call_within("publish", self.budget(), publish).await
+        } else {
+            self.background("probe", publish).await
+        }
+        .is_some();
+        if ok && is_change {
+            self.metrics.fleet.invalidations_sent.inc();
+        }
+        ok
+    }
+
+    fn keep_pending(&self, failed: Vec<(ItemKey, Option<KeyValue>)>) {
+        let mut pending = self.pending.lock().expect("lock poisoned");
+        for change in failed {
+            if pending.len() >= MAX_PENDING {
+                pending.pop_front();
+            }
+            pending.push_back(change);
+        }
+        self.metrics
+            .fleet
+            .pending_tombstones
+            .set(pending.len() as i64);
+    }
+
+    /// Retries the tombstones the engine did not take.
+    async fn retry_pending(&self) {
+        let batch: Vec<_> = {
+            let mut pending = self.pending.lock().expect("lock poisoned");
+            let n = pending.len().min(1000);
+            pending.drain(..n).collect()
+        };
+        if !batch.is_empty() {
+            self.wrote(batch).await;
+            let left = self.pending.lock().expect("lock poisoned").len();
+            self.metrics.fleet.pending_tombstones.set(left as i64);
+        }
+    }
+
+    // -- engine calls -------------------------------------------------------------------------
+
+    fn budget(&self) -> Duration {
+        Duration::from_millis(self.config.timeout_ms)
+    }
+
+    fn failing(&self) -> bool {
+        self.failing_until.load(Ordering::Relaxed) > epoch_ms()
+    }
+
+    /// One call on the request path: skipped while the engine is failing, bounded by the
+    /// budget, counted. `None` if it did not succeed.
+    async fn timed<T, F, Fut>(&self, call: &'static str, run: F) -> Option<T>
+    where
+        F: FnOnce(Engine) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        if self.failing() {
+            self.metrics.fleet.errors.with_label_values(&[call]).inc();
+            return None;
+        }
+        self.call_within(call, self.budget(), run).await
+    }
+
+    /// One call off the request path (probes, membership, flushes), given longer than a
+    /// request's budget: a slow engine still counts as delivering.
+    async fn background<T, F, Fut>(&self, call: &'static str, run: F) -> Option<T>
+    where
+        F: FnOnce(Engine) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let budget = (self.budget() * 4).max(Duration::from_millis(self.config.probe_interval_ms / 2));
+        self.call_within(call, budget, run).await
+    }
+
+    /// One call whatever the engine's recent failures, bounded by `budget`, counted.
+    async fn call_within<T, F, Fut>(
+        &self,
+        call: &'static str,
+        budget: Duration,
+        run: F,
+    ) -> Option<T>
+    where
+        F: FnOnce(Engine) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let fleet = &self.metrics.fleet;
+        let Some(engine) = self.engine.load_full() else {
+            fleet.errors.with_label_values(&[call]).inc();
+            return None;
+        };
+        let started = Instant::now();
+        let result = tokio::time::timeout(budget, run((*engine).clone())).await;
+        fleet
+            .calls
+            .with_label_values(&[call])
+            .observe(started.elapsed().as_secs_f64());
+        match result {
+            Ok(Ok(value)) => Some(value),
+            Ok(Err(err)) => {
+                tracing::debug!(call, error = %err, "fleet engine call failed");
+                self.failed(call);
+                None
+            }
+            Err(_) => {
+                tracing::debug!(call, "fleet engine call ran out of time");
+                self.failed(call);
+                None
+            }
+        }
+    }
+
+    fn failed(&self, call: &'static str) {
+        self.metrics.fleet.errors.with_label_values(&[call]).inc();
+        self.failing_until.store(
+            epoch_ms() + FAILING_PAUSE.as_millis() as u64,
+            Ordering::Relaxed,
+        );
+    }
+
+    // -- names --------------------------------------------------------------------------------
+
+    /// The shared entry of `key`: the fleet's prefix, the generation and a hash of the key
+    /// (the entry holds the key itself, checked on every read).
+    fn entry_key(&self, key: &ItemKey) -> String {
+        let digest = Sha256::digest(key.as_bytes());
+        let mut name = String::with_capacity(self.prefix.len() + 48);
+        name.push_str(&self.prefix);
+        name.push_str(&self.generation.load(Ordering::Acquire).to_string());
+        name.push(':');
+        name.push_str(&hex::encode(&digest[..16]));
+        name
+    }
+
+    fn channel_name(&self, channel: usize) -> String {
+        format!("{}invalidate:{channel}", self.prefix)
+    }
+
+    fn generation_key(&self) -> String {
+        format!("{}generation", self.prefix)
+    }
+
+    fn members_key(&self) -> String {
+        format!("{}members", self.prefix)
+    }
+
+    /// This node as a member: its DAX address (or `-`) and its id.
+    fn member_name(&self) -> String {
+        match self.member {
+            Some(addr) => format!("{addr}/{:016x}", self.node),
+            None => format!("-/{:016x}", self.node),
+        }
+    }
+}
+
+/// The channel that carries invalidations of `key`: by partition, so one partition's writes
+/// stay in order on one channel.
+fn channel_of(key: &ItemKey, partition: Option<&KeyValue>) -> usize {
+    let mut hasher = Sha256::new();
+    hasher.update(key.table().as_bytes());
+    match partition.and_then(crate::wire::keys::canonical_value) {
+        Some(value) => hasher.update(&value),
+        None => hasher.update(key.as_bytes()),
+    }
+    hasher.finalize()[0] as usize % CHANNELS
+}
+
+fn epoch_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

@@ -1,0 +1,248 @@
+//! A fleet: several proxies sharing one engine (a real `redis-server`, standalone or a local
+//! 3-master cluster) in front of one DynamoDB whose eventually consistent reads lag
+//! ([`Lagging`]). What a user would notice: what each node answers, what DynamoDB was asked,
+//! and the fleet's metrics.
+//!
+//! Skipped, with a message saying how to run them, where `redis-server` is not installed.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::common::lagging::Lagging;
+use crate::common::redis::{self, RedisCluster, RedisServer};
+use crate::common::*;
+
+const TABLE: &str = "fleet";
+/// How late the replica applies writes: long enough that a fill reading it after a write
+/// would see the old version.
+const LAG: Duration = Duration::from_millis(300);
+
+fn key(pk: &str) -> Value {
+    json!({"pk": {"S": pk}, "sk": {"N": "1"}})
+}
+
+fn item(pk: &str, ver: u64) -> Value {
+    json!({"pk": {"S": pk}, "sk": {"N": "1"}, "ver": {"N": ver.to_string()}, "g": {"S": "x"}})
+}
+
+/// A fleet of `n` proxies on `engine` in front of a lagging DynamoDB with the table.
+async fn fleet(engine: Vec<String>, n: usize) -> (Lagging, Vec<Proxy>) {
+    let lagging = Lagging::start(LAG).await;
+    create_table(&sdk(&lagging.primary.url), TABLE).await;
+    create_table(&sdk(&lagging.replica.url), TABLE).await;
+    let mut nodes = Vec::new();
+    for _ in 0..n {
+        let engine = engine.clone();
+        nodes.push(
+            Proxy::start_with(&lagging.url, move |c| {
+                c.fleet.redis = engine;
+                c.fleet.name = "test".into();
+                // A loaded test machine: generous, so no test fails on a slow engine call.
+                c.fleet.timeout_ms = 200;
+            })
+            .await,
+        );
+    }
+    for node in &nodes {
+        node.wait_memory_serving().await;
+    }
+    (lagging, nodes)
+}
+
+impl Proxy {
+    /// Waits (up to 10 s) until this node's memory answers: it hears the fleet.
+    async fn wait_memory_serving(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.metric("dynamo_cache_fleet_memory_serving").await != 1.0 {
+            assert!(
+                Instant::now() < deadline,
+                "the node never heard its channels:\n{}",
+                self.fleet_metrics().await
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The value of `sample` once it is 0, or its last value after 3 s.
+    async fn metric_reaching_zero(&self, sample: &str) -> f64 {
+        let deadline = Instant::now() + Duration::from_secs(3);
+        loop {
+            let value = self.metric(sample).await;
+            if value == 0.0 || Instant::now() >= deadline {
+                return value;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The fleet's metrics, for failure messages.
+    async fn fleet_metrics(&self) -> String {
+        let all = self.metrics().await;
+        let lines: Vec<&str> = all
+            .lines()
+            .filter(|l| l.contains("fleet") && !l.starts_with('#') && !l.contains("_bucket"))
+            .collect();
+        lines.join("\n")
+    }
+}
+
+async fn put(node: &Proxy, pk: &str, ver: u64) {
+    let answer = dynamo(
+        &node.url,
+        "PutItem",
+        &json!({"TableName": TABLE, "Item": item(pk, ver)}).to_string(),
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.json());
+}
+
+/// The version a GetItem through `node` returns (0: not found), and its cache status.
+async fn get(node: &Proxy, pk: &str) -> (u64, String) {
+    let answer = dynamo(
+        &node.url,
+        "GetItem",
+        &json!({"TableName": TABLE, "Key": key(pk)}).to_string(),
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.json());
+    answer.assert_crc();
+    let ver = answer.json()["Item"]["ver"]["N"]
+        .as_str()
+        .map_or(0, |v| v.parse().unwrap());
+    (ver, answer.cache_status().to_string())
+}
+
+/// The behaviour every engine kind must have: one node's miss fills the fleet, and one node's
+/// write reaches every node's memory and the shared tier before it is acknowledged.
+async fn shares_items_and_writes(engine: Vec<String>) {
+    let (lagging, nodes) = fleet(engine, 3).await;
+    put(&nodes[0], "a", 1).await;
+    lagging.settle().await;
+
+    // A miss on one node is read from DynamoDB once; the others find it in the shared tier.
+    // (The writer holds what it wrote in its own memory.)
+    assert_eq!(get(&nodes[0], "a").await, (1, "hit".to_string()));
+    assert_eq!(get(&nodes[1], "a").await, (1, "miss".to_string()));
+    let reads = lagging.count("GetItem");
+    assert_eq!(reads, 1);
+    assert_eq!(get(&nodes[2], "a").await, (1, "hit".to_string()));
+    assert_eq!(lagging.count("GetItem"), reads, "no other node read DynamoDB");
+    let lookups = |result: &str| format!("dynamo_cache_fleet_lookups_total{{result=\"{result}\"}}");
+    assert_eq!(nodes[1].metric(&lookups("miss")).await, 1.0);
+    assert_eq!(nodes[2].metric(&lookups("hit")).await, 1.0);
+    // Now in every node's memory.
+    for node in &nodes {
+        assert_eq!(get(node, "a").await, (1, "hit".to_string()));
+    }
+
+    // A write through node 0: every node answers the new version at once (its memory
+    // dropped the key, the shared tier holds a tombstone), though the replica still lags:
+    // the fill after the write reads strongly.
+    put(&nodes[0], "a", 2).await;
+    let strong = lagging.strong_reads("GetItem");
+    for node in &nodes[1..] {
+        let deadline = Instant::now() + Duration::from_millis(500);
+        loop {
+            let (ver, _) = get(node, "a").await;
+            if ver == 2 {
+                break;
+            }
+            assert_eq!(ver, 1);
+            assert!(Instant::now() < deadline, "node never saw the write");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    assert!(
+        lagging.strong_reads("GetItem") > strong,
+        "the fill after the write read strongly"
+    );
+    // Still version 2 after the replica caught up and from every node's memory.
+    lagging.settle().await;
+    for node in &nodes {
+        assert_eq!(get(node, "a").await.0, 2);
+    }
+    assert!(
+        nodes[1]
+            .metric("dynamo_cache_fleet_invalidations_received_total")
+            .await
+            >= 1.0
+    );
+    assert_eq!(
+        nodes[0]
+            .metric("dynamo_cache_fleet_invalidations_sent_total")
+            .await,
+        2.0
+    );
+    for mut node in nodes {
+        node.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standalone_engine_shares_items_and_writes_across_nodes() {
+    if !redis::available("fleet: standalone engine") {
+        return;
+    }
+    let server = RedisServer::start();
+    shares_items_and_writes(vec![server.url()]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_engine_shares_items_and_writes_across_nodes() {
+    if !redis::available("fleet: cluster engine") {
+        return;
+    }
+    let cluster = RedisCluster::start();
+    shares_items_and_writes(cluster.urls()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_engine_nothing_fails_and_memory_waits_until_it_is_back() {
+    if !redis::available("fleet: engine stopped") {
+        return;
+    }
+    let mut server = RedisServer::start();
+    let (lagging, nodes) = fleet(vec![server.url()], 2).await;
+    put(&nodes[0], "a", 1).await;
+    lagging.settle().await;
+    assert_eq!(get(&nodes[0], "a").await.0, 1);
+    assert_eq!(get(&nodes[0], "a").await, (1, "hit".to_string()));
+
+    server.kill();
+    // Within a few probes, neither node answers from memory; every request still succeeds.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while nodes[1].metric("dynamo_cache_fleet_memory_serving").await != 0.0
+        || nodes[0].metric("dynamo_cache_fleet_memory_serving").await != 0.0
+    {
+        assert!(Instant::now() < deadline, "memory kept answering without the engine");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for ver in 2..6 {
+        put(&nodes[ver as usize % 2], "a", ver).await;
+        for node in &nodes {
+            let (seen, status) = get(node, "a").await;
+            assert_eq!(seen, ver, "read after a write acknowledged while the engine was down");
+            assert_ne!(status, "hit");
+        }
+    }
+    assert_eq!(
+        nodes[0].metric_reaching_zero("dynamo_cache_fleet_engine_up").await,
+        0.0
+    );
+    assert!(nodes[0].metric("dynamo_cache_fleet_errors_total{call=\"tombstone\"}").await >= 1.0);
+
+    // Back: memory answers again within two seconds, and the shared tier is used again.
+    server.restart();
+    let back = Instant::now();
+    for node in &nodes {
+        node.wait_memory_serving().await;
+    }
+    assert!(back.elapsed() < Duration::from_secs(2), "{:?}", back.elapsed());
+    lagging.settle().await;
+    assert_eq!(get(&nodes[0], "a").await.0, 5);
+    assert_eq!(get(&nodes[1], "a").await, (5, "hit".to_string()));
+    for mut node in nodes {
+        node.stop().await;
+    }
+}
