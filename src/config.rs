@@ -268,9 +268,9 @@ impl FleetConfig {
             return Ok(());
         }
         for url in &self.redis {
-            let ok = url
-                .split_once("://")
-                .is_some_and(|(scheme, rest)| matches!(scheme, "redis" | "rediss") && !rest.is_empty());
+            let ok = url.split_once("://").is_some_and(|(scheme, rest)| {
+                matches!(scheme, "redis" | "rediss") && !rest.is_empty()
+            });
             if !ok {
                 return Err(format!(
                     "fleet.redis {url:?} must be a redis:// or rediss:// URL with a host"
@@ -607,6 +607,23 @@ impl Config {
             ));
         }
         self.fleet.validate().map_err(ConfigError::Invalid)?;
+        if self.fleet.enabled() && self.fleet.discovery == Discovery::Fleet {
+            match self.dax_advertise.or(self.dax_listen) {
+                None => {
+                    return invalid(
+                        "fleet.discovery = \"fleet\" lists members' DAX listeners: set dax_listen"
+                            .into(),
+                    );
+                }
+                Some(addr) if addr.ip().is_unspecified() || addr.port() == 0 => {
+                    return invalid(format!(
+                        "fleet.discovery = \"fleet\": other nodes' clients cannot reach {addr}; \
+                         set dax_advertise to this node's reachable address"
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
         if self.auth.mode == AuthMode::Sigv4 && self.auth.credentials_file.is_none() {
             return invalid(
                 "auth.mode = \"sigv4\" needs auth.credentials_file, the callers' keys".into(),

@@ -755,7 +755,10 @@ mod tests {
             own
         );
         // A keys-only record of a change made well before the write: kept.
-        assert_eq!(cache.changed_elsewhere(&k, None, Some(now - 10_000), Reason::Stream), own);
+        assert_eq!(
+            cache.changed_elsewhere(&k, None, Some(now - 10_000), Reason::Stream),
+            own
+        );
         assert!(full(&cache, &k).is_some());
         // A change at about the same time as the write, keys only: the order is unknown, dropped.
         assert_eq!(

@@ -219,12 +219,7 @@ impl Caches {
     /// learned. `fetch` is told how to read (after a recent write: strongly), and returns the
     /// upstream's answer with what the item turned out to be (`Some(None)`: not found; `None`:
     /// nothing to store). `true` when this caller shared another's read.
-    pub async fn read_item<F, Fut>(
-        &self,
-        key: &ItemKey,
-        asked: Asked,
-        fetch: F,
-    ) -> (ItemRead, bool)
+    pub async fn read_item<F, Fut>(&self, key: &ItemKey, asked: Asked, fetch: F) -> (ItemRead, bool)
     where
         F: FnOnce(Read) -> Fut,
         Fut: Future<Output = (Fetched, Option<Option<Bytes>>)>,

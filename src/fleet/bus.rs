@@ -75,8 +75,7 @@ impl Fleet {
                         tracing::warn!(error = %err, "fleet engine unreachable; serving without it until it answers");
                         logged = true;
                     }
-                    tokio::time::sleep(self.probe_interval().max(Duration::from_millis(100)))
-                        .await;
+                    tokio::time::sleep(self.probe_interval().max(Duration::from_millis(100))).await;
                 }
             }
         };
@@ -96,7 +95,9 @@ impl Fleet {
     /// Stops this node's memory from answering, and flushes it.
     fn disarm(&self, caches: &Caches) {
         if self.serving.swap(false, Ordering::AcqRel) {
-            tracing::warn!("fleet invalidations may have been missed; memory flushed, not answering until they are heard again");
+            tracing::warn!(
+                "fleet invalidations may have been missed; memory flushed, not answering until they are heard again"
+            );
         }
         caches.invalidate_all_here(Reason::Fleet);
         self.metrics.fleet.memory_serving.set(0);
@@ -216,10 +217,12 @@ impl Fleet {
             let lost = heard.lost.swap(false, Ordering::AcqRel);
             let two_ago = sent_before[1];
             let delivering = !lost
-                && (0..CHANNELS).all(|c| {
-                    two_ago[c] > 0 && heard.own[c].load(Ordering::Acquire) >= two_ago[c]
-                });
-            sent_before = [sent.clone().try_into().expect("one per channel"), sent_before[0]];
+                && (0..CHANNELS)
+                    .all(|c| two_ago[c] > 0 && heard.own[c].load(Ordering::Acquire) >= two_ago[c]);
+            sent_before = [
+                sent.clone().try_into().expect("one per channel"),
+                sent_before[0],
+            ];
             if !delivering {
                 if self.memory_serves() || rearm_after.iter().all(|&r| r == 0) {
                     self.disarm(caches);
@@ -262,7 +265,10 @@ impl Fleet {
         let mut cmd = redis::cmd("GET");
         cmd.arg(self.generation_key());
         let generation: Option<Option<u64>> = self
-            .background("generation", |engine| async move { engine.call(&cmd).await })
+            .background(
+                "generation",
+                |engine| async move { engine.call(&cmd).await },
+            )
             .await;
         match generation {
             Some(generation) => {

@@ -178,7 +178,11 @@ mod tests {
             decode_entry(&encoded, &key("a")),
             Some(Some(Bytes::from_static(item)))
         );
-        assert_eq!(decode_entry(&encoded, &key("b")), None, "another key's entry");
+        assert_eq!(
+            decode_entry(&encoded, &key("b")),
+            None,
+            "another key's entry"
+        );
         let spaced = br#"{ "pk": {"S":"a"} }"#;
         let encoded = encode_entry(&key("a"), Some(spaced), 7);
         assert_eq!(encoded[1], b'j');
@@ -196,7 +200,12 @@ mod tests {
         for cut in 0..good.len() {
             assert_eq!(decode_entry(&good[..cut], &key("a")), None, "cut at {cut}");
         }
-        for bytes in [&b"T"[..], b"L0123", b"", b"Vc\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff"] {
+        for bytes in [
+            &b"T"[..],
+            b"L0123",
+            b"",
+            b"Vc\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff",
+        ] {
             assert_eq!(decode_entry(bytes, &key("a")), None);
         }
     }
@@ -238,7 +247,10 @@ mod tests {
             }
             assert!(Message::decode(&bytes[..25]).is_none() || matches!(message.body, Body::Probe));
         }
-        assert!(Message::decode(b"I\0\0\0\0\0\0\0\x01\0\0\0\0\0\0\0\x01\0\0\0\0\0\0\0\x01\x05abc").is_none());
+        assert!(
+            Message::decode(b"I\0\0\0\0\0\0\0\x01\0\0\0\0\0\0\0\x01\0\0\0\0\0\0\0\x01\x05abc")
+                .is_none()
+        );
         assert!(Message::decode(b"Z").is_none());
     }
 }

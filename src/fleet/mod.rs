@@ -230,7 +230,8 @@ impl Fleet {
         if let Some(engine) = self.engine.load_full() {
             let mut cmd = redis::cmd("ZREM");
             cmd.arg(self.members_key()).arg(self.member_name());
-            let _ = tokio::time::timeout(Duration::from_millis(200), engine.call::<i64>(&cmd)).await;
+            let _ =
+                tokio::time::timeout(Duration::from_millis(200), engine.call::<i64>(&cmd)).await;
         }
     }
 
@@ -342,10 +343,9 @@ impl Fleet {
         if changed.is_empty() {
             return;
         }
-        let tombstoned = futures_util::future::join_all(
-            changed.iter().map(|(key, _)| self.tombstone(key)),
-        )
-        .await;
+        let tombstoned =
+            futures_util::future::join_all(changed.iter().map(|(key, _)| self.tombstone(key)))
+                .await;
         let mut failed = Vec::new();
         let mut publish = Vec::with_capacity(changed.len());
         for (change, ok) in changed.into_iter().zip(tombstoned) {
@@ -487,7 +487,10 @@ impl Fleet {
         F: FnOnce(Engine) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
-        let budget = (self.budget() * 4).max(Duration::from_millis(self.config.probe_interval_ms / 2));
+        // Never much past half a probe interval: a paused engine must be noticed in time.
+        let budget = self
+            .budget()
+            .max(Duration::from_millis(self.config.probe_interval_ms / 2));
         self.call_within(call, budget, run).await
     }
 

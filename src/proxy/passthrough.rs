@@ -25,7 +25,10 @@ pub(super) async fn table_change(
     if !changed_nothing(&result) {
         match table {
             Some(table) => {
-                state.caches.invalidate_table(&table, Reason::TableChange).await;
+                state
+                    .caches
+                    .invalidate_table(&table, Reason::TableChange)
+                    .await;
                 state.schemas.forget(&table);
             }
             None => state.caches.invalidate_all(Reason::TableChange).await,

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use crate::common::checker;
 use crate::common::lagging::Lagging;
 use crate::common::redis::{self, RedisCluster, RedisServer};
 use crate::common::*;
@@ -28,18 +29,34 @@ fn item(pk: &str, ver: u64) -> Value {
 
 /// A fleet of `n` proxies on `engine` in front of a lagging DynamoDB with the table.
 async fn fleet(engine: Vec<String>, n: usize) -> (Lagging, Vec<Proxy>) {
+    fleet_with(engine, n, |c| {
+        // A loaded test machine: generous, so no test fails on a slow engine call.
+        c.fleet.timeout_ms = 200;
+    })
+    .await
+}
+
+async fn fleet_with(
+    engine: Vec<String>,
+    n: usize,
+    adjust: impl Fn(&mut dynamo_cache::Config) + Clone + Send + 'static,
+) -> (Lagging, Vec<Proxy>) {
     let lagging = Lagging::start(LAG).await;
-    create_table(&sdk(&lagging.primary.url), TABLE).await;
-    create_table(&sdk(&lagging.replica.url), TABLE).await;
+    for table in [TABLE, checker::TABLE] {
+        create_table(&sdk(&lagging.primary.url), table).await;
+        create_table(&sdk(&lagging.replica.url), table).await;
+    }
     let mut nodes = Vec::new();
     for _ in 0..n {
         let engine = engine.clone();
         nodes.push(
-            Proxy::start_with(&lagging.url, move |c| {
-                c.fleet.redis = engine;
-                c.fleet.name = "test".into();
-                // A loaded test machine: generous, so no test fails on a slow engine call.
-                c.fleet.timeout_ms = 200;
+            Proxy::start_with(&lagging.url, {
+                let adjust = adjust.clone();
+                move |c| {
+                    c.fleet.redis = engine;
+                    c.fleet.name = "test".into();
+                    adjust(c);
+                }
             })
             .await,
         );
@@ -127,7 +144,11 @@ async fn shares_items_and_writes(engine: Vec<String>) {
     let reads = lagging.count("GetItem");
     assert_eq!(reads, 1);
     assert_eq!(get(&nodes[2], "a").await, (1, "hit".to_string()));
-    assert_eq!(lagging.count("GetItem"), reads, "no other node read DynamoDB");
+    assert_eq!(
+        lagging.count("GetItem"),
+        reads,
+        "no other node read DynamoDB"
+    );
     let lookups = |result: &str| format!("dynamo_cache_fleet_lookups_total{{result=\"{result}\"}}");
     assert_eq!(nodes[1].metric(&lookups("miss")).await, 1.0);
     assert_eq!(nodes[2].metric(&lookups("hit")).await, 1.0);
@@ -215,22 +236,35 @@ async fn without_the_engine_nothing_fails_and_memory_waits_until_it_is_back() {
     while nodes[1].metric("dynamo_cache_fleet_memory_serving").await != 0.0
         || nodes[0].metric("dynamo_cache_fleet_memory_serving").await != 0.0
     {
-        assert!(Instant::now() < deadline, "memory kept answering without the engine");
+        assert!(
+            Instant::now() < deadline,
+            "memory kept answering without the engine"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     for ver in 2..6 {
         put(&nodes[ver as usize % 2], "a", ver).await;
         for node in &nodes {
             let (seen, status) = get(node, "a").await;
-            assert_eq!(seen, ver, "read after a write acknowledged while the engine was down");
+            assert_eq!(
+                seen, ver,
+                "read after a write acknowledged while the engine was down"
+            );
             assert_ne!(status, "hit");
         }
     }
     assert_eq!(
-        nodes[0].metric_reaching_zero("dynamo_cache_fleet_engine_up").await,
+        nodes[0]
+            .metric_reaching_zero("dynamo_cache_fleet_engine_up")
+            .await,
         0.0
     );
-    assert!(nodes[0].metric("dynamo_cache_fleet_errors_total{call=\"tombstone\"}").await >= 1.0);
+    assert!(
+        nodes[0]
+            .metric("dynamo_cache_fleet_errors_total{call=\"tombstone\"}")
+            .await
+            >= 1.0
+    );
 
     // Back: memory answers again within two seconds, and the shared tier is used again.
     server.restart();
@@ -238,11 +272,95 @@ async fn without_the_engine_nothing_fails_and_memory_waits_until_it_is_back() {
     for node in &nodes {
         node.wait_memory_serving().await;
     }
-    assert!(back.elapsed() < Duration::from_secs(2), "{:?}", back.elapsed());
+    assert!(
+        back.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        back.elapsed()
+    );
     lagging.settle().await;
     assert_eq!(get(&nodes[0], "a").await.0, 5);
     assert_eq!(get(&nodes[1], "a").await, (5, "hit".to_string()));
     for mut node in nodes {
         node.stop().await;
     }
+}
+
+/// How stale a read through one node may be after a write through another while the engine
+/// fails (the bound).
+const CROSS_NODE_UNDER_FAULTS: Duration = Duration::from_secs(1);
+
+/// The randomised read-your-writes checker over three nodes, with writes and reads spread
+/// over them, while the engine is paused, resumed and restarted (or a cluster node is killed
+/// and restarted).
+async fn checker_through_faults(engine: Vec<String>, faults: impl AsyncFnOnce()) {
+    let (lagging, nodes) = fleet_with(engine, 3, |_| {}).await;
+    let urls: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
+    let run = tokio::spawn(async move {
+        checker::run_fleet(
+            &urls,
+            Duration::from_secs(6),
+            3,
+            4,
+            LAG + Duration::from_millis(200),
+            CROSS_NODE_UNDER_FAULTS,
+        )
+        .await
+    });
+    faults().await;
+    let report = run.await.unwrap();
+    assert!(report.violations.is_empty(), "{:#?}", report.violations);
+    let reads: u64 = report.reads.values().map(|(n, _)| n).sum();
+    let hits: u64 = report.reads.values().map(|(_, h)| h).sum();
+    assert!(reads > 100 && hits > 0, "{report:?}");
+    eprintln!("fleet checker: {report:?}");
+    drop(lagging);
+    for mut node in nodes {
+        node.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_your_writes_holds_across_three_nodes_while_the_engine_pauses_and_restarts() {
+    if !redis::available("fleet: checker, standalone") {
+        return;
+    }
+    let server = std::sync::Arc::new(std::sync::Mutex::new(RedisServer::start()));
+    let url = server.lock().unwrap().url();
+    let faults = server.clone();
+    checker_through_faults(vec![url], async move || {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        faults.lock().unwrap().pause();
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        faults.lock().unwrap().resume();
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        let restart = faults.clone();
+        tokio::task::spawn_blocking(move || restart.lock().unwrap().restart())
+            .await
+            .unwrap();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_your_writes_holds_across_three_nodes_when_a_cluster_node_dies() {
+    if !redis::available("fleet: checker, cluster") {
+        return;
+    }
+    let cluster = std::sync::Arc::new(std::sync::Mutex::new(RedisCluster::start()));
+    let urls = cluster.lock().unwrap().urls();
+    let faults = cluster.clone();
+    checker_through_faults(urls, async move || {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        faults.lock().unwrap().nodes[1].kill();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let restart = faults.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut cluster = restart.lock().unwrap();
+            cluster.nodes[1].restart();
+            cluster.wait_ok();
+        })
+        .await
+        .unwrap();
+    })
+    .await;
 }

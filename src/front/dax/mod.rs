@@ -540,7 +540,9 @@ impl Caller {
     }
 }
 
-/// `endpoints`: this node, as the one leader of its cluster.
+/// `endpoints`: this node, as the one leader of its cluster; with `fleet` discovery, every
+/// live member of the fleet, each a leader (any node takes writes: they go to DynamoDB), so
+/// clients spread their load over the fleet.
 fn endpoints(
     state: &State,
     dax: &Dax,
@@ -548,24 +550,40 @@ fn endpoints(
     out: &mut Vec<u8>,
 ) -> Result<(), DaxError> {
     let node = state.config.dax_advertise.unwrap_or(local);
-    let address = match node.ip() {
-        IpAddr::V4(ip) => ip.octets().to_vec(),
-        IpAddr::V6(ip) => match ip.to_ipv4_mapped() {
-            Some(v4) => v4.octets().to_vec(),
-            None => ip.octets().to_vec(),
-        },
-    };
+    let mut nodes = vec![node];
+    if state.config.fleet.discovery == crate::config::Discovery::Fleet
+        && let Some(fleet) = state.caches.fleet()
+    {
+        // Clients drop nodes of the other address family than the one they asked on.
+        let members: Vec<SocketAddr> = fleet
+            .members()
+            .iter()
+            .copied()
+            .filter(|m| m.is_ipv4() == node.is_ipv4() && *m != node)
+            .collect();
+        nodes.extend(members);
+    }
     out.push(response::SUCCESS);
     let mut e = Encoder::new(out);
-    e.array(1)?.map(7)?;
-    e.u8(0)?.u8(0)?;
-    e.u8(1)?.str(&node.ip().to_string())?;
-    e.u8(2)?.bytes(&address)?;
-    e.u8(3)?.u16(node.port())?;
-    // The leader: clients send writes to leaders only.
-    e.u8(4)?.u8(1)?;
-    e.u8(5)?.str("local")?;
-    e.u8(6)?.u64(dax.started)?;
+    e.array(nodes.len() as u64)?;
+    for (id, node) in nodes.iter().enumerate() {
+        let address = match node.ip() {
+            IpAddr::V4(ip) => ip.octets().to_vec(),
+            IpAddr::V6(ip) => match ip.to_ipv4_mapped() {
+                Some(v4) => v4.octets().to_vec(),
+                None => ip.octets().to_vec(),
+            },
+        };
+        e.map(7)?;
+        e.u8(0)?.u64(id as u64)?;
+        e.u8(1)?.str(&node.ip().to_string())?;
+        e.u8(2)?.bytes(&address)?;
+        e.u8(3)?.u16(node.port())?;
+        // A leader: clients send writes to leaders only.
+        e.u8(4)?.u8(1)?;
+        e.u8(5)?.str("local")?;
+        e.u8(6)?.u64(dax.started)?;
+    }
     Ok(())
 }
 

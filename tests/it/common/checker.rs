@@ -51,16 +51,27 @@ struct Key {
     sent: Mutex<BTreeMap<u64, bool>>,
     /// Serialises the key's writes, so versions reach DynamoDB in order.
     writing: tokio::sync::Mutex<u64>,
-    /// When each version was acknowledged, in order.
-    acks: Mutex<Vec<(Instant, u64)>>,
+    /// When each version was acknowledged, and by which node, in order.
+    acks: Mutex<Vec<(Instant, u64, usize)>>,
 }
 
 impl Key {
     /// The last version acknowledged at or before `at`.
     fn acked_by(&self, at: Instant) -> u64 {
         let acks = self.acks.lock().unwrap();
-        let n = acks.partition_point(|&(when, _)| when <= at);
+        let n = acks.partition_point(|&(when, _, _)| when <= at);
         if n == 0 { 0 } else { acks[n - 1].1 }
+    }
+
+    /// The last version a read through `node` that began at `at` must see: acknowledged by
+    /// `node` before `at`, or by another node of the fleet more than `cross_node` before.
+    fn floor_for(&self, node: usize, at: Instant, cross_node: Duration) -> u64 {
+        let others = at.checked_sub(cross_node).unwrap_or(at);
+        let acks = self.acks.lock().unwrap();
+        acks.iter()
+            .rev()
+            .find(|&&(when, _, by)| (by == node && when <= at) || when <= others)
+            .map_or(0, |&(_, ver, _)| ver)
     }
 
     /// Whether seeing the item absent is explained by a delete numbered `floor` or later.
@@ -108,29 +119,55 @@ pub async fn run(
     readers: usize,
     index_lag: Duration,
 ) -> Report {
+    run_fleet(
+        &[url.to_string()],
+        duration,
+        writers,
+        readers,
+        index_lag,
+        Duration::ZERO,
+    )
+    .await
+}
+
+/// As [`run`], with each write and read sent through one of the nodes at `urls` in turn: a
+/// read must see what its own node acknowledged before it began, and what another node
+/// acknowledged more than `cross_node` before (the fleet's propagation bound).
+pub async fn run_fleet(
+    urls: &[String],
+    duration: Duration,
+    writers: usize,
+    readers: usize,
+    index_lag: Duration,
+    cross_node: Duration,
+) -> Report {
+    let urls: Arc<Vec<String>> = Arc::new(urls.to_vec());
     let keys: Arc<Vec<Key>> = Arc::new((0..KEYS).map(|_| Key::default()).collect());
     let done = Arc::new(AtomicBool::new(false));
     let deadline = Instant::now() + duration;
     let mut tasks = Vec::new();
     for w in 0..writers {
-        let (url, keys, done) = (url.to_string(), keys.clone(), done.clone());
+        let (urls, keys, done) = (urls.clone(), keys.clone(), done.clone());
         tasks.push(tokio::spawn(async move {
             let mut report = Report::default();
             let mut turn = w;
             while !done.load(Ordering::SeqCst) {
-                write_once(&url, &keys, turn, &mut report).await;
+                let node = (turn / 6 + w) % urls.len();
+                write_once(&urls[node], node, &keys, turn, &mut report).await;
                 turn += 1;
             }
             report
         }));
     }
     for r in 0..readers {
-        let (url, keys, done) = (url.to_string(), keys.clone(), done.clone());
+        let (urls, keys, done) = (urls.clone(), keys.clone(), done.clone());
         tasks.push(tokio::spawn(async move {
             let mut report = Report::default();
             let mut turn = r;
             while !done.load(Ordering::SeqCst) {
-                read_once(&url, &keys, turn, index_lag, &mut report).await;
+                let node = (turn / 6 + r) % urls.len();
+                let lags = (index_lag, cross_node);
+                read_once(&urls[node], node, &keys, turn, lags, &mut report).await;
                 turn += 1;
             }
             report
@@ -156,7 +193,7 @@ pub async fn run(
 }
 
 /// One write, of an operation chosen by `turn`, to one or two random keys.
-async fn write_once(url: &str, keys: &[Key], turn: usize, report: &mut Report) {
+async fn write_once(url: &str, node: usize, keys: &[Key], turn: usize, report: &mut Report) {
     let first = fastrand::usize(..KEYS);
     let second = (first + 1 + fastrand::usize(..KEYS - 1)) % KEYS;
     let op = [
@@ -249,7 +286,7 @@ async fn write_once(url: &str, keys: &[Key], turn: usize, report: &mut Report) {
     if applied {
         let now = Instant::now();
         for &(k, ver) in &versions {
-            keys[k].acks.lock().unwrap().push((now, ver));
+            keys[k].acks.lock().unwrap().push((now, ver, node));
             keys[k].acked.store(ver, Ordering::SeqCst);
         }
         *report.writes.entry(op).or_default() += 1;
@@ -259,7 +296,14 @@ async fn write_once(url: &str, keys: &[Key], turn: usize, report: &mut Report) {
 }
 
 /// One read, of a kind chosen by `turn`, checked against the floors taken before it.
-async fn read_once(url: &str, keys: &[Key], turn: usize, index_lag: Duration, report: &mut Report) {
+async fn read_once(
+    url: &str,
+    node: usize,
+    keys: &[Key],
+    turn: usize,
+    (index_lag, cross_node): (Duration, Duration),
+    report: &mut Report,
+) {
     let kind = [
         "GetItem",
         "GetItem projected",
@@ -275,15 +319,19 @@ async fn read_once(url: &str, keys: &[Key], turn: usize, index_lag: Duration, re
         "Query" => (0..SORTS).map(|s| (k / SORTS) * SORTS + s).collect(),
         _ => (0..KEYS).collect(),
     };
+    let start = Instant::now();
     let floors: Vec<u64> = match kind {
         "index Query" => {
-            let start = Instant::now();
             let before = start.checked_sub(index_lag).unwrap_or(start);
             scope.iter().map(|&k| keys[k].acked_by(before)).collect()
         }
-        _ => scope
+        _ if cross_node.is_zero() => scope
             .iter()
             .map(|&k| keys[k].acked.load(Ordering::SeqCst))
+            .collect(),
+        _ => scope
+            .iter()
+            .map(|&k| keys[k].floor_for(node, start, cross_node))
             .collect(),
     };
     let (op, body) = match kind {

@@ -50,7 +50,8 @@ impl RedisServer {
     }
 
     fn spawn(port: u16, cluster: bool) -> RedisServer {
-        let dir = std::env::temp_dir().join(format!("dynamo-cache-redis-{}-{port}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("dynamo-cache-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let mut server = RedisServer {
             port,
