@@ -369,8 +369,9 @@ impl Caches {
     /// A write that did not go through this proxy changed `key` (a stream record). The item
     /// entry stays only if it already holds what the item became (`now_is`), or was written
     /// here clearly later; the partition's query answers are dropped unless the proxy's own
-    /// write explains the record.
-    pub fn changed_elsewhere(
+    /// write explains the record. In a fleet (where one node follows each stream) the shared
+    /// entry is tombstoned and every node told, as for a write.
+    pub async fn changed_elsewhere(
         &self,
         key: &ItemKey,
         partition: Option<&KeyValue>,
@@ -383,6 +384,9 @@ impl Caches {
             .changed_elsewhere(key, now_is, changed_ms, Reason::Stream);
         if !matches!(verdict, StreamVerdict::Kept { by_own_write: true }) {
             self.queries.changed(key.table(), partition, Reason::Stream);
+        }
+        if let Some(fleet) = &self.fleet {
+            fleet.wrote(vec![(key.clone(), partition.cloned())]).await;
         }
         verdict
     }
@@ -505,7 +509,8 @@ mod tests {
         // A stream record.
         let c = caches(60_000);
         let (k, p) = key("t", "a");
-        c.changed_elsewhere(&k, Some(&p), None, None);
+        futures_util::FutureExt::now_or_never(c.changed_elsewhere(&k, Some(&p), None, None))
+            .expect("no fleet: nothing to wait for");
         assert_eq!(reads(&c, "a"), RACING);
 
         // A table dropped (flush, table change, a write the proxy cannot attribute): every

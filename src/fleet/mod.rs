@@ -128,6 +128,25 @@ end
 return 0
 "#;
 
+/// Takes a lock that is free, or renews one this holder has. `ARGV[1]` the holder,
+/// `ARGV[2]` its TTL (ms). Answers 1 if the holder has it.
+const LEAD: &str = r#"
+local v = redis.call('GET', KEYS[1])
+if not v then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+if v == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"#;
+
+/// How long a fleet-wide lock outlives its holder's last renewal.
+const LOCK_TTL: Duration = Duration::from_secs(10);
+
+static LEAD_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(LEAD));
 static GET_OR_LEASE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(GET_OR_LEASE));
 static FILL_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(FILL));
 
@@ -454,6 +473,25 @@ impl Fleet {
             let left = self.pending.lock().expect("lock poisoned").len();
             self.metrics.fleet.pending_tombstones.set(left as i64);
         }
+    }
+
+    /// Takes or keeps the fleet-wide lock `name` for this node (for a few seconds; call again
+    /// well within them): `Some(true)` if this node holds it, `Some(false)` if another does,
+    /// `None` if the engine did not answer.
+    pub async fn lead(&self, name: &str) -> Option<bool> {
+        let key = format!("{}lock:{name}", self.prefix);
+        let holder = self.member_name();
+        let ttl = LOCK_TTL.as_millis().to_string();
+        let script = &*LEAD_SCRIPT;
+        let (key, holder, ttl) = (&key, &holder, &ttl);
+        let held: Option<i64> = self
+            .background("lock", |engine| async move {
+                engine
+                    .script(script, key, &[holder.as_bytes(), ttl.as_bytes()])
+                    .await
+            })
+            .await;
+        held.map(|h| h == 1)
     }
 
     // -- engine calls -------------------------------------------------------------------------

@@ -56,6 +56,16 @@ pub enum StreamStatus {
     NoStream,
     /// The stream could not be read; entries are fresh only by TTL until it can.
     Failing { error: String },
+    /// Another node of the fleet follows it, and tells this node what it reads.
+    Standby,
+}
+
+/// How often a node on standby checks whether the fleet's follower of a table is gone.
+const STANDBY_RECHECK: Duration = Duration::from_secs(1);
+
+/// The fleet-wide lock of `table`'s follower.
+fn stream_lock(table: &str) -> String {
+    format!("stream:{table}")
 }
 
 /// The stream followers of every cached table.
@@ -202,6 +212,17 @@ impl Streams {
         let mut said_no_stream = false;
         let mut failures = 0u32;
         while !self.stop.is_cancelled() {
+            // In a fleet, one node follows each table (DynamoDB Streams allow about two
+            // readers per shard) and tells the others what it reads.
+            if let Some(fleet) = self.caches.fleet()
+                && fleet.lead(&stream_lock(&table)).await != Some(true)
+            {
+                self.set_status(&table, StreamStatus::Standby);
+                if self.pause(STANDBY_RECHECK).await {
+                    return;
+                }
+                continue;
+            }
             let outcome = match self.schemas.latest_stream_arn(&table).await {
                 Ok(Some(arn)) => {
                     said_no_stream = false;
@@ -261,7 +282,7 @@ impl Streams {
             reading.insert(id, Reading::new(iterator));
         }
         // Anything cached so far may have missed records from before the iterators: start clean.
-        self.caches.invalidate_table_here(table, Reason::Stream);
+        self.caches.invalidate_table(table, Reason::Stream).await;
         let partition_key = self
             .schemas
             .get(table)
@@ -305,7 +326,7 @@ impl Streams {
                         more_waiting |= records.len() as i32 >= RECORDS_PER_CALL;
                         records_seen |= !records.is_empty();
                         for record in records {
-                            self.apply(table, partition_key.as_deref(), record);
+                            self.apply(table, partition_key.as_deref(), record).await;
                             if let Some(seq) = record.dynamodb().and_then(|d| d.sequence_number()) {
                                 shard.last_sequence = Some(seq.to_string());
                             }
@@ -329,13 +350,13 @@ impl Streams {
                             shard.iterator = self.iterator(arn, &id, &position).await?;
                             if position == Position::Latest {
                                 // Records between the old iterator and now are unknown.
-                                self.caches.invalidate_table_here(table, Reason::Stream);
+                                self.caches.invalidate_table(table, Reason::Stream).await;
                             }
                         }
                         Some("TrimmedDataAccessException") => {
                             shard.iterator =
                                 self.iterator(arn, &id, &Position::TrimHorizon).await?;
-                            self.caches.invalidate_table_here(table, Reason::Stream);
+                            self.caches.invalidate_table(table, Reason::Stream).await;
                         }
                         Some("LimitExceededException" | "ThrottlingException") => {
                             throttled += 1;
@@ -381,12 +402,19 @@ impl Streams {
             if self.pause(pause).await {
                 return Ok(());
             }
+            // Another node took over (this one could not renew in time): it follows now.
+            if let Some(fleet) = self.caches.fleet()
+                && fleet.lead(&stream_lock(table)).await == Some(false)
+            {
+                tracing::info!(table, "another node of the fleet follows the stream now");
+                return Ok(());
+            }
         }
     }
 
     /// One record: drop the item's entry (unless it provably holds the record's result or
     /// something newer) and the query answers of its partition.
-    fn apply(&self, table: &str, partition_key: Option<&str>, record: &Record) {
+    async fn apply(&self, table: &str, partition_key: Option<&str>, record: &Record) {
         self.metrics.stream_records.inc();
         let Some(change) = record.dynamodb() else {
             return;
@@ -399,11 +427,11 @@ impl Streams {
         }
         let Some(wire) = change.keys().and_then(wire_key) else {
             // No usable key: the safe answer is the whole table.
-            self.caches.invalidate_table_here(table, Reason::Stream);
+            self.caches.invalidate_table(table, Reason::Stream).await;
             return;
         };
         let Some(key) = ItemKey::new(table, &wire) else {
-            self.caches.invalidate_table_here(table, Reason::Stream);
+            self.caches.invalidate_table(table, Reason::Stream).await;
             return;
         };
         let now_is = match record.event_name().map(|e| e.as_str()) {
@@ -415,7 +443,8 @@ impl Streams {
             .map(|t| (t.as_secs_f64() * 1000.0) as u64);
         let partition = partition_key.and_then(|name| wire.get(name));
         self.caches
-            .changed_elsewhere(&key, partition, now_is, written_ms);
+            .changed_elsewhere(&key, partition, now_is, written_ms)
+            .await;
     }
 
     async fn list_shards(&self, arn: &str) -> Result<Vec<Listed>, String> {

@@ -364,3 +364,77 @@ async fn read_your_writes_holds_across_three_nodes_when_a_cluster_node_dies() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_node_follows_a_stream_and_the_fleet_hears_what_it_reads() {
+    if !redis::available("fleet: streams") {
+        return;
+    }
+    let server = RedisServer::start();
+    let upstream = Upstream::start().await;
+    let table = r#"{"TableName":"streamed","AttributeDefinitions":[{"AttributeName":"pk","AttributeType":"S"},{"AttributeName":"sk","AttributeType":"N"}],"KeySchema":[{"AttributeName":"pk","KeyType":"HASH"},{"AttributeName":"sk","KeyType":"RANGE"}],"BillingMode":"PAY_PER_REQUEST","StreamSpecification":{"StreamEnabled":true,"StreamViewType":"KEYS_ONLY"}}"#;
+    assert_eq!(dynamo(&upstream.url, "CreateTable", table).await.status, 200);
+    let put = |url: String, v: u32| async move {
+        let body = format!(
+            r#"{{"TableName":"streamed","Item":{{"pk":{{"S":"a"}},"sk":{{"N":"1"}},"v":{{"N":"{v}"}}}}}}"#
+        );
+        assert_eq!(dynamo(&url, "PutItem", &body).await.status, 200);
+    };
+    let get = |url: String| async move {
+        let body = r#"{"TableName":"streamed","Key":{"pk":{"S":"a"},"sk":{"N":"1"}}}"#;
+        let answer = dynamo(&url, "GetItem", body).await;
+        assert_eq!(answer.status, 200);
+        answer.json()["Item"]["v"]["N"].as_str().unwrap().to_string()
+    };
+    put(upstream.url.clone(), 1).await;
+    let mut nodes = Vec::new();
+    for _ in 0..2 {
+        let url = server.url();
+        nodes.push(
+            Proxy::start_with(&upstream.url, move |c| {
+                c.fleet.redis = vec![url];
+                c.fleet.timeout_ms = 200;
+                c.streams.enabled = true;
+                c.streams.poll_interval_ms = 50;
+            })
+            .await,
+        );
+    }
+    for node in &nodes {
+        node.wait_memory_serving().await;
+        assert_eq!(get(node.url.clone()).await, "1");
+    }
+    // Wait until one node follows; the other stands by.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let followed = [
+            nodes[0].metric("dynamo_cache_stream_shards").await,
+            nodes[1].metric("dynamo_cache_stream_shards").await,
+        ];
+        if followed.iter().filter(|&&s| s > 0.0).count() == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "shards followed: {followed:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A write that bypasses the fleet: every node sees it within the stream's lag.
+    put(upstream.url.clone(), 2).await;
+    for node in &nodes {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while get(node.url.clone()).await != "2" {
+            assert!(Instant::now() < deadline, "a node never heard of the write");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let records = [
+        nodes[0].metric("dynamo_cache_stream_records_total").await,
+        nodes[1].metric("dynamo_cache_stream_records_total").await,
+    ];
+    assert!(
+        records.contains(&0.0) && records.iter().any(|&r| r > 0.0),
+        "one node read the stream: {records:?}"
+    );
+    for mut node in nodes {
+        node.stop().await;
+    }
+}
