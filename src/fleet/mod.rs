@@ -143,6 +143,10 @@ end
 return 0
 "#;
 
+/// How long a shared DAX attribute list is kept (clients keep the ids they were given for as
+/// long as they run).
+const LIST_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
 /// How long a fleet-wide lock outlives its holder's last renewal.
 const LOCK_TTL: Duration = Duration::from_secs(10);
 
@@ -492,6 +496,36 @@ impl Fleet {
             })
             .await;
         held.map(|h| h == 1)
+    }
+
+    // -- DAX attribute lists -----------------------------------------------------------------
+
+    /// Shares the DAX attribute list `id` (its `names`) with the fleet, so clients may use the
+    /// id on any node. An id already taken by another list stays with it (ids are hashes of
+    /// the names: two lists meet on one id about once in 2^53).
+    pub async fn share_attribute_list(&self, id: i64, names: &[String]) {
+        let json = serde_json::to_vec(names).expect("names serialise");
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(format!("{}list:{id}", self.prefix))
+            .arg(json)
+            .arg("NX")
+            .arg("PX")
+            .arg(LIST_TTL.as_millis() as u64);
+        self.timed("list", |engine| async move {
+            engine.call::<redis::Value>(&cmd).await
+        })
+        .await;
+    }
+
+    /// The names of DAX attribute list `id`, if a node of the fleet shared it.
+    pub async fn attribute_list(&self, id: i64) -> Option<Vec<String>> {
+        let mut cmd = redis::cmd("GET");
+        cmd.arg(format!("{}list:{id}", self.prefix));
+        let json: Option<Vec<u8>> = self
+            .timed("list", |engine| async move { engine.call(&cmd).await })
+            .await
+            .flatten();
+        serde_json::from_slice(&json?).ok()
     }
 
     // -- engine calls -------------------------------------------------------------------------

@@ -14,8 +14,9 @@ use crate::common::{Relayed, metric_value};
 /// The Python client's preamble: magic, no layering, a session id, its user agent, no types.
 const PREAMBLE: &[u8] = b"\x67J7yne5G\x00\x50\x01\x02\x03\x04\x05\x06\x07\x08\x09\x0a\x0b\x0c\x0d\x0e\x0f\x10\xa1\x69UserAgent\x75DaxPythonClient-2.1.0\x00";
 
-const ENDPOINTS: i64 = 455855874;
-const DEFINE_ATTRIBUTE_LIST: i64 = 670678385;
+pub(crate) const ENDPOINTS: i64 = 455855874;
+pub(crate) const DEFINE_ATTRIBUTE_LIST: i64 = 670678385;
+pub(crate) const DEFINE_ATTRIBUTE_LIST_ID: i64 = -1230579644;
 const DEFINE_KEY_SCHEMA: i64 = -742646399;
 const GET_ITEM: i64 = 263244906;
 const PUT_ITEM: i64 = -2106490455;
@@ -25,13 +26,13 @@ const AUTHORIZE: i64 = 1489122155;
 const KEY_A1: &[u8] = &[0x61, b'a', 0xC1, 0x1C, 0x00, 0x00];
 
 /// A raw DAX connection.
-struct Conn {
+pub(crate) struct Conn {
     stream: TcpStream,
     buf: Vec<u8>,
 }
 
 impl Conn {
-    async fn open(addr: SocketAddr) -> Conn {
+    pub(crate) async fn open(addr: SocketAddr) -> Conn {
         let mut stream = TcpStream::connect(addr).await.unwrap();
         stream.write_all(PREAMBLE).await.unwrap();
         Conn {
@@ -40,12 +41,12 @@ impl Conn {
         }
     }
 
-    async fn send(&mut self, request: &[u8]) {
+    pub(crate) async fn send(&mut self, request: &[u8]) {
         self.stream.write_all(request).await.unwrap();
     }
 
     /// Reads until `items` whole CBOR items have arrived; their bytes.
-    async fn items(&mut self, items: usize) -> Vec<u8> {
+    pub(crate) async fn items(&mut self, items: usize) -> Vec<u8> {
         loop {
             let mut d = Decoder::new(&self.buf);
             let complete = (0..items).all(|_| d.skip().is_ok());
@@ -78,7 +79,7 @@ impl Conn {
 }
 
 /// `1, method, items...` as the clients write it.
-fn request(method: i64, write: impl FnOnce(&mut Encoder<&mut Vec<u8>>)) -> Vec<u8> {
+pub(crate) fn request(method: i64, write: impl FnOnce(&mut Encoder<&mut Vec<u8>>)) -> Vec<u8> {
     let mut out = Vec::new();
     let mut e = Encoder::new(&mut out);
     e.u8(1).unwrap().i64(method).unwrap();

@@ -373,7 +373,10 @@ async fn one_node_follows_a_stream_and_the_fleet_hears_what_it_reads() {
     let server = RedisServer::start();
     let upstream = Upstream::start().await;
     let table = r#"{"TableName":"streamed","AttributeDefinitions":[{"AttributeName":"pk","AttributeType":"S"},{"AttributeName":"sk","AttributeType":"N"}],"KeySchema":[{"AttributeName":"pk","KeyType":"HASH"},{"AttributeName":"sk","KeyType":"RANGE"}],"BillingMode":"PAY_PER_REQUEST","StreamSpecification":{"StreamEnabled":true,"StreamViewType":"KEYS_ONLY"}}"#;
-    assert_eq!(dynamo(&upstream.url, "CreateTable", table).await.status, 200);
+    assert_eq!(
+        dynamo(&upstream.url, "CreateTable", table).await.status,
+        200
+    );
     let put = |url: String, v: u32| async move {
         let body = format!(
             r#"{{"TableName":"streamed","Item":{{"pk":{{"S":"a"}},"sk":{{"N":"1"}},"v":{{"N":"{v}"}}}}}}"#
@@ -384,7 +387,10 @@ async fn one_node_follows_a_stream_and_the_fleet_hears_what_it_reads() {
         let body = r#"{"TableName":"streamed","Key":{"pk":{"S":"a"},"sk":{"N":"1"}}}"#;
         let answer = dynamo(&url, "GetItem", body).await;
         assert_eq!(answer.status, 200);
-        answer.json()["Item"]["v"]["N"].as_str().unwrap().to_string()
+        answer.json()["Item"]["v"]["N"]
+            .as_str()
+            .unwrap()
+            .to_string()
     };
     put(upstream.url.clone(), 1).await;
     let mut nodes = Vec::new();
@@ -434,6 +440,87 @@ async fn one_node_follows_a_stream_and_the_fleet_hears_what_it_reads() {
         records.contains(&0.0) && records.iter().any(|&r| r > 0.0),
         "one node read the stream: {records:?}"
     );
+    for mut node in nodes {
+        node.stop().await;
+    }
+}
+
+/// The DAX `endpoints` answer of `node`: each listed node's port.
+async fn dax_endpoint_ports(node: &Proxy) -> Vec<u16> {
+    use crate::dax::{Conn, ENDPOINTS, request};
+    let mut conn = Conn::open(node.dax_addr).await;
+    conn.send(&request(ENDPOINTS, |_| {})).await;
+    let answer = conn.items(2).await;
+    assert_eq!(answer[0], 0x80);
+    let mut d = minicbor::Decoder::new(&answer[1..]);
+    let n = d.array().unwrap().unwrap();
+    let mut ports = Vec::new();
+    for _ in 0..n {
+        assert_eq!(d.map().unwrap(), Some(7));
+        for _ in 0..7 {
+            match d.u8().unwrap() {
+                3 => ports.push(d.u16().unwrap()),
+                _ => d.skip().unwrap(),
+            }
+        }
+    }
+    ports.sort_unstable();
+    ports
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dax_clients_see_the_fleet_as_one_cluster() {
+    use crate::dax::{Conn, DEFINE_ATTRIBUTE_LIST, DEFINE_ATTRIBUTE_LIST_ID, request};
+    if !redis::available("fleet: DAX") {
+        return;
+    }
+    let server = RedisServer::start();
+    let (_lagging, nodes) = fleet_with(vec![server.url()], 3, |c| {
+        c.fleet.timeout_ms = 200;
+        c.fleet.discovery = dynamo_cache::config::Discovery::Fleet;
+    })
+    .await;
+    // Every node lists every member, within a membership renewal or two.
+    let mut all: Vec<u16> = nodes.iter().map(|n| n.dax_addr.port()).collect();
+    all.sort_unstable();
+    for node in &nodes {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while dax_endpoint_ports(node).await != all {
+            assert!(
+                Instant::now() < deadline,
+                "{:?}",
+                dax_endpoint_ports(node).await
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    // An attribute list defined through one node is known to the others.
+    let mut conn = Conn::open(nodes[0].dax_addr).await;
+    conn.send(&request(DEFINE_ATTRIBUTE_LIST_ID, |e| {
+        e.array(2)
+            .unwrap()
+            .str("colour")
+            .unwrap()
+            .str("size")
+            .unwrap();
+    }))
+    .await;
+    let answer = conn.items(2).await;
+    assert_eq!(answer[0], 0x80);
+    let id = minicbor::Decoder::new(&answer[1..]).i64().unwrap();
+    for node in &nodes[1..] {
+        let mut conn = Conn::open(node.dax_addr).await;
+        conn.send(&request(DEFINE_ATTRIBUTE_LIST, |e| {
+            e.i64(id).unwrap();
+        }))
+        .await;
+        let answer = conn.items(2).await;
+        assert_eq!(answer[0], 0x80, "{answer:02x?}");
+        let mut d = minicbor::Decoder::new(&answer[1..]);
+        assert_eq!(d.array().unwrap(), Some(2));
+        assert_eq!((d.str().unwrap(), d.str().unwrap()), ("colour", "size"));
+    }
     for mut node in nodes {
         node.stop().await;
     }

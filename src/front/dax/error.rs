@@ -19,6 +19,9 @@ pub(crate) struct DaxError {
     pub status: u16,
     /// TransactionCanceledException: the flat `[code, message, item]` triples, encoded.
     pub reasons: Option<Vec<u8>>,
+    /// The attribute list id this node does not know, when that is the error (another node
+    /// of a fleet may have defined it).
+    pub unknown_list: Option<i64>,
 }
 
 const VALIDATION: &[u32] = &[4, 37, 38, 39, 46];
@@ -42,6 +45,7 @@ impl DaxError {
             message: message.into(),
             status,
             reasons: None,
+            unknown_list: None,
         }
     }
 
@@ -112,6 +116,7 @@ impl DaxError {
             message,
             status,
             reasons: None,
+            unknown_list: None,
         }
     }
 

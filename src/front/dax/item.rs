@@ -47,6 +47,8 @@ pub(super) struct Lists {
     /// Where lists are appended, one JSON array of names per line, to survive restarts and
     /// memory pressure.
     file: Option<Mutex<Persisted>>,
+    /// Lists defined here and not yet shared with the fleet (`None`: no fleet).
+    fresh: Option<Mutex<Vec<(i64, Arc<[String]>)>>>,
 }
 
 struct Persisted {
@@ -76,6 +78,7 @@ impl Default for Lists {
                 })
                 .build(),
             file: None,
+            fresh: None,
         }
     }
 }
@@ -167,9 +170,16 @@ impl Lists {
                 // Another list's id: try the next.
                 Some(_) => continue,
                 None => {
-                    self.by_id.insert(id, names.to_vec().into());
+                    let names: Arc<[String]> = names.to_vec().into();
+                    self.by_id.insert(id, names.clone());
                     if let Some(file) = file.as_deref_mut() {
-                        file.append(id, names);
+                        file.append(id, &names);
+                    }
+                    if let Some(fresh) = &self.fresh {
+                        fresh
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push((id, names));
                     }
                     return Ok(id);
                 }
@@ -208,10 +218,47 @@ impl Lists {
             .as_ref()
             .map(|f| f.lock().unwrap_or_else(|p| p.into_inner()));
         self.lookup(id, file.as_deref_mut()).ok_or_else(|| {
-            DaxError::validation(format!(
+            let mut err = DaxError::validation(format!(
                 "Unknown attribute list id {id}: define the attribute list again"
-            ))
+            ));
+            err.unknown_list = Some(id);
+            err
         })
+    }
+
+    /// Keeps the lists defined from now on for [`Lists::take_fresh`], to share with a fleet.
+    pub(super) fn share(&mut self) {
+        self.fresh = Some(Mutex::new(Vec::new()));
+    }
+
+    /// The lists defined here since the last call.
+    pub(super) fn take_fresh(&self) -> Vec<(i64, Arc<[String]>)> {
+        match &self.fresh {
+            Some(fresh) => std::mem::take(&mut *fresh.lock().unwrap_or_else(|p| p.into_inner())),
+            None => Vec::new(),
+        }
+    }
+
+    /// Learns a list another node of the fleet defined: `names` under `id`, unless this node
+    /// already gives `id` to another list (then `false`).
+    pub(super) fn learn(&self, id: i64, names: &[String]) -> bool {
+        if names.is_empty() || names.len() > MAX_LIST_NAMES {
+            return false;
+        }
+        let mut file = self
+            .file
+            .as_ref()
+            .map(|f| f.lock().unwrap_or_else(|p| p.into_inner()));
+        match self.lookup(id, file.as_deref_mut()) {
+            Some(known) => &*known == names,
+            None => {
+                self.by_id.insert(id, names.to_vec().into());
+                if let Some(file) = file.as_deref_mut() {
+                    file.append(id, names);
+                }
+                true
+            }
+        }
     }
 }
 

@@ -105,6 +105,9 @@ impl Listener {
                 ),
             }
         }
+        if state.caches.fleet().is_some() {
+            dax.lists.share();
+        }
         Listener {
             state,
             dax: Arc::new(dax),
@@ -433,15 +436,50 @@ async fn answer(
         return;
     }
     let started = Instant::now();
+    let mut result = method(state, dax, caller, frame, &items, local, started, out).await;
+    // In a fleet, an attribute list another node defined: learned from the engine, then the
+    // request is answered again (nothing was sent upstream: lists are read while decoding).
+    let mut learned = 0;
+    while let Err(err) = &result
+        && let Some(id) = err.unknown_list
+        && learned < MAX_LISTS_LEARNED
+        && learn_list(state, dax, id).await
+    {
+        learned += 1;
+        out.clear();
+        result = method(state, dax, caller, frame, &items, local, started, out).await;
+    }
+    share_lists(state, dax).await;
+    if let Err(err) = result {
+        out.clear();
+        err.encode(out);
+    }
+}
+
+/// How many lists one request may need to learn from the fleet.
+const MAX_LISTS_LEARNED: usize = 4;
+
+/// Runs one method, its answer into `out`.
+#[allow(clippy::too_many_arguments)]
+async fn method(
+    state: &State,
+    dax: &Dax,
+    caller: &mut Caller,
+    frame: &frame::Frame,
+    items: &Items<'_>,
+    local: SocketAddr,
+    started: Instant,
+    out: &mut Vec<u8>,
+) -> Result<(), DaxError> {
     // Every method needs an identity when authentication is on; data methods count their
     // refusal.
     let identity = caller.identity(state);
-    let result = match frame.method {
+    match frame.method {
         _ if identity.is_err() && !frame.method.is_data() => identity.map(drop),
         Method::Endpoints => endpoints(state, dax, local, out),
-        Method::DefineAttributeListId => define_attribute_list_id(dax, &items, out),
-        Method::DefineAttributeList => define_attribute_list(dax, &items, out),
-        Method::DefineKeySchema => define_key_schema(state, dax, identity, &items, out).await,
+        Method::DefineAttributeListId => define_attribute_list_id(dax, items, out),
+        Method::DefineAttributeList => define_attribute_list(dax, items, out),
+        Method::DefineKeySchema => define_key_schema(state, dax, identity, items, out).await,
         _ => {
             let dialect = caller.dialect;
             data(
@@ -450,16 +488,34 @@ async fn answer(
                 identity,
                 dialect,
                 frame.method,
-                &items,
+                items,
                 started,
                 out,
             )
             .await
         }
+    }
+}
+
+/// Learns list `id` from the fleet; `false` if there is no fleet or it does not know it.
+async fn learn_list(state: &State, dax: &Dax, id: i64) -> bool {
+    let Some(fleet) = state.caches.fleet() else {
+        return false;
     };
-    if let Err(err) = result {
-        out.clear();
-        err.encode(out);
+    match fleet.attribute_list(id).await {
+        Some(names) => dax.lists.learn(id, &names),
+        None => false,
+    }
+}
+
+/// Gives the fleet the lists defined while answering, before the answer leaves: a client may
+/// use an id it was given on any node.
+async fn share_lists(state: &State, dax: &Dax) {
+    let Some(fleet) = state.caches.fleet() else {
+        return;
+    };
+    for (id, names) in dax.lists.take_fresh() {
+        fleet.share_attribute_list(id, &names).await;
     }
 }
 
