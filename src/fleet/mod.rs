@@ -247,6 +247,35 @@ impl Fleet {
         self.members.load_full()
     }
 
+    /// What `/cache` (and `admin stats`) show of the fleet.
+    pub fn stats(&self) -> serde_json::Value {
+        let fleet = &self.metrics.fleet;
+        let lookups = |result: &str| fleet.lookups.with_label_values(&[result]).get();
+        let (hits, misses) = (lookups("hit"), lookups("miss") + lookups("busy"));
+        let shared_lookups = hits + misses;
+        serde_json::json!({
+            "name": self.config.name,
+            "engine_up": fleet.engine_up.get() == 1,
+            "memory_serving": self.memory_serves(),
+            "discovery": self.config.discovery,
+            "members": fleet.members.get(),
+            "dax_endpoints": self.members().iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "shared": {
+                "hits": hits,
+                "misses": misses,
+                "errors": lookups("error"),
+                "skipped": lookups("skipped"),
+                "hit_ratio": if shared_lookups == 0 { 0.0 } else { hits as f64 / shared_lookups as f64 },
+                "lease_waits": fleet.lease_waits.get(),
+            },
+            "invalidations": {
+                "sent": fleet.invalidations_sent.get(),
+                "received": fleet.invalidations_received.get(),
+            },
+            "pending_tombstones": fleet.pending_tombstones.get(),
+        })
+    }
+
     /// Stops the background work and leaves the member list.
     pub async fn stop(&self) {
         self.stop.cancel();

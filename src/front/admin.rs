@@ -129,6 +129,8 @@ fn cache_stats(state: &State) -> serde_json::Value {
             "enabled": state.streams.enabled(),
             "tables": state.streams.statuses(),
         },
+        // The shared tier and this node's place in the fleet (`null`: not in a fleet).
+        "fleet": state.caches.fleet().map(|f| f.stats()),
     })
 }
 
@@ -200,14 +202,25 @@ async fn flush(state: &State, query: Option<&str>) -> ProxyResponse {
             state.caches.invalidate_table(&table, Reason::Flush).await;
             json(
                 StatusCode::OK,
-                serde_json::json!({ "flushed": { "table": table } }),
+                in_fleet(state, serde_json::json!({ "flushed": { "table": table } })),
             )
         }
         None => {
             state.caches.invalidate_all(Reason::Flush).await;
-            json(StatusCode::OK, serde_json::json!({ "flushed": "all" }))
+            json(
+                StatusCode::OK,
+                in_fleet(state, serde_json::json!({ "flushed": "all" })),
+            )
         }
     }
+}
+
+/// A flush's answer, saying so when the whole fleet was flushed (shared tier and every node).
+fn in_fleet(state: &State, mut answer: serde_json::Value) -> serde_json::Value {
+    if state.caches.fleet().is_some() {
+        answer["fleet"] = true.into();
+    }
+    answer
 }
 
 /// The configuration in force, with anything secret-looking masked.

@@ -525,3 +525,54 @@ async fn dax_clients_see_the_fleet_as_one_cluster() {
         node.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_flush_flushes_the_fleet_and_cache_shows_it() {
+    if !redis::available("fleet: admin") {
+        return;
+    }
+    let server = RedisServer::start();
+    let (lagging, nodes) = fleet(vec![server.url()], 2).await;
+    put(&nodes[0], "a", 1).await;
+    lagging.settle().await;
+    assert_eq!(get(&nodes[1], "a").await, (1, "miss".to_string()));
+    assert_eq!(get(&nodes[1], "a").await, (1, "hit".to_string()));
+
+    let stats = http_get(&format!("{}/cache", nodes[1].admin_url))
+        .await
+        .unwrap()
+        .json();
+    let fleet = &stats["fleet"];
+    assert_eq!(fleet["name"], "test");
+    assert_eq!(fleet["memory_serving"], true);
+    assert_eq!(fleet["engine_up"], true);
+    assert_eq!(fleet["shared"]["misses"], 1);
+
+    // Flushed through node 0: node 1's memory and the shared tier are empty of it too.
+    let request = http::Request::post(format!("{}/cache/flush", nodes[0].admin_url))
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    let flushed = send(request).await.unwrap();
+    assert_eq!(flushed.json(), json!({"flushed": "all", "fleet": true}));
+    let reads = lagging.count("GetItem");
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let (_, status) = get(&nodes[1], "a").await;
+        if status == "miss" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node 1 kept answering from memory"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        lagging.count("GetItem"),
+        reads + 1,
+        "read from DynamoDB, not the shared tier"
+    );
+    for mut node in nodes {
+        node.stop().await;
+    }
+}
