@@ -760,6 +760,23 @@ pub struct FleetMetrics {
 
 impl FleetMetrics {
     fn new() -> FleetMetrics {
+        let metrics = FleetMetrics::unprimed();
+        // Every series exists from the start (at 0), so a dashboard or an alert on one never
+        // sees it missing.
+        for result in ["hit", "miss", "busy", "error", "skipped"] {
+            metrics.lookups.with_label_values(&[result]);
+        }
+        for call in ["lookup", "fill", "tombstone", "publish", "probe"] {
+            metrics.calls.with_label_values(&[call]);
+            metrics.errors.with_label_values(&[call]);
+        }
+        for result in ["stored", "lost"] {
+            metrics.fills.with_label_values(&[result]);
+        }
+        metrics
+    }
+
+    fn unprimed() -> FleetMetrics {
         let counter = |name: &str, help: &str, labels: &[&str]| {
             IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric")
         };

@@ -668,3 +668,91 @@ fn the_shipped_examples_flush_with_the_binarys_own_admin_client() {
     assert!(fleet.contains(r#"admin_token_file = "/etc/dynamo-cache/credentials/admin-token""#));
     assert!(fleet.contains("mountPath: /etc/dynamo-cache/credentials"));
 }
+
+#[test]
+fn compose_fleet_runs_three_nodes_on_one_engine_each_advertising_its_published_dax_port() {
+    let mut compose: Value =
+        serde_yaml::from_str(&read("deploy/docker-compose.fleet.yml")).unwrap();
+    compose.apply_merge().unwrap();
+    let services = &compose["services"];
+    assert!(
+        services["valkey"]["image"]
+            .as_str()
+            .unwrap()
+            .starts_with("valkey/valkey:")
+    );
+    let mut advertised = BTreeSet::new();
+    for name in ["node1", "node2", "node3"] {
+        let node = &services[name];
+        let mut node = node.clone();
+        node.apply_merge().unwrap();
+        assert_eq!(node["build"]["dockerfile"], "deploy/Dockerfile");
+        let env: Vec<(String, String)> = node["environment"]
+            .as_mapping()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.as_str().unwrap().into(), v.as_str().unwrap().into()))
+            .collect();
+        let config = config_from_env(&env, &[]);
+        assert_eq!(config.fleet.redis, ["redis://valkey:6379"], "{name}");
+        assert_eq!(
+            config.fleet.discovery,
+            dynamo_cache::config::Discovery::Fleet
+        );
+        let advertise = config.dax_advertise.unwrap();
+        // The advertised DAX port is the one the host publishes for this node's listener.
+        let dax_port = config.dax_listen.unwrap().port();
+        let published = node["ports"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_str().unwrap().to_string())
+            .any(|p| p == format!("127.0.0.1:{}:{dax_port}", advertise.port()));
+        assert!(published, "{name} publishes its advertised DAX port");
+        advertised.insert(advertise);
+    }
+    assert_eq!(advertised.len(), 3, "each node advertises its own address");
+}
+
+#[test]
+fn kubernetes_fleet_replicas_share_the_valkey_service_and_advertise_their_pod_ip() {
+    let docs = yaml_documents("deploy/kubernetes/fleet.yaml");
+    let config_map = kind(&docs, "ConfigMap")[0];
+    let deployments = kind(&docs, "Deployment");
+    let services = kind(&docs, "Service");
+    let proxy_deployment = deployments
+        .iter()
+        .find(|d| d["metadata"]["name"] == "dynamo-cache-fleet")
+        .unwrap();
+    assert_eq!(proxy_deployment["spec"]["replicas"], 3);
+    let pod = &proxy_deployment["spec"]["template"]["spec"];
+    let proxy = container(&pod["containers"], "dynamo-cache");
+    let toml = config_map["data"]["dynamo-cache.toml"].as_str().unwrap();
+    let mount = proxy["volumeMounts"][0]["mountPath"].as_str().unwrap();
+    let path = format!("{mount}/dynamo-cache.toml");
+    // The pod IP, as Kubernetes substitutes it into the advertised address.
+    let env: Vec<(String, String)> = k8s_env(proxy)
+        .into_iter()
+        .map(|(n, v)| (n, v.replace("$(POD_IP)", "10.1.2.3")))
+        .collect();
+    let config = config_from_env(&env, &[(&path, toml)]);
+    assert_eq!(
+        config.fleet.discovery,
+        dynamo_cache::config::Discovery::Fleet
+    );
+    assert_eq!(config.dax_advertise, Some("10.1.2.3:8111".parse().unwrap()));
+    check_probes(proxy, &config);
+    // The engine the replicas share is the Valkey Service of this file.
+    let engine: http::Uri = config.fleet.redis[0]
+        .replace("redis://", "http://")
+        .parse()
+        .unwrap();
+    let valkey = services
+        .iter()
+        .find(|s| Some(s["metadata"]["name"].as_str().unwrap()) == engine.host())
+        .expect("the engine's Service is in the file");
+    assert_eq!(
+        valkey["spec"]["ports"][0]["port"].as_u64(),
+        engine.port_u16().map(u64::from)
+    );
+}
