@@ -758,6 +758,40 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn fleet_redis_is_one_url_or_a_list_and_check_config_refuses_what_cannot_work() {
+        let one = Config::parse("[fleet]\nredis = \"redis://10.0.0.9:6379\"").unwrap();
+        assert_eq!(one.fleet.redis, ["redis://10.0.0.9:6379"]);
+        assert!(one.validate().is_ok());
+        let many = Config::parse(
+            "[fleet]\nredis = [\"redis://a:7000\", \"rediss://b:7000\"]\ndiscovery = \"self\"",
+        )
+        .unwrap();
+        assert_eq!(many.fleet.redis.len(), 2);
+        assert!(!Config::default().fleet.enabled(), "off by default");
+        let invalid = |toml: &str| {
+            let config = Config::parse(toml).unwrap();
+            config.validate().unwrap_err().to_string()
+        };
+        assert!(invalid("[fleet]\nredis = \"http://x:1\"").contains("redis://"));
+        assert!(invalid("[fleet]\nredis = \"redis://x:1\"\nname = \"a b\"").contains("fleet.name"));
+        assert!(invalid("[fleet]\nredis = \"redis://x:1\"\ntimeout_ms = 0").contains("timeout_ms"));
+        // Fleet discovery lists members' DAX addresses: there must be one others can reach.
+        assert!(
+            invalid("[fleet]\nredis = \"redis://x:1\"\ndiscovery = \"fleet\"")
+                .contains("dax_listen")
+        );
+        assert!(
+            invalid("dax_listen = \"0.0.0.0:8111\"\n[fleet]\nredis = \"redis://x:1\"\ndiscovery = \"fleet\"")
+                .contains("dax_advertise")
+        );
+        let reachable = Config::parse(
+            "dax_listen = \"0.0.0.0:8111\"\ndax_advertise = \"10.0.0.3:8111\"\n[auth]\nallow_unauthenticated = true\n[fleet]\nredis = \"redis://x:1\"\ndiscovery = \"fleet\"",
+        )
+        .unwrap();
+        assert!(reachable.validate().is_ok());
+    }
+
     use super::*;
 
     #[test]

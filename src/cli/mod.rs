@@ -334,6 +334,8 @@ mod tests {
             "redis://127.0.0.1:7002",
             "--fleet-discovery",
             "fleet",
+            "--dax-listen",
+            "127.0.0.1:8111",
         ])
         .unwrap();
         let config = cli.serve.config().unwrap();
