@@ -644,89 +644,6 @@ impl Default for Metrics {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn table_series_are_capped() {
-        let metrics = Metrics::new();
-        for i in 0..TABLE_LABEL_CAP + 10 {
-            metrics.know_table(&format!("t{i}"));
-        }
-        metrics.know_table("t0"); // known twice: still one
-        metrics.record_table("t0", CacheName::Item, Lookup::Hit);
-        metrics.record_table(
-            &format!("t{}", TABLE_LABEL_CAP + 5),
-            CacheName::Item,
-            Lookup::Hit,
-        );
-        assert_eq!(metrics.table_lookups("t0", CacheName::Item), Some((1, 0)));
-        assert_eq!(
-            metrics.table_lookups(&format!("t{}", TABLE_LABEL_CAP + 5), CacheName::Item),
-            None
-        );
-        let series = metrics
-            .render()
-            .lines()
-            .filter(|l| l.starts_with("dynamo_cache_table_requests_total{"))
-            .count();
-        assert_eq!(series, TABLE_LABEL_CAP * 4);
-    }
-
-    #[test]
-    fn recorded_requests_land_on_their_own_labels() {
-        let metrics = Metrics::new();
-        for op in Operation::ALL {
-            for result in CacheStatus::ALL {
-                metrics.record_request(*op, result, Protocol::Http, 0.001);
-            }
-        }
-        metrics.record_request(
-            Operation::GetItem,
-            CacheStatus::Hit,
-            Protocol::Http,
-            0.000_02,
-        );
-        metrics.record_request(
-            Operation::GetItem,
-            CacheStatus::Hit,
-            Protocol::Dax,
-            0.000_02,
-        );
-        let text = metrics.render();
-        let value = |sample: &str| {
-            text.lines()
-                .find_map(|l| l.strip_prefix(sample)?.trim().parse::<f64>().ok())
-                .unwrap_or_else(|| panic!("{sample} missing"))
-        };
-        assert_eq!(
-            value(r#"dynamo_cache_requests_total{op="GetItem",protocol="http",result="hit"}"#),
-            2.0
-        );
-        assert_eq!(
-            value(r#"dynamo_cache_requests_total{op="GetItem",protocol="dax",result="hit"}"#),
-            1.0
-        );
-        assert_eq!(
-            value(r#"dynamo_cache_requests_total{op="Other",protocol="http",result="error"}"#),
-            1.0
-        );
-        assert_eq!(
-            value(
-                r#"dynamo_cache_requests_total{op="ListStreams",protocol="http",result="bypass"}"#
-            ),
-            1.0
-        );
-        assert_eq!(
-            value(
-                r#"dynamo_cache_request_duration_seconds_bucket{op="GetItem",protocol="http",result="hit",le="0.000025"}"#
-            ),
-            1.0
-        );
-    }
-}
-
 /// What the fleet tier exports (all zero when there is no fleet).
 pub struct FleetMetrics {
     /// Reads of the shared tier after a memory miss, by result: `hit`, `miss` (this node
@@ -847,5 +764,88 @@ impl FleetMetrics {
                 "Tombstones of writes the engine has not taken yet.",
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_series_are_capped() {
+        let metrics = Metrics::new();
+        for i in 0..TABLE_LABEL_CAP + 10 {
+            metrics.know_table(&format!("t{i}"));
+        }
+        metrics.know_table("t0"); // known twice: still one
+        metrics.record_table("t0", CacheName::Item, Lookup::Hit);
+        metrics.record_table(
+            &format!("t{}", TABLE_LABEL_CAP + 5),
+            CacheName::Item,
+            Lookup::Hit,
+        );
+        assert_eq!(metrics.table_lookups("t0", CacheName::Item), Some((1, 0)));
+        assert_eq!(
+            metrics.table_lookups(&format!("t{}", TABLE_LABEL_CAP + 5), CacheName::Item),
+            None
+        );
+        let series = metrics
+            .render()
+            .lines()
+            .filter(|l| l.starts_with("dynamo_cache_table_requests_total{"))
+            .count();
+        assert_eq!(series, TABLE_LABEL_CAP * 4);
+    }
+
+    #[test]
+    fn recorded_requests_land_on_their_own_labels() {
+        let metrics = Metrics::new();
+        for op in Operation::ALL {
+            for result in CacheStatus::ALL {
+                metrics.record_request(*op, result, Protocol::Http, 0.001);
+            }
+        }
+        metrics.record_request(
+            Operation::GetItem,
+            CacheStatus::Hit,
+            Protocol::Http,
+            0.000_02,
+        );
+        metrics.record_request(
+            Operation::GetItem,
+            CacheStatus::Hit,
+            Protocol::Dax,
+            0.000_02,
+        );
+        let text = metrics.render();
+        let value = |sample: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(sample)?.trim().parse::<f64>().ok())
+                .unwrap_or_else(|| panic!("{sample} missing"))
+        };
+        assert_eq!(
+            value(r#"dynamo_cache_requests_total{op="GetItem",protocol="http",result="hit"}"#),
+            2.0
+        );
+        assert_eq!(
+            value(r#"dynamo_cache_requests_total{op="GetItem",protocol="dax",result="hit"}"#),
+            1.0
+        );
+        assert_eq!(
+            value(r#"dynamo_cache_requests_total{op="Other",protocol="http",result="error"}"#),
+            1.0
+        );
+        assert_eq!(
+            value(
+                r#"dynamo_cache_requests_total{op="ListStreams",protocol="http",result="bypass"}"#
+            ),
+            1.0
+        );
+        assert_eq!(
+            value(
+                r#"dynamo_cache_request_duration_seconds_bucket{op="GetItem",protocol="http",result="hit",le="0.000025"}"#
+            ),
+            1.0
+        );
     }
 }

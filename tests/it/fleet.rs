@@ -432,10 +432,19 @@ async fn one_node_follows_a_stream_and_the_fleet_hears_what_it_reads() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-    let records = [
-        nodes[0].metric("dynamo_cache_stream_records_total").await,
-        nodes[1].metric("dynamo_cache_stream_records_total").await,
-    ];
+    // A busy machine may have served the fresh value from DynamoDB (memory off, the engine
+    // late): the record still arrives, and at exactly one node.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let records = loop {
+        let records = [
+            nodes[0].metric("dynamo_cache_stream_records_total").await,
+            nodes[1].metric("dynamo_cache_stream_records_total").await,
+        ];
+        if records.iter().any(|&r| r > 0.0) || Instant::now() > deadline {
+            break records;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert!(
         records.contains(&0.0) && records.iter().any(|&r| r > 0.0),
         "one node read the stream: {records:?}"

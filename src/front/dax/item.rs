@@ -35,6 +35,9 @@ const MAX_FILE_BYTES: u64 = 32 << 20;
 /// How many ids a list may try before its own is free: another list's id is never reused.
 const MAX_PROBES: u32 = 16;
 
+/// A list defined here: its id and names.
+pub(super) type Defined = (i64, Arc<[String]>);
+
 /// The attribute lists clients and answers use: id ↔ names, the same on every connection.
 ///
 /// Every definition is admitted; under the memory bound the least recently used lists are
@@ -48,7 +51,7 @@ pub(super) struct Lists {
     /// memory pressure.
     file: Option<Mutex<Persisted>>,
     /// Lists defined here and not yet shared with the fleet (`None`: no fleet).
-    fresh: Option<Mutex<Vec<(i64, Arc<[String]>)>>>,
+    fresh: Option<Mutex<Vec<Defined>>>,
 }
 
 struct Persisted {
@@ -232,7 +235,7 @@ impl Lists {
     }
 
     /// The lists defined here since the last call.
-    pub(super) fn take_fresh(&self) -> Vec<(i64, Arc<[String]>)> {
+    pub(super) fn take_fresh(&self) -> Vec<Defined> {
         match &self.fresh {
             Some(fresh) => std::mem::take(&mut *fresh.lock().unwrap_or_else(|p| p.into_inner())),
             None => Vec::new(),
