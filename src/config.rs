@@ -209,7 +209,10 @@ pub enum Discovery {
 pub struct FleetConfig {
     /// The engine: one `redis://` or `rediss://` URL (standalone, or one node of a cluster),
     /// or a list of cluster seed URLs. Empty (the default): no fleet.
-    #[serde(deserialize_with = "one_or_many")]
+    #[serde(
+        deserialize_with = "one_or_many",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub redis: Vec<String>,
     /// The fleet's name: the namespace of its keys and channels. Proxies with the same name
     /// and engine are one fleet.

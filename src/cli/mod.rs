@@ -186,7 +186,7 @@ pub struct ServeArgs {
     )]
     pub embedded_latency_ms: Option<u64>,
     /// The fleet tier's Valkey or Redis: a `redis://` or `rediss://` URL; repeat it for the
-    /// seed nodes of a cluster [default: no fleet].
+    /// seed nodes of a cluster [default: none].
     #[arg(
         long = "fleet-redis",
         env = "DYNAMO_CACHE_FLEET_REDIS",

@@ -163,6 +163,7 @@ fn every_config_key_is_in_the_reference_with_its_real_default() {
     full.dax_listen = Some("127.0.0.1:8111".parse().unwrap());
     full.dax_advertise = Some("10.0.0.1:8111".parse().unwrap());
     full.dax_attribute_lists_file = Some("lists".into());
+    full.fleet.redis = vec!["redis://127.0.0.1:6379".into()];
     full.cache.tables.insert(
         "<name>".into(),
         TableCacheConfig {
