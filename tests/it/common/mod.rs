@@ -277,7 +277,27 @@ pub async fn dynamo(url: &str, op: &str, body: &str) -> Raw {
 
 /// As [`dynamo`], with the whole `X-Amz-Target` given (the Streams API's, say).
 pub async fn dynamo_target(url: &str, target: &str, body: &str) -> Raw {
-    let request = http::Request::post(format!("{url}/"))
+    send(dynamo_request(url, target, body)).await.unwrap()
+}
+
+/// A client that keeps its connections open between requests: for benches that time many.
+pub type Pooled = Client<HttpConnector, Full<Bytes>>;
+
+pub fn pooled() -> Pooled {
+    raw_client()
+}
+
+/// As [`dynamo`], on `client`'s connections.
+pub async fn dynamo_on(client: &Pooled, url: &str, op: &str, body: &str) -> Result<Raw, String> {
+    send_on(
+        client,
+        dynamo_request(url, &format!("DynamoDB_20120810.{op}"), body),
+    )
+    .await
+}
+
+fn dynamo_request(url: &str, target: &str, body: &str) -> http::Request<Full<Bytes>> {
+    http::Request::post(format!("{url}/"))
         .header("content-type", "application/x-amz-json-1.0")
         .header("x-amz-target", target)
         .header("x-amz-date", "20260101T000000Z")
@@ -287,15 +307,15 @@ pub async fn dynamo_target(url: &str, target: &str, body: &str) -> Raw {
              SignedHeaders=content-type;host;x-amz-date;x-amz-target, Signature=00",
         )
         .body(Full::new(Bytes::copy_from_slice(body.as_bytes())))
-        .unwrap();
-    send(request).await.unwrap()
+        .unwrap()
 }
 
 pub async fn send(request: http::Request<Full<Bytes>>) -> Result<Raw, String> {
-    let response = raw_client()
-        .request(request)
-        .await
-        .map_err(|e| e.to_string())?;
+    send_on(&raw_client(), request).await
+}
+
+async fn send_on(client: &Pooled, request: http::Request<Full<Bytes>>) -> Result<Raw, String> {
+    let response = client.request(request).await.map_err(|e| e.to_string())?;
     let (parts, body) = response.into_parts();
     let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
     Ok(Raw {
