@@ -74,6 +74,25 @@ impl Key {
             .map_or(0, |&(_, ver, _)| ver)
     }
 
+    /// The acknowledgements around `at`, for a violation's message: version, node and when
+    /// (ms relative to `at`).
+    fn story(&self, at: Instant) -> String {
+        let acks = self.acks.lock().unwrap();
+        let n = acks.partition_point(|&(when, _, _)| when <= at);
+        acks[n.saturating_sub(8)..(n + 2).min(acks.len())]
+            .iter()
+            .map(|&(when, ver, by)| {
+                let ms = if when <= at {
+                    -((at - when).as_secs_f64() * 1000.0)
+                } else {
+                    (when - at).as_secs_f64() * 1000.0
+                };
+                format!("v{ver} by node {by} at {ms:+.1} ms")
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     /// Whether seeing the item absent is explained by a delete numbered `floor` or later.
     fn absence_explained(&self, floor: u64) -> bool {
         floor == 0
@@ -396,8 +415,11 @@ async fn read_once(
         };
         if !fine {
             report.violations.push(format!(
-                "{kind} ({how}) of key {k}: saw {:?}, version {floor} was acknowledged before the read began",
-                seen.get(&k)
+                "{kind} ({how}) of key {k} through node {node}: saw {:?}, version {floor} was \
+                 acknowledged before the read began ({}; the read took {:.1} ms)",
+                seen.get(&k),
+                keys[k].story(start),
+                start.elapsed().as_secs_f64() * 1000.0,
             ));
         }
     }
