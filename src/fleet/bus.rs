@@ -213,6 +213,13 @@ impl Fleet {
             self.metrics.fleet.engine_up.set(i64::from(engine_up));
             if engine_up {
                 self.failing_until.store(0, Ordering::Relaxed);
+                // Before memory may answer again: the writes the engine missed are told first.
+                self.retry_pending().await;
+                self.retry_flush().await;
+                // A flush message missed, or the engine restarted without the generation.
+                if self.sync_generation().await == Some(true) && self.memory_serves() {
+                    caches.invalidate_all_here(Reason::Fleet);
+                }
             }
             let lost = heard.lost.swap(false, Ordering::AcqRel);
             let two_ago = sent_before[1];
@@ -232,7 +239,7 @@ impl Fleet {
                 }
             } else if !self.memory_serves()
                 && (0..CHANNELS).all(|c| heard.own[c].load(Ordering::Acquire) >= rearm_after[c])
-                && self.refresh_generation().await
+                && self.sync_generation().await.is_some()
             {
                 // Flushed again: what was filled while not answering may have missed a message.
                 caches.invalidate_all_here(Reason::Fleet);
@@ -240,12 +247,9 @@ impl Fleet {
                 self.metrics.fleet.memory_serving.set(1);
                 tracing::info!("fleet invalidations heard; memory answering");
             }
-            if engine_up {
-                self.retry_pending().await;
-                if members_at.is_none_or(|at| at.elapsed() >= MEMBER_EVERY) {
-                    members_at = Some(Instant::now());
-                    self.renew_membership().await;
-                }
+            if engine_up && members_at.is_none_or(|at| at.elapsed() >= MEMBER_EVERY) {
+                members_at = Some(Instant::now());
+                self.renew_membership().await;
             }
         }
     }
@@ -258,26 +262,6 @@ impl Fleet {
         // The lock is released between the publication and this read, so a later message may
         // have been numbered already: a number at least as high is as good for the probe.
         Some(*self.sent[channel].lock().await)
-    }
-
-    /// Reads the generation of shared entries (missed if a flush message was lost).
-    async fn refresh_generation(&self) -> bool {
-        let mut cmd = redis::cmd("GET");
-        cmd.arg(self.generation_key());
-        let generation: Option<Option<u64>> = self
-            .background(
-                "generation",
-                |engine| async move { engine.call(&cmd).await },
-            )
-            .await;
-        match generation {
-            Some(generation) => {
-                self.generation
-                    .fetch_max(generation.unwrap_or(0), Ordering::AcqRel);
-                true
-            }
-            None => false,
-        }
     }
 
     /// Renews this node's entry in the member list and reads who else is live.

@@ -21,16 +21,18 @@
 //!    lease predates the tombstone cannot fill (Facebook's memcache leases; a tombstone in
 //!    the manner of Shopify's IdentityCache). A fill that lands before the tombstone is
 //!    overwritten by it.
-//! 2. *A fill after a write reads strongly.* A lease granted over a tombstone says so, and
-//!    that fill reads DynamoDB strongly consistently: an eventually consistent read could
-//!    return a replica that has not seen the write, and in L2 that would serve the whole
-//!    fleet for the TTL. The tombstone lives for the consistency window
-//!    (`cache.consistency_window_ms`); a lease granted over it keeps its mark and its expiry,
-//!    so a lease that is never filled does not end the window early. This is the rule the
-//!    node applies to its own fills (`cache::window`), extended to the fleet.
-//! 3. *L2 never holds a value older than a tombstoned write.* By 1 and 2, every value in L2
-//!    was filled by a lease granted after the last tombstone, reading strongly if within the
-//!    window, or is older than the tombstone and was overwritten by it.
+//! 2. *Every fill of L2 reads strongly.* An eventually consistent read could return a
+//!    replica that has not seen a recent write, and in L2 that would serve the whole fleet
+//!    for the TTL. A tombstone marks a recent write (a lease granted over it says so), but
+//!    the engine may lose tombstones with its data (a restart without persistence, a
+//!    failover that drops recent writes), and a lease granted after that loss cannot tell
+//!    that the write was recent. So a fill under a lease always reads strongly consistently:
+//!    the extra cost is one strongly consistent read per key per fleet and TTL, not per node.
+//!    A node's own memory still follows its consistency window (`cache::window`).
+//! 3. *L2 never holds a value older than a write acknowledged before its fill began.* By 1
+//!    and 2, every value in L2 was read strongly under a lease that no tombstone replaced
+//!    while the read was in flight (a lost tombstone took the lease with it, and a fill
+//!    stores only over its own lease), or is older than a tombstone and was overwritten.
 //! 4. *Another node's L1 drops the key.* The tombstone is in place before the invalidation
 //!    is published, so a node that drops the key and reads again finds the tombstone, not
 //!    the old value. The invalidation makes every fill that began before it lose (it counts
@@ -46,7 +48,11 @@
 //!    lookup fails goes to DynamoDB (one read per key per node, shared by concurrent misses)
 //!    and fills nothing in L2. A tombstone that fails is kept and retried until the engine
 //!    takes it (bounded; see [`MAX_PENDING`]); a node whose L1 could hold the old value
-//!    stopped answering from it when its probes failed. Losing the engine's data (a restart
+//!    stopped answering from it when its probes failed. Until its tombstone lands, the
+//!    writer neither uses nor fills the key's shared entry and reads it strongly: after a
+//!    restart another node may refill the entry from a replica that has not seen the write
+//!    (the others may serve that for as long as the retry takes, one probe interval once
+//!    the engine is back). The writer retries before its own L1 answers again. Losing the engine's data (a restart
 //!    without persistence, a failover that loses recent writes) loses only cached copies.
 //!
 //! What is not covered: a node cut off from the engine while the others still reach it cannot
@@ -57,7 +63,7 @@ mod bus;
 mod engine;
 mod entry;
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
@@ -128,6 +134,31 @@ end
 return 0
 "#;
 
+/// Moves the generation of shared entries past `ARGV[1]` (the highest this node knows) and
+/// answers it. The engine may have lost the counter with its data: a plain `INCR` would then
+/// hand out a generation already used, and the flush would drop nothing.
+const NEXT_GENERATION: &str = r#"
+local g = redis.call('INCR', KEYS[1])
+local known = tonumber(ARGV[1])
+if g <= known then
+  g = known + 1
+  redis.call('SET', KEYS[1], g)
+end
+return g
+"#;
+
+/// Answers the generation of shared entries, first raising it to `ARGV[1]` (the highest this
+/// node knows) if the engine holds less (it lost the counter with its data).
+const SYNC_GENERATION: &str = r#"
+local g = tonumber(redis.call('GET', KEYS[1]) or '0')
+local known = tonumber(ARGV[1])
+if g < known then
+  redis.call('SET', KEYS[1], known)
+  return known
+end
+return g
+"#;
+
 /// Takes a lock that is free, or renews one this holder has. `ARGV[1]` the holder,
 /// `ARGV[2]` its TTL (ms). Answers 1 if the holder has it.
 const LEAD: &str = r#"
@@ -153,6 +184,8 @@ const LOCK_TTL: Duration = Duration::from_secs(10);
 static LEAD_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(LEAD));
 static GET_OR_LEASE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(GET_OR_LEASE));
 static FILL_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(FILL));
+static NEXT_GENERATION_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(NEXT_GENERATION));
+static SYNC_GENERATION_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(SYNC_GENERATION));
 
 /// What the shared tier said about an item this node missed.
 pub enum Shared {
@@ -193,7 +226,9 @@ pub struct Fleet {
     /// Lease tokens.
     tokens: AtomicU64,
     /// Writes whose tombstones the engine did not take yet.
-    pending: Mutex<VecDeque<(ItemKey, Option<KeyValue>)>>,
+    pending: Mutex<Pending>,
+    /// A flush the engine did not take, to retry.
+    flush_pending: AtomicBool,
     /// How long a tombstone marks a recent write.
     tombstone_ms: u64,
     /// What this node registers as a member: its DAX address, if it serves DAX.
@@ -202,6 +237,27 @@ pub struct Fleet {
     members: ArcSwap<Vec<SocketAddr>>,
     stop: CancellationToken,
     metrics: Arc<Metrics>,
+}
+
+/// Writes whose tombstones the engine has not taken yet: the queue to retry, and how many
+/// of them (queued, or being retried) each key has.
+#[derive(Default)]
+struct Pending {
+    queue: VecDeque<(ItemKey, Option<KeyValue>)>,
+    unsettled: HashMap<ItemKey, u32>,
+}
+
+impl Pending {
+    /// One of `key`'s writes is settled (tombstoned, kept again for another retry, or
+    /// dropped past [`MAX_PENDING`]).
+    fn settled(&mut self, key: &ItemKey) {
+        if let Some(n) = self.unsettled.get_mut(key) {
+            *n -= 1;
+            if *n == 0 {
+                self.unsettled.remove(key);
+            }
+        }
+    }
 }
 
 impl Fleet {
@@ -227,7 +283,8 @@ impl Fleet {
             serving: AtomicBool::new(false),
             sent: (0..CHANNELS).map(|_| tokio::sync::Mutex::new(0)).collect(),
             tokens: AtomicU64::new(0),
-            pending: Mutex::new(VecDeque::new()),
+            pending: Mutex::new(Pending::default()),
+            flush_pending: AtomicBool::new(false),
             tombstone_ms: config.cache.consistency_window_ms.max(100),
             member: config.dax_advertise.or(config.dax_listen),
             members: ArcSwap::from_pointee(Vec::new()),
@@ -294,6 +351,13 @@ impl Fleet {
     /// `fleet.lease_wait_ms` for another node's read to land.
     pub async fn lookup(&self, key: &ItemKey) -> Shared {
         let lookups = &self.metrics.fleet.lookups;
+        if self.unsettled(key) || self.flush_pending.load(Ordering::Acquire) {
+            // This node wrote the key while the engine was away: until the tombstone lands,
+            // the shared entry may be older than that write (refilled by another node after
+            // a restart, say), and DynamoDB's replicas may be too.
+            lookups.with_label_values(&["skipped"]).inc();
+            return Shared::Read { strong: true };
+        }
         if self.failing() {
             lookups.with_label_values(&["skipped"]).inc();
             return Shared::Read { strong: false };
@@ -420,14 +484,21 @@ impl Fleet {
 
     /// Drops every shared entry (or, with `table`, at least that table's) and tells every
     /// node to drop the same from memory. A new generation of keys: the old entries expire
-    /// with their TTL. `false` if the engine did not take it.
+    /// with their TTL. `false` if the engine did not take it; it is then retried (as a flush
+    /// of everything) before this node's memory answers again, and until then this node does
+    /// not use the shared tier.
     pub async fn flush(&self, table: Option<&str>) -> bool {
-        let mut cmd = redis::cmd("INCR");
-        cmd.arg(self.generation_key());
+        let key = self.generation_key();
+        let known = self.generation.load(Ordering::Acquire).to_string();
+        let script = &*NEXT_GENERATION_SCRIPT;
+        let (key, known) = (&key, &known);
         let generation: Option<u64> = self
-            .background("flush", |engine| async move { engine.call(&cmd).await })
+            .background("flush", |engine| async move {
+                engine.script(script, key, &[known.as_bytes()]).await
+            })
             .await;
         let Some(generation) = generation else {
+            self.flush_pending.store(true, Ordering::Release);
             return false;
         };
         self.generation.fetch_max(generation, Ordering::AcqRel);
@@ -435,10 +506,41 @@ impl Fleet {
             generation,
             table: table.map(str::to_string),
         };
-        futures_util::future::join_all((0..CHANNELS).map(|c| self.publish(c, body.clone())))
-            .await
-            .into_iter()
-            .all(|ok| ok)
+        let told =
+            futures_util::future::join_all((0..CHANNELS).map(|c| self.publish(c, body.clone())))
+                .await
+                .into_iter()
+                .all(|ok| ok);
+        if !told {
+            self.flush_pending.store(true, Ordering::Release);
+        }
+        told
+    }
+
+    /// Retries a flush the engine did not take (see [`Fleet::flush`]).
+    async fn retry_flush(&self) {
+        if self.flush_pending.swap(false, Ordering::AcqRel) {
+            self.flush(None).await;
+        }
+    }
+
+    /// Reads the generation of shared entries, raising the engine's to this node's if it lost
+    /// it. `Some(true)` if it moved on since this node last knew (a flush message was
+    /// missed); `None` if the engine did not answer.
+    async fn sync_generation(&self) -> Option<bool> {
+        let key = self.generation_key();
+        let known = self.generation.load(Ordering::Acquire);
+        let known_arg = known.to_string();
+        let script = &*SYNC_GENERATION_SCRIPT;
+        let (key_ref, known_ref) = (&key, &known_arg);
+        let generation: u64 = self
+            .background("generation", |engine| async move {
+                engine
+                    .script(script, key_ref, &[known_ref.as_bytes()])
+                    .await
+            })
+            .await?;
+        Some(self.generation.fetch_max(generation, Ordering::AcqRel) < generation)
     }
 
     async fn tombstone(&self, key: &ItemKey) -> bool {
@@ -483,28 +585,46 @@ impl Fleet {
     fn keep_pending(&self, failed: Vec<(ItemKey, Option<KeyValue>)>) {
         let mut pending = self.pending.lock().expect("lock poisoned");
         for change in failed {
-            if pending.len() >= MAX_PENDING {
-                pending.pop_front();
+            if pending.queue.len() >= MAX_PENDING
+                && let Some((dropped, _)) = pending.queue.pop_front()
+            {
+                pending.settled(&dropped);
             }
-            pending.push_back(change);
+            *pending.unsettled.entry(change.0.clone()).or_default() += 1;
+            pending.queue.push_back(change);
         }
         self.metrics
             .fleet
             .pending_tombstones
-            .set(pending.len() as i64);
+            .set(pending.queue.len() as i64);
     }
 
-    /// Retries the tombstones the engine did not take.
+    /// Whether a write to `key` through this node still waits for its tombstone. The shared
+    /// entry may then hold a value older than that write, so this node must not use it.
+    fn unsettled(&self, key: &ItemKey) -> bool {
+        let pending = self.pending.lock().expect("lock poisoned");
+        !pending.unsettled.is_empty() && pending.unsettled.contains_key(key)
+    }
+
+    /// Retries the tombstones the engine did not take. Their keys stay unsettled until the
+    /// retry is over (one that fails again is kept once more).
     async fn retry_pending(&self) {
         let batch: Vec<_> = {
             let mut pending = self.pending.lock().expect("lock poisoned");
-            let n = pending.len().min(1000);
-            pending.drain(..n).collect()
+            let n = pending.queue.len().min(1000);
+            pending.queue.drain(..n).collect()
         };
         if !batch.is_empty() {
+            let keys: Vec<ItemKey> = batch.iter().map(|(key, _)| key.clone()).collect();
             self.wrote(batch).await;
-            let left = self.pending.lock().expect("lock poisoned").len();
-            self.metrics.fleet.pending_tombstones.set(left as i64);
+            let mut pending = self.pending.lock().expect("lock poisoned");
+            for key in &keys {
+                pending.settled(key);
+            }
+            self.metrics
+                .fleet
+                .pending_tombstones
+                .set(pending.queue.len() as i64);
         }
     }
 
@@ -691,4 +811,50 @@ fn epoch_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::keys::WireKey;
+
+    fn key(pk: &str) -> ItemKey {
+        let wire: WireKey = [("pk".to_string(), KeyValue::S(pk.into()))].into();
+        ItemKey::new("t", &wire).unwrap()
+    }
+
+    fn unconnected() -> Arc<Fleet> {
+        let mut config = Config::default();
+        config.fleet.redis = vec!["redis://127.0.0.1:1".into()];
+        Fleet::new(&config, Arc::new(Metrics::new())).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_key_written_while_the_engine_was_away_is_read_strongly_until_its_tombstone_lands() {
+        let fleet = unconnected();
+        fleet.wrote(vec![(key("a"), None), (key("a"), None)]).await;
+        assert!(matches!(
+            fleet.lookup(&key("a")).await,
+            Shared::Read { strong: true }
+        ));
+        assert!(matches!(
+            fleet.lookup(&key("b")).await,
+            Shared::Read { strong: false }
+        ));
+        // A retry the engine does not take leaves both writes waiting.
+        fleet.retry_pending().await;
+        assert_eq!(
+            fleet.pending.lock().unwrap().unsettled.get(&key("a")),
+            Some(&2)
+        );
+        assert_eq!(fleet.metrics.fleet.pending_tombstones.get(), 2);
+        // Dropped past the bound: settled, and no longer remembered.
+        fleet.keep_pending(
+            (0..MAX_PENDING)
+                .map(|i| (key(&i.to_string()), None))
+                .collect(),
+        );
+        assert!(!fleet.unsettled(&key("a")));
+        assert_eq!(fleet.pending.lock().unwrap().unsettled.len(), MAX_PENDING);
+    }
 }
