@@ -349,6 +349,12 @@ impl Caches {
         for (touched, _) in &writes.open {
             self.window.wrote(&touched.key, touched.partition.as_ref());
         }
+        // Before memory learns of the writes: until the tombstones land, no read here may
+        // take the shared entries, which still hold what came before.
+        let _writing = self
+            .fleet
+            .as_ref()
+            .map(|fleet| fleet.writing(writes.open.iter().map(|(t, _)| t.key.clone()).collect()));
         let mut outcomes = outcomes.into_iter();
         let mut changed = Vec::new();
         for (touched, ticket) in writes.open {
@@ -380,6 +386,10 @@ impl Caches {
         changed_ms: Option<u64>,
     ) -> StreamVerdict {
         self.window.wrote(key, partition);
+        let _writing = self
+            .fleet
+            .as_ref()
+            .map(|fleet| fleet.writing(vec![key.clone()]));
         let verdict = self
             .items
             .changed_elsewhere(key, now_is, changed_ms, Reason::Stream);

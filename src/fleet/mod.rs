@@ -239,6 +239,21 @@ pub struct Fleet {
     metrics: Arc<Metrics>,
 }
 
+/// Writes through this node whose tombstones are being written (see [`Fleet::writing`]).
+pub struct Writing {
+    fleet: Arc<Fleet>,
+    keys: Vec<ItemKey>,
+}
+
+impl Drop for Writing {
+    fn drop(&mut self) {
+        let mut pending = self.fleet.pending.lock().expect("lock poisoned");
+        for key in &self.keys {
+            pending.settled(key);
+        }
+    }
+}
+
 /// Writes whose tombstones the engine has not taken yet: the queue to retry, and how many
 /// of them (queued, or being retried) each key has.
 #[derive(Default)]
@@ -599,6 +614,22 @@ impl Fleet {
             .set(pending.queue.len() as i64);
     }
 
+    /// Marks `keys` as being written through this node, from before its memory learns of the
+    /// writes until their tombstones land (or are kept for retry): a read that starts in
+    /// between must not take the shared entry, which still holds the value from before the
+    /// write, and fill memory with it. Settled when the returned guard goes.
+    pub fn writing(self: &Arc<Self>, keys: Vec<ItemKey>) -> Writing {
+        let mut pending = self.pending.lock().expect("lock poisoned");
+        for key in &keys {
+            *pending.unsettled.entry(key.clone()).or_default() += 1;
+        }
+        drop(pending);
+        Writing {
+            fleet: self.clone(),
+            keys,
+        }
+    }
+
     /// Whether a write to `key` through this node still waits for its tombstone. The shared
     /// entry may then hold a value older than that write, so this node must not use it.
     fn unsettled(&self, key: &ItemKey) -> bool {
@@ -841,6 +872,14 @@ mod tests {
             fleet.lookup(&key("b")).await,
             Shared::Read { strong: false }
         ));
+        // While a write's tombstone is being written, too.
+        let writing = fleet.writing(vec![key("c")]);
+        assert!(matches!(
+            fleet.lookup(&key("c")).await,
+            Shared::Read { strong: true }
+        ));
+        drop(writing);
+        assert!(!fleet.unsettled(&key("c")));
         // A retry the engine does not take leaves both writes waiting.
         fleet.retry_pending().await;
         assert_eq!(
