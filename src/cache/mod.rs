@@ -243,7 +243,7 @@ impl Caches {
                         self.fill_item(key, fill, None, item.clone());
                         return ItemRead::Shared(item);
                     }
-                    Some(Shared::Lease { lease, .. }) => {
+                    Some(Shared::Lease(lease)) => {
                         // What fills the shared tier serves the whole fleet for the TTL, and
                         // the tombstone that would mark a recent write may have been lost
                         // with the engine's data (a restart, a failover): always strongly.

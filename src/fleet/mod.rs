@@ -52,8 +52,9 @@
 //!    writer neither uses nor fills the key's shared entry and reads it strongly: after a
 //!    restart another node may refill the entry from a replica that has not seen the write
 //!    (the others may serve that for as long as the retry takes, one probe interval once
-//!    the engine is back). The writer retries before its own L1 answers again. Losing the engine's data (a restart
-//!    without persistence, a failover that loses recent writes) loses only cached copies.
+//!    the engine is back). The writer retries before its own L1 answers again. Losing the
+//!    engine's data (a restart without persistence, a failover that loses recent writes)
+//!    loses only cached copies.
 //!
 //! What is not covered: a node cut off from the engine while the others still reach it cannot
 //! tell them about its writes until it reaches it again (its tombstones are retried then);
@@ -94,7 +95,7 @@ const FAILING_PAUSE: Duration = Duration::from_millis(500);
 
 /// Reads a shared entry, or grants a lease to fill it. `KEYS[1]` the entry, `ARGV[1]` the
 /// lease token, `ARGV[2]` the lease time (ms). Answers the entry (`V…`, `N…`), `G0`/`G1`
-/// (a lease granted; `1`: a write was recent, fill with a strongly consistent read) or
+/// (a lease granted; `1`: over a tombstone, whose mark and expiry the lease keeps) or
 /// `B0`/`B1` (another node holds a lease). A lease is `L`, the mark, its deadline (13 digits,
 /// ms by the engine's clock) and the token.
 const GET_OR_LEASE: &str = r#"
@@ -191,11 +192,11 @@ static SYNC_GENERATION_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(S
 pub enum Shared {
     /// It holds the item (`None`: known not to exist).
     Hit(Option<Bytes>),
-    /// This node reads DynamoDB and fills the shared entry with `lease`; `strong`: a write
-    /// was recent, read strongly consistently.
-    Lease { lease: Lease, strong: bool },
+    /// This node reads DynamoDB, strongly consistently, and fills the shared entry with
+    /// `lease` (see point 2 above).
+    Lease(Lease),
     /// Read DynamoDB but do not fill the shared entry: another node is reading it, or the
-    /// engine failed. `strong` as for a lease.
+    /// engine failed. `strong`: a write was recent, read strongly consistently.
     Read { strong: bool },
 }
 
@@ -367,9 +368,9 @@ impl Fleet {
     pub async fn lookup(&self, key: &ItemKey) -> Shared {
         let lookups = &self.metrics.fleet.lookups;
         if self.unsettled(key) || self.flush_pending.load(Ordering::Acquire) {
-            // This node wrote the key while the engine was away: until the tombstone lands,
-            // the shared entry may be older than that write (refilled by another node after
-            // a restart, say), and DynamoDB's replicas may be too.
+            // A write of the key through this node (or a flush) has not reached the engine
+            // yet: until it does, the shared entry may be older than that write, and
+            // DynamoDB's replicas may be too.
             lookups.with_label_values(&["skipped"]).inc();
             return Shared::Read { strong: true };
         }
@@ -404,13 +405,10 @@ impl Fleet {
             match reply.first() {
                 Some(b'G') if reply.len() == 2 => {
                     lookups.with_label_values(&["miss"]).inc();
-                    return Shared::Lease {
-                        lease: Lease {
-                            entry: entry.clone(),
-                            token: token.clone(),
-                        },
-                        strong,
-                    };
+                    return Shared::Lease(Lease {
+                        entry: entry.clone(),
+                        token: token.clone(),
+                    });
                 }
                 Some(b'B') if reply.len() == 2 => {
                     if Instant::now() >= wait_until {
@@ -503,16 +501,10 @@ impl Fleet {
     /// of everything) before this node's memory answers again, and until then this node does
     /// not use the shared tier.
     pub async fn flush(&self, table: Option<&str>) -> bool {
-        let key = self.generation_key();
-        let known = self.generation.load(Ordering::Acquire).to_string();
-        let script = &*NEXT_GENERATION_SCRIPT;
-        let (key, known) = (&key, &known);
-        let generation: Option<u64> = self
-            .background("flush", |engine| async move {
-                engine.script(script, key, &[known.as_bytes()]).await
-            })
-            .await;
-        let Some(generation) = generation else {
+        let Some(generation) = self
+            .generation_script("flush", &NEXT_GENERATION_SCRIPT)
+            .await
+        else {
             self.flush_pending.store(true, Ordering::Release);
             return false;
         };
@@ -543,19 +535,21 @@ impl Fleet {
     /// it. `Some(true)` if it moved on since this node last knew (a flush message was
     /// missed); `None` if the engine did not answer.
     async fn sync_generation(&self) -> Option<bool> {
-        let key = self.generation_key();
-        let known = self.generation.load(Ordering::Acquire);
-        let known_arg = known.to_string();
-        let script = &*SYNC_GENERATION_SCRIPT;
-        let (key_ref, known_ref) = (&key, &known_arg);
-        let generation: u64 = self
-            .background("generation", |engine| async move {
-                engine
-                    .script(script, key_ref, &[known_ref.as_bytes()])
-                    .await
-            })
+        let generation = self
+            .generation_script("generation", &SYNC_GENERATION_SCRIPT)
             .await?;
         Some(self.generation.fetch_max(generation, Ordering::AcqRel) < generation)
+    }
+
+    /// Runs `script` on the generation counter with the highest generation this node knows.
+    async fn generation_script(&self, call: &'static str, script: &Script) -> Option<u64> {
+        let key = self.generation_key();
+        let known = self.generation.load(Ordering::Acquire).to_string();
+        let (key, known) = (&key, &known);
+        self.background(call, |engine| async move {
+            engine.script(script, key, &[known.as_bytes()]).await
+        })
+        .await
     }
 
     async fn tombstone(&self, key: &ItemKey) -> bool {
@@ -634,7 +628,7 @@ impl Fleet {
     /// entry may then hold a value older than that write, so this node must not use it.
     fn unsettled(&self, key: &ItemKey) -> bool {
         let pending = self.pending.lock().expect("lock poisoned");
-        !pending.unsettled.is_empty() && pending.unsettled.contains_key(key)
+        pending.unsettled.contains_key(key)
     }
 
     /// Retries the tombstones the engine did not take. Their keys stay unsettled until the
