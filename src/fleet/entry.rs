@@ -2,8 +2,9 @@
 //! back is checked: the engine is shared, and bytes that are not what this module wrote are
 //! treated as absent, never trusted.
 //!
-//! A **shared entry** is `kind`, `form`, the fill time (ms, 8 bytes), the full canonical key
-//! (LEB128 length, then the bytes) and the item:
+//! A **shared entry** is `kind`, `form`, the generation it was filled under (16 hexadecimal
+//! digits, so the scripts in `fleet` can read it), the fill time (ms, 8 bytes), the full
+//! canonical key (LEB128 length, then the bytes) and the item:
 //! - `kind` is `V` (found) or `N` (not found); leases (`L`) and tombstones (`T`) are written
 //!   only by the scripts in `fleet` and are never decoded here;
 //! - `form` is `c` for the compact form of `cache::compact`, `j` for the JSON as DynamoDB sent
@@ -21,12 +22,22 @@ use crate::cache::compact;
 use crate::wire::keys::{ItemKey, KeyValue};
 use crate::wire::leb128::{self, read_len};
 
-/// Encodes the shared entry for `key`: `item` (`None`: not found), filled at `filled_ms`.
-pub(super) fn encode_entry(key: &ItemKey, item: Option<&[u8]>, filled_ms: u64) -> Vec<u8> {
+/// How many hexadecimal digits an entry's generation takes.
+const GENERATION_DIGITS: usize = 16;
+
+/// Encodes the shared entry for `key`: `item` (`None`: not found), filled at `filled_ms` under
+/// `generation`.
+pub(super) fn encode_entry(
+    key: &ItemKey,
+    item: Option<&[u8]>,
+    generation: u64,
+    filled_ms: u64,
+) -> Vec<u8> {
     let key = key.as_bytes();
-    let mut out = Vec::with_capacity(16 + key.len() + item.map_or(0, <[u8]>::len));
+    let mut out = Vec::with_capacity(32 + key.len() + item.map_or(0, <[u8]>::len));
     out.push(if item.is_some() { b'V' } else { b'N' });
     out.push(b'c');
+    out.extend_from_slice(format!("{generation:016x}").as_bytes());
     out.extend_from_slice(&filled_ms.to_be_bytes());
     leb128::push(&mut out, key.len() as u64);
     out.extend_from_slice(key);
@@ -44,7 +55,7 @@ pub(super) fn encode_entry(key: &ItemKey, item: Option<&[u8]>, filled_ms: u64) -
 pub(super) fn decode_entry(bytes: &[u8], key: &ItemKey) -> Option<Option<Bytes>> {
     let (&kind, rest) = bytes.split_first()?;
     let (&form, rest) = rest.split_first()?;
-    let rest = rest.get(8..)?;
+    let rest = rest.get(GENERATION_DIGITS + 8..)?;
     let mut at = 0;
     let len = read_len(rest, &mut at)?;
     let end = at.checked_add(len)?;
@@ -172,8 +183,13 @@ mod tests {
     #[test]
     fn entries_give_back_the_item_of_their_own_key_only() {
         let item = br#"{"pk":{"S":"a"},"n":{"N":"1"}}"#;
-        let encoded = encode_entry(&key("a"), Some(item), 7);
+        let encoded = encode_entry(&key("a"), Some(item), 3, 7);
         assert_eq!(encoded[1], b'c', "a DynamoDB-shaped item is kept compact");
+        assert_eq!(
+            &encoded[2..18],
+            b"0000000000000003",
+            "the generation, as the scripts read it"
+        );
         assert_eq!(
             decode_entry(&encoded, &key("a")),
             Some(Some(Bytes::from_static(item)))
@@ -184,19 +200,19 @@ mod tests {
             "another key's entry"
         );
         let spaced = br#"{ "pk": {"S":"a"} }"#;
-        let encoded = encode_entry(&key("a"), Some(spaced), 7);
+        let encoded = encode_entry(&key("a"), Some(spaced), 3, 7);
         assert_eq!(encoded[1], b'j');
         assert_eq!(
             decode_entry(&encoded, &key("a")),
             Some(Some(Bytes::from_static(spaced)))
         );
-        let missing = encode_entry(&key("a"), None, 7);
+        let missing = encode_entry(&key("a"), None, 3, 7);
         assert_eq!(decode_entry(&missing, &key("a")), Some(None));
     }
 
     #[test]
     fn bytes_that_are_not_an_entry_are_absent() {
-        let good = encode_entry(&key("a"), Some(br#"{"pk":{"S":"a"}}"#), 7);
+        let good = encode_entry(&key("a"), Some(br#"{"pk":{"S":"a"}}"#), 3, 7);
         for cut in 0..good.len() {
             assert_eq!(decode_entry(&good[..cut], &key("a")), None, "cut at {cut}");
         }

@@ -55,6 +55,15 @@
 //!    the engine is back). The writer retries before its own L1 answers again. Losing the
 //!    engine's data (a restart without persistence, a failover that loses recent writes)
 //!    loses only cached copies.
+//! 7. *Flushes.* A fleet-wide flush (`admin flush`, a write whose keys the proxy cannot
+//!    tell, a gap in a stream) moves a counter in the engine, the generation, and tells every
+//!    node. Each entry records the generation it was filled under, and a lookup takes only an
+//!    entry of its node's generation or a later one; an older one is replaced by a lease. The
+//!    generation lives in the entry, not in its name: nodes learn of a flush at different
+//!    moments, and a write's tombstone must replace the one entry every node reads, whatever
+//!    generation its writer knew. (With the generation in the name, a writer that had not yet
+//!    heard of a flush tombstoned the old name while another node filled the new one from a
+//!    read that began before the write.)
 //!
 //! What is not covered: a node cut off from the engine while the others still reach it cannot
 //! tell them about its writes until it reaches it again (its tombstones are retried then);
@@ -94,10 +103,12 @@ const MAX_PENDING: usize = 100_000;
 const FAILING_PAUSE: Duration = Duration::from_millis(500);
 
 /// Reads a shared entry, or grants a lease to fill it. `KEYS[1]` the entry, `ARGV[1]` the
-/// lease token, `ARGV[2]` the lease time (ms). Answers the entry (`V…`, `N…`), `G0`/`G1`
-/// (a lease granted; `1`: over a tombstone, whose mark and expiry the lease keeps) or
-/// `B0`/`B1` (another node holds a lease). A lease is `L`, the mark, its deadline (13 digits,
-/// ms by the engine's clock) and the token.
+/// lease token, `ARGV[2]` the lease time (ms), `ARGV[3]` the generation this node reads.
+/// Answers the entry (`V…`, `N…`) if it was filled under that generation or a later one,
+/// `G0`/`G1` (a lease granted; `1`: over a tombstone, whose mark and expiry the lease keeps)
+/// or `B0`/`B1` (another node holds a lease). A lease is `L`, the mark, its deadline (13
+/// digits, ms by the engine's clock) and the token. An entry of an older generation was
+/// flushed: a lease replaces it.
 const GET_OR_LEASE: &str = r#"
 local v = redis.call('GET', KEYS[1])
 local t = redis.call('TIME')
@@ -107,7 +118,10 @@ local mark = '0'
 local ttl = lease_ms
 if v then
   local kind = string.sub(v, 1, 1)
-  if kind == 'V' or kind == 'N' then return v end
+  if kind == 'V' or kind == 'N' then
+    local filled = tonumber(string.sub(v, 3, 18), 16)
+    if filled and filled >= tonumber(ARGV[3]) then return v end
+  end
   if kind == 'T' then
     mark = '1'
   elseif kind == 'L' then
@@ -204,6 +218,9 @@ pub enum Shared {
 pub struct Lease {
     entry: String,
     token: String,
+    /// The generation the lookup read under: the fill is of that generation, whatever this
+    /// node has learned since (its read may predate a flush it heard of meanwhile).
+    generation: u64,
 }
 
 /// A node's view of its fleet.
@@ -215,7 +232,8 @@ pub struct Fleet {
     node: u64,
     /// Commands; `None` until the first connection succeeds.
     engine: ArcSwapOption<Engine>,
-    /// Shared entries live under this generation; a fleet-wide flush moves to the next.
+    /// Shared entries filled under an older generation count as flushed; a fleet-wide flush
+    /// moves to the next.
     generation: AtomicU64,
     /// Until when (ms since the epoch) requests leave the engine alone after a failure.
     failing_until: AtomicU64,
@@ -379,6 +397,8 @@ impl Fleet {
             return Shared::Read { strong: false };
         }
         let entry = self.entry_key(key);
+        let generation = self.generation.load(Ordering::Acquire);
+        let generation_arg = generation.to_string();
         let token = format!(
             "{:016x}{:x}",
             self.node,
@@ -389,12 +409,15 @@ impl Fleet {
         let mut waited = false;
         loop {
             let script = &*GET_OR_LEASE_SCRIPT;
-            let (entry, token, lease_ms) = (&entry, &token, &lease_ms);
+            let args = [
+                token.as_bytes(),
+                lease_ms.as_bytes(),
+                generation_arg.as_bytes(),
+            ];
+            let (entry, args) = (&entry, &args);
             let reply: Option<Vec<u8>> = self
                 .timed("lookup", |engine| async move {
-                    engine
-                        .script(script, entry, &[token.as_bytes(), lease_ms.as_bytes()])
-                        .await
+                    engine.script(script, entry, args).await
                 })
                 .await;
             let Some(reply) = reply else {
@@ -408,6 +431,7 @@ impl Fleet {
                     return Shared::Lease(Lease {
                         entry: entry.clone(),
                         token: token.clone(),
+                        generation,
                     });
                 }
                 Some(b'B') if reply.len() == 2 => {
@@ -442,7 +466,7 @@ impl Fleet {
     /// Fills the shared entry `lease` was granted for with what DynamoDB returned for `key`
     /// (`None`: not found), for `ttl`; stored only if no write came between.
     pub async fn fill(&self, key: &ItemKey, lease: Lease, item: Option<&[u8]>, ttl: Duration) {
-        let value = entry::encode_entry(key, item, epoch_ms());
+        let value = entry::encode_entry(key, item, lease.generation, epoch_ms());
         let ttl = ttl.as_millis().max(1).to_string();
         let script = &*FILL_SCRIPT;
         let stored: Option<i64> = self
@@ -496,8 +520,8 @@ impl Fleet {
     }
 
     /// Drops every shared entry (or, with `table`, at least that table's) and tells every
-    /// node to drop the same from memory. A new generation of keys: the old entries expire
-    /// with their TTL. `false` if the engine did not take it; it is then retried (as a flush
+    /// node to drop the same from memory. A new generation: older entries are no longer
+    /// taken, and are replaced as they are read. `false` if the engine did not take it; it is then retried (as a flush
     /// of everything) before this node's memory answers again, and until then this node does
     /// not use the shared tier.
     pub async fn flush(&self, table: Option<&str>) -> bool {
@@ -787,14 +811,14 @@ impl Fleet {
 
     // -- names --------------------------------------------------------------------------------
 
-    /// The shared entry of `key`: the fleet's prefix, the generation and a hash of the key
-    /// (the entry holds the key itself, checked on every read).
+    /// The shared entry of `key`: the fleet's prefix and a hash of the key (the entry holds
+    /// the key itself, checked on every read). One name whatever the generation: see point 7
+    /// above.
     fn entry_key(&self, key: &ItemKey) -> String {
         let digest = Sha256::digest(key.as_bytes());
-        let mut name = String::with_capacity(self.prefix.len() + 48);
+        let mut name = String::with_capacity(self.prefix.len() + 34);
         name.push_str(&self.prefix);
-        name.push_str(&self.generation.load(Ordering::Acquire).to_string());
-        name.push(':');
+        name.push_str("e:");
         name.push_str(&hex::encode(&digest[..16]));
         name
     }

@@ -585,3 +585,81 @@ async fn the_admin_flush_flushes_the_fleet_and_cache_shows_it() {
         node.stop().await;
     }
 }
+
+/// A write's tombstone replaces the shared entry every node reads, whatever generation its
+/// writer knew: nodes hear of a flush at different moments. Node `b` has not heard of the
+/// flush `a` made; `a`'s fill began before `b`'s write, and must not be taken afterwards by
+/// anyone. Entries of a later generation are taken, of an earlier one not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_through_a_node_behind_on_flushes_still_stops_older_fills() {
+    use dynamo_cache::cache::Caches;
+    use dynamo_cache::fleet::{Fleet, Shared};
+    use dynamo_cache::metrics::Metrics;
+    use dynamo_cache::wire::keys::{ItemKey, WireKey};
+    use std::sync::Arc;
+
+    if !redis::available("fleet: generations") {
+        return;
+    }
+    let server = RedisServer::start();
+    let node = || {
+        let mut config = dynamo_cache::Config::default();
+        config.fleet.redis = vec![server.url()];
+        config.fleet.name = "generations".into();
+        let metrics = Arc::new(Metrics::new());
+        let fleet = Fleet::new(&config, metrics.clone()).unwrap();
+        let caches = Caches::with_fleet(
+            &config.cache,
+            Duration::from_secs(1),
+            metrics,
+            Some(fleet.clone()),
+        );
+        fleet.start(Arc::new(caches));
+        fleet
+    };
+    let (a, b) = (node(), node());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !(a.memory_serves() && b.memory_serves()) {
+        assert!(
+            Instant::now() < deadline,
+            "the nodes never heard their channels"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // `b` hears nothing from now on, so misses the flush; it still writes through the engine.
+    b.stop().await;
+    assert!(a.flush(None).await);
+    let key = |pk: &str| {
+        let wire: WireKey = serde_json::from_value(json!({"pk": {"S": pk}})).unwrap();
+        ItemKey::new(TABLE, &wire).unwrap()
+    };
+    let ttl = Duration::from_secs(60);
+    let (old, new) = (
+        &br#"{"pk":{"S":"k"},"ver":{"N":"1"}}"#[..],
+        &br#"{"pk":{"S":"k"},"ver":{"N":"2"}}"#[..],
+    );
+
+    let Shared::Lease(lease) = a.lookup(&key("k")).await else {
+        panic!("a first lookup is a miss");
+    };
+    // `a` read the old version; `b` wrote the new one before `a`'s fill came.
+    b.wrote(vec![(key("k"), None)]).await;
+    a.fill(&key("k"), lease, Some(old), ttl).await;
+    match a.lookup(&key("k")).await {
+        Shared::Hit(item) => panic!("a fill older than the write was taken: {item:?}"),
+        Shared::Lease(lease) => a.fill(&key("k"), lease, Some(new), ttl).await,
+        Shared::Read { .. } => panic!("the engine is up"),
+    }
+    // Filled by `a` under the newer generation: `b` takes it too.
+    match b.lookup(&key("k")).await {
+        Shared::Hit(Some(item)) => assert_eq!(&item[..], new),
+        _ => panic!("an entry of a later generation is taken"),
+    }
+    // Filled by `b` under the older generation: flushed, for `a`.
+    let Shared::Lease(lease) = b.lookup(&key("other")).await else {
+        panic!("a first lookup is a miss");
+    };
+    b.fill(&key("other"), lease, Some(old), ttl).await;
+    assert!(matches!(a.lookup(&key("other")).await, Shared::Lease(_)));
+    a.stop().await;
+}
