@@ -208,29 +208,40 @@ async fn randomised_mix_of_every_write_and_cached_read_keeps_read_your_writes() 
     let relay = Shim::relay(&upstream.url, 3).await;
     let proxy = Proxy::start(&relay.url).await;
     create_table(&sdk(&upstream.url), checker::TABLE).await;
-    let report = checker::run(&proxy.url, Duration::from_secs(5), 3, 4, Duration::ZERO).await;
+    let report = checker::run(
+        &proxy.url,
+        Duration::from_secs(5),
+        3,
+        4,
+        checker::index_at_once(),
+    )
+    .await;
     assert_clean(&report);
 }
 
 /// The same against an upstream whose eventually consistent reads lag as DynamoDB's do: two
-/// emulators, the replica applying each write 200 ms late. Index Queries may lag by that
-/// much (plus the relay's own scheduling), never more.
+/// emulators, the replica applying each write 200 ms late. Index Queries may lag as far as
+/// the replica does, never more.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn randomised_mix_keeps_read_your_writes_when_the_upstream_lags() {
     let lag = Duration::from_millis(200);
     let lagging = Lagging::start(lag).await;
     create_table(&sdk(&lagging.url), checker::TABLE).await;
     let proxy = Proxy::start(&lagging.url).await;
-    let report = checker::run(&proxy.url, Duration::from_secs(5), 3, 4, lag + INDEX_SLACK).await;
+    let report = checker::run(
+        &proxy.url,
+        Duration::from_secs(5),
+        3,
+        4,
+        lagging.index_sees(),
+    )
+    .await;
     assert_clean(&report);
     assert!(
         lagging.replica_reads("Query") + lagging.replica_reads("GetItem") > 0,
         "nothing read the lagging replica: the check proved nothing"
     );
 }
-
-/// How late the relay may deliver a replayed write beyond its lag on a busy machine.
-const INDEX_SLACK: Duration = Duration::from_millis(250);
 
 fn assert_clean(report: &checker::Report) {
     eprintln!("{report:#?}");

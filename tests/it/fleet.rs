@@ -295,13 +295,14 @@ const CROSS_NODE_UNDER_FAULTS: Duration = Duration::from_secs(1);
 async fn checker_through_faults(engine: Vec<String>, faults: impl AsyncFnOnce()) {
     let (lagging, nodes) = fleet_with(engine, 3, |_| {}).await;
     let urls: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
+    let index_sees = lagging.index_sees();
     let run = tokio::spawn(async move {
         checker::run_fleet(
             &urls,
             Duration::from_secs(6),
             3,
             4,
-            LAG + Duration::from_millis(200),
+            index_sees,
             CROSS_NODE_UNDER_FAULTS,
         )
         .await

@@ -8,8 +8,9 @@
 //! seen absent is fine only if a delete numbered at least V exists.
 //!
 //! Global secondary indexes are eventually consistent in DynamoDB itself: an index Query is
-//! checked against the writes acknowledged `index_lag` before it started (zero against a
-//! strongly consistent upstream, the replica's lag against a lagging one).
+//! checked against the writes acknowledged by the instant [`IndexSees`] gives when it starts
+//! (its start against a strongly consistent upstream; against a lagging one, what its replica
+//! has applied).
 //!
 //! Tables named by ARN are not mixed in here: the emulator does not accept table ARNs for
 //! item operations. The interop suite checks them against moto.
@@ -22,6 +23,15 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use super::dynamo;
+
+/// Says, as an index Query starts, the instant by which acknowledged writes must show in it.
+pub type IndexSees = Arc<dyn Fn() -> Instant + Send + Sync>;
+
+/// Index Queries see every write as soon as it is acknowledged (a strongly consistent
+/// upstream).
+pub fn index_at_once() -> IndexSees {
+    Arc::new(Instant::now)
+}
 
 /// The table the checker uses (created by the caller with [`super::create_table`]).
 pub const TABLE: &str = "mix";
@@ -129,21 +139,21 @@ fn read_item(item: &Value) -> Option<(usize, u64)> {
     Some((p * SORTS + s, ver))
 }
 
-/// Runs writers and readers against the proxy at `url` for `duration`; index Queries may miss
-/// writes acknowledged less than `index_lag` before they start.
+/// Runs writers and readers against the proxy at `url` for `duration`; index Queries are held
+/// to `index_sees`.
 pub async fn run(
     url: &str,
     duration: Duration,
     writers: usize,
     readers: usize,
-    index_lag: Duration,
+    index_sees: IndexSees,
 ) -> Report {
     run_fleet(
         &[url.to_string()],
         duration,
         writers,
         readers,
-        index_lag,
+        index_sees,
         Duration::ZERO,
     )
     .await
@@ -157,7 +167,7 @@ pub async fn run_fleet(
     duration: Duration,
     writers: usize,
     readers: usize,
-    index_lag: Duration,
+    index_sees: IndexSees,
     cross_node: Duration,
 ) -> Report {
     let urls: Arc<Vec<String>> = Arc::new(urls.to_vec());
@@ -180,12 +190,13 @@ pub async fn run_fleet(
     }
     for r in 0..readers {
         let (urls, keys, done) = (urls.clone(), keys.clone(), done.clone());
+        let index_sees = index_sees.clone();
         tasks.push(tokio::spawn(async move {
             let mut report = Report::default();
             let mut turn = r;
             while !done.load(Ordering::SeqCst) {
                 let node = (turn / 6 + r) % urls.len();
-                let lags = (index_lag, cross_node);
+                let lags = (&index_sees, cross_node);
                 read_once(&urls[node], node, &keys, turn, lags, &mut report).await;
                 turn += 1;
             }
@@ -320,7 +331,7 @@ async fn read_once(
     node: usize,
     keys: &[Key],
     turn: usize,
-    (index_lag, cross_node): (Duration, Duration),
+    (index_sees, cross_node): (&IndexSees, Duration),
     report: &mut Report,
 ) {
     let kind = [
@@ -341,7 +352,7 @@ async fn read_once(
     let start = Instant::now();
     let floors: Vec<u64> = match kind {
         "index Query" => {
-            let before = start.checked_sub(index_lag).unwrap_or(start);
+            let before = index_sees();
             scope.iter().map(|&k| keys[k].acked_by(before)).collect()
         }
         _ if cross_node.is_zero() => scope

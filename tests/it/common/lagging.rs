@@ -106,6 +106,8 @@ pub struct Lagging {
     pending: Arc<AtomicUsize>,
     /// Extra milliseconds before a write's answer is returned (after it was applied).
     hold_ms: Arc<AtomicU64>,
+    /// Every write the relay answered by this instant is on the replica.
+    applied: Arc<Mutex<std::time::Instant>>,
     lag: Duration,
 }
 
@@ -117,6 +119,7 @@ struct Shared {
     log: Arc<Mutex<Vec<Routed>>>,
     pending: Arc<AtomicUsize>,
     hold_ms: Arc<AtomicU64>,
+    applied: Arc<Mutex<std::time::Instant>>,
     lag: Duration,
     replays: mpsc::UnboundedSender<Replay>,
 }
@@ -212,6 +215,7 @@ impl Lagging {
             log: Arc::default(),
             pending: Arc::default(),
             hold_ms: Arc::default(),
+            applied: Arc::new(Mutex::new(std::time::Instant::now())),
             lag,
             replays,
         };
@@ -222,6 +226,9 @@ impl Lagging {
                 tokio::time::sleep_until(replay.due).await;
                 let replica = replayer.replica.clone();
                 replayer.send(&replica, &replay.headers, replay.body).await;
+                // Replayed in the order the relay answered them: every write answered by then
+                // is on the replica now.
+                *replayer.applied.lock().unwrap() = (replay.due - replayer.lag).into_std();
                 replayer.pending.fetch_sub(1, Ordering::SeqCst);
             }
         });
@@ -251,6 +258,7 @@ impl Lagging {
             log: shared.log,
             pending: shared.pending,
             hold_ms: shared.hold_ms,
+            applied: shared.applied,
             lag,
         }
     }
@@ -258,6 +266,15 @@ impl Lagging {
     /// How late the replica applies writes.
     pub fn lag(&self) -> Duration {
         self.lag
+    }
+
+    /// For [`checker`](super::checker): an index Query, which only the replica answers, must
+    /// see every write acknowledged no later than the relay's answer to the newest write the
+    /// replica has applied. That is `lag` ago on an idle machine; on a busy one the replays
+    /// fall further behind, and DynamoDB's indexes promise no bound either.
+    pub fn index_sees(&self) -> super::checker::IndexSees {
+        let applied = self.applied.clone();
+        Arc::new(move || *applied.lock().unwrap())
     }
 
     /// Holds every write's answer this long after the primary applied it (so two writes sent
