@@ -412,19 +412,26 @@ impl Caches {
 
     /// Drops every item and query answer of `table`, counted under `reason`, here and (in a
     /// fleet) in the shared tier and on every node.
+    ///
+    /// The shared tier goes first. A read here that takes a shared entry from before the flush
+    /// read the generation before it moved, so it began before memory is dropped below, and
+    /// its fill of memory loses; a read that begins later reads the new generation. (Memory
+    /// first would let a read begin between the two, take the old shared entry and fill memory
+    /// with it after the drop.)
     pub async fn invalidate_table(&self, table: &str, reason: Reason) {
-        self.invalidate_table_here(table, reason);
         if let Some(fleet) = &self.fleet {
             fleet.flush(Some(table)).await;
         }
+        self.invalidate_table_here(table, reason);
     }
 
-    /// Drops everything, counted under `reason`, here and (in a fleet) everywhere.
+    /// Drops everything, counted under `reason`, here and (in a fleet) everywhere; the shared
+    /// tier first, as in [`Caches::invalidate_table`].
     pub async fn invalidate_all(&self, reason: Reason) {
-        self.invalidate_all_here(reason);
         if let Some(fleet) = &self.fleet {
             fleet.flush(None).await;
         }
+        self.invalidate_all_here(reason);
     }
 
     /// Drops every item and query answer of `table` from this node's memory.
