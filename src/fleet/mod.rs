@@ -521,9 +521,16 @@ impl Fleet {
 
     /// Drops every shared entry (or, with `table`, at least that table's) and tells every
     /// node to drop the same from memory. A new generation: older entries are no longer
-    /// taken, and are replaced as they are read. `false` if the engine did not take it; it is then retried (as a flush
-    /// of everything) before this node's memory answers again, and until then this node does
-    /// not use the shared tier.
+    /// taken, and are replaced as they are read. `false` if the engine did not take it, or
+    /// not every channel carried the message.
+    ///
+    /// A generation the engine did not take is retried (as a flush of everything) before this
+    /// node's memory answers again, and until then this node does not use the shared tier. A
+    /// message that did not go out is not: the generation has moved, and a node that missed
+    /// the message finds it at its next probe (and flushes its memory), or had stopped
+    /// answering from memory because its own probes failed on that channel too. (Retrying
+    /// would move the generation again on every probe while a cluster node is lost, and every
+    /// shared entry with it.)
     pub async fn flush(&self, table: Option<&str>) -> bool {
         let Some(generation) = self
             .generation_script("flush", &NEXT_GENERATION_SCRIPT)
@@ -537,15 +544,10 @@ impl Fleet {
             generation,
             table: table.map(str::to_string),
         };
-        let told =
-            futures_util::future::join_all((0..CHANNELS).map(|c| self.publish(c, body.clone())))
-                .await
-                .into_iter()
-                .all(|ok| ok);
-        if !told {
-            self.flush_pending.store(true, Ordering::Release);
-        }
-        told
+        futures_util::future::join_all((0..CHANNELS).map(|c| self.publish(c, body.clone())))
+            .await
+            .into_iter()
+            .all(|ok| ok)
     }
 
     /// Retries a flush the engine did not take (see [`Fleet::flush`]).
