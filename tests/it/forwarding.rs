@@ -3,6 +3,8 @@
 //! and one called directly; each SDK call goes to both and the answers are compared.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use crate::common::shim::{Reply, Shim};
 use crate::common::*;
@@ -449,4 +451,95 @@ async fn streams_api_is_forwarded() {
     assert_eq!(direct.status, 200);
     assert_eq!(proxied.status, direct.status);
     assert_eq!(proxied.body, direct.body);
+}
+
+/// An upstream that answers every request `{}` and keeps the connection open, but closes a
+/// connection that has been idle for `idle` (as DynamoDB's front ends do). Counts the
+/// connections it accepted, and keeps the request line of each request it answered.
+async fn closing_when_idle(
+    idle: std::time::Duration,
+) -> (String, Arc<AtomicUsize>, Arc<Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let connections = Arc::new(AtomicUsize::new(0));
+    let requests: Arc<Mutex<Vec<String>>> = Arc::default();
+    let (accepted, answered) = (connections.clone(), requests.clone());
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            accepted.fetch_add(1, Ordering::SeqCst);
+            let answered = answered.clone();
+            tokio::spawn(async move {
+                let mut held = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    // A whole request: its head, then `content-length` bytes of body.
+                    while let Some(end) = held.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&held[..end]).to_ascii_lowercase();
+                        let length: usize = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .map_or(0, |v| v.trim().parse().unwrap());
+                        if held.len() < end + 4 + length {
+                            break;
+                        }
+                        held.drain(..end + 4 + length);
+                        let line = head.lines().next().unwrap_or("").to_string();
+                        answered.lock().unwrap().push(line);
+                        let answer = "HTTP/1.1 200 OK\r\ncontent-type: application/x-amz-json-1.0\r\n\
+                                      content-length: 2\r\n\r\n{}";
+                        if stream.write_all(answer.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                    match tokio::time::timeout(idle, stream.read(&mut buf)).await {
+                        Ok(Ok(n)) if n > 0 => held.extend_from_slice(&buf[..n]),
+                        _ => return,
+                    }
+                }
+            });
+        }
+    });
+    (url, connections, requests)
+}
+
+/// Forwarded requests share upstream connections, and a connection the upstream closed while
+/// it sat idle is never handed a request: the next request gets a fresh one, not an error.
+#[tokio::test]
+async fn upstream_connections_are_reused_and_one_closed_while_idle_is_not() {
+    let idle = std::time::Duration::from_millis(100);
+    let (url, connections, requests) = closing_when_idle(idle).await;
+    let proxy = Proxy::start(&url).await;
+    let client = pooled();
+    let before = connections.load(Ordering::SeqCst);
+    for _ in 0..5 {
+        let got = dynamo_on(&client, &proxy.url, "ListTables", "{}")
+            .await
+            .unwrap();
+        assert_eq!((got.status, &got.body[..]), (200, &b"{}"[..]));
+    }
+    // Origin form, as DynamoDB's own clients send it.
+    assert_eq!(*requests.lock().unwrap(), vec!["post / http/1.1"; 5]);
+    let opened = connections.load(Ordering::SeqCst) - before;
+    assert!(
+        opened <= 1,
+        "five requests one after another opened {opened} connections"
+    );
+
+    // The upstream closes the idle connection; the proxy must not send on it.
+    tokio::time::sleep(idle * 4).await;
+    let before = connections.load(Ordering::SeqCst);
+    for _ in 0..3 {
+        let got = dynamo_on(&client, &proxy.url, "ListTables", "{}")
+            .await
+            .unwrap();
+        assert_eq!(
+            (got.status, &got.body[..]),
+            (200, &b"{}"[..]),
+            "{:?}",
+            got.json()
+        );
+    }
+    assert_eq!(requests.lock().unwrap().len(), 8);
+    assert_eq!(connections.load(Ordering::SeqCst) - before, 1);
 }
