@@ -1,15 +1,17 @@
-//! The upstream DynamoDB: pooled HTTP/1.1 connections (rustls for https), every request signed
-//! with SigV4 for service `dynamodb` ([`sign`]: the signing key is derived once a day),
+//! The upstream DynamoDB: kept-alive HTTP/1.1 connections (rustls for https), every request
+//! signed with SigV4 for service `dynamodb` ([`sign`]: the signing key is derived once a day),
 //! bounded by a timeout.
 //!
-//! Each thread has its own pool. A pooled connection is driven by a task on the runtime that
-//! opened it, so a pool shared by the per-core workers would have one worker's request written
-//! and its answer read by another worker's thread: two cross-thread wake-ups on every forwarded
-//! request. With a pool per thread, a worker's requests stay on its thread.
+//! Each thread keeps its own idle connections ([`conn`]), and a request drives the connection
+//! it uses from its own task. A connection is registered with the runtime of the thread that
+//! opened it, so connections shared by the per-core workers would have one worker's request
+//! answered through another worker's thread: two cross-thread wake-ups on every forwarded
+//! request. With connections kept per thread, a worker's requests stay on its thread.
 //!
 //! A client signs the proxy's `Host`, so its signature can never be forwarded: the proxy signs
 //! with its own credentials and the upstream's host. Bodies go out byte for byte.
 
+mod conn;
 pub(crate) mod credentials;
 pub mod schema;
 mod sdk_client;
@@ -21,18 +23,17 @@ pub use sdk_client::sdk_http_client;
 #[doc(hidden)]
 pub use sign::{Signed, Signer};
 
-use std::cell::RefCell;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderValue};
 use http::{HeaderMap, Method, Request, StatusCode, Uri};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::{Client, ResponseFuture};
 use hyper_util::rt::TokioExecutor;
 
 use crate::error::ProxyError;
@@ -54,8 +55,6 @@ pub struct UpstreamResponse {
     pub headers: HeaderMap,
     pub body: Bytes,
 }
-
-type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// Idle pooled connections, to DynamoDB or the SDK's endpoints, are closed after this long.
 const POOL_IDLE: Duration = Duration::from_secs(30);
@@ -82,24 +81,22 @@ where
         .build(connector)
 }
 
-/// Tells apart the [`Upstream`]s of one process in the per-thread pools.
+/// Tells apart the [`Upstream`]s of one process in the per-thread lists of idle connections.
 static NEXT_ID: AtomicUsize = AtomicUsize::new(0);
 
-thread_local! {
-    /// This thread's pools, by upstream id, each with a token that lives as long as its
-    /// upstream (so pools of upstreams that are gone are dropped).
-    static POOLS: RefCell<Vec<(usize, Weak<()>, HttpClient)>> = const { RefCell::new(Vec::new()) };
-}
-
-/// The signed, pooled connection to DynamoDB.
+/// The signed, kept-alive connections to DynamoDB.
 pub struct Upstream {
-    /// Identifies this upstream's pool in each thread's [`POOLS`].
+    /// Identifies this upstream's idle connections in each thread's list.
     id: usize,
+    /// Lives as long as this upstream: idle connections of upstreams that are gone are dropped.
     alive: Arc<()>,
-    /// Connects (and does TLS) for every thread's pool; cloning shares its TLS configuration.
+    /// Connects (and does TLS) for every thread; cloning shares its TLS configuration.
     connector: HttpsConnector<HttpConnector>,
-    /// Where requests go (`scheme://authority/`).
+    /// Where connections go (`scheme://authority/`).
     uri: Uri,
+    /// What the request line names: the upstream's path (origin form, as a client that is not
+    /// talking to a forward proxy sends it).
+    path: Uri,
     /// The same, as the string the signer canonicalises.
     url: String,
     /// `Host` as signed and sent.
@@ -154,6 +151,7 @@ impl Upstream {
             signer: Signer::new(authority.as_str(), uri.path(), region).ok_or_else(|| {
                 format!("upstream {url:?}: its path may hold only letters, digits, '-._~' and '/'")
             })?,
+            path: Uri::try_from(uri.path()).expect("a URL's path is a valid origin-form URI"),
             uri,
             host,
             credentials,
@@ -164,18 +162,33 @@ impl Upstream {
         })
     }
 
-    /// Sends `request` on one of this thread's pooled connections to the upstream.
-    fn send(&self, request: Request<Full<Bytes>>) -> ResponseFuture {
-        POOLS.with_borrow_mut(|pools| {
-            if let Some((_, _, client)) = pools.iter().find(|(id, _, _)| *id == self.id) {
-                return client.request(request);
+    /// Sends `request` on one of this thread's idle connections to the upstream, or a new one,
+    /// and reads the whole answer. A connection that answered in full is kept for the next.
+    async fn send(&self, request: Request<Full<Bytes>>) -> Result<UpstreamResponse, ProxyError> {
+        let mut conn = match conn::take(self.id) {
+            Some(conn) => conn,
+            None => conn::Conn::open(&self.connector, &self.uri).await?,
+        };
+        let mut exchange = conn.exchange(request, MAX_RESPONSE_BYTES).await;
+        if let conn::Exchange::Unsent(request) = exchange {
+            // Closed under it before a byte was written: nothing reached the upstream.
+            conn = conn::Conn::open(&self.connector, &self.uri).await?;
+            exchange = conn.exchange(request, MAX_RESPONSE_BYTES).await;
+        }
+        match exchange {
+            conn::Exchange::Answered(parts, body) => {
+                conn::put_back(self.id, &self.alive, conn, self.max_in_flight);
+                Ok(UpstreamResponse {
+                    status: parts.status,
+                    headers: parts.headers,
+                    body,
+                })
             }
-            pools.retain(|(_, alive, _)| alive.strong_count() > 0);
-            let client = pooled(self.connector.clone());
-            let sent = client.request(request);
-            pools.push((self.id, Arc::downgrade(&self.alive), client));
-            sent
-        })
+            conn::Exchange::Unsent(_) => Err(ProxyError::UpstreamUnavailable(
+                "the upstream closed a new connection before it took a request".into(),
+            )),
+            conn::Exchange::Failed(err) => Err(err),
+        }
     }
 
     /// The upstream URL, for logs and the startup line.
@@ -202,22 +215,9 @@ impl Upstream {
         let request = self.signed_request(target, body).await?;
         let started = Instant::now();
         let exchange = async {
-            let response = self
-                .send(request)
-                .await
-                .map_err(|e| ProxyError::UpstreamUnavailable(error_chain(&e)))?;
-            let (parts, body) = response.into_parts();
-            let body = Limited::new(body, MAX_RESPONSE_BYTES)
-                .collect()
-                .await
-                .map_err(|e| ProxyError::UpstreamUnavailable(format!("reading body: {e}")))?
-                .to_bytes();
-            verify_crc(&parts.headers, &body)?;
-            Ok(UpstreamResponse {
-                status: parts.status,
-                headers: parts.headers,
-                body,
-            })
+            let answer = self.send(request).await?;
+            verify_crc(&answer.headers, &answer.body)?;
+            Ok(answer)
         };
         match tokio::time::timeout(self.timeout, exchange).await {
             Ok(result) => result,
@@ -232,15 +232,14 @@ impl Upstream {
     pub async fn is_reachable(&self, within: Duration) -> bool {
         let request = Request::builder()
             .method(Method::GET)
-            .uri(self.uri.clone())
+            .uri(self.path.clone())
             .header(HOST, self.host.clone())
             .body(Full::new(Bytes::new()))
             .expect("static request parts are valid");
-        let answered = async {
-            let response = self.send(request).await.ok()?;
-            response.into_body().collect().await.ok()
-        };
-        matches!(tokio::time::timeout(within, answered).await, Ok(Some(_)))
+        matches!(
+            tokio::time::timeout(within, self.send(request)).await,
+            Ok(Ok(_))
+        )
     }
 
     /// Whether the proxy's credentials are loaded and unexpired.
@@ -273,7 +272,7 @@ impl Upstream {
         };
         let mut request = Request::builder()
             .method(Method::POST)
-            .uri(self.uri.clone())
+            .uri(self.path.clone())
             .header(HOST, self.host.clone())
             .header(CONTENT_TYPE, AMZ_JSON)
             .header(TARGET, target.clone())
