@@ -445,7 +445,8 @@ impl ItemCache {
         let alone = stamp.in_flight == 1 && stamp.last == ticket.started;
         let not_invalidated = ticket.started > self.invalidated_at(key.table());
         match outcome {
-            WriteOutcome::Item(item) if alone && not_invalidated => {
+            // A table that opted out of caching keeps nothing, not even what it wrote.
+            WriteOutcome::Item(item) if alone && not_invalidated && self.caches(key.table()) => {
                 let mut cached = Self::whole(item.as_deref());
                 cached.as_of = ticket.started;
                 cached.written_ms = ticket.started_ms;

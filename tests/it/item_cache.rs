@@ -401,6 +401,15 @@ async fn tables_can_opt_out() {
         assert_eq!(read.cache_status(), "bypass");
     }
     assert_eq!(env.relay.count("GetItem"), 2);
+    // Nor does a write through the proxy keep what it wrote: the memory is for cached tables.
+    let held = env
+        .proxy
+        .metric(r#"dynamo_cache_cache_entries{cache="item"}"#)
+        .await;
+    assert_eq!(
+        held, 0.0,
+        "a table that opted out has entries in the item cache"
+    );
 }
 
 #[tokio::test]
