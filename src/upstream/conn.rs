@@ -16,7 +16,7 @@
 
 use std::cell::RefCell;
 use std::pin::Pin;
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
@@ -135,11 +135,18 @@ impl Conn {
     }
 }
 
+/// One upstream's idle connections on one thread, the most recently used last.
+struct Idle {
+    /// The upstream's id.
+    of: usize,
+    /// Lives as long as the upstream: the connections of upstreams that are gone are dropped.
+    alive: Weak<()>,
+    conns: Vec<Conn>,
+}
+
 thread_local! {
-    /// This thread's idle connections, by upstream id, each list with a token that lives as
-    /// long as its upstream (so the connections of upstreams that are gone are dropped). The
-    /// most recently used is last.
-    static IDLE: RefCell<Vec<(usize, Weak<()>, Vec<Conn>)>> = const { RefCell::new(Vec::new()) };
+    /// This thread's idle connections, by upstream.
+    static IDLE: RefCell<Vec<Idle>> = const { RefCell::new(Vec::new()) };
 }
 
 /// An idle connection of upstream `id` on this thread that is ready for a request, if any.
@@ -148,8 +155,8 @@ pub(super) fn take(id: usize) -> Option<Conn> {
     loop {
         let mut conn = IDLE.with_borrow_mut(|idle| {
             idle.iter_mut()
-                .find(|(of, _, _)| *of == id)
-                .and_then(|(_, _, conns)| conns.pop())
+                .find(|list| list.of == id)
+                .and_then(|list| list.conns.pop())
         })?;
         if conn.idle_since.elapsed() < POOL_IDLE && conn.ready() {
             return Some(conn);
@@ -160,21 +167,26 @@ pub(super) fn take(id: usize) -> Option<Conn> {
 /// Keeps `conn` for upstream `id`'s next request on this thread, unless it is finished or
 /// this thread already keeps `max` of them. Connections idle for longer than [`POOL_IDLE`]
 /// are closed.
-pub(super) fn put_back(id: usize, alive: &std::sync::Arc<()>, mut conn: Conn, max: usize) {
+pub(super) fn put_back(id: usize, alive: &Arc<()>, mut conn: Conn, max: usize) {
     if !conn.is_open() {
         return;
     }
     let now = Instant::now();
     conn.idle_since = now;
     IDLE.with_borrow_mut(|idle| {
-        let conns = match idle.iter().position(|(of, _, _)| *of == id) {
-            Some(at) => &mut idle[at].2,
+        let at = match idle.iter().position(|list| list.of == id) {
+            Some(at) => at,
             None => {
-                idle.retain(|(_, alive, _)| alive.strong_count() > 0);
-                idle.push((id, std::sync::Arc::downgrade(alive), Vec::new()));
-                &mut idle.last_mut().expect("just pushed").2
+                idle.retain(|list| list.alive.strong_count() > 0);
+                idle.push(Idle {
+                    of: id,
+                    alive: Arc::downgrade(alive),
+                    conns: Vec::new(),
+                });
+                idle.len() - 1
             }
         };
+        let conns = &mut idle[at].conns;
         // The oldest are first.
         let stale = conns
             .iter()
