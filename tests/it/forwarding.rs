@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::common::shim::{Reply, Shim};
+use crate::common::shim::{self, Reply, Shim};
 use crate::common::*;
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::types::{
@@ -459,45 +459,37 @@ async fn streams_api_is_forwarded() {
 async fn closing_when_idle(
     idle: std::time::Duration,
 ) -> (String, Arc<AtomicUsize>, Arc<Mutex<Vec<String>>>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let connections = Arc::new(AtomicUsize::new(0));
     let requests: Arc<Mutex<Vec<String>>> = Arc::default();
     let (accepted, answered) = (connections.clone(), requests.clone());
     tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
+        while let Ok((stream, _)) = listener.accept().await {
             accepted.fetch_add(1, Ordering::SeqCst);
             let answered = answered.clone();
-            tokio::spawn(async move {
-                let mut held = Vec::new();
-                let mut buf = [0u8; 4096];
-                loop {
-                    // A whole request: its head, then `content-length` bytes of body.
-                    while let Some(end) = held.windows(4).position(|w| w == b"\r\n\r\n") {
-                        let head = String::from_utf8_lossy(&held[..end]).to_ascii_lowercase();
-                        let length: usize = head
-                            .lines()
-                            .find_map(|l| l.strip_prefix("content-length:"))
-                            .map_or(0, |v| v.trim().parse().unwrap());
-                        if held.len() < end + 4 + length {
-                            break;
-                        }
-                        held.drain(..end + 4 + length);
-                        let line = head.lines().next().unwrap_or("").to_string();
-                        answered.lock().unwrap().push(line);
-                        let answer = "HTTP/1.1 200 OK\r\ncontent-type: application/x-amz-json-1.0\r\n\
-                                      content-length: 2\r\n\r\n{}";
-                        if stream.write_all(answer.as_bytes()).await.is_err() {
-                            return;
-                        }
-                    }
-                    match tokio::time::timeout(idle, stream.read(&mut buf)).await {
-                        Ok(Ok(n)) if n > 0 => held.extend_from_slice(&buf[..n]),
-                        _ => return,
-                    }
-                }
+            let answer = hyper::service::service_fn(move |request: http::Request<_>| {
+                let line = format!(
+                    "{} {} {:?}",
+                    request.method(),
+                    request.uri(),
+                    request.version()
+                );
+                answered.lock().unwrap().push(line.to_ascii_lowercase());
+                let mut response = http::Response::new(shim::full(Bytes::from_static(b"{}")));
+                response.headers_mut().insert(
+                    "content-type",
+                    http::HeaderValue::from_static("application/x-amz-json-1.0"),
+                );
+                async { Ok::<_, std::io::Error>(response) }
             });
+            // hyper's header timeout also runs while a kept-alive connection waits for its
+            // next request: the connection closes once it has been idle that long.
+            let serving = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(idle)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), answer);
+            tokio::spawn(serving);
         }
     });
     (url, connections, requests)
