@@ -128,11 +128,6 @@ impl Conn {
         })
         .await
     }
-
-    /// Whether the connection is still open.
-    pub(super) fn is_open(&self) -> bool {
-        self.conn.is_some()
-    }
 }
 
 /// One upstream's idle connections on one thread, the most recently used last.
@@ -168,7 +163,7 @@ pub(super) fn take(id: usize) -> Option<Conn> {
 /// this thread already keeps `max` of them. Connections idle for longer than [`POOL_IDLE`]
 /// are closed.
 pub(super) fn put_back(id: usize, alive: &Arc<()>, mut conn: Conn, max: usize) {
-    if !conn.is_open() {
+    if conn.conn.is_none() {
         return;
     }
     let now = Instant::now();
