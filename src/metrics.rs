@@ -89,6 +89,8 @@ pub struct Metrics {
     /// `upstream_duration` and the `200` series of `upstream_requests`, per operation, resolved
     /// on first use as `per_request` is: every forwarded request records both.
     per_upstream: Vec<OnceLock<(Histogram, IntCounter)>>,
+    /// `invalidations` per (cache, reason), resolved on first use: every write counts one.
+    per_invalidation: Vec<OnceLock<IntCounter>>,
     /// Every metric family name, for checking dashboards and alerts against.
     names: Vec<String>,
     /// Hits and misses per table, cache and result; only for tables the proxy has described.
@@ -153,6 +155,9 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// How many reasons there are (`Fleet` is the last).
+    const COUNT: usize = Reason::Fleet as usize + 1;
+
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::Write => "write",
@@ -454,12 +459,16 @@ impl Metrics {
             .map(|_| OnceLock::new())
             .collect();
         let per_upstream = (0..Operation::ALL.len()).map(|_| OnceLock::new()).collect();
+        let per_invalidation = (0..CacheName::ALL.len() * Reason::COUNT)
+            .map(|_| OnceLock::new())
+            .collect();
         Metrics {
             table_requests,
             tables: ArcSwap::from_pointee(HashMap::new()),
             names,
             per_request,
             per_upstream,
+            per_invalidation,
             registry,
             requests,
             request_duration,
@@ -604,8 +613,11 @@ impl Metrics {
 
     /// Counts an invalidation.
     pub fn invalidated(&self, cache: CacheName, reason: Reason) {
-        self.invalidations
-            .with_label_values(&[cache.as_str(), reason.as_str()])
+        self.per_invalidation[cache as usize * Reason::COUNT + reason as usize]
+            .get_or_init(|| {
+                self.invalidations
+                    .with_label_values(&[cache.as_str(), reason.as_str()])
+            })
             .inc();
     }
 
