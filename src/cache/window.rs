@@ -26,7 +26,7 @@
 //! ended (and the caches refuse to store it) or sees the write's mark.
 
 use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasher, RandomState};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -73,14 +73,36 @@ enum Mark<'a> {
     Whole(&'a str),
 }
 
-/// The marks and their deadlines.
+/// The marks and their deadlines, each under its hash (already keyed and random, so the map
+/// takes it as it is rather than hashing it again).
 #[derive(Default)]
 struct Marks {
-    until: HashMap<u64, Instant>,
+    until: HashMap<u64, Instant, BuildHasherDefault<Prehashed>>,
     /// Marks in the order they were made; with one span for all, also the order they lapse.
     order: VecDeque<(Instant, u64)>,
     /// Until when everything is within the window.
     all_until: Option<Instant>,
+}
+
+/// Passes a `u64` that is already a hash through as its own hash.
+#[derive(Default)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `u64`s are hashed here; anything else still spreads over the bits.
+        for &byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(byte);
+        }
+    }
+
+    fn write_u64(&mut self, hash: u64) {
+        self.0 = hash;
+    }
 }
 
 /// Recent writes, by what they touched.
@@ -108,12 +130,12 @@ impl Window {
             Some(value) => Mark::Partition(table, value),
             None => Mark::Partitions(table),
         };
-        self.mark(&[Mark::Key(key.as_bytes()), partition, Mark::Written(table)]);
+        self.mark([Mark::Key(key.as_bytes()), partition, Mark::Written(table)]);
     }
 
     /// Everything in `table` may have changed.
     pub(super) fn dropped_table(&self, table: &str) {
-        self.mark(&[Mark::Whole(table), Mark::Written(table)]);
+        self.mark([Mark::Whole(table), Mark::Written(table)]);
     }
 
     /// Anything may have changed.
@@ -162,23 +184,23 @@ impl Window {
         self.len() == 0
     }
 
-    fn mark(&self, marks_made: &[Mark]) {
+    fn mark<const N: usize>(&self, marks_made: [Mark; N]) {
         if self.span.is_zero() {
             return;
         }
+        let hashes = marks_made.map(|mark| self.hasher.hash_one(mark));
         let now = Instant::now();
         let until = now + self.span;
         let mut marks = self.marks.lock().expect("lock poisoned");
         Self::lapse(&mut marks, now);
-        if marks.order.len() + marks_made.len() > MAX_MARKS {
+        if marks.order.len() + N > MAX_MARKS {
             // Too many writes to tell apart: everything is within the window for one span.
             marks.until.clear();
             marks.order.clear();
             marks.all_until = Some(until);
             return;
         }
-        for mark in marks_made {
-            let hash = self.hasher.hash_one(mark);
+        for hash in hashes {
             marks.until.insert(hash, until);
             marks.order.push_back((until, hash));
         }
