@@ -7,7 +7,6 @@
 //! A test checks every header against `aws_sigv4::http_request::sign` for the same request
 //! and time, with and without a session token.
 
-use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -27,11 +26,18 @@ pub struct Signed {
     pub authorization: String,
 }
 
-/// One day's signing key for one secret.
+/// What one day's signatures with one set of credentials share: the signing key, which
+/// depends only on the secret, the day and the region, and the credential scope and the
+/// `Authorization` header up to its signature, which change with the same things and the
+/// access key.
 struct DayKey {
     day: String,
     secret: String,
-    key: Arc<[u8]>,
+    access_key: String,
+    with_token: bool,
+    key: Vec<u8>,
+    scope: String,
+    authorization_prefix: String,
 }
 
 /// What the signer keeps between requests: the last second's `X-Amz-Date` (formatting it is
@@ -40,7 +46,7 @@ struct DayKey {
 struct Kept {
     second: Option<u64>,
     amz_date: String,
-    key: Option<DayKey>,
+    key: Option<Arc<DayKey>>,
 }
 
 /// Signs requests for one upstream: its `Host`, path and region.
@@ -49,6 +55,15 @@ pub struct Signer {
     path: String,
     region: String,
     kept: Mutex<Kept>,
+}
+
+/// The headers a request signs, in order; with a session token, it is signed too.
+fn signed_headers(with_token: bool) -> &'static str {
+    if with_token {
+        "content-type;host;x-amz-date;x-amz-security-token;x-amz-target"
+    } else {
+        "content-type;host;x-amz-date;x-amz-target"
+    }
 }
 
 impl Signer {
@@ -73,14 +88,8 @@ impl Signer {
 
     /// The headers that sign a request with `target` and `body`, at `now`.
     pub fn sign(&self, creds: &Credentials, target: &str, body: &[u8], now: SystemTime) -> Signed {
-        let (amz_date, key) = self.date_and_key(creds.secret_access_key(), now);
-        let day = &amz_date[..8];
+        let (amz_date, day) = self.date_and_key(creds, now);
         let token = creds.session_token();
-        let signed_headers = if token.is_some() {
-            "content-type;host;x-amz-date;x-amz-security-token;x-amz-target"
-        } else {
-            "content-type;host;x-amz-date;x-amz-target"
-        };
 
         let mut canonical = String::with_capacity(256 + token.map_or(0, str::len));
         canonical.push_str("POST\n");
@@ -98,29 +107,32 @@ impl Signer {
         canonical.push_str("\nx-amz-target:");
         canonical.push_str(target.trim());
         canonical.push_str("\n\n");
-        canonical.push_str(signed_headers);
+        canonical.push_str(signed_headers(token.is_some()));
         canonical.push('\n');
         push_sha256_hex(&mut canonical, body);
 
-        let scope = format!("{day}/{}/{SERVICE}/aws4_request", self.region);
         let mut to_sign = String::with_capacity(160);
-        let _ = write!(to_sign, "AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n");
+        to_sign.push_str("AWS4-HMAC-SHA256\n");
+        to_sign.push_str(&amz_date);
+        to_sign.push('\n');
+        to_sign.push_str(&day.scope);
+        to_sign.push('\n');
         push_sha256_hex(&mut to_sign, canonical.as_bytes());
-        let signature = v4::calculate_signature(&*key, to_sign.as_bytes());
+        let signature = v4::calculate_signature(&day.key, to_sign.as_bytes());
+        let mut authorization =
+            String::with_capacity(day.authorization_prefix.len() + signature.len());
+        authorization.push_str(&day.authorization_prefix);
+        authorization.push_str(&signature);
         Signed {
-            authorization: format!(
-                "AWS4-HMAC-SHA256 Credential={}/{scope}, SignedHeaders={signed_headers}, \
-                 Signature={signature}",
-                creds.access_key_id()
-            ),
+            authorization,
             security_token: token.map(str::to_string),
             amz_date,
         }
     }
 
-    /// `X-Amz-Date` for `now`, formatted once a second, and the signing key for `secret` on
-    /// that day, derived when either changes.
-    fn date_and_key(&self, secret: &str, now: SystemTime) -> (String, Arc<[u8]>) {
+    /// `X-Amz-Date` for `now`, formatted once a second, and what the day's signatures with
+    /// `creds` share, made again when the day or the credentials change.
+    fn date_and_key(&self, creds: &Credentials, now: SystemTime) -> (String, Arc<DayKey>) {
         let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
         let second = now
             .duration_since(SystemTime::UNIX_EPOCH)
@@ -130,16 +142,35 @@ impl Signer {
             kept.second = Some(second);
         }
         let day = &kept.amz_date[..8];
+        let (secret, access_key) = (creds.secret_access_key(), creds.access_key_id());
+        let with_token = creds.session_token().is_some();
         let key = match &kept.key {
-            Some(k) if k.day == day && k.secret == secret => k.key.clone(),
+            Some(k)
+                if k.day == day
+                    && k.secret == secret
+                    && k.access_key == access_key
+                    && k.with_token == with_token =>
+            {
+                k.clone()
+            }
             _ => {
-                let derived = v4::generate_signing_key(secret, now, &self.region, SERVICE);
-                let key: Arc<[u8]> = Arc::from(derived.as_ref());
-                kept.key = Some(DayKey {
+                let key = v4::generate_signing_key(secret, now, &self.region, SERVICE);
+                let scope = format!("{day}/{}/{SERVICE}/aws4_request", self.region);
+                let authorization_prefix = format!(
+                    "AWS4-HMAC-SHA256 Credential={access_key}/{scope}, SignedHeaders={}, \
+                     Signature=",
+                    signed_headers(with_token)
+                );
+                let key = Arc::new(DayKey {
                     day: day.to_string(),
                     secret: secret.to_string(),
-                    key: key.clone(),
+                    access_key: access_key.to_string(),
+                    with_token,
+                    key: key.as_ref().to_vec(),
+                    scope,
+                    authorization_prefix,
                 });
+                kept.key = Some(key.clone());
                 key
             }
         };
