@@ -24,38 +24,25 @@ duration="${1:-10}"
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null; nginx -p "$work" -c nginx.conf -s stop 2>/dev/null || true; rm -rf "$work"' EXIT
 
+# shellcheck source=benches/wrk/lib.sh
+. benches/wrk/lib.sh
+
 bin="${DYNAMO_CACHE_BIN:-}"
 if [ -z "$bin" ]; then
     cargo build --release --quiet --bin dynamo-cache
     bin=./target/release/dynamo-cache
 fi
 if [ -n "${DYNOXIDE_BIN:-}" ]; then
-    "$DYNOXIDE_BIN" --port 18090 > "$work/dynoxide.out" 2>&1 &
-    for _ in $(seq 100); do curl -s -o /dev/null http://127.0.0.1:18090/ && break; sleep 0.1; done
-    AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_REGION=us-east-1 \
-        "$bin" serve --upstream http://127.0.0.1:18090 --listen 127.0.0.1:18000 \
-        --admin-listen 127.0.0.1:19464 > "$work/proxy.out" 2>&1 &
-    proxy_pid=$!
+    start_dynoxide "$work/dynoxide.out"
+    start_proxy "$bin" "$work/proxy.out" --upstream http://127.0.0.1:18090
     # The proxy's whole process serves forwarded requests: nothing else runs in it.
     proxy_fwd=$proxy_pid
 else
-    "$bin" serve --embedded --listen 127.0.0.1:18000 --admin-listen 127.0.0.1:19464 \
-        > "$work/proxy.out" 2>&1 &
-    proxy_pid=$!
+    start_proxy "$bin" "$work/proxy.out" --embedded
     # Only the proxy's worker threads: the embedded emulator shares its process.
     proxy_fwd=workers:$proxy_pid
 fi
-for _ in $(seq 100); do curl -sf http://127.0.0.1:19464/healthz >/dev/null && break; sleep 0.1; done
-
-call() { # op body [url]
-    curl -sf "${3:-http://127.0.0.1:18000/}" -H "Content-Type: application/x-amz-json-1.0" \
-        -H "X-Amz-Target: DynamoDB_20120810.$1" -H "X-Amz-Date: 20260101T000000Z" \
-        -H "Authorization: AWS4-HMAC-SHA256 Credential=bench/20260101/us-east-1/dynamodb/aws4_request, SignedHeaders=host, Signature=00" \
-        "${@:4}" -d "$2"
-}
-call CreateTable '{"TableName":"bench","AttributeDefinitions":[{"AttributeName":"pk","AttributeType":"S"}],"KeySchema":[{"AttributeName":"pk","KeyType":"HASH"}],"BillingMode":"PAY_PER_REQUEST"}' >/dev/null
-value=$(printf 'x%.0s' $(seq 400))
-call PutItem "{\"TableName\":\"bench\",\"Item\":{\"pk\":{\"S\":\"k\"},\"v\":{\"S\":\"$value\"}}}" >/dev/null
+seed
 body=$(call GetItem '{"TableName":"bench","Key":{"pk":{"S":"k"}}}')
 upstream=$(grep -o 'upstream http://[0-9.:]*' "$work/proxy.out" | head -1 | cut -d' ' -f2)
 upstream=${upstream#http://}
@@ -111,24 +98,6 @@ http {
 CONF
 nginx -p "$work" -c nginx.conf
 
-# CPU seconds (user + system) used so far by the given processes; `workers:PID` counts only
-# the proxy's worker threads (named dynamo-cache-N), which serve every request, and not the
-# embedded emulator's, which share its process.
-cpu() {
-    local ticks=0 pid stats
-    for pid in "$@"; do
-        if [[ $pid == workers:* ]]; then
-            stats=$(grep -l '^dynamo-cache-' /proc/"${pid#workers:}"/task/*/comm | sed 's/comm$/stat/')
-        else
-            stats=/proc/$pid/stat
-        fi
-        # Fields 14 and 15 of /proc/PID/stat, counted after the command name's parentheses. A
-        # process gone meanwhile (nginx's cache loader exits) counts nothing.
-        # shellcheck disable=SC2086
-        ticks=$((ticks + $(cat $stats 2>/dev/null | sed 's/.*) //' | awk '{t += $12 + $13} END {print t + 0}')))
-    done
-    awk -v t="$ticks" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.4f", t / hz }'
-}
 # run NAME URL SCRIPT PID...: 16 connections, then one; sets NAME_rps, NAME_cpu_us (CPU µs per
 # request at 16 connections), NAME_p50, NAME_p99 and NAME_cpu1_us (at one connection).
 run() {
